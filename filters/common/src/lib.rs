@@ -1,0 +1,12 @@
+//! Pieces every filter shares: configuration parsing with field-named errors, a host-call layer that
+//! never panics, Istio-style metric names, and id generation.
+//!
+//! Everything except `host` is plain Rust, unit-tested natively.
+
+pub mod config;
+pub mod duration;
+pub mod host;
+pub mod ids;
+pub mod metrics;
+pub mod plugin;
+pub mod wire;

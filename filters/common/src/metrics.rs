@@ -1,0 +1,87 @@
+//! Metric names built for Istio's `extraStatTags` convention: a tag is written `NAME=.=VALUE;.;` before
+//! the metric name, and Envoy's `stats_tags` regex `(NAME=\.=(.*?);\.;)` lifts it into a label, so
+//! `format=.=b3;.;trace_context_extracted` renders as `trace_context_extracted{format="b3"}`.
+
+use crate::host;
+
+/// Builds a tagged metric name. Tag values are restricted to `[A-Za-z0-9_-]` (others become `_`) so a
+/// value can never break the tag syntax or add stat-name segments.
+pub fn tagged_name(base: &str, tags: &[(&str, &str)]) -> String {
+    let mut name = String::with_capacity(base.len() + tags.len() * 24);
+    for (key, value) in tags {
+        name.push_str(key);
+        name.push_str("=.=");
+        name.extend(value.chars().map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        }));
+        name.push_str(";.;");
+    }
+    name.push_str(base);
+    name
+}
+
+/// A counter defined once per VM; a host that refused the definition leaves it inert.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counter(Option<u32>);
+
+impl Counter {
+    pub fn define(name: &str) -> Self {
+        Counter(host::define_counter(name))
+    }
+
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        if let (Some(id), Ok(delta)) = (self.0, i64::try_from(n)) {
+            if delta > 0 {
+                host::increment_metric(id, delta);
+            }
+        }
+    }
+}
+
+/// A gauge defined once per VM.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauge(Option<u32>);
+
+impl Gauge {
+    pub fn define(name: &str) -> Self {
+        Gauge(host::define_gauge(name))
+    }
+
+    pub fn set(&self, value: u64) {
+        if let Some(id) = self.0 {
+            host::record_metric(id, value);
+        }
+    }
+
+    pub fn add(&self, delta: i64) {
+        if let Some(id) = self.0 {
+            host::increment_metric(id, delta);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_precede_the_name_in_istio_form() {
+        assert_eq!(
+            tagged_name("trace_context_extracted", &[("format", "b3")]),
+            "format=.=b3;.;trace_context_extracted"
+        );
+        assert_eq!(
+            tagged_name("cb_calls", &[("breaker", "pay.v1|x"), ("outcome", "ok")]),
+            "breaker=.=pay_v1_x;.;outcome=.=ok;.;cb_calls"
+        );
+        assert_eq!(tagged_name("plain", &[]), "plain");
+    }
+}

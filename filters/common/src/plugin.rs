@@ -1,0 +1,22 @@
+//! Start-up steps every filter takes the same way.
+
+use crate::config::{parse, Validate};
+use crate::host;
+use serde::de::DeserializeOwned;
+
+/// Reads and checks the plugin configuration. On error it logs exactly one line naming the filter, the
+/// field and the reason, and returns `None`; the filter then returns `false` from `on_configure`, which
+/// makes Envoy reject the configuration instead of running with a guess.
+pub fn load_config<T>(filter: &str) -> Option<T>
+where
+    T: DeserializeOwned + Default + Validate,
+{
+    let raw = host::plugin_configuration();
+    match parse::<T>(raw.as_deref()) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            log::error!("{filter}: {e}");
+            None
+        }
+    }
+}

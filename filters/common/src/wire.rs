@@ -1,0 +1,112 @@
+//! The proxy-wasm ABI's encodings of header maps and property paths, written without any indexing that
+//! could panic on a malformed buffer from the host.
+
+/// Decodes a header map: `u32 count`, then `count` pairs of `(u32 name_len, u32 value_len)`, then each
+/// name and value followed by a NUL byte. Returns `None` if the buffer is malformed. Names that are not
+/// UTF-8 (never produced by Envoy) are decoded lossily so a request is never rejected for them.
+pub fn decode_map(buf: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let (count, mut rest) = read_u32(buf)?;
+    let count = usize::try_from(count).ok()?;
+    // Each pair needs at least 10 bytes; cap the allocation by what the buffer can hold.
+    let mut sizes = Vec::with_capacity(count.min(buf.len() / 10 + 1));
+    for _ in 0..count {
+        let (name_len, r) = read_u32(rest)?;
+        let (value_len, r) = read_u32(r)?;
+        rest = r;
+        sizes.push((usize::try_from(name_len).ok()?, usize::try_from(value_len).ok()?));
+    }
+    let mut pairs = Vec::with_capacity(sizes.len());
+    for (name_len, value_len) in sizes {
+        let (name, r) = rest.split_at_checked(name_len)?;
+        let r = r.strip_prefix(&[0u8])?;
+        let (value, r) = r.split_at_checked(value_len)?;
+        rest = r.strip_prefix(&[0u8])?;
+        pairs.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+    }
+    Some(pairs)
+}
+
+/// Encodes a header map in the layout `decode_map` reads.
+pub fn encode_map(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+    let size = 4 + pairs
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 10)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&len_u32(pairs.len()).to_le_bytes());
+    for (n, v) in pairs {
+        out.extend_from_slice(&len_u32(n.len()).to_le_bytes());
+        out.extend_from_slice(&len_u32(v.len()).to_le_bytes());
+    }
+    for (n, v) in pairs {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// A property path is its parts joined by NUL bytes.
+pub fn encode_path(path: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in path.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+fn read_u32(buf: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, rest) = buf.split_first_chunk::<4>()?;
+    Some((u32::from_le_bytes(*head), rest))
+}
+
+fn len_u32(len: usize) -> u32 {
+    // Header maps are far below 4 GiB; saturate rather than wrap if one ever is not.
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_round_trip_keeps_duplicates_and_binary_values() {
+        let pairs: Vec<(&str, &[u8])> = vec![("a", b"1"), ("a", b"2"), ("bin", &[0xff, 0x00, 0x80])];
+        let decoded = decode_map(&encode_map(&pairs)).unwrap();
+        assert_eq!(decoded.len(), 3);
+        assert_eq!(decoded[1], ("a".to_string(), b"2".to_vec()));
+        assert_eq!(decoded[2].1, vec![0xff, 0x00, 0x80]);
+    }
+
+    #[test]
+    fn malformed_maps_are_rejected_not_panicking() {
+        assert!(decode_map(&[]).is_none());
+        assert!(decode_map(&[1, 0, 0]).is_none());
+        // Claims a pair but has no sizes.
+        assert!(decode_map(&[1, 0, 0, 0]).is_none());
+        // Sizes larger than the buffer.
+        let mut buf = vec![1, 0, 0, 0];
+        buf.extend_from_slice(&100u32.to_le_bytes());
+        buf.extend_from_slice(&1u32.to_le_bytes());
+        assert!(decode_map(&buf).is_none());
+        // A huge count must not allocate a huge vector first.
+        assert!(decode_map(&u32::MAX.to_le_bytes()).is_none());
+        // Missing NUL terminator.
+        let mut good = encode_map(&[("k", b"v")]);
+        good.pop();
+        assert!(decode_map(&good).is_none());
+        assert_eq!(decode_map(&encode_map(&[])).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn property_paths_are_nul_joined() {
+        assert_eq!(encode_path(&["xds", "route_name"]), b"xds\0route_name".to_vec());
+        assert_eq!(encode_path(&["a"]), b"a".to_vec());
+        assert!(encode_path(&[]).is_empty());
+    }
+}
