@@ -1,0 +1,289 @@
+//! The filter's configuration (Istio `pluginConfig` JSON, camelCase). Every field has a default, so no
+//! configuration at all gives a working filter.
+
+use crate::baggage::BaggageLimits;
+use crate::formats::Format;
+use filter_common::config::{lenient_u32, lenient_usize, ConfigError, Validate};
+use filter_common::duration::ConfigDuration;
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// Formats read from requests, in precedence order: the first valid one wins.
+    #[serde(deserialize_with = "formats")]
+    pub extract: Vec<Format>,
+    /// Formats always written on the forwarded request.
+    #[serde(deserialize_with = "formats")]
+    pub inject: Vec<Format>,
+    /// Formats that arrived but are not in `inject` are rewritten from the winning context (true) or
+    /// removed (false), so downstream never sees two different traces.
+    pub keep_received_formats: bool,
+    /// Probability that a trace this filter starts, or one that arrived without a decision, is sampled.
+    pub sampling_ratio: f64,
+    /// 128 or 64: the size of trace ids this filter creates. 64 suits meshes with 64-bit-only peers.
+    #[serde(deserialize_with = "lenient_u32")]
+    pub new_trace_id_bits: u32,
+    /// Act as a hop: give the forwarded request a new span (parent) id.
+    pub participate: bool,
+    /// When set and participating, the `tracestate` member written with this key (value: the new span id).
+    pub tracestate_key: Option<String>,
+    /// Longest `tracestate` forwarded; whole members are dropped beyond it (W3C: at least 512).
+    #[serde(deserialize_with = "lenient_usize")]
+    pub tracestate_max_length: usize,
+    pub baggage: BaggageConfig,
+    /// Response header carrying the trace id; empty disables it.
+    pub response_header: String,
+    /// Adds W3C `traceresponse` to responses.
+    pub trace_response: bool,
+    /// Filter state name holding the trace id (`%FILTER_STATE(wasm.NAME)%` in access logs); empty disables.
+    pub filter_state_name: String,
+    /// Which side of the workload this listener is: `auto` reads Envoy's `listener_direction`.
+    pub direction: Direction,
+    pub correlation: CorrelationConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BaggageConfig {
+    pub enabled: bool,
+    #[serde(deserialize_with = "lenient_usize")]
+    pub max_members: usize,
+    #[serde(deserialize_with = "lenient_usize")]
+    pub max_bytes: usize,
+    /// When set, only these keys are propagated.
+    pub allow_keys: Option<Vec<String>>,
+    pub deny_keys: Vec<String>,
+    /// Translate Jaeger `uberctx-*` headers into `baggage`.
+    pub from_jaeger: bool,
+    /// Translate OpenTracing `ot-baggage-*` headers into `baggage`.
+    pub from_ot_trace: bool,
+    /// Remove `baggage` (and the translated headers) on outbound requests leaving the workload.
+    pub strip_on_egress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Auto,
+    Inbound,
+    Outbound,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CorrelationConfig {
+    /// Restore the context of an outbound request that carries only `x-request-id`.
+    pub enabled: bool,
+    /// Number of fixed slots in shared data (memory is slots x one small entry).
+    #[serde(deserialize_with = "lenient_u32")]
+    pub slots: u32,
+    /// How long an inbound context can be restored.
+    pub ttl: ConfigDuration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            extract: Format::ALL.to_vec(),
+            inject: vec![Format::TraceContext],
+            keep_received_formats: true,
+            sampling_ratio: 1.0,
+            new_trace_id_bits: 128,
+            participate: false,
+            tracestate_key: None,
+            tracestate_max_length: crate::tracestate::PROPAGATE_MIN,
+            baggage: BaggageConfig::default(),
+            response_header: "x-trace-id".to_string(),
+            trace_response: true,
+            filter_state_name: "trace_id".to_string(),
+            direction: Direction::Auto,
+            correlation: CorrelationConfig::default(),
+        }
+    }
+}
+
+impl Default for BaggageConfig {
+    fn default() -> Self {
+        let limits = BaggageLimits::default();
+        BaggageConfig {
+            enabled: true,
+            max_members: limits.max_members,
+            max_bytes: limits.max_bytes,
+            allow_keys: None,
+            deny_keys: Vec::new(),
+            from_jaeger: true,
+            from_ot_trace: true,
+            strip_on_egress: false,
+        }
+    }
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        CorrelationConfig {
+            enabled: false,
+            slots: 4096,
+            ttl: ConfigDuration::from_millis(60_000),
+        }
+    }
+}
+
+impl BaggageConfig {
+    pub fn limits(&self) -> BaggageLimits {
+        BaggageLimits {
+            max_members: self.max_members,
+            max_bytes: self.max_bytes,
+            allow: self.allow_keys.clone(),
+            deny: self.deny_keys.clone(),
+        }
+    }
+}
+
+/// The largest number of correlation slots: 1 Mi slots of at most ~200 bytes stay near 200 MiB.
+pub const MAX_CORRELATION_SLOTS: u32 = 1 << 20;
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            return Err(ConfigError::new(
+                "samplingRatio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if self.new_trace_id_bits != 128 && self.new_trace_id_bits != 64 {
+            return Err(ConfigError::new("newTraceIdBits", "must be 128 or 64"));
+        }
+        if self.extract.is_empty() {
+            return Err(ConfigError::new("extract", "must name at least one format"));
+        }
+        if self.tracestate_max_length < crate::tracestate::PROPAGATE_MIN {
+            return Err(ConfigError::new(
+                "tracestateMaxLength",
+                "must be at least 512 (W3C Trace Context requires propagating 512 characters)",
+            ));
+        }
+        if let Some(key) = &self.tracestate_key {
+            if crate::tracestate::validate_key(key).is_err() {
+                return Err(ConfigError::new(
+                    "tracestateKey",
+                    "is not a valid W3C tracestate key",
+                ));
+            }
+        }
+        if self.baggage.max_members == 0 || self.baggage.max_bytes == 0 {
+            return Err(ConfigError::new(
+                "baggage",
+                "maxMembers and maxBytes must be positive",
+            ));
+        }
+        if !self.response_header.is_empty() && !is_header_name(&self.response_header) {
+            return Err(ConfigError::new(
+                "responseHeader",
+                "must be a lower-case HTTP header name (letters, digits, '-')",
+            ));
+        }
+        if self.correlation.slots == 0 || self.correlation.slots > MAX_CORRELATION_SLOTS {
+            return Err(ConfigError::new(
+                "correlation.slots",
+                "must be between 1 and 1048576",
+            ));
+        }
+        if self.correlation.ttl.0.is_zero() {
+            return Err(ConfigError::new("correlation.ttl", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Reads a list of format names, naming the unknown one in the error.
+fn formats<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Format>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let format = Format::from_name(&name).ok_or_else(|| {
+            let known: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+            serde::de::Error::custom(format!(
+                "unknown format {name:?}; known formats: {}",
+                known.join(", ")
+            ))
+        })?;
+        if out.contains(&format) {
+            return Err(serde::de::Error::custom(format!(
+                "format {name:?} is listed twice"
+            )));
+        }
+        out.push(format);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use filter_common::config::parse;
+
+    #[test]
+    fn no_configuration_gives_the_documented_defaults() {
+        let c: Config = parse(None).unwrap();
+        assert_eq!(c.extract, Format::ALL.to_vec());
+        assert_eq!(c.inject, vec![Format::TraceContext]);
+        assert!(c.keep_received_formats);
+        assert_eq!(c.response_header, "x-trace-id");
+        assert!(c.trace_response);
+        assert!(!c.correlation.enabled);
+        assert_eq!(c.baggage.max_members, 64);
+        assert_eq!(c.baggage.max_bytes, 8192);
+    }
+
+    #[test]
+    fn a_full_configuration_parses() {
+        let json = br#"{
+            "extract": ["b3", "tracecontext"], "inject": ["tracecontext", "b3multi"],
+            "keepReceivedFormats": false, "samplingRatio": 0.25, "newTraceIdBits": 64.0,
+            "participate": true, "tracestateKey": "mesh", "tracestateMaxLength": 1024,
+            "baggage": {"enabled": true, "maxMembers": 10, "maxBytes": 2048, "allowKeys": ["tenant"],
+                        "denyKeys": ["secret"], "fromJaeger": false, "fromOtTrace": false,
+                        "stripOnEgress": true},
+            "responseHeader": "x-b3-traceid-echo", "traceResponse": false, "filterStateName": "tid",
+            "direction": "outbound",
+            "correlation": {"enabled": true, "slots": 128, "ttl": "30s"}
+        }"#;
+        let c: Config = parse(Some(json)).unwrap();
+        assert_eq!(c.extract, vec![Format::B3, Format::TraceContext]);
+        assert_eq!(c.new_trace_id_bits, 64);
+        assert_eq!(c.correlation.ttl.0.as_secs(), 30);
+        assert_eq!(c.direction, Direction::Outbound);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases: &[(&[u8], &str)] = &[
+            (br#"{"extract": ["zipkin"]}"#, "extract"),
+            (br#"{"extract": ["b3", "b3"]}"#, "extract"),
+            (br#"{"extract": []}"#, "extract"),
+            (br#"{"samplingRatio": 1.5}"#, "samplingRatio"),
+            (br#"{"newTraceIdBits": 96}"#, "newTraceIdBits"),
+            (br#"{"baggage": {"maxMembrs": 3}}"#, "baggage.maxMembrs"),
+            (br#"{"correlation": {"ttl": "soon"}}"#, "correlation.ttl"),
+            (br#"{"correlation": {"slots": 0}}"#, "correlation.slots"),
+            (br#"{"direction": "sideways"}"#, "direction"),
+            (br#"{"responseHeader": "X Trace"}"#, "responseHeader"),
+            (br#"{"tracestateKey": "Bad Key"}"#, "tracestateKey"),
+            (br#"{"tracestateMaxLength": 100}"#, "tracestateMaxLength"),
+            (br#"{"unknown": 1}"#, "unknown"),
+        ];
+        for (json, field) in cases {
+            let e = parse::<Config>(Some(json)).unwrap_err();
+            assert_eq!(&e.field, field, "{}: {}", String::from_utf8_lossy(json), e);
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The one trace context a request carries, whatever format it arrived in.
+
+/// A trace context in its format-neutral form. Every reader produces one and every writer consumes one,
+/// so a conversion between two formats is always a read followed by a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 128-bit trace id; never zero. A 64-bit id read from a 64-bit format has its high half zero.
+    pub trace_id: u128,
+    /// The span id of the caller (the parent of whatever the next hop creates); never zero.
+    pub span_id: u64,
+    /// The caller's sampling decision; `None` means "defer to the next hop" (B3 without a decision).
+    pub sampled: Option<bool>,
+    /// Debug / forced tracing (B3 `d`, Jaeger flag 0x02, Cloud Trace `o=1` is mapped to sampled only).
+    pub debug: bool,
+    /// W3C Level 2 "random" flag: the low 56 bits of the trace id are random.
+    pub random: bool,
+}
+
+impl TraceContext {
+    /// True when the trace id fits in 64 bits, i.e. it came from (or can be written to) a 64-bit peer
+    /// without loss.
+    pub fn is_64_bit(&self) -> bool {
+        self.trace_id >> 64 == 0
+    }
+
+    /// The low 64 bits of the trace id (what a 64-bit format carries).
+    pub fn trace_id_low(&self) -> u64 {
+        self.trace_id as u64
+    }
+
+    /// The high 64 bits of the trace id.
+    pub fn trace_id_high(&self) -> u64 {
+        (self.trace_id >> 64) as u64
+    }
+
+    /// The trace id as 32 lower-case hex characters.
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The span id as 16 lower-case hex characters.
+    pub fn span_id_hex(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
+}
+
+/// Parses exactly `len` lower-case hex digits. Upper case is rejected: W3C requires lower case and the
+/// other formats' reference implementations produce it.
+pub fn parse_lower_hex_u128(s: &[u8], len: usize) -> Option<u128> {
+    if s.len() != len || len == 0 || len > 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for &c in s {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u128::from(d);
+    }
+    Some(v)
+}
+
+/// Parses exactly `len` (at most 16) lower-case hex digits into a u64.
+pub fn parse_lower_hex_u64(s: &[u8], len: usize) -> Option<u64> {
+    if len > 16 {
+        return None;
+    }
+    parse_lower_hex_u128(s, len).map(|v| v as u64)
+}
+
+/// Parses 1..=max_len hex digits of either case (formats such as Jaeger allow variable length).
+pub fn parse_hex_var(s: &[u8], max_len: usize) -> Option<u128> {
+    if s.is_empty() || s.len() > max_len || s.len() > 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for &c in s {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u128::from(d);
+    }
+    Some(v)
+}

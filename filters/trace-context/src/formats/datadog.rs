@@ -1,0 +1,535 @@
+//! Datadog headers (parsing follows DataDog/dd-trace-cpp `extraction_util.cpp`):
+//!
+//! - `x-datadog-trace-id`: the low 64 bits of the trace id, decimal; `x-datadog-parent-id`: the span id,
+//!   decimal; both non-zero.
+//! - `x-datadog-sampling-priority`: an integer; > 0 keeps (1 auto, 2 user), <= 0 drops (0 auto, -1 user);
+//!   absent means "defer". Priority 2 is not B3-style debug, so `debug` stays false.
+//! - `x-datadog-tags`: `key=value,...`; `_dd.p.tid` holds the high 64 bits of the trace id as 16 lower-case
+//!   hex. A malformed or repeated `_dd.p.tid`, or an undecodable tag list, is ignored (the id stays
+//!   64-bit), as dd-trace-cpp does.
+//! - `x-datadog-origin` is not part of the context; it is listed so the format owns it, and left untouched
+//!   on inject.
+
+use std::fmt::Write as _;
+
+use crate::context::{parse_lower_hex_u64, TraceContext};
+use crate::formats::Extracted;
+use crate::headers::{HeaderEdits, RequestHeaders};
+
+pub const HEADERS: &[&str] = &[TRACE_ID, PARENT_ID, SAMPLING_PRIORITY, ORIGIN, TAGS];
+
+const TRACE_ID: &str = "x-datadog-trace-id";
+const PARENT_ID: &str = "x-datadog-parent-id";
+const SAMPLING_PRIORITY: &str = "x-datadog-sampling-priority";
+const ORIGIN: &str = "x-datadog-origin";
+const TAGS: &str = "x-datadog-tags";
+
+const TID_KEY: &[u8] = b"_dd.p.tid";
+
+pub fn extract(h: &RequestHeaders) -> Extracted {
+    if !HEADERS.iter().any(|name| h.contains(name)) {
+        return Extracted::Absent;
+    }
+    match parse(h) {
+        Ok(ctx) => Extracted::Valid(ctx),
+        Err(reason) => Extracted::Invalid(reason),
+    }
+}
+
+/// The trimmed value of a header that may occur at most once.
+fn single<'a>(h: &'a RequestHeaders, name: &'static str) -> Result<Option<&'a [u8]>, &'static str> {
+    h.get_single(name)
+        .map(|v| v.map(<[u8]>::trim_ascii))
+        .map_err(|_| "x-datadog-*: header repeated")
+}
+
+fn parse(h: &RequestHeaders) -> Result<TraceContext, &'static str> {
+    let trace = single(h, TRACE_ID)?;
+    let parent = single(h, PARENT_ID)?;
+    let priority = single(h, SAMPLING_PRIORITY)?;
+    single(h, ORIGIN)?;
+    let tags = single(h, TAGS)?;
+
+    let low = trace.ok_or("x-datadog-trace-id missing")?;
+    let low = parse_dec_u64(low)
+        .filter(|&v| v != 0)
+        .ok_or("x-datadog-trace-id: bad value")?;
+    let span_id = parent.ok_or("x-datadog-parent-id missing")?;
+    let span_id = parse_dec_u64(span_id)
+        .filter(|&v| v != 0)
+        .ok_or("x-datadog-parent-id: bad value")?;
+    let sampled = match priority {
+        None => None,
+        Some(p) => Some(parse_priority(p).ok_or("x-datadog-sampling-priority: bad value")? > 0),
+    };
+    let high = tags.and_then(trace_id_high).unwrap_or(0);
+    Ok(TraceContext {
+        trace_id: (u128::from(high) << 64) | u128::from(low),
+        span_id,
+        sampled,
+        debug: false,
+        random: false,
+    })
+}
+
+/// Decimal digits only (no sign, no white space), checked against overflow.
+fn parse_dec_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &c| {
+        let d = c.checked_sub(b'0').filter(|d| *d <= 9)?;
+        acc.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// A decimal integer with an optional leading `-`.
+fn parse_priority(s: &[u8]) -> Option<i64> {
+    match s.strip_prefix(b"-") {
+        Some(digits) => i64::try_from(parse_dec_u64(digits)?).ok().map(|v| -v),
+        None => i64::try_from(parse_dec_u64(s)?).ok(),
+    }
+}
+
+/// `_dd.p.tid` from a tag list; `None` when absent, malformed, repeated, or the list does not decode.
+fn trace_id_high(tags: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for entry in tags.split(|&c| c == b',') {
+        let entry = entry.trim_ascii();
+        if entry.is_empty() {
+            continue;
+        }
+        // dd-trace-cpp drops the whole list when one entry has no `=`.
+        let eq = entry.iter().position(|&c| c == b'=')?;
+        let (key, value) = entry.split_at_checked(eq)?;
+        if key == TID_KEY {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(parse_lower_hex_u64(value.get(1..)?, 16)?);
+        }
+    }
+    found
+}
+
+/// Writes the low 64 bits and the span id in decimal, the sampling priority (removed when deferred) and
+/// `_dd.p.tid` in `x-datadog-tags` when the high half of the trace id is non-zero, so a 128-bit id survives
+/// the trip. Other incoming tags are kept; `x-datadog-origin` is not touched.
+///
+/// An incoming priority that agrees with the decision is kept (so 2 "user keep" or -1 "user reject" is not
+/// downgraded to 1 or 0); otherwise debug writes 2 (a forced keep), sampled 1, not sampled 0.
+pub fn inject(ctx: &TraceContext, incoming: &RequestHeaders, edits: &mut HeaderEdits) {
+    if ctx.trace_id_low() == 0 || ctx.span_id == 0 {
+        // Datadog cannot carry a zero low half or span id: every reader would reject the headers.
+        return;
+    }
+    edits.set(TRACE_ID, ctx.trace_id_low().to_string());
+    edits.set(PARENT_ID, ctx.span_id.to_string());
+
+    let sampled = if ctx.debug { Some(true) } else { ctx.sampled };
+    match sampled {
+        None => remove_if_present(incoming, edits, SAMPLING_PRIORITY),
+        Some(keep) => {
+            let incoming_priority = single(incoming, SAMPLING_PRIORITY)
+                .ok()
+                .flatten()
+                .and_then(parse_priority);
+            let priority = match incoming_priority {
+                Some(p) if (p > 0) == keep && (!ctx.debug || p >= 2) => p,
+                _ if ctx.debug => 2,
+                _ if keep => 1,
+                _ => 0,
+            };
+            edits.set(SAMPLING_PRIORITY, priority.to_string());
+        }
+    }
+
+    let tags = rebuild_tags(incoming, ctx.trace_id_high());
+    if tags.is_empty() {
+        remove_if_present(incoming, edits, TAGS);
+    } else {
+        edits.set(TAGS, tags);
+    }
+}
+
+fn remove_if_present(incoming: &RequestHeaders, edits: &mut HeaderEdits, name: &'static str) {
+    if incoming.contains(name) {
+        edits.remove(name);
+    }
+}
+
+/// The incoming tags without `_dd.p.tid`, then `_dd.p.tid` for `high` unless it is zero. Entries that do
+/// not fit the Datadog grammar (`key=value`, printable ASCII, no space or `=` in the key) are dropped
+/// rather than passed on.
+fn rebuild_tags(incoming: &RequestHeaders, high: u64) -> String {
+    let mut out = String::new();
+    if let Ok(Some(value)) = incoming.get_single(TAGS) {
+        for entry in value.split(|&c| c == b',') {
+            let entry = entry.trim_ascii();
+            let Ok(text) = std::str::from_utf8(entry) else {
+                continue;
+            };
+            if !text.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+                continue;
+            }
+            match text.split_once('=') {
+                Some((key, _))
+                    if !key.is_empty() && !key.contains(' ') && key.as_bytes() != TID_KEY =>
+                {
+                    if !out.is_empty() {
+                        out.push(',');
+                    }
+                    out.push_str(text);
+                }
+                _ => {}
+            }
+        }
+    }
+    if high != 0 {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(out, "_dd.p.tid={high:016x}");
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::headers::HeaderEdit;
+
+    fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>) -> TraceContext {
+        TraceContext {
+            trace_id,
+            span_id,
+            sampled,
+            debug: false,
+            random: false,
+        }
+    }
+
+    fn ex(pairs: &[(&str, &str)]) -> Extracted {
+        extract(&RequestHeaders::from_strs(pairs))
+    }
+
+    fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
+        let mut pairs: Vec<(String, Vec<u8>)> = incoming
+            .iter()
+            .filter(|(n, _)| edits.get(n).is_none())
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect();
+        for e in edits.iter() {
+            if let HeaderEdit::Set(n, v) = e {
+                pairs.push((n.clone(), v.clone().into_bytes()));
+            }
+        }
+        RequestHeaders::new(pairs)
+    }
+
+    fn injected(c: &TraceContext, incoming: &RequestHeaders) -> HeaderEdits {
+        let mut edits = HeaderEdits::default();
+        inject(c, incoming, &mut edits);
+        edits
+    }
+
+    #[test]
+    fn absent() {
+        assert_eq!(ex(&[]), Extracted::Absent);
+        assert_eq!(ex(&[("x-datadog-other", "1")]), Extracted::Absent);
+    }
+
+    #[test]
+    fn basic() {
+        assert_eq!(
+            ex(&[(TRACE_ID, "123"), (PARENT_ID, "456")]),
+            Extracted::Valid(ctx(123, 456, None))
+        );
+        assert_eq!(
+            ex(&[
+                (TRACE_ID, "18446744073709551615"),
+                (PARENT_ID, "18446744073709551615")
+            ]),
+            Extracted::Valid(ctx(u128::from(u64::MAX), u64::MAX, None))
+        );
+        assert_eq!(
+            ex(&[
+                (TRACE_ID, " 0123 "),
+                (PARENT_ID, "\t456"),
+                (ORIGIN, "synthetics")
+            ]),
+            Extracted::Valid(ctx(123, 456, None))
+        );
+    }
+
+    #[test]
+    fn sampling_priority() {
+        for (p, want) in [
+            ("-1", false),
+            ("0", false),
+            ("1", true),
+            ("2", true),
+            ("-0", false),
+            ("10", true),
+        ] {
+            assert_eq!(
+                ex(&[(TRACE_ID, "1"), (PARENT_ID, "2"), (SAMPLING_PRIORITY, p)]),
+                Extracted::Valid(ctx(1, 2, Some(want))),
+                "{p}"
+            );
+        }
+        for p in ["", "x", "+1", "1.0", "--1", "9223372036854775808", "- 1"] {
+            assert_eq!(
+                ex(&[(TRACE_ID, "1"), (PARENT_ID, "2"), (SAMPLING_PRIORITY, p)]),
+                Extracted::Invalid("x-datadog-sampling-priority: bad value"),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid() {
+        assert_eq!(
+            ex(&[(PARENT_ID, "2")]),
+            Extracted::Invalid("x-datadog-trace-id missing")
+        );
+        assert_eq!(
+            ex(&[(ORIGIN, "rum")]),
+            Extracted::Invalid("x-datadog-trace-id missing")
+        );
+        assert_eq!(
+            ex(&[(TRACE_ID, "1")]),
+            Extracted::Invalid("x-datadog-parent-id missing")
+        );
+        for bad in [
+            "0",
+            "",
+            "0x12",
+            "-1",
+            "+1",
+            "1e3",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "1 2",
+        ] {
+            assert_eq!(
+                ex(&[(TRACE_ID, bad), (PARENT_ID, "2")]),
+                Extracted::Invalid("x-datadog-trace-id: bad value"),
+                "{bad:?}"
+            );
+            assert_eq!(
+                ex(&[(TRACE_ID, "1"), (PARENT_ID, bad)]),
+                Extracted::Invalid("x-datadog-parent-id: bad value"),
+                "{bad:?}"
+            );
+        }
+        for name in HEADERS {
+            let mut pairs = vec![(TRACE_ID, "1"), (PARENT_ID, "2")];
+            pairs.push((name, "1"));
+            pairs.push((name, "1"));
+            assert_eq!(
+                ex(&pairs),
+                Extracted::Invalid("x-datadog-*: header repeated"),
+                "{name}"
+            );
+        }
+        let h = RequestHeaders::new(vec![
+            (TRACE_ID.into(), vec![b'1', 0xff]),
+            (PARENT_ID.into(), b"2".to_vec()),
+        ]);
+        assert_eq!(
+            extract(&h),
+            Extracted::Invalid("x-datadog-trace-id: bad value")
+        );
+    }
+
+    #[test]
+    fn tid_combines_with_low_bits() {
+        // traceparent 00-640cfd8d00000000abcdefab12345678-... as Datadog sends it.
+        let low = 0xabcdefab12345678u64.to_string();
+        let want = Extracted::Valid(ctx(0x640cfd8d00000000abcdefab12345678, 2, Some(true)));
+        for tags in [
+            "_dd.p.tid=640cfd8d00000000",
+            "_dd.p.dm=-0,_dd.p.tid=640cfd8d00000000",
+            "_dd.p.tid=640cfd8d00000000,_dd.p.dm=-4",
+            " _dd.p.dm=-0 , _dd.p.tid=640cfd8d00000000 ",
+            "_dd.p.dm=-0,,_dd.p.tid=640cfd8d00000000,",
+        ] {
+            assert_eq!(
+                ex(&[
+                    (TRACE_ID, &low),
+                    (PARENT_ID, "2"),
+                    (SAMPLING_PRIORITY, "1"),
+                    (TAGS, tags)
+                ]),
+                want,
+                "{tags}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_tid_is_ignored() {
+        for tags in [
+            "_dd.p.tid=640CFD8D00000000",
+            "_dd.p.tid=640cfd8d0000000",
+            "_dd.p.tid=640cfd8d000000000",
+            "_dd.p.tid=xyzcfd8d00000000",
+            "_dd.p.tid=",
+            "_dd.p.tid",
+            "_dd.p.tid=640cfd8d00000000,_dd.p.tid=640cfd8d00000001",
+            "_dd.p.tid=640cfd8d00000000,garbage",
+            "_dd.p.tid=640cfd8d00000000 x",
+            "_dd.p.tidx=640cfd8d00000000",
+            "",
+        ] {
+            assert_eq!(
+                ex(&[(TRACE_ID, "5"), (PARENT_ID, "2"), (TAGS, tags)]),
+                Extracted::Valid(ctx(5, 2, None)),
+                "{tags:?}"
+            );
+        }
+        let h = RequestHeaders::new(vec![
+            (TRACE_ID.into(), b"5".to_vec()),
+            (PARENT_ID.into(), b"2".to_vec()),
+            (TAGS.into(), vec![0xff, b'=', 0xfe]),
+        ]);
+        assert_eq!(extract(&h), Extracted::Valid(ctx(5, 2, None)));
+    }
+
+    #[test]
+    fn inject_64_bit() {
+        let e = injected(&ctx(123, 456, Some(true)), &RequestHeaders::default());
+        assert_eq!(e.get(TRACE_ID), Some(Some("123")));
+        assert_eq!(e.get(PARENT_ID), Some(Some("456")));
+        assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("1")));
+        assert_eq!(e.get(TAGS), None);
+        assert_eq!(e.get(ORIGIN), None);
+        assert_eq!(e.len(), 3);
+        let e = injected(&ctx(123, 456, Some(false)), &RequestHeaders::default());
+        assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("0")));
+        let e = injected(&ctx(123, 456, None), &RequestHeaders::default());
+        assert_eq!(e.get(SAMPLING_PRIORITY), None);
+        assert_eq!(e.len(), 2);
+        let mut debug = ctx(123, 456, None);
+        debug.debug = true;
+        let e = injected(&debug, &RequestHeaders::default());
+        assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("2")));
+    }
+
+    #[test]
+    fn inject_128_bit_adds_tid() {
+        let c = ctx(0x640cfd8d00000000abcdefab12345678, 2, Some(true));
+        let e = injected(&c, &RequestHeaders::default());
+        assert_eq!(e.get(TRACE_ID), Some(Some("12379814468735227512")));
+        assert_eq!(e.get(TAGS), Some(Some("_dd.p.tid=640cfd8d00000000")));
+    }
+
+    #[test]
+    fn inject_keeps_other_tags_and_replaces_tid() {
+        let incoming = RequestHeaders::from_strs(&[
+            (TRACE_ID, "1"),
+            (PARENT_ID, "2"),
+            (ORIGIN, "synthetics"),
+            (
+                TAGS,
+                "_dd.p.dm=-4, _dd.p.tid=1111111111111111 ,_dd.p.usr=abc,bad entry,=x,k y=z,,x=1=2",
+            ),
+        ]);
+        let e = injected(
+            &ctx(0x640cfd8d00000000abcdefab12345678, 2, Some(true)),
+            &incoming,
+        );
+        assert_eq!(
+            e.get(TAGS),
+            Some(Some(
+                "_dd.p.dm=-4,_dd.p.usr=abc,x=1=2,_dd.p.tid=640cfd8d00000000"
+            ))
+        );
+        assert_eq!(e.get(ORIGIN), None);
+
+        // A 64-bit id drops the stale tid and keeps the rest.
+        let e = injected(&ctx(7, 2, Some(true)), &incoming);
+        assert_eq!(e.get(TAGS), Some(Some("_dd.p.dm=-4,_dd.p.usr=abc,x=1=2")));
+
+        // Nothing left: the header goes.
+        let incoming = RequestHeaders::from_strs(&[(TAGS, "_dd.p.tid=1111111111111111")]);
+        let e = injected(&ctx(7, 2, Some(true)), &incoming);
+        assert_eq!(e.get(TAGS), Some(None));
+
+        // Non-UTF-8 entries are dropped, the rest kept.
+        let incoming = RequestHeaders::new(vec![(TAGS.into(), b"a=\xff,_dd.p.dm=-0".to_vec())]);
+        let e = injected(&ctx(7, 2, Some(true)), &incoming);
+        assert_eq!(e.get(TAGS), Some(Some("_dd.p.dm=-0")));
+
+        // A repeated tags header is not merged: only the tid is written.
+        let incoming = RequestHeaders::from_strs(&[(TAGS, "a=1"), (TAGS, "b=2")]);
+        let e = injected(&ctx(1 << 64 | 7, 2, Some(true)), &incoming);
+        assert_eq!(e.get(TAGS), Some(Some("_dd.p.tid=0000000000000001")));
+    }
+
+    #[test]
+    fn inject_keeps_agreeing_priority() {
+        let with = |p: &str| {
+            RequestHeaders::from_strs(&[(TRACE_ID, "1"), (PARENT_ID, "2"), (SAMPLING_PRIORITY, p)])
+        };
+        let prio = |c: &TraceContext, p: &str| {
+            injected(c, &with(p))
+                .get(SAMPLING_PRIORITY)
+                .unwrap()
+                .map(str::to_string)
+        };
+        let mut debug = ctx(1, 2, Some(true));
+        debug.debug = true;
+        assert_eq!(prio(&ctx(1, 2, Some(true)), "2"), Some("2".into()));
+        assert_eq!(prio(&ctx(1, 2, Some(true)), " 1 "), Some("1".into()));
+        assert_eq!(prio(&ctx(1, 2, Some(true)), "-1"), Some("1".into()));
+        assert_eq!(prio(&ctx(1, 2, Some(false)), "-1"), Some("-1".into()));
+        assert_eq!(prio(&ctx(1, 2, Some(false)), "2"), Some("0".into()));
+        assert_eq!(prio(&ctx(1, 2, Some(false)), "junk"), Some("0".into()));
+        assert_eq!(prio(&debug, "1"), Some("2".into()));
+        assert_eq!(prio(&debug, "2"), Some("2".into()));
+        assert_eq!(prio(&ctx(1, 2, None), "2"), None);
+    }
+
+    #[test]
+    fn inject_skips_zero_ids() {
+        assert!(injected(&ctx(1 << 64, 2, None), &RequestHeaders::default()).is_empty());
+        assert!(injected(&ctx(1, 0, None), &RequestHeaders::default()).is_empty());
+    }
+
+    #[test]
+    fn round_trips() {
+        let stale = RequestHeaders::from_strs(&[
+            (TRACE_ID, "9"),
+            (PARENT_ID, "9"),
+            (SAMPLING_PRIORITY, "2"),
+            (ORIGIN, "rum"),
+            (TAGS, "_dd.p.tid=1111111111111111,_dd.p.dm=-0"),
+        ]);
+        for incoming in [RequestHeaders::default(), stale] {
+            for trace_id in [
+                0x640cfd8d00000000abcdefab12345678,
+                0xa3ce929d0e0e4736,
+                1,
+                u128::MAX,
+                1 << 64 | 1,
+                u128::from(u64::MAX),
+            ] {
+                for span_id in [1, 0x00f067aa0ba902b7, u64::MAX] {
+                    for sampled in [None, Some(true), Some(false)] {
+                        let c = ctx(trace_id, span_id, sampled);
+                        let out = apply(&incoming, &injected(&c, &incoming));
+                        assert_eq!(extract(&out), Extracted::Valid(c));
+                        assert_eq!(
+                            out.get_single(ORIGIN).unwrap(),
+                            incoming.get_single(ORIGIN).unwrap()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

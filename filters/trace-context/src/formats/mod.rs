@@ -1,0 +1,134 @@
+//! One module per trace header format. Each module exposes the same three items:
+//! - `HEADERS`: every header name the format owns (lower case), so a stale copy can be removed;
+//! - `extract(&RequestHeaders) -> Extracted`: read the context, validating strictly;
+//! - `inject(&TraceContext, &RequestHeaders, &mut HeaderEdits)`: write the context (the incoming headers
+//!   are given so fields the context does not model, such as X-Ray `Lineage` or Datadog `origin`, can be
+//!   kept).
+
+use crate::context::TraceContext;
+use crate::headers::{HeaderEdits, RequestHeaders};
+
+pub mod b3;
+pub mod b3multi;
+pub mod base64;
+pub mod cloudtrace;
+pub mod datadog;
+pub mod grpcbin;
+pub mod jaeger;
+pub mod ottrace;
+pub mod w3c;
+pub mod xray;
+
+/// What a format found in the request headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extracted {
+    /// None of the format's headers is present.
+    Absent,
+    /// The format's headers are present but unusable; the reason is for debug logs.
+    Invalid(&'static str),
+    Valid(TraceContext),
+}
+
+/// The trace header formats, named as OpenTelemetry's `OTEL_PROPAGATORS` names them where it has a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    TraceContext,
+    B3,
+    B3Multi,
+    Jaeger,
+    OtTrace,
+    Datadog,
+    XRay,
+    CloudTrace,
+    GrpcTraceBin,
+}
+
+impl Format {
+    /// Every format, in the default extraction precedence (W3C first, then the most specific).
+    pub const ALL: [Format; 9] = [
+        Format::TraceContext,
+        Format::B3,
+        Format::B3Multi,
+        Format::Jaeger,
+        Format::OtTrace,
+        Format::Datadog,
+        Format::XRay,
+        Format::CloudTrace,
+        Format::GrpcTraceBin,
+    ];
+
+    /// The name used in configuration and metric tags.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::TraceContext => "tracecontext",
+            Format::B3 => "b3",
+            Format::B3Multi => "b3multi",
+            Format::Jaeger => "jaeger",
+            Format::OtTrace => "ottrace",
+            Format::Datadog => "datadog",
+            Format::XRay => "xray",
+            Format::CloudTrace => "cloudtrace",
+            Format::GrpcTraceBin => "grpc-trace-bin",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.iter().copied().find(|f| f.name() == name)
+    }
+
+    pub fn headers(self) -> &'static [&'static str] {
+        match self {
+            Format::TraceContext => w3c::HEADERS,
+            Format::B3 => b3::HEADERS,
+            Format::B3Multi => b3multi::HEADERS,
+            Format::Jaeger => jaeger::HEADERS,
+            Format::OtTrace => ottrace::HEADERS,
+            Format::Datadog => datadog::HEADERS,
+            Format::XRay => xray::HEADERS,
+            Format::CloudTrace => cloudtrace::HEADERS,
+            Format::GrpcTraceBin => grpcbin::HEADERS,
+        }
+    }
+
+    /// True when the format can carry only the low 64 bits of a trace id in its main field.
+    pub fn is_64_bit_only(self) -> bool {
+        matches!(self, Format::Datadog)
+    }
+
+    pub fn extract(self, h: &RequestHeaders) -> Extracted {
+        match self {
+            Format::TraceContext => w3c::extract(h),
+            Format::B3 => b3::extract(h),
+            Format::B3Multi => b3multi::extract(h),
+            Format::Jaeger => jaeger::extract(h),
+            Format::OtTrace => ottrace::extract(h),
+            Format::Datadog => datadog::extract(h),
+            Format::XRay => xray::extract(h),
+            Format::CloudTrace => cloudtrace::extract(h),
+            Format::GrpcTraceBin => grpcbin::extract(h),
+        }
+    }
+
+    pub fn inject(self, ctx: &TraceContext, incoming: &RequestHeaders, edits: &mut HeaderEdits) {
+        match self {
+            Format::TraceContext => w3c::inject(ctx, incoming, edits),
+            Format::B3 => b3::inject(ctx, incoming, edits),
+            Format::B3Multi => b3multi::inject(ctx, incoming, edits),
+            Format::Jaeger => jaeger::inject(ctx, incoming, edits),
+            Format::OtTrace => ottrace::inject(ctx, incoming, edits),
+            Format::Datadog => datadog::inject(ctx, incoming, edits),
+            Format::XRay => xray::inject(ctx, incoming, edits),
+            Format::CloudTrace => cloudtrace::inject(ctx, incoming, edits),
+            Format::GrpcTraceBin => grpcbin::inject(ctx, incoming, edits),
+        }
+    }
+
+    /// Removes every header of this format that is present in `incoming`.
+    pub fn remove(self, incoming: &RequestHeaders, edits: &mut HeaderEdits) {
+        for name in self.headers() {
+            if incoming.contains(name) {
+                edits.remove(name);
+            }
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! The per-request decision, in plain Rust: read every format, pick the winning context (or restore or
+//! start one), and compute the header edits that make every format on the forwarded request tell the
+//! same trace.
+
+use crate::baggage::{Baggage, BaggageLimits};
+use crate::config::Config;
+use crate::context::TraceContext;
+use crate::formats::{Extracted, Format};
+use crate::headers::{HeaderEdit, HeaderEdits, RequestHeaders};
+use crate::tracestate::TraceState;
+use filter_common::ids::IdGenerator;
+
+const TRACESTATE: &str = "tracestate";
+const BAGGAGE: &str = "baggage";
+const JAEGER_BAGGAGE_PREFIX: &str = "uberctx-";
+const OT_BAGGAGE_PREFIX: &str = "ot-baggage-";
+
+/// Where the forwarded context came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Read from the request in this format (the first valid one in precedence order).
+    Extracted(Format),
+    /// No valid context arrived; restored from the inbound request with the same `x-request-id`.
+    Restored,
+    /// No valid context arrived; this filter started a trace.
+    Started,
+}
+
+/// What to do with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The context forwarded (after any new span id).
+    pub context: TraceContext,
+    pub source: Source,
+    /// Header edits for the forwarded request, without no-op edits.
+    pub edits: HeaderEdits,
+    /// Formats whose headers were present but invalid (repaired or removed).
+    pub invalid: Vec<Format>,
+    /// Formats that carried a valid context of another trace (repaired or removed).
+    pub conflicting: Vec<Format>,
+    /// Baggage members dropped by limits, filters or parsing.
+    pub baggage_dropped: usize,
+}
+
+/// The per-VM part of the decision: configuration plus derived values computed once.
+#[derive(Debug, Clone)]
+pub struct Propagator {
+    config: Config,
+    baggage_limits: BaggageLimits,
+}
+
+impl Propagator {
+    pub fn new(config: Config) -> Self {
+        let baggage_limits = config.baggage.limits();
+        Propagator {
+            config,
+            baggage_limits,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Decides the context and edits for one request. `restore` is asked for a context only when no
+    /// valid one arrived; `egress` says the request leaves the workload (an outbound listener).
+    pub fn decide(
+        &self,
+        headers: &RequestHeaders,
+        ids: &mut IdGenerator,
+        egress: bool,
+        restore: impl FnOnce() -> Option<TraceContext>,
+    ) -> Decision {
+        let found = self.extract_all(headers);
+        let winner = self
+            .config
+            .extract
+            .iter()
+            .find_map(|f| match found_for(&found, *f) {
+                Some(Extracted::Valid(ctx)) => Some((*f, ctx.clone())),
+                _ => None,
+            });
+
+        let (mut context, source) = match winner {
+            Some((format, ctx)) => (ctx, Source::Extracted(format)),
+            None => match restore() {
+                Some(ctx) => (ctx, Source::Restored),
+                None => (self.start(ids), Source::Started),
+            },
+        };
+        if context.sampled.is_none() {
+            // We are the first to decide for this trace.
+            context.sampled = Some(ids.chance(self.config.sampling_ratio));
+        }
+
+        let mut invalid = Vec::new();
+        let mut conflicting = Vec::new();
+        for (format, result) in &found {
+            match result {
+                Extracted::Invalid(_) => invalid.push(*format),
+                Extracted::Valid(ctx) if ctx.trace_id != context.trace_id => {
+                    conflicting.push(*format)
+                }
+                _ => {}
+            }
+        }
+
+        let incoming_span = context.span_id;
+        if self.config.participate {
+            context.span_id = ids.span_id();
+        }
+
+        let mut edits = HeaderEdits::default();
+        let mut writes_w3c = false;
+        for format in Format::ALL {
+            let present = found_for(&found, format).is_some();
+            if self.config.inject.contains(&format)
+                || (present && self.config.keep_received_formats)
+            {
+                format.inject(&context, headers, &mut edits);
+                writes_w3c |= format == Format::TraceContext;
+            } else if present {
+                format.remove(headers, &mut edits);
+            }
+        }
+        if writes_w3c {
+            let w3c_in_step = matches!(
+                found_for(&found, Format::TraceContext),
+                Some(Extracted::Valid(ctx)) if ctx.trace_id == context.trace_id
+            );
+            self.write_tracestate(headers, &context, w3c_in_step, incoming_span, &mut edits);
+        }
+
+        let baggage_dropped = if self.config.baggage.enabled {
+            self.write_baggage(headers, egress, &mut edits)
+        } else {
+            0
+        };
+
+        Decision {
+            context,
+            source,
+            edits: without_no_ops(edits, headers),
+            invalid,
+            conflicting,
+            baggage_dropped,
+        }
+    }
+
+    /// Reads every format whose headers are present (absent ones are left out).
+    fn extract_all(&self, headers: &RequestHeaders) -> Vec<(Format, Extracted)> {
+        Format::ALL
+            .iter()
+            .filter_map(|f| match f.extract(headers) {
+                Extracted::Absent => None,
+                other => Some((*f, other)),
+            })
+            .collect()
+    }
+
+    /// A fresh context for a response whose request this filter never saw (a local reply sent before
+    /// the request reached it).
+    pub fn start_for_response(&self, ids: &mut IdGenerator) -> TraceContext {
+        let mut ctx = self.start(ids);
+        ctx.sampled = Some(ids.chance(self.config.sampling_ratio));
+        ctx
+    }
+
+    fn start(&self, ids: &mut IdGenerator) -> TraceContext {
+        let mut trace_id = ids.trace_id();
+        if self.config.new_trace_id_bits == 64 {
+            trace_id &= u128::from(u64::MAX);
+            if trace_id == 0 {
+                trace_id = u128::from(ids.span_id());
+            }
+        }
+        TraceContext {
+            trace_id,
+            span_id: ids.span_id(),
+            sampled: None,
+            debug: false,
+            random: true,
+        }
+    }
+
+    /// Keeps `tracestate` byte-for-byte when `traceparent` goes on unchanged (the spec forbids changing
+    /// one without the other); otherwise rebuilds it: kept when it belongs to this trace, dropped when it
+    /// belonged to another or to an invalid `traceparent`, with our own member first when configured.
+    fn write_tracestate(
+        &self,
+        headers: &RequestHeaders,
+        context: &TraceContext,
+        w3c_in_step: bool,
+        incoming_span: u64,
+        edits: &mut HeaderEdits,
+    ) {
+        let own_member = match (&self.config.tracestate_key, self.config.participate) {
+            (Some(key), true) => Some((key.as_str(), context.span_id_hex())),
+            _ => None,
+        };
+        let raw_len: usize = headers.get_all(TRACESTATE).map(<[u8]>::len).sum();
+        let traceparent_unchanged = w3c_in_step && context.span_id == incoming_span;
+        if traceparent_unchanged
+            && own_member.is_none()
+            && raw_len <= self.config.tracestate_max_length
+        {
+            return;
+        }
+        let mut state = if w3c_in_step {
+            TraceState::parse(headers.get_all(TRACESTATE)).unwrap_or_default()
+        } else {
+            TraceState::default()
+        };
+        if let Some((key, value)) = own_member {
+            state.upsert(key, &value);
+        }
+        match state.to_header(self.config.tracestate_max_length) {
+            Some(value) => edits.set(TRACESTATE, value),
+            None => edits.remove(TRACESTATE),
+        }
+    }
+
+    /// Applies the baggage limits and translations; returns how many members were dropped.
+    fn write_baggage(
+        &self,
+        headers: &RequestHeaders,
+        egress: bool,
+        edits: &mut HeaderEdits,
+    ) -> usize {
+        let cfg = &self.config.baggage;
+        if egress && cfg.strip_on_egress {
+            for (name, _) in headers.iter() {
+                if name == BAGGAGE
+                    || name.starts_with(JAEGER_BAGGAGE_PREFIX)
+                    || name.starts_with(OT_BAGGAGE_PREFIX)
+                {
+                    edits.remove(name);
+                }
+            }
+            return 0;
+        }
+        let has_w3c = headers.contains(BAGGAGE);
+        let (mut baggage, mut dropped) = if has_w3c {
+            Baggage::parse(headers.get_all(BAGGAGE))
+        } else {
+            (Baggage::default(), 0)
+        };
+        let mut translated = false;
+        for (enabled, prefix) in [
+            (cfg.from_jaeger, JAEGER_BAGGAGE_PREFIX),
+            (cfg.from_ot_trace, OT_BAGGAGE_PREFIX),
+        ] {
+            if enabled && headers.iter().any(|(n, _)| n.starts_with(prefix)) {
+                baggage.merge(Baggage::from_prefixed(headers, prefix));
+                translated = true;
+            }
+        }
+        if !has_w3c && !translated {
+            return 0;
+        }
+        let before = baggage.len();
+        dropped += baggage.apply(&self.baggage_limits);
+        let changed = translated
+            || dropped > 0
+            || baggage.len() != before
+            || headers.get_all(BAGGAGE).nth(1).is_some();
+        if changed {
+            match baggage.to_header() {
+                Some(value) => edits.set(BAGGAGE, value),
+                None => edits.remove(BAGGAGE),
+            }
+        }
+        dropped
+    }
+}
+
+fn found_for(found: &[(Format, Extracted)], format: Format) -> Option<&Extracted> {
+    found.iter().find(|(f, _)| *f == format).map(|(_, e)| e)
+}
+
+/// Drops edits that would not change the request, so a request already in step costs no host calls.
+fn without_no_ops(edits: HeaderEdits, headers: &RequestHeaders) -> HeaderEdits {
+    let mut out = HeaderEdits::default();
+    for edit in edits.iter() {
+        match edit {
+            HeaderEdit::Set(name, value) => {
+                if headers.get_single(name) != Ok(Some(value.as_bytes())) {
+                    out.set(name, value.clone());
+                }
+            }
+            HeaderEdit::Remove(name) => {
+                if headers.contains(name) {
+                    out.remove(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use filter_common::config::parse;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const TRACE: u128 = 0x4bf92f3577b34da6a3ce929d0e0e4736;
+
+    fn propagator(json: &str) -> Propagator {
+        Propagator::new(parse::<Config>(Some(json.as_bytes())).unwrap())
+    }
+
+    fn decide(p: &Propagator, headers: &[(&str, &str)]) -> Decision {
+        let mut ids = IdGenerator::from_seed(42);
+        p.decide(&RequestHeaders::from_strs(headers), &mut ids, false, || {
+            None
+        })
+    }
+
+    fn set_value<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
+        d.edits.get(name).flatten()
+    }
+
+    #[test]
+    fn a_request_in_step_costs_no_edits() {
+        let d = decide(
+            &propagator("{}"),
+            &[("traceparent", TP), ("tracestate", "a=1")],
+        );
+        assert_eq!(d.source, Source::Extracted(Format::TraceContext));
+        assert!(d.edits.is_empty(), "{:?}", d.edits);
+        assert_eq!(d.context.trace_id, TRACE);
+    }
+
+    #[test]
+    fn no_context_starts_a_sampled_random_trace() {
+        let d = decide(&propagator("{}"), &[]);
+        assert_eq!(d.source, Source::Started);
+        assert!(d.context.random);
+        assert_eq!(d.context.sampled, Some(true));
+        let tp = set_value(&d, "traceparent").unwrap();
+        assert_eq!(
+            tp,
+            format!(
+                "00-{}-{}-03",
+                d.context.trace_id_hex(),
+                d.context.span_id_hex()
+            )
+        );
+    }
+
+    #[test]
+    fn sampling_ratio_zero_starts_unsampled_traces() {
+        let d = decide(&propagator(r#"{"samplingRatio": 0}"#), &[]);
+        assert_eq!(d.context.sampled, Some(false));
+        assert!(set_value(&d, "traceparent").unwrap().ends_with("-02"));
+    }
+
+    #[test]
+    fn incoming_sampling_decision_is_honoured() {
+        let p = propagator(r#"{"samplingRatio": 0}"#);
+        let d = decide(&p, &[("traceparent", TP)]);
+        assert_eq!(d.context.sampled, Some(true));
+        let d = decide(
+            &propagator("{}"),
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")],
+        );
+        assert_eq!(d.context.sampled, Some(false));
+        assert!(set_value(&d, "traceparent").unwrap().ends_with("-00"));
+    }
+
+    #[test]
+    fn b3_caller_gets_the_same_trace_in_w3c_and_keeps_b3() {
+        let d = decide(
+            &propagator("{}"),
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+        );
+        assert_eq!(d.source, Source::Extracted(Format::B3));
+        assert_eq!(
+            set_value(&d, "traceparent"),
+            Some("00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-01")
+        );
+        // b3 is already in step: no edit.
+        assert_eq!(d.edits.get("b3"), None);
+        assert_eq!(d.edits.len(), 1, "{:?}", d.edits);
+    }
+
+    #[test]
+    fn conflicting_formats_are_repaired_to_the_winner() {
+        let d = decide(
+            &propagator("{}"),
+            &[
+                ("traceparent", TP),
+                ("tracestate", "a=1"),
+                ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+                ("x-b3-spanid", "e457b5a2e4d86bd1"),
+                ("x-b3-sampled", "1"),
+            ],
+        );
+        assert_eq!(d.source, Source::Extracted(Format::TraceContext));
+        assert_eq!(d.conflicting, vec![Format::B3Multi]);
+        assert_eq!(
+            set_value(&d, "x-b3-traceid"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(set_value(&d, "x-b3-spanid"), Some("00f067aa0ba902b7"));
+        assert_eq!(d.edits.get("traceparent"), None);
+        assert_eq!(d.edits.get("tracestate"), None);
+    }
+
+    #[test]
+    fn precedence_is_configurable() {
+        let headers = [
+            ("traceparent", TP),
+            ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+            ("tracestate", "vendor=x"),
+        ];
+        let d = decide(
+            &propagator(r#"{"extract": ["b3", "tracecontext"]}"#),
+            &headers,
+        );
+        assert_eq!(d.source, Source::Extracted(Format::B3));
+        assert_eq!(d.conflicting, vec![Format::TraceContext]);
+        assert!(set_value(&d, "traceparent")
+            .unwrap()
+            .contains("80f198ee56343ba864fe8b2a57d3eff7"));
+        // The tracestate belonged to the losing trace.
+        assert_eq!(d.edits.get("tracestate"), Some(None));
+    }
+
+    #[test]
+    fn received_formats_can_be_removed_instead_of_kept() {
+        let d = decide(
+            &propagator(r#"{"keepReceivedFormats": false}"#),
+            &[(
+                "uber-trace-id",
+                "80f198ee56343ba864fe8b2a57d3eff7:e457b5a2e4d86bd1:0:1",
+            )],
+        );
+        assert_eq!(d.source, Source::Extracted(Format::Jaeger));
+        assert_eq!(d.edits.get("uber-trace-id"), Some(None));
+        assert!(set_value(&d, "traceparent").is_some());
+    }
+
+    #[test]
+    fn invalid_traceparent_starts_a_new_trace_and_drops_tracestate() {
+        let d = decide(
+            &propagator("{}"),
+            &[
+                (
+                    "traceparent",
+                    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                ),
+                ("tracestate", "a=1"),
+            ],
+        );
+        assert_eq!(d.source, Source::Started);
+        assert_eq!(d.invalid, vec![Format::TraceContext]);
+        assert_ne!(d.context.trace_id, TRACE);
+        assert_eq!(d.edits.get("tracestate"), Some(None));
+    }
+
+    #[test]
+    fn duplicated_traceparent_is_rejected() {
+        let d = decide(
+            &propagator("{}"),
+            &[("traceparent", TP), ("traceparent", TP)],
+        );
+        assert_eq!(d.source, Source::Started);
+        assert_eq!(d.invalid, vec![Format::TraceContext]);
+    }
+
+    #[test]
+    fn participating_mints_a_span_and_updates_tracestate() {
+        let p = propagator(r#"{"participate": true, "tracestateKey": "mesh"}"#);
+        let d = decide(&p, &[("traceparent", TP), ("tracestate", "a=1,mesh=old")]);
+        assert_ne!(d.context.span_id, 0x00f067aa0ba902b7);
+        assert_eq!(d.context.trace_id, TRACE);
+        let ts = set_value(&d, "tracestate").unwrap();
+        assert_eq!(ts, format!("mesh={},a=1", d.context.span_id_hex()));
+    }
+
+    #[test]
+    fn restored_context_is_used_when_none_arrived() {
+        let p = propagator("{}");
+        let restored = TraceContext {
+            trace_id: TRACE,
+            span_id: 7,
+            sampled: Some(true),
+            debug: false,
+            random: false,
+        };
+        let mut ids = IdGenerator::from_seed(1);
+        let d = p.decide(
+            &RequestHeaders::from_strs(&[("x-request-id", "r1")]),
+            &mut ids,
+            true,
+            || Some(restored.clone()),
+        );
+        assert_eq!(d.source, Source::Restored);
+        assert_eq!(
+            set_value(&d, "traceparent"),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000007-01")
+        );
+        // A valid incoming context is never replaced by a restored one.
+        let d = p.decide(
+            &RequestHeaders::from_strs(&[("traceparent", TP)]),
+            &mut ids,
+            true,
+            || Some(restored.clone()),
+        );
+        assert_eq!(d.source, Source::Extracted(Format::TraceContext));
+    }
+
+    #[test]
+    fn new_trace_ids_can_be_64_bit() {
+        let d = decide(
+            &propagator(r#"{"newTraceIdBits": 64, "inject": ["b3multi"]}"#),
+            &[],
+        );
+        assert!(d.context.is_64_bit());
+        assert_eq!(set_value(&d, "x-b3-traceid").unwrap().len(), 16);
+    }
+
+    #[test]
+    fn baggage_limits_hold() {
+        let many: Vec<String> = (0..70).map(|i| format!("k{i}=v{i}")).collect();
+        let joined = many.join(",");
+        let d = decide(&propagator("{}"), &[("baggage", &joined)]);
+        assert_eq!(d.baggage_dropped, 6);
+        assert_eq!(set_value(&d, "baggage").unwrap().split(',').count(), 64);
+        let d = decide(
+            &propagator(r#"{"baggage": {"denyKeys": ["secret"]}}"#),
+            &[("baggage", "a=1,secret=2")],
+        );
+        assert_eq!(set_value(&d, "baggage"), Some("a=1"));
+        let d = decide(&propagator("{}"), &[("baggage", "a=1,b=2")]);
+        assert_eq!(d.edits.get("baggage"), None);
+    }
+
+    #[test]
+    fn jaeger_baggage_is_translated() {
+        let d = decide(&propagator("{}"), &[("uberctx-tenant", "acme")]);
+        assert_eq!(set_value(&d, "baggage"), Some("tenant=acme"));
+    }
+
+    #[test]
+    fn baggage_is_stripped_on_egress_when_asked() {
+        let p = propagator(r#"{"baggage": {"stripOnEgress": true}}"#);
+        let mut ids = IdGenerator::from_seed(1);
+        let h = RequestHeaders::from_strs(&[("baggage", "a=1"), ("uberctx-x", "y")]);
+        let d = p.decide(&h, &mut ids, true, || None);
+        assert_eq!(d.edits.get("baggage"), Some(None));
+        assert_eq!(d.edits.get("uberctx-x"), Some(None));
+        let d = p.decide(&h, &mut ids, false, || None);
+        assert_ne!(d.edits.get("baggage"), Some(None));
+    }
+}
