@@ -1,0 +1,46 @@
+//! `demo-upstream [--port N]`: the test upstream on 127.0.0.1:N (default 8081), for running the
+//! shipped Envoy configs by hand. Logs one line per request to stderr; runs until killed.
+
+use e2e_harness::Upstream;
+
+fn parse_port() -> Result<u16, String> {
+    let mut args = std::env::args().skip(1);
+    let mut port = 8081;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--port" => {
+                let v = args.next().ok_or("--port needs a value")?;
+                port = v.parse().map_err(|e| format!("--port {v}: {e}"))?;
+            }
+            "-h" | "--help" => {
+                println!("usage: demo-upstream [--port N]   (default 8081, binds 127.0.0.1)");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(port)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let port = match parse_port() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("demo-upstream: {e}");
+            std::process::exit(2);
+        }
+    };
+    let upstream = match Upstream::start_on(port).await {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("demo-upstream: cannot listen on 127.0.0.1:{port}: {e}");
+            std::process::exit(1);
+        }
+    };
+    eprintln!(
+        "demo-upstream listening on 127.0.0.1:{} (HTTP/1.1 and h2c)",
+        upstream.port()
+    );
+    std::future::pending::<()>().await;
+}

@@ -1,0 +1,44 @@
+//! End-to-end harness for the proxy-wasm filters: a controllable upstream ([`Upstream`]), the real
+//! Envoy on a generated config ([`Envoy`], [`EnvoyConfig`]) and HTTP/1.1, h2c and gRPC clients.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use e2e_harness::*;
+//! let upstream = Upstream::start().await;
+//! let envoy = Envoy::start(
+//!     EnvoyConfig::simple("ingress", upstream.port())
+//!         .filter_all(WasmFilter::new("trace_context", dist("trace_context.wasm"))),
+//! )
+//! .await;
+//! let resp = http1(envoy.port("ingress"), "GET", "/", &[("traceparent", "00-...")], "").await;
+//! assert_eq!(resp.status, 200);
+//! let _forwarded = resp.echo_header("traceparent");
+//! # }
+//! ```
+
+// Test support: failing loudly is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+pub mod client;
+pub mod config;
+pub mod envoy;
+pub mod upstream;
+
+pub use client::{
+    grpc_unary, http1, http2, try_grpc_unary, try_http1, try_http2, GrpcResponse, Response,
+    CLIENT_TIMEOUT,
+};
+pub use config::{
+    dist, stat_tag_regex, stats_tags_yaml, wasm_runtime, workspace_root, Cluster, EnvoyConfig,
+    HttpFilter, Listener, Route, RouteAction, WasmFilter, STAT_TAGS,
+};
+pub use envoy::{envoy_bin, validate, validate_yaml, Envoy, READY_TIMEOUT};
+pub use upstream::{grpc_frame, Recorded, Upstream};
+
+pub use bytes::Bytes;
+pub use serde_json;
