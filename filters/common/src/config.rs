@@ -14,13 +14,20 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError { field: field.into(), reason: reason.into() }
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid configuration: field `{}`: {}", self.field, self.reason)
+        write!(
+            f,
+            "invalid configuration: field `{}`: {}",
+            self.field, self.reason
+        )
     }
 }
 
@@ -42,10 +49,15 @@ where
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." || path == "?" { "(root)".to_string() } else { path };
+        let field = if path == "." || path == "?" {
+            "(root)".to_string()
+        } else {
+            path
+        };
         ConfigError::new(field, strip_location(&e.inner().to_string()))
     })?;
-    de.end().map_err(|e| ConfigError::new("(root)", strip_location(&e.to_string())))?;
+    de.end()
+        .map_err(|e| ConfigError::new("(root)", strip_location(&e.to_string())))?;
     value.validate()?;
     Ok(value)
 }
@@ -83,7 +95,9 @@ pub fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         Ok(Num::Float(f)) => Err(serde::de::Error::custom(format!(
             "expected a non-negative whole number, got {f}"
         ))),
-        Err(_) => Err(serde::de::Error::custom("expected a non-negative whole number")),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a non-negative whole number",
+        )),
     }
 }
 
@@ -123,7 +137,12 @@ mod tests {
 
     #[test]
     fn numbers_from_istio_structs_are_accepted() {
-        assert_eq!(parse::<Sample>(Some(br#"{"maxItems": 5.0}"#)).unwrap().max_items, 5);
+        assert_eq!(
+            parse::<Sample>(Some(br#"{"maxItems": 5.0}"#))
+                .unwrap()
+                .max_items,
+            5
+        );
         let e = parse::<Sample>(Some(br#"{"maxItems": 5.5}"#)).unwrap_err();
         assert_eq!(e.field, "maxItems");
     }
@@ -137,7 +156,10 @@ mod tests {
         let e = parse::<Sample>(Some(br#"{"inner": {"name": 3}}"#)).unwrap_err();
         assert_eq!(e.field, "inner.name");
         let e = parse::<Sample>(Some(br#"{"maxItems": 500}"#)).unwrap_err();
-        assert_eq!(e.to_string(), "invalid configuration: field `maxItems`: must be at most 100");
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: field `maxItems`: must be at most 100"
+        );
         let e = parse::<Sample>(Some(b"{")).unwrap_err();
         assert_eq!(e.field, "(root)");
         let e = parse::<Sample>(Some(b"{} x")).unwrap_err();

@@ -21,7 +21,9 @@ impl ConfigDuration {
 impl<'de> Deserialize<'de> for ConfigDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(ConfigDuration).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(ConfigDuration)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -69,7 +71,11 @@ fn scaled(number: &str, unit: u128) -> Option<u128> {
     if whole.is_empty() && fraction.is_empty() {
         return None;
     }
-    let whole_value: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole_value: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut value = whole_value.checked_mul(unit)?;
     let mut scale = unit;
     for digit in fraction.chars() {
@@ -103,7 +109,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_forms() {
-        for bad in ["", "10", "s", "-1s", "1x", "1.2.3s", "ms5", "1 s", "99999999999999h"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "-1s",
+            "1x",
+            "1.2.3s",
+            "ms5",
+            "1 s",
+            "99999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -47,8 +47,18 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key: *const u8, key_size: usize) -> u32;
-    fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
-    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path: *const u8,
+        path_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_shared_data(
         key: *const u8,
         key_size: usize,
@@ -71,7 +81,12 @@ extern "C" {
         data: *mut *mut u8,
         size: *mut usize,
     ) -> u32;
-    fn proxy_define_metric(metric_type: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name: *const u8,
+        name_size: usize,
+        id: *mut u32,
+    ) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
@@ -113,7 +128,8 @@ pub fn buffer(which: Buffer, start: usize, max_size: usize) -> Option<Vec<u8>> {
     let mut data = std::ptr::null_mut();
     let mut size = 0usize;
     // SAFETY: out-pointers are valid locals; the host hands back its own allocation.
-    let status = unsafe { proxy_get_buffer_bytes(which as u32, start, max_size, &mut data, &mut size) };
+    let status =
+        unsafe { proxy_get_buffer_bytes(which as u32, start, max_size, &mut data, &mut size) };
     if status != STATUS_OK {
         return None;
     }
@@ -148,8 +164,9 @@ pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
     let mut data = std::ptr::null_mut();
     let mut size = 0usize;
     // SAFETY: name is a valid slice; out-pointers are valid locals.
-    let status =
-        unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size) };
+    let status = unsafe {
+        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+    };
     if status != STATUS_OK {
         return None;
     }
@@ -161,7 +178,13 @@ pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
 pub fn set_header(map: MapType, name: &str, value: &[u8]) -> bool {
     // SAFETY: both slices are valid for the call.
     let status = unsafe {
-        proxy_replace_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
     };
     status == STATUS_OK
 }
@@ -170,7 +193,13 @@ pub fn set_header(map: MapType, name: &str, value: &[u8]) -> bool {
 pub fn add_header(map: MapType, name: &str, value: &[u8]) -> bool {
     // SAFETY: both slices are valid for the call.
     let status = unsafe {
-        proxy_add_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+        proxy_add_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
     };
     status == STATUS_OK
 }
@@ -188,7 +217,8 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     let mut data = std::ptr::null_mut();
     let mut size = 0usize;
     // SAFETY: the path slice is valid; out-pointers are valid locals.
-    let status = unsafe { proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut size) };
+    let status =
+        unsafe { proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut size) };
     if status != STATUS_OK {
         return None;
     }

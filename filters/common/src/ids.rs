@@ -30,7 +30,9 @@ impl IdGenerator {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        IdGenerator { s: [next(), next(), next(), next()] }
+        IdGenerator {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {

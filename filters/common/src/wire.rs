@@ -13,7 +13,10 @@ pub fn decode_map(buf: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
         let (name_len, r) = read_u32(rest)?;
         let (value_len, r) = read_u32(r)?;
         rest = r;
-        sizes.push((usize::try_from(name_len).ok()?, usize::try_from(value_len).ok()?));
+        sizes.push((
+            usize::try_from(name_len).ok()?,
+            usize::try_from(value_len).ok()?,
+        ));
     }
     let mut pairs = Vec::with_capacity(sizes.len());
     for (name_len, value_len) in sizes {
@@ -76,7 +79,8 @@ mod tests {
 
     #[test]
     fn map_round_trip_keeps_duplicates_and_binary_values() {
-        let pairs: Vec<(&str, &[u8])> = vec![("a", b"1"), ("a", b"2"), ("bin", &[0xff, 0x00, 0x80])];
+        let pairs: Vec<(&str, &[u8])> =
+            vec![("a", b"1"), ("a", b"2"), ("bin", &[0xff, 0x00, 0x80])];
         let decoded = decode_map(&encode_map(&pairs)).unwrap();
         assert_eq!(decoded.len(), 3);
         assert_eq!(decoded[1], ("a".to_string(), b"2".to_vec()));
@@ -105,7 +109,10 @@ mod tests {
 
     #[test]
     fn property_paths_are_nul_joined() {
-        assert_eq!(encode_path(&["xds", "route_name"]), b"xds\0route_name".to_vec());
+        assert_eq!(
+            encode_path(&["xds", "route_name"]),
+            b"xds\0route_name".to_vec()
+        );
         assert_eq!(encode_path(&["a"]), b"a".to_vec());
         assert!(encode_path(&[]).is_empty());
     }
