@@ -89,7 +89,7 @@ bench: build envoy
 	cargo run --release -p e2e-harness --bin bench
 
 docker-up: build
-	docker compose up --build
+	ENVOY_VERSION=$(ENVOY_VERSION) docker compose up --build
 
 docker-down:
 	docker compose down
