@@ -132,3 +132,84 @@ impl Format {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod conversion_tests {
+    use super::*;
+
+    fn read_back(format: Format, ctx: &TraceContext) -> TraceContext {
+        let mut edits = HeaderEdits::default();
+        format.inject(ctx, &RequestHeaders::default(), &mut edits);
+        let pairs: Vec<(String, Vec<u8>)> = edits
+            .iter()
+            .filter_map(|e| match e {
+                crate::headers::HeaderEdit::Set(n, v) => Some((n.clone(), v.as_bytes().to_vec())),
+                crate::headers::HeaderEdit::Remove(_) => None,
+            })
+            .collect();
+        match format.extract(&RequestHeaders::new(pairs)) {
+            Extracted::Valid(read) => read,
+            other => panic!(
+                "{} did not read back its own output: {other:?}",
+                format.name()
+            ),
+        }
+    }
+
+    /// What survives a trip through `format`: the ids always; the decision as the format can say it.
+    fn comparable(mut ctx: TraceContext) -> (u128, u64, bool) {
+        ctx.random = false;
+        (
+            ctx.trace_id,
+            ctx.span_id,
+            ctx.sampled == Some(true) || ctx.debug,
+        )
+    }
+
+    /// Every format to every other, both ways: the trace id, span id and a sampled decision survive, for
+    /// 128-bit ids and for 64-bit ids.
+    #[test]
+    fn every_conversion_keeps_the_trace() {
+        let contexts = [
+            TraceContext {
+                trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
+                span_id: 0x00f067aa0ba902b7,
+                sampled: Some(true),
+                debug: false,
+                random: true,
+            },
+            TraceContext {
+                trace_id: 0x0000_0000_0000_0000_a3ce_929d_0e0e_4736,
+                span_id: 0x53995c3f42cd8ad8,
+                sampled: Some(false),
+                debug: false,
+                random: false,
+            },
+        ];
+        for ctx in &contexts {
+            for from in Format::ALL {
+                let via_from = read_back(from, ctx);
+                for to in Format::ALL {
+                    let via_to = read_back(to, &via_from);
+                    let back = read_back(from, &via_to);
+                    assert_eq!(
+                        comparable(via_to.clone()),
+                        comparable(ctx.clone()),
+                        "{} -> {}",
+                        from.name(),
+                        to.name()
+                    );
+                    assert_eq!(
+                        comparable(back),
+                        comparable(ctx.clone()),
+                        "{} -> {} -> {}",
+                        from.name(),
+                        to.name(),
+                        from.name()
+                    );
+                }
+            }
+        }
+    }
+}
