@@ -1,0 +1,242 @@
+//! Outcome of a finished call: the first rule whose condition matches decides; none matching is a
+//! success. Every signal a sidecar has is available: HTTP status, gRPC status (headers or trailers) and
+//! Envoy's response flags.
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Ignore,
+}
+
+/// An inclusive range of HTTP status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange(pub u16, pub u16);
+
+/// Envoy's own reasons a call failed, from the response flags (`envoy/stream_info/stream_info.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnvoyReason {
+    ConnectionFailure,
+    Timeout,
+    Reset,
+    NoHealthyUpstream,
+    Overflow,
+    /// The stream ended without any response (status 0).
+    NoResponse,
+}
+
+const NO_HEALTHY_UPSTREAM: u64 = 1 << 1;
+const UPSTREAM_REQUEST_TIMEOUT: u64 = 1 << 2;
+const UPSTREAM_REMOTE_RESET: u64 = 1 << 4;
+const UPSTREAM_CONNECTION_FAILURE: u64 = 1 << 5;
+const UPSTREAM_CONNECTION_TERMINATION: u64 = 1 << 6;
+const UPSTREAM_OVERFLOW: u64 = 1 << 7;
+const UPSTREAM_MAX_STREAM_DURATION_REACHED: u64 = 1 << 19;
+
+impl EnvoyReason {
+    fn matches(self, call: &Call) -> bool {
+        let flags = call.response_flags;
+        match self {
+            EnvoyReason::ConnectionFailure => flags & UPSTREAM_CONNECTION_FAILURE != 0,
+            EnvoyReason::Timeout => {
+                flags & (UPSTREAM_REQUEST_TIMEOUT | UPSTREAM_MAX_STREAM_DURATION_REACHED) != 0
+            }
+            EnvoyReason::Reset => {
+                flags & (UPSTREAM_REMOTE_RESET | UPSTREAM_CONNECTION_TERMINATION) != 0
+            }
+            EnvoyReason::NoHealthyUpstream => flags & NO_HEALTHY_UPSTREAM != 0,
+            EnvoyReason::Overflow => flags & UPSTREAM_OVERFLOW != 0,
+            EnvoyReason::NoResponse => call.status.is_none(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Status(Vec<StatusRange>),
+    GrpcStatus(Vec<u32>),
+    Envoy(Vec<EnvoyReason>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub outcome: Outcome,
+    pub condition: Condition,
+}
+
+/// What is known about a finished call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Call {
+    /// HTTP status sent downstream; `None` when the stream ended without a response.
+    pub status: Option<u16>,
+    /// gRPC status, only for gRPC requests (Envoy also maps HTTP statuses for others).
+    pub grpc_status: Option<u32>,
+    /// Envoy's response flags bitmask.
+    pub response_flags: u64,
+}
+
+pub fn classify(rules: &[Rule], call: &Call) -> Outcome {
+    rules
+        .iter()
+        .find(|rule| match &rule.condition {
+            Condition::Status(ranges) => call
+                .status
+                .is_some_and(|s| ranges.iter().any(|r| (r.0..=r.1).contains(&s))),
+            Condition::GrpcStatus(codes) => call.grpc_status.is_some_and(|g| codes.contains(&g)),
+            Condition::Envoy(reasons) => reasons.iter().any(|r| r.matches(call)),
+        })
+        .map_or(Outcome::Success, |rule| rule.outcome)
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Raw {
+            outcome: Outcome,
+            status: Option<OneOrMany>,
+            grpc_status: Option<Vec<u32>>,
+            envoy: Option<Vec<EnvoyReason>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let raw = Raw::deserialize(d)?;
+        let condition = match (raw.status, raw.grpc_status, raw.envoy) {
+            (Some(status), None, None) => {
+                let texts = match status {
+                    OneOrMany::One(s) => vec![s],
+                    OneOrMany::Many(v) => v,
+                };
+                let ranges = texts
+                    .iter()
+                    .map(|t| parse_range(t).ok_or_else(|| D::Error::custom(format!("bad status {t:?}: expected a code like \"503\" or a range like \"500-599\" within 100-599"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if ranges.is_empty() {
+                    return Err(D::Error::custom(
+                        "status must name at least one code or range",
+                    ));
+                }
+                Condition::Status(ranges)
+            }
+            (None, Some(codes), None) => {
+                if codes.is_empty() || codes.iter().any(|c| *c > 16) {
+                    return Err(D::Error::custom(
+                        "grpcStatus must list gRPC codes between 0 and 16",
+                    ));
+                }
+                Condition::GrpcStatus(codes)
+            }
+            (None, None, Some(reasons)) if !reasons.is_empty() => Condition::Envoy(reasons),
+            _ => {
+                return Err(D::Error::custom(
+                    "a rule needs exactly one condition: status, grpcStatus or envoy",
+                ))
+            }
+        };
+        Ok(Rule {
+            outcome: raw.outcome,
+            condition,
+        })
+    }
+}
+
+fn parse_range(text: &str) -> Option<StatusRange> {
+    let (lo, hi) = match text.trim().split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            let v = text.trim().parse().ok()?;
+            (v, v)
+        }
+    };
+    ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some(StatusRange(lo, hi))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::default_rules;
+
+    fn http(status: u16) -> Call {
+        Call {
+            status: Some(status),
+            ..Call::default()
+        }
+    }
+
+    #[test]
+    fn default_rules_follow_the_documented_table() {
+        let rules = default_rules();
+        assert_eq!(classify(&rules, &http(200)), Outcome::Success);
+        assert_eq!(classify(&rules, &http(404)), Outcome::Success);
+        assert_eq!(classify(&rules, &http(500)), Outcome::Failure);
+        assert_eq!(classify(&rules, &http(501)), Outcome::Success);
+        assert_eq!(classify(&rules, &http(503)), Outcome::Failure);
+        let grpc = |g| Call {
+            status: Some(200),
+            grpc_status: Some(g),
+            response_flags: 0,
+        };
+        assert_eq!(classify(&rules, &grpc(14)), Outcome::Failure);
+        assert_eq!(classify(&rules, &grpc(4)), Outcome::Failure);
+        assert_eq!(classify(&rules, &grpc(5)), Outcome::Success);
+        let flags = |f| Call {
+            status: Some(503),
+            grpc_status: None,
+            response_flags: f,
+        };
+        assert_eq!(classify(&rules, &flags(UPSTREAM_OVERFLOW)), Outcome::Ignore);
+        assert_eq!(
+            classify(&rules, &flags(UPSTREAM_CONNECTION_FAILURE)),
+            Outcome::Failure
+        );
+        assert_eq!(
+            classify(&rules, &Call::default()),
+            Outcome::Failure,
+            "no response"
+        );
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let rules: Vec<Rule> = serde_json::from_str(
+            r#"[{"status": "503", "outcome": "ignore"}, {"status": ["500-599"], "outcome": "failure"},
+                {"envoy": ["timeout"], "outcome": "failure"}]"#,
+        )
+        .unwrap();
+        assert_eq!(classify(&rules, &http(503)), Outcome::Ignore);
+        assert_eq!(classify(&rules, &http(502)), Outcome::Failure);
+        let timeout = Call {
+            status: Some(504),
+            grpc_status: None,
+            response_flags: UPSTREAM_REQUEST_TIMEOUT,
+        };
+        assert_eq!(classify(&rules, &timeout), Outcome::Failure);
+        assert_eq!(classify(&rules, &http(200)), Outcome::Success);
+    }
+
+    #[test]
+    fn rules_need_exactly_one_valid_condition() {
+        for bad in [
+            r#"{"outcome": "failure"}"#,
+            r#"{"status": "500", "grpcStatus": [14], "outcome": "failure"}"#,
+            r#"{"status": "600", "outcome": "failure"}"#,
+            r#"{"status": "599-500", "outcome": "failure"}"#,
+            r#"{"status": [], "outcome": "failure"}"#,
+            r#"{"grpcStatus": [17], "outcome": "failure"}"#,
+            r#"{"envoy": [], "outcome": "failure"}"#,
+            r#"{"status": "500", "outcome": "maybe"}"#,
+        ] {
+            assert!(serde_json::from_str::<Rule>(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The filter's configuration (Istio `pluginConfig` JSON, camelCase). No configuration at all gives one
+//! breaker per upstream cluster with the defaults documented in the README.
+
+use crate::classify::{Condition, EnvoyReason, Outcome, Rule, StatusRange};
+use filter_common::config::{lenient_u32, ConfigError, Validate};
+use filter_common::duration::ConfigDuration;
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    pub breakers: Vec<BreakerConfig>,
+    pub status_header: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            breakers: vec![BreakerConfig {
+                key_by: Some(KeyBy::Cluster),
+                ..BreakerConfig::default()
+            }],
+            status_header: "x-circuit-breaker".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: Match,
+    #[serde(deserialize_with = "key_by")]
+    pub key_by: Option<KeyBy>,
+    #[serde(deserialize_with = "lenient_u32")]
+    pub max_keys: u32,
+    pub mode: Mode,
+    pub window: WindowConfig,
+    #[serde(deserialize_with = "lenient_u32")]
+    pub minimum_calls: u32,
+    pub failure_rate_threshold: f64,
+    pub slow_call_duration: Option<ConfigDuration>,
+    pub slow_call_rate_threshold: f64,
+    #[serde(deserialize_with = "lenient_u32")]
+    pub consecutive_failures: u32,
+    pub classify: Vec<Rule>,
+    pub open_duration: ConfigDuration,
+    pub open_duration_multiplier: f64,
+    pub max_open_duration: ConfigDuration,
+    pub open_jitter: f64,
+    #[serde(deserialize_with = "lenient_u32")]
+    pub half_open_probes: u32,
+    pub max_half_open_duration: ConfigDuration,
+    #[serde(deserialize_with = "lenient_u32")]
+    pub reject_status: u32,
+    pub retry_after: bool,
+    pub envoy_overloaded: bool,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            name: "default".to_string(),
+            matcher: Match::default(),
+            key_by: None,
+            max_keys: 100,
+            mode: Mode::Normal,
+            window: WindowConfig::default(),
+            minimum_calls: 20,
+            failure_rate_threshold: 50.0,
+            slow_call_duration: None,
+            slow_call_rate_threshold: 100.0,
+            consecutive_failures: 0,
+            classify: default_rules(),
+            open_duration: ConfigDuration::from_millis(5_000),
+            open_duration_multiplier: 2.0,
+            max_open_duration: ConfigDuration::from_millis(60_000),
+            open_jitter: 0.1,
+            half_open_probes: 3,
+            max_half_open_duration: ConfigDuration::from_millis(30_000),
+            reject_status: 503,
+            retry_after: true,
+            envoy_overloaded: false,
+        }
+    }
+}
+
+/// The documented default outcome rules.
+pub fn default_rules() -> Vec<Rule> {
+    use EnvoyReason::*;
+    vec![
+        Rule {
+            outcome: Outcome::Ignore,
+            condition: Condition::Envoy(vec![Overflow]),
+        },
+        Rule {
+            outcome: Outcome::Failure,
+            condition: Condition::Envoy(vec![
+                ConnectionFailure,
+                Timeout,
+                Reset,
+                NoHealthyUpstream,
+                NoResponse,
+            ]),
+        },
+        Rule {
+            outcome: Outcome::Success,
+            condition: Condition::Status(vec![StatusRange(501, 501)]),
+        },
+        Rule {
+            outcome: Outcome::Failure,
+            condition: Condition::Status(vec![StatusRange(500, 599)]),
+        },
+        Rule {
+            outcome: Outcome::Failure,
+            condition: Condition::GrpcStatus(vec![4, 13, 14]),
+        },
+    ]
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Match {
+    pub cluster: Option<String>,
+    pub route: Option<String>,
+    pub authority: Option<String>,
+    pub path_prefix: Option<String>,
+    pub method: Option<String>,
+    pub header: Option<HeaderMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// What splits one breaker into independent ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyBy {
+    Cluster,
+    Route,
+    Authority,
+    Header(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    #[default]
+    Normal,
+    DryRun,
+    ForcedOpen,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowType {
+    #[default]
+    Time,
+    Count,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WindowConfig {
+    #[serde(rename = "type")]
+    pub kind: WindowType,
+    pub duration: ConfigDuration,
+    #[serde(deserialize_with = "lenient_u32")]
+    pub buckets: u32,
+    #[serde(deserialize_with = "lenient_u32")]
+    pub size: u32,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            kind: WindowType::Time,
+            duration: ConfigDuration::from_millis(10_000),
+            buckets: 10,
+            size: 100,
+        }
+    }
+}
+
+fn key_by<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyBy>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let key = match s.as_str() {
+        "cluster" => KeyBy::Cluster,
+        "route" => KeyBy::Route,
+        "authority" => KeyBy::Authority,
+        other => match other.strip_prefix("header:") {
+            Some(name) if is_header_name(name) => KeyBy::Header(name.to_string()),
+            _ => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected \"cluster\", \"route\", \"authority\" or \"header:<lower-case name>\", got {s:?}"
+                )))
+            }
+        },
+    };
+    Ok(Some(key))
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn check(ok: bool, field: String, reason: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, reason))
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            !self.breakers.is_empty(),
+            "breakers".into(),
+            "must list at least one breaker",
+        )?;
+        check(
+            is_header_name(&self.status_header),
+            "statusHeader".into(),
+            "must be a lower-case header name",
+        )?;
+        for (i, b) in self.breakers.iter().enumerate() {
+            let f = |name: &str| format!("breakers[{i}].{name}");
+            check(
+                !b.name.is_empty()
+                    && b.name.len() <= 64
+                    && b.name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'),
+                f("name"),
+                "must be 1 to 64 characters of [A-Za-z0-9_-]",
+            )?;
+            check(
+                !self.breakers.iter().take(i).any(|o| o.name == b.name),
+                f("name"),
+                "is used by an earlier breaker",
+            )?;
+            if let Some(h) = &b.matcher.header {
+                check(
+                    is_header_name(&h.name),
+                    f("match.header.name"),
+                    "must be a lower-case header name",
+                )?;
+            }
+            check(
+                (1..=10_000).contains(&b.max_keys),
+                f("maxKeys"),
+                "must be between 1 and 10000",
+            )?;
+            let w = &b.window;
+            let secs = w.duration.0.as_millis();
+            check(
+                (1_000..=3_600_000).contains(&secs),
+                f("window.duration"),
+                "must be between 1s and 1h",
+            )?;
+            check(
+                (1..=60).contains(&w.buckets),
+                f("window.buckets"),
+                "must be between 1 and 60",
+            )?;
+            check(
+                (1..=1000).contains(&w.size),
+                f("window.size"),
+                "must be between 1 and 1000",
+            )?;
+            check(
+                b.minimum_calls >= 1,
+                f("minimumCalls"),
+                "must be at least 1",
+            )?;
+            check(
+                b.failure_rate_threshold > 0.0 && b.failure_rate_threshold <= 100.0,
+                f("failureRateThreshold"),
+                "must be a percentage above 0 and at most 100",
+            )?;
+            check(
+                b.slow_call_rate_threshold > 0.0 && b.slow_call_rate_threshold <= 100.0,
+                f("slowCallRateThreshold"),
+                "must be a percentage above 0 and at most 100",
+            )?;
+            if let Some(d) = b.slow_call_duration {
+                check(!d.0.is_zero(), f("slowCallDuration"), "must be positive")?;
+            }
+            check(
+                !b.open_duration.0.is_zero(),
+                f("openDuration"),
+                "must be positive",
+            )?;
+            check(
+                b.max_open_duration >= b.open_duration,
+                f("maxOpenDuration"),
+                "must be at least openDuration",
+            )?;
+            check(
+                (1.0..=10.0).contains(&b.open_duration_multiplier),
+                f("openDurationMultiplier"),
+                "must be between 1.0 and 10.0",
+            )?;
+            check(
+                (0.0..=0.5).contains(&b.open_jitter),
+                f("openJitter"),
+                "must be between 0.0 and 0.5",
+            )?;
+            check(
+                (1..=1000).contains(&b.half_open_probes),
+                f("halfOpenProbes"),
+                "must be between 1 and 1000",
+            )?;
+            check(
+                !b.max_half_open_duration.0.is_zero(),
+                f("maxHalfOpenDuration"),
+                "must be positive",
+            )?;
+            check(
+                (400..=599).contains(&b.reject_status),
+                f("rejectStatus"),
+                "must be between 400 and 599",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use filter_common::config::parse;
+
+    #[test]
+    fn no_configuration_gives_one_breaker_per_cluster() {
+        let c: Config = parse(None).unwrap();
+        assert_eq!(c.breakers.len(), 1);
+        let b = &c.breakers[0];
+        assert_eq!(b.name, "default");
+        assert_eq!(b.key_by, Some(KeyBy::Cluster));
+        assert_eq!(b.window.kind, WindowType::Time);
+        assert_eq!(b.window.duration.0.as_secs(), 10);
+        assert_eq!(b.minimum_calls, 20);
+        assert_eq!(b.failure_rate_threshold, 50.0);
+        assert_eq!(b.open_duration.0.as_secs(), 5);
+        assert_eq!(b.max_open_duration.0.as_secs(), 60);
+        assert_eq!(b.half_open_probes, 3);
+        assert_eq!(b.classify, default_rules());
+    }
+
+    #[test]
+    fn a_full_breaker_parses() {
+        let json = br#"{"breakers": [{
+            "name": "payments", "match": {"cluster": "pay", "route": "r", "authority": "pay.svc",
+                "pathPrefix": "/api", "method": "POST", "header": {"name": "x-tenant", "value": "a"}},
+            "keyBy": "header:x-tenant", "maxKeys": 50.0, "mode": "dryRun",
+            "window": {"type": "count", "size": 30}, "minimumCalls": 5, "failureRateThreshold": 25,
+            "slowCallDuration": "2s", "slowCallRateThreshold": 80, "consecutiveFailures": 3,
+            "classify": [{"status": ["502", "504-599"], "outcome": "failure"}, {"grpcStatus": [14], "outcome": "failure"},
+                         {"envoy": ["timeout"], "outcome": "ignore"}],
+            "openDuration": "1s", "openDurationMultiplier": 1.5, "maxOpenDuration": "30s", "openJitter": 0,
+            "halfOpenProbes": 1, "maxHalfOpenDuration": "5s", "rejectStatus": 429, "retryAfter": false,
+            "envoyOverloaded": true}], "statusHeader": "x-cb"}"#;
+        let c: Config = parse(Some(json)).unwrap();
+        let b = &c.breakers[0];
+        assert_eq!(b.key_by, Some(KeyBy::Header("x-tenant".into())));
+        assert_eq!(b.mode, Mode::DryRun);
+        assert_eq!(b.window.kind, WindowType::Count);
+        assert_eq!(b.classify.len(), 3);
+        assert_eq!(b.max_keys, 50);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases: &[(&[u8], &str)] = &[
+            (br#"{"breakers": []}"#, "breakers"),
+            (br#"{"breakers": [{"name": "a b"}]}"#, "breakers[0].name"),
+            (
+                br#"{"breakers": [{"name": "a"}, {"name": "a"}]}"#,
+                "breakers[1].name",
+            ),
+            (
+                br#"{"breakers": [{"failureRateThreshold": 150}]}"#,
+                "breakers[0].failureRateThreshold",
+            ),
+            (
+                br#"{"breakers": [{"keyBy": "tenant"}]}"#,
+                "breakers[0].keyBy",
+            ),
+            (br#"{"breakers": [{"mode": "off"}]}"#, "breakers[0].mode"),
+            (
+                br#"{"breakers": [{"window": {"duration": "100ms"}}]}"#,
+                "breakers[0].window.duration",
+            ),
+            (
+                br#"{"breakers": [{"window": {"type": "sliding"}}]}"#,
+                "breakers[0].window.type",
+            ),
+            (
+                br#"{"breakers": [{"openDuration": "10s", "maxOpenDuration": "5s"}]}"#,
+                "breakers[0].maxOpenDuration",
+            ),
+            (
+                br#"{"breakers": [{"classify": [{"outcome": "failure"}]}]}"#,
+                "breakers[0].classify[0]",
+            ),
+            (
+                br#"{"breakers": [{"classify": [{"status": "600", "outcome": "failure"}]}]}"#,
+                "breakers[0].classify[0]",
+            ),
+            (
+                br#"{"breakers": [{"classify": [{"envoy": ["meteor"], "outcome": "failure"}]}]}"#,
+                "breakers[0].classify[0].envoy[0]",
+            ),
+            (
+                br#"{"breakers": [{"halfOpenProbes": 0}]}"#,
+                "breakers[0].halfOpenProbes",
+            ),
+            (
+                br#"{"breakers": [{"rejectStatus": 200}]}"#,
+                "breakers[0].rejectStatus",
+            ),
+            (
+                br#"{"breakers": [{"openJitter": 0.9}]}"#,
+                "breakers[0].openJitter",
+            ),
+            (br#"{"breakerz": []}"#, "breakerz"),
+        ];
+        for (json, field) in cases {
+            let e = parse::<Config>(Some(json)).unwrap_err();
+            assert_eq!(&e.field, field, "{}: {}", String::from_utf8_lossy(json), e);
+        }
+    }
+}

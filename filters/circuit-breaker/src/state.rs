@@ -1,0 +1,413 @@
+//! The breaker's state machine, shared by every worker through one small shared-data record per breaker
+//! key. Each function takes the record as read and returns the record to write (with compare-and-swap),
+//! or `None` when nothing changes. The closed state needs no write at all, so healthy traffic only reads.
+
+use crate::config::BreakerConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl State {
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// The shared record of one breaker key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub state: State,
+    /// Bumped on every transition: calls remember the generation they were admitted in.
+    pub gen: u32,
+    /// Trips since the last close (drives the exponential open time).
+    pub trips: u32,
+    /// Open: when probing may start. Half-open: when unfinished probes give up.
+    pub until_ns: u64,
+    pub probes_admitted: u32,
+    pub probes_succeeded: u32,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            state: State::Closed,
+            gen: 1,
+            trips: 0,
+            until_ns: 0,
+            probes_admitted: 0,
+            probes_succeeded: 0,
+        }
+    }
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward and record the outcome in the window of generation `gen`.
+    Admit { gen: u32 },
+    /// Forward as a half-open probe of generation `gen`.
+    Probe { gen: u32 },
+    /// Answer at once; `retry_at_ns` is when a retry may be admitted.
+    Reject { state: State, retry_at_ns: u64 },
+}
+
+/// The next step for a request: a decision, and the record to write first (when the decision depends on
+/// winning a state change or a probe permit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub decision: Decision,
+    pub write: Option<Record>,
+}
+
+/// How long the breaker stays open after trip number `trips` (1 for the first): exponential, capped, with
+/// `jitter_unit` in [-1, 1] scaled by `openJitter`.
+pub fn open_duration_ns(cfg: &BreakerConfig, trips: u32, jitter_unit: f64) -> u64 {
+    let base = cfg.open_duration.0.as_secs_f64();
+    let exponent = i32::try_from(trips.saturating_sub(1))
+        .unwrap_or(i32::MAX)
+        .min(64);
+    let grown = base * cfg.open_duration_multiplier.powi(exponent);
+    let capped = grown.min(cfg.max_open_duration.0.as_secs_f64());
+    let jittered = capped * (1.0 + cfg.open_jitter * jitter_unit.clamp(-1.0, 1.0));
+    (jittered.max(0.0) * 1e9) as u64
+}
+
+fn opened(rec: &Record, now_ns: u64, cfg: &BreakerConfig, jitter_unit: f64) -> Record {
+    let trips = rec.trips.saturating_add(1);
+    Record {
+        state: State::Open,
+        gen: rec.gen.wrapping_add(1),
+        trips,
+        until_ns: now_ns.saturating_add(open_duration_ns(cfg, trips, jitter_unit)),
+        probes_admitted: 0,
+        probes_succeeded: 0,
+    }
+}
+
+/// Admission of a new request.
+pub fn on_request(rec: &Record, now_ns: u64, cfg: &BreakerConfig, jitter_unit: f64) -> Step {
+    match rec.state {
+        State::Closed => Step {
+            decision: Decision::Admit { gen: rec.gen },
+            write: None,
+        },
+        State::Open if now_ns < rec.until_ns => Step {
+            decision: Decision::Reject {
+                state: State::Open,
+                retry_at_ns: rec.until_ns,
+            },
+            write: None,
+        },
+        State::Open => {
+            let half_open = Record {
+                state: State::HalfOpen,
+                gen: rec.gen.wrapping_add(1),
+                trips: rec.trips,
+                until_ns: now_ns.saturating_add(cfg.max_half_open_duration.as_nanos_u64()),
+                probes_admitted: 1,
+                probes_succeeded: 0,
+            };
+            Step {
+                decision: Decision::Probe { gen: half_open.gen },
+                write: Some(half_open),
+            }
+        }
+        State::HalfOpen if now_ns >= rec.until_ns => {
+            // The probes did not finish in time: back to open, for longer.
+            let open = opened(rec, now_ns, cfg, jitter_unit);
+            Step {
+                decision: Decision::Reject {
+                    state: State::Open,
+                    retry_at_ns: open.until_ns,
+                },
+                write: Some(open),
+            }
+        }
+        State::HalfOpen if rec.probes_admitted < cfg.half_open_probes => Step {
+            decision: Decision::Probe { gen: rec.gen },
+            write: Some(Record {
+                probes_admitted: rec.probes_admitted + 1,
+                ..*rec
+            }),
+        },
+        State::HalfOpen => Step {
+            // Every permit is taken; the probes decide within maxHalfOpenDuration.
+            decision: Decision::Reject {
+                state: State::HalfOpen,
+                retry_at_ns: rec.until_ns,
+            },
+            write: None,
+        },
+    }
+}
+
+/// A probe of generation `gen` finished. Stale probes (the breaker moved on) change nothing.
+pub fn on_probe_result(
+    rec: &Record,
+    gen: u32,
+    outcome: ProbeOutcome,
+    now_ns: u64,
+    cfg: &BreakerConfig,
+    jitter_unit: f64,
+) -> Option<Record> {
+    if rec.state != State::HalfOpen || rec.gen != gen {
+        return None;
+    }
+    Some(match outcome {
+        ProbeOutcome::Failure => opened(rec, now_ns, cfg, jitter_unit),
+        ProbeOutcome::Success if rec.probes_succeeded + 1 >= cfg.half_open_probes => Record {
+            state: State::Closed,
+            gen: rec.gen.wrapping_add(1),
+            trips: 0,
+            until_ns: 0,
+            probes_admitted: 0,
+            probes_succeeded: 0,
+        },
+        ProbeOutcome::Success => Record {
+            probes_succeeded: rec.probes_succeeded + 1,
+            ..*rec
+        },
+        // An ignored outcome says nothing about the dependency: give the permit back.
+        ProbeOutcome::Ignored => Record {
+            probes_admitted: rec.probes_admitted.saturating_sub(1),
+            ..*rec
+        },
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    Success,
+    Failure,
+    Ignored,
+}
+
+/// The window of generation `gen` says trip. Only a closed breaker of that generation opens.
+pub fn on_trip(
+    rec: &Record,
+    gen: u32,
+    now_ns: u64,
+    cfg: &BreakerConfig,
+    jitter_unit: f64,
+) -> Option<Record> {
+    (rec.state == State::Closed && rec.gen == gen).then(|| opened(rec, now_ns, cfg, jitter_unit))
+}
+
+const RECORD_LEN: usize = 25;
+
+impl Record {
+    pub fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut out = [0u8; RECORD_LEN];
+        let state = match self.state {
+            State::Closed => 0u8,
+            State::Open => 1,
+            State::HalfOpen => 2,
+        };
+        let parts: [&[u8]; 6] = [
+            &[state],
+            &self.gen.to_le_bytes(),
+            &self.trips.to_le_bytes(),
+            &self.until_ns.to_le_bytes(),
+            &self.probes_admitted.to_le_bytes(),
+            &self.probes_succeeded.to_le_bytes(),
+        ];
+        for (dst, src) in out.iter_mut().zip(parts.iter().flat_map(|p| p.iter())) {
+            *dst = *src;
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        let b: &[u8; RECORD_LEN] = bytes.try_into().ok()?;
+        let (state, rest) = b.split_first()?;
+        let (gen, rest) = rest.split_first_chunk::<4>()?;
+        let (trips, rest) = rest.split_first_chunk::<4>()?;
+        let (until, rest) = rest.split_first_chunk::<8>()?;
+        let (admitted, rest) = rest.split_first_chunk::<4>()?;
+        let (succeeded, _) = rest.split_first_chunk::<4>()?;
+        Some(Record {
+            state: match state {
+                0 => State::Closed,
+                1 => State::Open,
+                2 => State::HalfOpen,
+                _ => return None,
+            },
+            gen: u32::from_le_bytes(*gen),
+            trips: u32::from_le_bytes(*trips),
+            until_ns: u64::from_le_bytes(*until),
+            probes_admitted: u32::from_le_bytes(*admitted),
+            probes_succeeded: u32::from_le_bytes(*succeeded),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use filter_common::config::parse;
+
+    const MS: u64 = 1_000_000;
+    const SEC: u64 = 1_000 * MS;
+
+    fn cfg(json: &str) -> BreakerConfig {
+        let c: crate::config::Config =
+            parse(Some(format!(r#"{{"breakers": [{json}]}}"#).as_bytes())).unwrap();
+        c.breakers[0].clone()
+    }
+
+    #[test]
+    fn closed_admits_without_writing() {
+        let c = cfg("{}");
+        let step = on_request(&Record::default(), 0, &c, 0.0);
+        assert_eq!(
+            step,
+            Step {
+                decision: Decision::Admit { gen: 1 },
+                write: None
+            }
+        );
+    }
+
+    #[test]
+    fn full_cycle_closed_open_half_open_closed() {
+        let c = cfg(r#"{"openDuration": "5s", "openJitter": 0, "halfOpenProbes": 2}"#);
+        let closed = Record::default();
+        let open = on_trip(&closed, 1, 100 * SEC, &c, 0.0).unwrap();
+        assert_eq!(
+            (open.state, open.gen, open.trips, open.until_ns),
+            (State::Open, 2, 1, 105 * SEC)
+        );
+        assert_eq!(
+            on_trip(&open, 1, 100 * SEC, &c, 0.0),
+            None,
+            "a stale trip changes nothing"
+        );
+
+        let step = on_request(&open, 104 * SEC, &c, 0.0);
+        assert_eq!(
+            step.decision,
+            Decision::Reject {
+                state: State::Open,
+                retry_at_ns: 105 * SEC
+            }
+        );
+        assert_eq!(step.write, None);
+
+        let step = on_request(&open, 105 * SEC, &c, 0.0);
+        let half = step.write.unwrap();
+        assert_eq!(step.decision, Decision::Probe { gen: 3 });
+        assert_eq!((half.state, half.probes_admitted), (State::HalfOpen, 1));
+
+        let step = on_request(&half, 105 * SEC, &c, 0.0);
+        assert_eq!(step.decision, Decision::Probe { gen: 3 });
+        let half = step.write.unwrap();
+        let step = on_request(&half, 105 * SEC, &c, 0.0);
+        assert!(
+            matches!(
+                step.decision,
+                Decision::Reject {
+                    state: State::HalfOpen,
+                    ..
+                }
+            ),
+            "only 2 probes"
+        );
+
+        let half = on_probe_result(&half, 3, ProbeOutcome::Success, 106 * SEC, &c, 0.0).unwrap();
+        assert_eq!(half.state, State::HalfOpen);
+        let closed = on_probe_result(&half, 3, ProbeOutcome::Success, 106 * SEC, &c, 0.0).unwrap();
+        assert_eq!(
+            (closed.state, closed.gen, closed.trips),
+            (State::Closed, 4, 0)
+        );
+    }
+
+    #[test]
+    fn a_failed_probe_reopens_for_longer() {
+        let c = cfg(
+            r#"{"openDuration": "1s", "openDurationMultiplier": 2, "maxOpenDuration": "3s", "openJitter": 0}"#,
+        );
+        let open = on_trip(&Record::default(), 1, 0, &c, 0.0).unwrap();
+        let half = on_request(&open, SEC, &c, 0.0).write.unwrap();
+        let reopened =
+            on_probe_result(&half, half.gen, ProbeOutcome::Failure, 2 * SEC, &c, 0.0).unwrap();
+        assert_eq!(
+            (reopened.state, reopened.trips, reopened.until_ns),
+            (State::Open, 2, 4 * SEC)
+        );
+        let half = on_request(&reopened, 4 * SEC, &c, 0.0).write.unwrap();
+        let reopened =
+            on_probe_result(&half, half.gen, ProbeOutcome::Failure, 4 * SEC, &c, 0.0).unwrap();
+        assert_eq!(reopened.until_ns, 7 * SEC, "4s capped to 3s");
+    }
+
+    #[test]
+    fn stuck_half_open_reopens_after_the_maximum_time() {
+        let c = cfg(r#"{"halfOpenProbes": 1, "maxHalfOpenDuration": "2s", "openJitter": 0}"#);
+        let open = on_trip(&Record::default(), 1, 0, &c, 0.0).unwrap();
+        let half = on_request(&open, open.until_ns, &c, 0.0).write.unwrap();
+        let step = on_request(&half, open.until_ns + SEC, &c, 0.0);
+        assert!(matches!(
+            step.decision,
+            Decision::Reject {
+                state: State::HalfOpen,
+                ..
+            }
+        ));
+        let step = on_request(&half, open.until_ns + 2 * SEC, &c, 0.0);
+        assert_eq!(step.write.unwrap().state, State::Open);
+        assert_eq!(step.write.unwrap().trips, 2);
+    }
+
+    #[test]
+    fn ignored_probes_return_their_permit_and_stale_probes_do_nothing() {
+        let c = cfg(r#"{"halfOpenProbes": 1}"#);
+        let open = on_trip(&Record::default(), 1, 0, &c, 0.0).unwrap();
+        let half = on_request(&open, open.until_ns, &c, 0.0).write.unwrap();
+        let back = on_probe_result(&half, half.gen, ProbeOutcome::Ignored, 0, &c, 0.0).unwrap();
+        assert_eq!(back.probes_admitted, 0);
+        assert_eq!(
+            on_probe_result(&half, half.gen - 1, ProbeOutcome::Failure, 0, &c, 0.0),
+            None
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let c = cfg(r#"{"openDuration": "10s", "openJitter": 0.2}"#);
+        assert_eq!(open_duration_ns(&c, 1, -1.0), 8 * SEC);
+        assert_eq!(open_duration_ns(&c, 1, 1.0), 12 * SEC);
+        assert_eq!(open_duration_ns(&c, 1, 5.0), 12 * SEC, "clamped");
+        assert_eq!(
+            open_duration_ns(&c, 100, 0.0),
+            60 * SEC,
+            "capped at maxOpenDuration"
+        );
+    }
+
+    #[test]
+    fn record_encoding_round_trips() {
+        let r = Record {
+            state: State::HalfOpen,
+            gen: 7,
+            trips: 2,
+            until_ns: 99,
+            probes_admitted: 3,
+            probes_succeeded: 1,
+        };
+        assert_eq!(Record::decode(&r.encode()), Some(r));
+        assert_eq!(Record::decode(&[0; 24]), None);
+        let mut bad = r.encode();
+        bad[0] = 9;
+        assert_eq!(Record::decode(&bad), None);
+    }
+}
