@@ -67,7 +67,7 @@ impl Default for BaggageLimits {
 impl BaggageLimits {
     /// Key lists are matched ignoring ASCII case: prefixed headers arrive lower-cased, and a deny list
     /// must not be bypassed by sending `Secret` instead of `secret`.
-    fn permits(&self, key: &str) -> bool {
+    pub fn permits(&self, key: &str) -> bool {
         let listed = |list: &[String]| list.iter().any(|k| k.eq_ignore_ascii_case(key));
         !listed(&self.deny) && self.allow.as_deref().is_none_or(listed)
     }

@@ -181,7 +181,7 @@ impl Validate for Config {
         if !self.response_header.is_empty() && !is_header_name(&self.response_header) {
             return Err(ConfigError::new(
                 "responseHeader",
-                "must be a lower-case HTTP header name (letters, digits, '-')",
+                "must be a lower-case HTTP header name (letters, digits, '-', '_')",
             ));
         }
         if self.correlation.slots == 0 || self.correlation.slots > MAX_CORRELATION_SLOTS {
@@ -278,6 +278,7 @@ mod tests {
             (br#"{"direction": "sideways"}"#, "direction"),
             (br#"{"responseHeader": "X Trace"}"#, "responseHeader"),
             (br#"{"tracestateKey": "Bad Key"}"#, "tracestateKey"),
+            (br#"{"tracestateKey": "mesh"}"#, "tracestateKey"),
             (br#"{"tracestateMaxLength": 100}"#, "tracestateMaxLength"),
             (br#"{"unknown": 1}"#, "unknown"),
         ];

@@ -94,9 +94,10 @@ impl HttpContext for TraceStream {
             // A local reply sent before our request callback ran (an earlier filter rejected the
             // request): give the caller an id that the access log shows too.
             None => {
-                let ctx = shared
-                    .propagator
-                    .start_for_response(&mut shared.ids.borrow_mut());
+                let ctx = shared.propagator.start_for_response(
+                    &mut shared.ids.borrow_mut(),
+                    host::now_nanos() / 1_000_000_000,
+                );
                 set_filter_state(config, &ctx);
                 ctx
             }
@@ -122,15 +123,12 @@ impl HttpContext for TraceStream {
 fn handle_request(shared: &Shared) -> TraceContext {
     let config = shared.propagator.config();
     let headers = RequestHeaders::new(host::header_pairs(MapType::HttpRequestHeaders));
-    let needs_direction = config.correlation.enabled || config.baggage.strip_on_egress;
-    let direction = if needs_direction {
-        listener_direction(config.direction)
-    } else {
-        None
-    };
+    // Read per request: one root context may serve listeners of both directions.
+    let direction = listener_direction(config.direction);
     let outbound = direction == Some(LISTENER_OUTBOUND);
     let request_id = headers.get_first(REQUEST_ID);
-    let now = host::now_nanos();
+    let needs_clock = config.correlation.enabled || shared.propagator.needs_clock();
+    let now = if needs_clock { host::now_nanos() } else { 0 };
 
     let restore = || {
         if !(outbound && config.correlation.enabled) {
@@ -141,10 +139,13 @@ fn handle_request(shared: &Shared) -> TraceContext {
         let (entry, _cas) = host::shared_data(&key).ok()??;
         correlation::decode(&entry, rid, now)
     };
-    let decision =
-        shared
-            .propagator
-            .decide(&headers, &mut shared.ids.borrow_mut(), outbound, restore);
+    let decision = shared.propagator.decide(
+        &headers,
+        &mut shared.ids.borrow_mut(),
+        outbound,
+        now / 1_000_000_000,
+        restore,
+    );
 
     apply_edits(&decision);
     shared.metrics.record(&decision, outbound);

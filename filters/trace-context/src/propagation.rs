@@ -5,7 +5,7 @@
 use crate::baggage::{Baggage, BaggageLimits};
 use crate::config::Config;
 use crate::context::TraceContext;
-use crate::formats::{Extracted, Format};
+use crate::formats::{Extracted, Format, Partial};
 use crate::headers::{HeaderEdit, HeaderEdits, RequestHeaders};
 use crate::tracestate::TraceState;
 use filter_common::ids::IdGenerator;
@@ -63,12 +63,14 @@ impl Propagator {
     }
 
     /// Decides the context and edits for one request. `restore` is asked for a context only when no
-    /// valid one arrived; `egress` says the request leaves the workload (an outbound listener).
+    /// valid one arrived; `egress` says the request leaves the workload (an outbound listener);
+    /// `now_secs` is the wall clock, used only when `needs_clock`.
     pub fn decide(
         &self,
         headers: &RequestHeaders,
         ids: &mut IdGenerator,
         egress: bool,
+        now_secs: u64,
         restore: impl FnOnce() -> Option<TraceContext>,
     ) -> Decision {
         let found = self.extract_all(headers);
@@ -80,28 +82,67 @@ impl Propagator {
                 Some(Extracted::Valid(ctx)) => Some((*f, ctx.clone())),
                 _ => None,
             });
+        let partials: Vec<(Format, Partial)> = self
+            .config
+            .extract
+            .iter()
+            .filter_map(|f| match found_for(&found, *f) {
+                Some(Extracted::Partial(p)) => Some((*f, *p)),
+                _ => None,
+            })
+            .collect();
 
         let (mut context, source) = match winner {
             Some((format, ctx)) => (ctx, Source::Extracted(format)),
-            None => match restore() {
-                Some(ctx) => (ctx, Source::Restored),
-                None => (self.start(ids), Source::Started),
+            // A trace id without a span id (an AWS load balancer's Root) is continued with a new span.
+            None => match partials
+                .iter()
+                .find_map(|(f, p)| p.trace_id.map(|t| (*f, t, *p)))
+            {
+                Some((format, trace_id, p)) => (
+                    TraceContext {
+                        trace_id,
+                        span_id: ids.span_id(),
+                        sampled: p.sampled,
+                        debug: p.debug,
+                        random: false,
+                    },
+                    Source::Extracted(format),
+                ),
+                None => match restore() {
+                    Some(ctx) => (ctx, Source::Restored),
+                    None => (self.start(ids, now_secs), Source::Started),
+                },
             },
         };
         if context.sampled.is_none() {
-            // We are the first to decide for this trace.
-            context.sampled = Some(ids.chance(self.config.sampling_ratio));
+            // A decision that arrived on its own (`b3: 0`) is honoured; otherwise we decide first.
+            match partials
+                .iter()
+                .find_map(|(_, p)| p.sampled.map(|s| (s, p.debug)))
+            {
+                Some((sampled, debug)) => {
+                    context.sampled = Some(sampled);
+                    context.debug |= debug;
+                }
+                None => context.sampled = Some(ids.chance(self.config.sampling_ratio)),
+            }
         }
 
         let mut invalid = Vec::new();
         let mut conflicting = Vec::new();
         for (format, result) in &found {
-            match result {
-                Extracted::Invalid(_) => invalid.push(*format),
-                Extracted::Valid(ctx) if ctx.trace_id != context.trace_id => {
-                    conflicting.push(*format)
+            let other_trace = match result {
+                Extracted::Invalid(_) => {
+                    invalid.push(*format);
+                    continue;
                 }
-                _ => {}
+                Extracted::Valid(ctx) => Some(ctx.trace_id),
+                Extracted::Partial(p) => p.trace_id,
+                Extracted::Absent => None,
+            };
+            if other_trace.is_some_and(|t| !same_trace(*format, t, context.trace_id)) {
+                conflicting.push(*format);
             }
         }
 
@@ -114,9 +155,9 @@ impl Propagator {
         let mut writes_w3c = false;
         for format in Format::ALL {
             let present = found_for(&found, format).is_some();
-            if self.config.inject.contains(&format)
-                || (present && self.config.keep_received_formats)
-            {
+            let wanted = self.config.inject.contains(&format)
+                || (present && self.config.keep_received_formats);
+            if wanted && format.can_carry(&context) {
                 format.inject(&context, headers, &mut edits);
                 writes_w3c |= format == Format::TraceContext;
             } else if present {
@@ -175,14 +216,23 @@ impl Propagator {
 
     /// A fresh context for a response whose request this filter never saw (a local reply sent before
     /// the request reached it).
-    pub fn start_for_response(&self, ids: &mut IdGenerator) -> TraceContext {
-        let mut ctx = self.start(ids);
+    pub fn start_for_response(&self, ids: &mut IdGenerator, now_secs: u64) -> TraceContext {
+        let mut ctx = self.start(ids, now_secs);
         ctx.sampled = Some(ids.chance(self.config.sampling_ratio));
         ctx
     }
 
-    fn start(&self, ids: &mut IdGenerator) -> TraceContext {
+    /// True when `decide` needs the wall clock: X-Ray trace ids begin with the epoch seconds.
+    pub fn needs_clock(&self) -> bool {
+        self.config.inject.contains(&Format::XRay)
+    }
+
+    fn start(&self, ids: &mut IdGenerator, now_secs: u64) -> TraceContext {
         let mut trace_id = ids.trace_id();
+        if self.needs_clock() && self.config.new_trace_id_bits == 128 {
+            // X-Ray rejects trace ids whose first 32 bits are not a recent Unix time.
+            trace_id = (u128::from(now_secs as u32) << 96) | (trace_id & ((1u128 << 96) - 1));
+        }
         if self.config.new_trace_id_bits == 64 {
             trace_id &= u128::from(u64::MAX);
             if trace_id == 0 {
@@ -269,9 +319,19 @@ impl Propagator {
                 baggage.merge(Baggage::from_prefixed(headers, prefix));
                 translated = true;
             }
+            // The allow and deny lists hold for the prefixed forms too, translated or not.
+            for (name, _) in headers.iter() {
+                if name
+                    .strip_prefix(prefix)
+                    .is_some_and(|key| !self.baggage_limits.permits(key))
+                {
+                    edits.remove(name);
+                    dropped += 1;
+                }
+            }
         }
         if !has_w3c && !translated {
-            return 0;
+            return dropped;
         }
         let before = baggage.len();
         dropped += baggage.apply(&self.baggage_limits);
@@ -287,6 +347,13 @@ impl Propagator {
         }
         dropped
     }
+}
+
+/// A 64-bit-only format (Datadog without `_dd.p.tid`) carries the low half of a 128-bit trace id: the
+/// same trace, not a conflict.
+fn same_trace(format: Format, found: u128, winner: u128) -> bool {
+    found == winner
+        || (format.is_64_bit_only() && found >> 64 == 0 && found == winner & u128::from(u64::MAX))
 }
 
 fn found_for(found: &[(Format, Extracted)], format: Format) -> Option<&Extracted> {
@@ -328,9 +395,13 @@ mod tests {
 
     fn decide(p: &Propagator, headers: &[(&str, &str)]) -> Decision {
         let mut ids = IdGenerator::from_seed(42);
-        p.decide(&RequestHeaders::from_strs(headers), &mut ids, false, || {
-            None
-        })
+        p.decide(
+            &RequestHeaders::from_strs(headers),
+            &mut ids,
+            false,
+            0,
+            || None,
+        )
     }
 
     fn set_value<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
@@ -511,6 +582,7 @@ mod tests {
             &RequestHeaders::from_strs(&[("x-request-id", "r1")]),
             &mut ids,
             true,
+            0,
             || Some(restored.clone()),
         );
         assert_eq!(d.source, Source::Restored);
@@ -523,6 +595,7 @@ mod tests {
             &RequestHeaders::from_strs(&[("traceparent", TP)]),
             &mut ids,
             true,
+            0,
             || Some(restored.clone()),
         );
         assert_eq!(d.source, Source::Extracted(Format::TraceContext));
@@ -565,10 +638,112 @@ mod tests {
         let p = propagator(r#"{"baggage": {"stripOnEgress": true}}"#);
         let mut ids = IdGenerator::from_seed(1);
         let h = RequestHeaders::from_strs(&[("baggage", "a=1"), ("uberctx-x", "y")]);
-        let d = p.decide(&h, &mut ids, true, || None);
+        let d = p.decide(&h, &mut ids, true, 0, || None);
         assert_eq!(d.edits.get("baggage"), Some(None));
         assert_eq!(d.edits.get("uberctx-x"), Some(None));
-        let d = p.decide(&h, &mut ids, false, || None);
+        let d = p.decide(&h, &mut ids, false, 0, || None);
         assert_ne!(d.edits.get("baggage"), Some(None));
+    }
+
+    #[test]
+    fn a_sampling_decision_alone_is_honoured_not_invalid() {
+        let d = decide(&propagator("{}"), &[("b3", "0")]);
+        assert_eq!(d.source, Source::Started);
+        assert!(d.invalid.is_empty(), "{:?}", d.invalid);
+        assert_eq!(d.context.sampled, Some(false));
+        assert!(set_value(&d, "traceparent").unwrap().ends_with("-02"));
+        let b3 = set_value(&d, "b3").unwrap();
+        assert!(b3.ends_with("-0"), "{b3}");
+        let d = decide(&propagator("{}"), &[("x-datadog-sampling-priority", "-1")]);
+        assert_eq!(d.context.sampled, Some(false));
+    }
+
+    #[test]
+    fn a_load_balancer_root_alone_is_continued() {
+        let d = decide(
+            &propagator("{}"),
+            &[(
+                "x-amzn-trace-id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1",
+            )],
+        );
+        assert_eq!(d.source, Source::Extracted(Format::XRay));
+        assert_eq!(d.context.trace_id, 0x5759e988bd862e3fe1be46a994272793);
+        assert_ne!(d.context.span_id, 0);
+        assert_eq!(d.context.sampled, Some(true));
+        let xray = set_value(&d, "x-amzn-trace-id").unwrap();
+        assert!(
+            xray.starts_with("Root=1-5759e988-bd862e3fe1be46a994272793;Parent="),
+            "{xray}"
+        );
+    }
+
+    #[test]
+    fn datadog_headers_that_cannot_carry_the_trace_are_removed() {
+        let d = decide(
+            &propagator("{}"),
+            &[
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da60000000000000000-00f067aa0ba902b7-01",
+                ),
+                ("x-datadog-trace-id", "123"),
+                ("x-datadog-parent-id", "456"),
+            ],
+        );
+        assert_eq!(d.edits.get("x-datadog-trace-id"), Some(None));
+        assert_eq!(d.edits.get("x-datadog-parent-id"), Some(None));
+    }
+
+    #[test]
+    fn datadog_low_half_of_the_same_trace_is_not_a_conflict() {
+        // 0xa3ce929d0e0e4736 = 11803532876627986230, the low half of TRACE.
+        let d = decide(
+            &propagator("{}"),
+            &[
+                ("traceparent", TP),
+                ("x-datadog-trace-id", "11803532876627986230"),
+                ("x-datadog-parent-id", "67667974448284343"),
+            ],
+        );
+        assert!(d.conflicting.is_empty(), "{:?}", d.conflicting);
+        // The tid tag is added so Datadog reads the full id back.
+        assert!(set_value(&d, "x-datadog-tags")
+            .unwrap()
+            .contains("_dd.p.tid=4bf92f3577b34da6"));
+    }
+
+    #[test]
+    fn denied_baggage_keys_never_leave_in_prefixed_headers() {
+        let p = propagator(r#"{"baggage": {"denyKeys": ["secret"]}}"#);
+        let d = decide(
+            &p,
+            &[
+                ("uberctx-secret", "hunter2"),
+                ("ot-baggage-secret", "x"),
+                ("uberctx-user", "1"),
+            ],
+        );
+        assert_eq!(d.edits.get("uberctx-secret"), Some(None));
+        assert_eq!(d.edits.get("ot-baggage-secret"), Some(None));
+        assert_eq!(d.edits.get("uberctx-user"), None);
+        assert_eq!(set_value(&d, "baggage"), Some("user=1"));
+    }
+
+    #[test]
+    fn xray_trace_ids_begin_with_the_epoch_seconds() {
+        let p = propagator(r#"{"inject": ["tracecontext", "xray"]}"#);
+        let mut ids = IdGenerator::from_seed(3);
+        let d = p.decide(
+            &RequestHeaders::default(),
+            &mut ids,
+            false,
+            0x5759_e988,
+            || None,
+        );
+        assert_eq!(d.context.trace_id >> 96, 0x5759_e988);
+        assert!(set_value(&d, "x-amzn-trace-id")
+            .unwrap()
+            .starts_with("Root=1-5759e988-"));
     }
 }

@@ -197,6 +197,50 @@ async fn invalid_traceparent_starts_a_new_trace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_do_not_sample_header_alone_is_honoured() {
+    let (_upstream, envoy) = setup(None).await;
+    let r = http1(envoy.port("ingress"), "GET", "/", &[("b3", "0")], "").await;
+    let tp = r.echo_header("traceparent").unwrap();
+    assert!(tp.ends_with("-02"), "not sampled, random: {tp}");
+    let b3 = r.echo_header("b3").unwrap();
+    assert_eq!(
+        b3,
+        format!("{}-{}-0", w3c_trace(&tp), tp.split('-').nth(2).unwrap())
+    );
+    assert_eq!(
+        tagged(&envoy).await.get("format.b3.trace_context_invalid"),
+        Some(&0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participating_hop_mints_a_span_and_keeps_tracestate_rules() {
+    let config =
+        r#"{"participate": true, "tracestateKey": "mesh", "inject": ["tracecontext", "b3multi"]}"#;
+    let (_upstream, envoy) = setup(Some(config)).await;
+    let r = http1(
+        envoy.port("ingress"),
+        "GET",
+        "/",
+        &[
+            ("traceparent", TRACEPARENT),
+            ("tracestate", "vendor=a,mesh=old"),
+        ],
+        "",
+    )
+    .await;
+    let tp = r.echo_header("traceparent").unwrap();
+    let span = tp.split('-').nth(2).unwrap().to_string();
+    assert_eq!(w3c_trace(&tp), TRACE_W3C);
+    assert_ne!(span, "b7ad6b7169203331", "a new parent id");
+    assert_eq!(
+        r.echo_header("tracestate").unwrap(),
+        format!("mesh={span},vendor=a")
+    );
+    assert_eq!(r.echo_header("x-b3-spanid").unwrap(), span);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn future_traceparent_version_is_continued_as_version_00() {
     let (_upstream, envoy) = setup(None).await;
     let future = "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-the-future-holds";
@@ -344,7 +388,10 @@ async fn trace_id_is_on_local_replies() {
     let id = r
         .header("x-trace-id")
         .expect("Envoy's own 503 carries a trace id");
-    assert_eq!(id.len(), 32);
+    // The same trace the upstream was sent before it reset the stream.
+    let sent = upstream.last().unwrap();
+    let forwarded = sent.header("traceparent").unwrap();
+    assert_eq!(w3c_trace(forwarded), id);
     assert_eq!(upstream.count(), 2);
 }
 

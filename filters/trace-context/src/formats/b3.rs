@@ -26,7 +26,7 @@ pub fn extract(h: &RequestHeaders) -> Extracted {
         Err(_) => return Extracted::Invalid("b3: header repeated"),
     };
     match parse(value) {
-        Ok(ctx) => Extracted::Valid(ctx),
+        Ok(ctx) => crate::formats::from_parsed(ctx),
         Err(reason) => Extracted::Invalid(reason),
     }
 }
@@ -34,12 +34,14 @@ pub fn extract(h: &RequestHeaders) -> Extracted {
 fn parse(value: &[u8]) -> Result<TraceContext, &'static str> {
     let mut parts = value.split(|&c| c == b'-');
     let (Some(trace), Some(span)) = (parts.next(), parts.next()) else {
-        return Err(match value {
-            b"0" => "b3: deny only",
-            b"1" | b"d" => "b3: sampling state only",
-            b"" => "b3: empty",
-            _ => "b3: malformed",
-        });
+        // A sampling decision alone is a valid B3 header; the caller honours it.
+        return match value {
+            b"0" => Ok(crate::formats::partial_ctx(0, Some(false), false)),
+            b"1" => Ok(crate::formats::partial_ctx(0, Some(true), false)),
+            b"d" => Ok(crate::formats::partial_ctx(0, Some(true), true)),
+            b"" => Err("b3: empty"),
+            _ => Err("b3: malformed"),
+        };
     };
     let trace_id = parse_trace_id(trace).ok_or("b3: bad trace id")?;
     let span_id = parse_span_id(span).ok_or("b3: bad span id")?;
@@ -236,10 +238,17 @@ mod tests {
 
     #[test]
     fn sampling_state_only() {
-        assert_eq!(ex("0"), Extracted::Invalid("b3: deny only"));
-        assert_eq!(ex(" 0 "), Extracted::Invalid("b3: deny only"));
-        assert_eq!(ex("1"), Extracted::Invalid("b3: sampling state only"));
-        assert_eq!(ex("d"), Extracted::Invalid("b3: sampling state only"));
+        let only = |sampled, debug| {
+            Extracted::Partial(crate::formats::Partial {
+                trace_id: None,
+                sampled: Some(sampled),
+                debug,
+            })
+        };
+        assert_eq!(ex("0"), only(false, false));
+        assert_eq!(ex(" 0 "), only(false, false));
+        assert_eq!(ex("1"), only(true, false));
+        assert_eq!(ex("d"), only(true, true));
     }
 
     #[test]

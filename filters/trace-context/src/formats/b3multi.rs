@@ -25,7 +25,7 @@ pub fn extract(h: &RequestHeaders) -> Extracted {
         return Extracted::Absent;
     }
     match parse(h) {
-        Ok(ctx) => Extracted::Valid(ctx),
+        Ok(ctx) => crate::formats::from_parsed(ctx),
         Err(reason) => Extracted::Invalid(reason),
     }
 }
@@ -53,7 +53,14 @@ fn parse(h: &RequestHeaders) -> Result<TraceContext, &'static str> {
     let (trace, span) = match (trace, span) {
         (Some(t), Some(s)) => (t, s),
         (None, None) if parent.is_some() => return Err("x-b3-parentspanid without ids"),
-        (None, None) => return Err("x-b3: sampling state only"),
+        // A sampling decision alone: honoured by the caller.
+        (None, None) => {
+            return Ok(crate::formats::partial_ctx(
+                0,
+                if debug { Some(true) } else { sampled },
+                debug,
+            ))
+        }
         (None, Some(_)) => return Err("x-b3-traceid missing"),
         (Some(_), None) => return Err("x-b3-spanid missing"),
     };
@@ -291,8 +298,6 @@ mod tests {
                 (SAMPLED, "1"),
             ],
             &[(SPAN_ID, "cd00000000000000"), (SAMPLED, "1")],
-            &[(SAMPLED, "1")],
-            &[(SAMPLED, "0")],
         ];
         for c in cases {
             assert!(matches!(ex(c), Extracted::Invalid(_)), "{c:?}");
@@ -327,14 +332,18 @@ mod tests {
             ids((SAMPLED, "1")),
             Extracted::Valid(ctx(TRACE_VAL, SPAN_VAL, Some(true), false))
         );
-        assert_eq!(
-            ex(&[(SAMPLED, "0")]),
-            Extracted::Invalid("x-b3: sampling state only")
-        );
-        assert_eq!(
-            ex(&[(FLAGS, "1")]),
-            Extracted::Invalid("x-b3: sampling state only")
-        );
+        // A sampling decision alone is honoured, not invalid.
+        let only = |sampled, debug| {
+            Extracted::Partial(crate::formats::Partial {
+                trace_id: None,
+                sampled: Some(sampled),
+                debug,
+            })
+        };
+        assert_eq!(ex(&[(SAMPLED, "0")]), only(false, false));
+        assert_eq!(ex(&[(SAMPLED, "1")]), only(true, false));
+        assert_eq!(ex(&[(FLAGS, "1")]), only(true, true));
+        assert!(matches!(ex(&[(FLAGS, "0")]), Extracted::Invalid(_)));
         assert_eq!(
             ex(&[(PARENT_SPAN_ID, SPAN)]),
             Extracted::Invalid("x-b3-parentspanid without ids")

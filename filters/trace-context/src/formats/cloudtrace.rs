@@ -23,7 +23,7 @@ pub fn extract(h: &RequestHeaders) -> Extracted {
         Err(_) => return Extracted::Invalid("x-cloud-trace-context: header repeated"),
     };
     match parse(value) {
-        Ok(ctx) => Extracted::Valid(ctx),
+        Ok(ctx) => crate::formats::from_parsed(ctx),
         Err(reason) => Extracted::Invalid(reason),
     }
 }
@@ -31,7 +31,8 @@ pub fn extract(h: &RequestHeaders) -> Extracted {
 fn parse(value: &[u8]) -> Result<TraceContext, &'static str> {
     let mut halves = value.splitn(2, |&c| c == b'/');
     let trace = halves.next().unwrap_or_default();
-    let rest = halves.next().ok_or("x-cloud-trace-context: no span id")?;
+    // The span part is optional: a trace id alone is continued with a new span id.
+    let rest = halves.next().unwrap_or_default();
     let trace_id = Some(trace)
         .filter(|t| t.len() == 32)
         .and_then(|t| parse_hex_var(t, 32))
@@ -40,12 +41,13 @@ fn parse(value: &[u8]) -> Result<TraceContext, &'static str> {
 
     let mut parts = rest.splitn(2, |&c| c == b';');
     let span = parts.next().unwrap_or_default().trim_ascii();
-    if span.is_empty() {
-        return Err("x-cloud-trace-context: no span id");
-    }
-    let span_id = parse_dec_u64(span)
-        .filter(|&v| v != 0)
-        .ok_or("x-cloud-trace-context: bad span id")?;
+    let span_id = if span.is_empty() {
+        0
+    } else {
+        parse_dec_u64(span)
+            .filter(|&v| v != 0)
+            .ok_or("x-cloud-trace-context: bad span id")?
+    };
     let sampled = match parts.next() {
         None => None,
         Some(options) => {
@@ -196,9 +198,6 @@ mod tests {
     fn invalid() {
         for v in [
             String::new(),
-            TRACE.to_string(),
-            format!("{TRACE}/"),
-            format!("{TRACE}/;o=1"),
             format!("{TRACE}/0;o=1"),
             format!("{TRACE}/18446744073709551616"),
             format!("{TRACE}/-1"),
@@ -219,6 +218,23 @@ mod tests {
         ] {
             assert!(matches!(ex(&v), Extracted::Invalid(_)), "{v}");
         }
+        // A trace id alone (the span part is optional in the spec) is continued.
+        assert!(matches!(
+            ex(TRACE),
+            Extracted::Partial(crate::formats::Partial {
+                trace_id: Some(_),
+                sampled: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            ex(&format!("{TRACE}/;o=1")),
+            Extracted::Partial(crate::formats::Partial {
+                trace_id: Some(_),
+                sampled: Some(true),
+                ..
+            })
+        ));
         let v = format!("{TRACE}/{SPAN}");
         let h = RequestHeaders::from_strs(&[
             ("x-cloud-trace-context", &v),

@@ -31,7 +31,7 @@ pub fn extract(h: &RequestHeaders) -> Extracted {
         return Extracted::Absent;
     }
     match parse(h) {
-        Ok(ctx) => Extracted::Valid(ctx),
+        Ok(ctx) => crate::formats::from_parsed(ctx),
         Err(reason) => Extracted::Invalid(reason),
     }
 }
@@ -50,17 +50,24 @@ fn parse(h: &RequestHeaders) -> Result<TraceContext, &'static str> {
     single(h, ORIGIN)?;
     let tags = single(h, TAGS)?;
 
-    let low = trace.ok_or("x-datadog-trace-id missing")?;
-    let low = parse_dec_u64(low)
-        .filter(|&v| v != 0)
-        .ok_or("x-datadog-trace-id: bad value")?;
-    let span_id = parent.ok_or("x-datadog-parent-id missing")?;
-    let span_id = parse_dec_u64(span_id)
-        .filter(|&v| v != 0)
-        .ok_or("x-datadog-parent-id: bad value")?;
     let sampled = match priority {
         None => None,
         Some(p) => Some(parse_priority(p).ok_or("x-datadog-sampling-priority: bad value")? > 0),
+    };
+    // A missing id is reported as 0: a priority alone, or a trace id without a parent (Synthetics), is
+    // partial and still honoured.
+    let low = match trace {
+        None if parent.is_some() => return Err("x-datadog-trace-id missing"),
+        None => return Ok(crate::formats::partial_ctx(0, sampled, false)),
+        Some(t) => parse_dec_u64(t)
+            .filter(|&v| v != 0)
+            .ok_or("x-datadog-trace-id: bad value")?,
+    };
+    let span_id = match parent {
+        None => 0,
+        Some(p) => parse_dec_u64(p)
+            .filter(|&v| v != 0)
+            .ok_or("x-datadog-parent-id: bad value")?,
     };
     let high = tags.and_then(trace_id_high).unwrap_or(0);
     Ok(TraceContext {
@@ -295,14 +302,25 @@ mod tests {
             ex(&[(PARENT_ID, "2")]),
             Extracted::Invalid("x-datadog-trace-id missing")
         );
+        assert!(matches!(ex(&[(ORIGIN, "rum")]), Extracted::Invalid(_)));
+        // A priority alone, or a trace id without a parent (Synthetics), is partial and honoured.
         assert_eq!(
-            ex(&[(ORIGIN, "rum")]),
-            Extracted::Invalid("x-datadog-trace-id missing")
+            ex(&[(SAMPLING_PRIORITY, "-1")]),
+            Extracted::Partial(crate::formats::Partial {
+                trace_id: None,
+                sampled: Some(false),
+                debug: false
+            })
         );
         assert_eq!(
-            ex(&[(TRACE_ID, "1")]),
-            Extracted::Invalid("x-datadog-parent-id missing")
+            ex(&[(TRACE_ID, "5"), (SAMPLING_PRIORITY, "1")]),
+            Extracted::Partial(crate::formats::Partial {
+                trace_id: Some(5),
+                sampled: Some(true),
+                debug: false
+            })
         );
+        assert!(matches!(ex(&[(TRACE_ID, "1")]), Extracted::Partial(_)));
         for bad in [
             "0",
             "",

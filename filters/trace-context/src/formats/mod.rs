@@ -27,6 +27,48 @@ pub enum Extracted {
     /// The format's headers are present but unusable; the reason is for debug logs.
     Invalid(&'static str),
     Valid(TraceContext),
+    /// Usable but incomplete: a sampling decision without ids (`b3: 0`), or a trace id without a span id
+    /// (an AWS load balancer's `Root=` alone). The trace id, if any, can be continued with a new span id.
+    Partial(Partial),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partial {
+    pub trace_id: Option<u128>,
+    pub sampled: Option<bool>,
+    pub debug: bool,
+}
+
+/// Parsers report a missing id as 0 (an id that is present and zero is invalid and rejected earlier):
+/// both ids make a context, a trace id alone or a sampling decision alone is partial.
+pub(crate) fn from_parsed(ctx: TraceContext) -> Extracted {
+    match (ctx.trace_id, ctx.span_id) {
+        (0, _) if ctx.sampled.is_none() && !ctx.debug => {
+            Extracted::Invalid("neither ids nor a sampling decision")
+        }
+        (0, _) => Extracted::Partial(Partial {
+            trace_id: None,
+            sampled: ctx.sampled,
+            debug: ctx.debug,
+        }),
+        (trace, 0) => Extracted::Partial(Partial {
+            trace_id: Some(trace),
+            sampled: ctx.sampled,
+            debug: ctx.debug,
+        }),
+        _ => Extracted::Valid(ctx),
+    }
+}
+
+/// A context that carries only a sampling decision (and possibly a trace id); ids are 0 when missing.
+pub(crate) fn partial_ctx(trace_id: u128, sampled: Option<bool>, debug: bool) -> TraceContext {
+    TraceContext {
+        trace_id,
+        span_id: 0,
+        sampled,
+        debug,
+        random: false,
+    }
 }
 
 /// The trace header formats, named as OpenTelemetry's `OTEL_PROPAGATORS` names them where it has a name.
@@ -104,6 +146,15 @@ impl Format {
             h if h.starts_with("x-datadog-") => Format::Datadog,
             _ => return None,
         })
+    }
+
+    /// False when the format cannot express `ctx` (Datadog needs a non-zero low half): its stale headers
+    /// are then removed instead of left describing another trace.
+    pub fn can_carry(self, ctx: &TraceContext) -> bool {
+        match self {
+            Format::Datadog => ctx.trace_id_low() != 0,
+            _ => true,
+        }
     }
 
     /// True when the format can carry only the low 64 bits of a trace id in its main field.

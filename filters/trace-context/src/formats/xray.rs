@@ -23,7 +23,7 @@ pub fn extract(h: &RequestHeaders) -> Extracted {
         Err(_) => return Extracted::Invalid("x-amzn-trace-id: header repeated"),
     };
     match parse(value) {
-        Ok(ctx) => Extracted::Valid(ctx),
+        Ok(ctx) => crate::formats::from_parsed(ctx),
         Err(reason) => Extracted::Invalid(reason),
     }
 }
@@ -64,7 +64,8 @@ fn parse(value: &[u8]) -> Result<TraceContext, &'static str> {
     }
     Ok(TraceContext {
         trace_id: root.ok_or("x-amzn-trace-id: no Root")?,
-        span_id: parent.ok_or("x-amzn-trace-id: no Parent")?,
+        // A Root alone (what an AWS load balancer sends) is continued with a new span id.
+        span_id: parent.unwrap_or(0),
         sampled: sampled.flatten(),
         debug: false,
         random: false,
@@ -244,9 +245,7 @@ mod tests {
     fn invalid() {
         for v in [
             String::new(),
-            format!("Root={XRAY_TRACE}"),
             format!("Parent={PARENT};Sampled=1"),
-            format!("Self=1-67891234-12456789abcdef012345678;Root={XRAY_TRACE}"),
             format!("Root={XRAY_TRACE};Parent={PARENT};junk"),
             format!("Root={XRAY_TRACE};Root={XRAY_TRACE};Parent={PARENT}"),
             format!("Root={XRAY_TRACE};Parent={PARENT};Parent={PARENT}"),
@@ -262,10 +261,15 @@ mod tests {
         ] {
             assert!(matches!(ex(&v), Extracted::Invalid(_)), "{v}");
         }
-        assert_eq!(
-            ex(&format!("Root={XRAY_TRACE}")),
-            Extracted::Invalid("x-amzn-trace-id: no Parent")
-        );
+        // A load balancer's Root alone is continued with a new span id.
+        assert!(matches!(
+            ex(&format!("Root={XRAY_TRACE};Sampled=0")),
+            Extracted::Partial(crate::formats::Partial {
+                trace_id: Some(_),
+                sampled: Some(false),
+                ..
+            })
+        ));
         let v = format!("Root={XRAY_TRACE};Parent={PARENT}");
         let h = RequestHeaders::from_strs(&[("x-amzn-trace-id", &v), ("x-amzn-trace-id", &v)]);
         assert_eq!(
