@@ -37,6 +37,8 @@ const UPSTREAM_CONNECTION_FAILURE: u64 = 1 << 5;
 const UPSTREAM_CONNECTION_TERMINATION: u64 = 1 << 6;
 const UPSTREAM_OVERFLOW: u64 = 1 << 7;
 const UPSTREAM_MAX_STREAM_DURATION_REACHED: u64 = 1 << 19;
+/// `UPE`: what an HTTP/1.1 upstream that drops the connection mid-response gets.
+const UPSTREAM_PROTOCOL_ERROR: u64 = 1 << 23;
 
 impl EnvoyReason {
     fn matches(self, call: &Call) -> bool {
@@ -47,7 +49,11 @@ impl EnvoyReason {
                 flags & (UPSTREAM_REQUEST_TIMEOUT | UPSTREAM_MAX_STREAM_DURATION_REACHED) != 0
             }
             EnvoyReason::Reset => {
-                flags & (UPSTREAM_REMOTE_RESET | UPSTREAM_CONNECTION_TERMINATION) != 0
+                flags
+                    & (UPSTREAM_REMOTE_RESET
+                        | UPSTREAM_CONNECTION_TERMINATION
+                        | UPSTREAM_PROTOCOL_ERROR)
+                    != 0
             }
             EnvoyReason::NoHealthyUpstream => flags & NO_HEALTHY_UPSTREAM != 0,
             EnvoyReason::Overflow => flags & UPSTREAM_OVERFLOW != 0,

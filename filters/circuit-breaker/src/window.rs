@@ -38,9 +38,9 @@ pub enum Calls {
 pub struct Stripe {
     pub gen: u32,
     pub calls: Calls,
-    /// Failures since this worker's last success, and when that run began.
-    pub run_failures: u32,
-    pub run_start_ns: u64,
+    /// When this worker's failures since its last success happened (the newest `consecutiveFailures`
+    /// of them; empty when that rule is off), so runs can be merged across workers exactly.
+    pub run: Vec<u64>,
     pub last_success_ns: u64,
 }
 
@@ -88,8 +88,7 @@ impl Stripe {
         Stripe {
             gen,
             calls,
-            run_failures: 0,
-            run_start_ns: 0,
+            run: Vec::new(),
             last_success_ns: 0,
         }
     }
@@ -125,12 +124,15 @@ impl Stripe {
             }
         }
         if failure {
-            if self.run_failures == 0 {
-                self.run_start_ns = now_ns;
+            let cap = cfg.consecutive_failures as usize;
+            if cap > 0 {
+                if self.run.len() >= cap {
+                    self.run.remove(0);
+                }
+                self.run.push(now_ns);
             }
-            self.run_failures = self.run_failures.saturating_add(1);
         } else {
-            self.run_failures = 0;
+            self.run.clear();
             self.last_success_ns = now_ns;
         }
     }
@@ -139,9 +141,11 @@ impl Stripe {
         let mut out = Vec::with_capacity(32 + self.len_hint());
         out.push(VERSION);
         out.extend_from_slice(&self.gen.to_le_bytes());
-        out.extend_from_slice(&self.run_failures.to_le_bytes());
-        out.extend_from_slice(&self.run_start_ns.to_le_bytes());
         out.extend_from_slice(&self.last_success_ns.to_le_bytes());
+        out.extend_from_slice(&(self.run.len() as u32).to_le_bytes());
+        for at in &self.run {
+            out.extend_from_slice(&at.to_le_bytes());
+        }
         match &self.calls {
             Calls::Time(buckets) => {
                 out.push(KIND_TIME);
@@ -180,9 +184,15 @@ impl Stripe {
             return None;
         }
         let gen = r.u32()?;
-        let run_failures = r.u32()?;
-        let run_start_ns = r.u64()?;
         let last_success_ns = r.u64()?;
+        let run_len = r.u32()? as usize;
+        if run_len > bytes.len() / 8 {
+            return None;
+        }
+        let mut run = Vec::with_capacity(run_len);
+        for _ in 0..run_len {
+            run.push(r.u64()?);
+        }
         let kind = r.u8()?;
         let len = r.u32()? as usize;
         // Each element takes at least 9 bytes: bound the allocation by the input.
@@ -221,8 +231,7 @@ impl Stripe {
         r.0.is_empty().then_some(Stripe {
             gen,
             calls,
-            run_failures,
-            run_start_ns,
+            run,
             last_success_ns,
         })
     }
@@ -272,9 +281,9 @@ pub fn totals(stripes: &[Stripe], gen: u32, now_ns: u64, cfg: &BreakerConfig) ->
     let latest_success = current.iter().map(|s| s.last_success_ns).max().unwrap_or(0);
     t.consecutive_failures = current
         .iter()
-        .filter(|s| s.run_failures > 0 && s.run_start_ns >= latest_success)
-        .map(|s| s.run_failures)
-        .sum();
+        .flat_map(|s| s.run.iter())
+        .filter(|at| **at >= latest_success)
+        .count() as u32;
     t
 }
 
@@ -451,13 +460,15 @@ mod tests {
         b.record(40, true, false, &c);
         let t = totals(&[a.clone(), b.clone()], 1, 50, &c);
         assert_eq!(
-            t.consecutive_failures, 1,
-            "a's run began before b's success: {t:?}"
+            t.consecutive_failures, 2,
+            "30 and 40 follow the success at 20: {t:?}"
         );
         b.record(50, true, false, &c);
-        b.record(60, true, false, &c);
-        let t = totals(&[a, b], 1, 70, &c);
+        let t = totals(&[a.clone(), b.clone()], 1, 70, &c);
         assert_eq!(evaluate(&t, &c), Some(Trip::ConsecutiveFailures(3)));
+        // A success anywhere ends the run everywhere.
+        a.record(80, false, false, &c);
+        assert_eq!(totals(&[a, b], 1, 90, &c).consecutive_failures, 0);
     }
 
     #[test]

@@ -170,8 +170,9 @@ pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
     if status != STATUS_OK {
         return None;
     }
-    // SAFETY: on success the host returned `size` bytes it allocated for us.
-    unsafe { take_host_buffer(data, size) }
+    // SAFETY: on success the host returned `size` bytes it allocated for us. A null buffer on success is
+    // a header present with an empty value.
+    Some(unsafe { take_host_buffer(data, size) }.unwrap_or_default())
 }
 
 /// Replaces every value of `name` with `value`; false if the host refused.
@@ -222,8 +223,8 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     if status != STATUS_OK {
         return None;
     }
-    // SAFETY: on success the host returned `size` bytes it allocated for us.
-    unsafe { take_host_buffer(data, size) }
+    // SAFETY: on success the host returned `size` bytes it allocated for us (none for an empty value).
+    Some(unsafe { take_host_buffer(data, size) }.unwrap_or_default())
 }
 
 /// An 8-byte little-endian integer attribute (`response.code`, `response.flags`, ...).

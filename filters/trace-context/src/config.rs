@@ -171,6 +171,12 @@ impl Validate for Config {
                     "is not a valid W3C tracestate key",
                 ));
             }
+            if !self.participate {
+                return Err(ConfigError::new(
+                    "tracestateKey",
+                    "needs \"participate\": true (the member carries the span id this filter mints)",
+                ));
+            }
         }
         if self.baggage.max_members == 0 || self.baggage.max_bytes == 0 {
             return Err(ConfigError::new(

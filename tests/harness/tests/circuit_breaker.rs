@@ -1,0 +1,1606 @@
+//! The circuit-breaker filter in the real Envoy (`--concurrency 2`), against a real upstream whose
+//! failures, delays and hangs are chosen per request. Every request opens its own connection, so the
+//! traffic of each test is spread over both workers and the breaker state must be sidecar-wide.
+//!
+//! Outcomes are recorded when a stream ends, a few milliseconds after the client has the response, so
+//! after the calls that trip a breaker the tests poll for the first rejection ([`until_rejected`])
+//! with requests that cannot trip it by themselves, and only then assert exact counts.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use e2e_harness::serde_json::{json, Value};
+use e2e_harness::*;
+use tokio::task::JoinSet;
+
+const STATUS_HEADER: &str = "x-circuit-breaker";
+/// Request headers as the harness clients take them.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// The upstream answers 500.
+const FAIL: &[(&str, &str)] = &[("x-upstream-status", "500")];
+/// The upstream answers 200 at once.
+const OK: &[(&str, &str)] = &[];
+/// The upstream never answers (the route timeout cuts the call).
+const HANG: &[(&str, &str)] = &[("x-upstream-action", "hang")];
+/// How long a test waits for Envoy to record streams that already ended.
+const RECORD_WAIT: Duration = Duration::from_secs(2);
+/// A pause after which the streams that just ended are surely recorded. Used where a test must know
+/// the state before its next request, because a polling request would change the outcome.
+const SETTLE: Duration = Duration::from_millis(150);
+
+fn cb_filter(config: Option<&Value>) -> WasmFilter {
+    let f =
+        WasmFilter::new("circuit-breaker", dist("circuit_breaker.wasm")).vm_id("circuit-breaker");
+    match config {
+        Some(c) => f.configuration(c.to_string()),
+        None => f,
+    }
+}
+
+/// `{"breakers": [breaker]}`.
+fn one(breaker: Value) -> Value {
+    json!({ "breakers": [breaker] })
+}
+
+/// Listener `ingress` with the filter, whose one route `ingress` sends `/` to the cluster `upstream`.
+async fn setup(config: Value) -> (Upstream, Envoy) {
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(
+        EnvoyConfig::simple("ingress", upstream.port()).filter_all(cb_filter(Some(&config))),
+    )
+    .await;
+    (upstream, envoy)
+}
+
+async fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
+    http1(envoy.port("ingress"), "GET", path, headers, "").await
+}
+
+async fn get_h2(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
+    http2(envoy.port("ingress"), "GET", path, headers, "").await
+}
+
+/// A rejection by the breaker (dry-run marks are not rejections).
+fn is_rejection(r: &Response) -> bool {
+    r.header(STATUS_HEADER)
+        .is_some_and(|v| !v.trim_end().ends_with("dry-run"))
+}
+
+fn describe(r: &Response) -> String {
+    format!(
+        "status {} headers {:?} body {:?}",
+        r.status,
+        r.headers,
+        r.text()
+    )
+}
+
+/// Sends `send()` every 20 ms until `done` holds for a response, for at most [`RECORD_WAIT`];
+/// returns that response and the ones before it.
+async fn until<F, Fut>(mut send: F, done: impl Fn(&Response) -> bool) -> (Response, Vec<Response>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let deadline = Instant::now() + RECORD_WAIT;
+    let mut before = Vec::new();
+    loop {
+        let r = send().await;
+        if done(&r) {
+            return (r, before);
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "condition not met within {RECORD_WAIT:?} ({} responses before); last: {}",
+                before.len() + 1,
+                describe(&r)
+            );
+        }
+        before.push(r);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`until`] the breaker rejects; returns the rejection and the responses that passed before it.
+async fn until_rejected<F, Fut>(send: F) -> (Response, Vec<Response>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Response>,
+{
+    until(send, is_rejection).await
+}
+
+/// Asserts a rejection of the breaker `name` in state `state` with status `status`.
+fn assert_rejected(r: &Response, name: &str, state: &str, status: u16) {
+    assert_eq!(r.status, status, "{}", describe(r));
+    assert_eq!(
+        r.header(STATUS_HEADER),
+        Some(format!("{name}; state={state}").as_str()),
+        "{}",
+        describe(r)
+    );
+    assert!(
+        r.text().contains(name),
+        "the rejection body names the breaker: {}",
+        describe(r)
+    );
+}
+
+/// `retry-after` as whole seconds; panics when absent or not a number.
+fn retry_after(r: &Response) -> u64 {
+    let v = r
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("no retry-after: {}", describe(r)));
+    v.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("retry-after {v:?} is not whole seconds ({e})"))
+}
+
+/// A local port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Sends `n` requests at once (each on its own connection) and returns the responses in order.
+async fn concurrently(port: u16, n: usize, path: &str, headers: &[(&str, &str)]) -> Vec<Response> {
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let path = path.to_string();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        set.spawn(async move {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            (i, http1(port, "GET", &path, &h, "").await)
+        });
+    }
+    let mut out: Vec<(usize, Response)> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Sum of the Prometheus series `metric` whose labels include all of `labels`; `None` when no series
+/// matches.
+fn prom_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    let mut sum = None;
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (name, label_text) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if name != metric {
+            continue;
+        }
+        let have: Vec<(&str, &str)> = label_text
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
+            .collect();
+        if labels.iter().all(|l| have.contains(l)) {
+            let v: f64 = value.trim().parse().unwrap_or(0.0);
+            *sum.get_or_insert(0) += v as u64;
+        }
+    }
+    sum
+}
+
+fn prom_lines(text: &str, needle: &str) -> String {
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A Prometheus series and its expected value: metric name, labels it must carry, value.
+type Series<'a> = (&'a str, &'a [(&'a str, &'a str)], u64);
+
+/// Polls `/stats/prometheus` until every `(metric, labels, value)` holds, for at most [`RECORD_WAIT`],
+/// then asserts them (so a mismatch shows the series).
+async fn assert_prom(envoy: &Envoy, expected: &[Series<'_>]) {
+    let deadline = Instant::now() + RECORD_WAIT;
+    loop {
+        let text = envoy.prometheus().await;
+        let all = expected
+            .iter()
+            .all(|(m, l, v)| prom_sum(&text, m, l) == Some(*v));
+        if all || Instant::now() >= deadline {
+            for (m, l, v) in expected {
+                assert_eq!(
+                    prom_sum(&text, m, l),
+                    Some(*v),
+                    "{m}{l:?}; series:\n{}",
+                    prom_lines(&text, "circuit_breaker")
+                );
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tripping
+// ---------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_on_failure_rate_and_rejects_without_reaching_the_upstream() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "payments",
+        "minimumCalls": 10,
+        "failureRateThreshold": 50,
+        "openDuration": "5s",
+        "openJitter": 0
+    })))
+    .await;
+    for i in 0..10 {
+        let r = get(&envoy, "/pay", FAIL).await;
+        assert_eq!(
+            r.status,
+            500,
+            "call {i} reaches the upstream: {}",
+            describe(&r)
+        );
+        assert_eq!(r.header(STATUS_HEADER), None, "call {i}: {}", describe(&r));
+    }
+    let (rejected, _passed) = until_rejected(|| get(&envoy, "/pay", FAIL)).await;
+    assert_rejected(&rejected, "payments", "open", 503);
+    let secs = retry_after(&rejected);
+    assert!(
+        (1..=5).contains(&secs),
+        "retry-after {secs}: the next probe is at most 5 s away"
+    );
+    assert_eq!(
+        rejected.header("x-envoy-overloaded"),
+        None,
+        "envoyOverloaded is off by default"
+    );
+
+    // Open: nothing reaches the upstream any more, whatever the request, HTTP/1.1 or HTTP/2.
+    let reached = upstream.count();
+    for i in 0..10 {
+        let r = if i % 2 == 0 {
+            get(&envoy, "/pay", FAIL).await
+        } else {
+            get_h2(&envoy, "/pay", OK).await
+        };
+        assert_rejected(&r, "payments", "open", 503);
+        assert!(retry_after(&r) <= 5);
+    }
+    assert_eq!(
+        upstream.count(),
+        reached,
+        "rejected requests never reach the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_exactly_at_the_failure_rate_threshold() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "edge",
+        "minimumCalls": 10,
+        "failureRateThreshold": 50,
+        "openDuration": "5s",
+        "openJitter": 0
+    })))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(get(&envoy, "/", OK).await.status, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(get(&envoy, "/", FAIL).await.status, 500);
+    }
+    // 5 failures in 10 calls = 50 %. The polling requests succeed, so they only lower the rate: a
+    // rejection can only come from the decision at the 10th call.
+    let (rejected, passed) = until_rejected(|| get(&envoy, "/", OK)).await;
+    assert_rejected(&rejected, "edge", "open", 503);
+    assert!(passed.iter().all(|r| r.status == 200));
+    assert_eq!(upstream.count(), 10 + passed.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stays_closed_below_the_failure_rate_threshold() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "edge",
+        "minimumCalls": 10,
+        "failureRateThreshold": 50,
+        "openDuration": "5s",
+        "openJitter": 0
+    })))
+    .await;
+    for _ in 0..6 {
+        assert_eq!(get(&envoy, "/", OK).await.status, 200);
+    }
+    for _ in 0..4 {
+        assert_eq!(get(&envoy, "/", FAIL).await.status, 500);
+    }
+    // 4 of 10 = 40 %: still closed, the 11th call is admitted.
+    tokio::time::sleep(SETTLE).await;
+    let r = get(&envoy, "/", FAIL).await;
+    assert_eq!(r.status, 500, "40 % does not open: {}", describe(&r));
+    // 5 of 11 = 45 %: still closed.
+    tokio::time::sleep(SETTLE).await;
+    let r = get(&envoy, "/", FAIL).await;
+    assert_eq!(r.status, 500, "45 % does not open: {}", describe(&r));
+    // 6 of 12 = 50 %: opens.
+    let (rejected, passed) = until_rejected(|| get(&envoy, "/", OK)).await;
+    assert_rejected(&rejected, "edge", "open", 503);
+    assert_eq!(upstream.count(), 12 + passed.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_on_connection_refused() {
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(Some(&one(json!({
+                        "name": "refused",
+                        "minimumCalls": 5,
+                        "openDuration": "5s",
+                        "openJitter": 0
+                    })))))
+                    .route(Route::to("dead", "/", "dead")),
+            )
+            .cluster(Cluster::new("dead", closed_port())),
+    )
+    .await;
+    for i in 0..5 {
+        let r = get(&envoy, "/", OK).await;
+        assert_eq!(r.status, 503, "call {i}: Envoy's own 503: {}", describe(&r));
+        assert_eq!(r.header(STATUS_HEADER), None, "{}", describe(&r));
+    }
+    let (rejected, _) = until_rejected(|| get(&envoy, "/", OK)).await;
+    assert_rejected(&rejected, "refused", "open", 503);
+    // Rejected requests make no connection attempt.
+    let attempts = envoy.stat("cluster.dead.upstream_cx_total").await;
+    for _ in 0..5 {
+        assert_rejected(&get(&envoy, "/", OK).await, "refused", "open", 503);
+    }
+    assert_eq!(envoy.stat("cluster.dead.upstream_cx_total").await, attempts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_on_route_timeouts() {
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(Some(&one(json!({
+                        "name": "stuck",
+                        "minimumCalls": 4,
+                        "openDuration": "5s",
+                        "openJitter": 0
+                    })))))
+                    .route(Route::to("slow", "/", "upstream").timeout(Duration::from_millis(200))),
+            )
+            .cluster(Cluster::new("upstream", upstream.port())),
+    )
+    .await;
+    for r in concurrently(envoy.port("ingress"), 4, "/", HANG).await {
+        assert_eq!(r.status, 504, "{}", describe(&r));
+        assert_eq!(r.header(STATUS_HEADER), None);
+    }
+    let (rejected, _) = until_rejected(|| get(&envoy, "/", HANG)).await;
+    assert_rejected(&rejected, "stuck", "open", 503);
+    let reached = upstream.count();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let r = get(&envoy, "/", HANG).await;
+        assert_rejected(&r, "stuck", "open", 503);
+        assert!(
+            start.elapsed() < Duration::from_millis(200),
+            "answered at once, not after the route timeout: {:?}",
+            start.elapsed()
+        );
+    }
+    assert_eq!(upstream.count(), reached);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_on_slow_call_rate() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "slowpoke",
+        "minimumCalls": 8,
+        "slowCallDuration": "100ms",
+        "slowCallRateThreshold": 50,
+        "openDuration": "5s",
+        "openJitter": 0
+    })))
+    .await;
+    for _ in 0..4 {
+        assert_eq!(get(&envoy, "/", OK).await.status, 200);
+    }
+    // Four slow successes: 4 of 8 calls slow = 50 %.
+    for r in concurrently(
+        envoy.port("ingress"),
+        4,
+        "/",
+        &[("x-upstream-delay-ms", "250")],
+    )
+    .await
+    {
+        assert_eq!(r.status, 200, "{}", describe(&r));
+        assert_eq!(r.header(STATUS_HEADER), None);
+    }
+    // Fast polls only lower the slow-call rate.
+    let (rejected, passed) = until_rejected(|| get(&envoy, "/", OK)).await;
+    assert_rejected(&rejected, "slowpoke", "open", 503);
+    let reached = upstream.count();
+    assert_eq!(reached, 8 + passed.len());
+    assert_rejected(&get(&envoy, "/", OK).await, "slowpoke", "open", 503);
+    assert_eq!(upstream.count(), reached);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_in_trailers_opens_and_rejections_are_grpc() {
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(Some(&one(json!({
+                        "name": "grpc-dep",
+                        "minimumCalls": 6,
+                        "failureRateThreshold": 50,
+                        "openDuration": "5s",
+                        "openJitter": 0
+                    })))))
+                    .route(Route::to("grpc", "/", "upstream_h2")),
+            )
+            .cluster(Cluster::new("upstream_h2", upstream.port()).http2(true)),
+    )
+    .await;
+    let port = envoy.port("ingress");
+    let unavailable = [
+        ("x-upstream-grpc-status", "14"),
+        ("x-upstream-grpc-in", "trailers"),
+    ];
+    for _ in 0..3 {
+        let r = grpc_unary(port, "/pkg.Svc/Call", &[], b"hi").await;
+        assert_eq!(r.grpc_status, Some(0), "{r:?}");
+    }
+    for _ in 0..3 {
+        let r = grpc_unary(port, "/pkg.Svc/Call", &unavailable, b"hi").await;
+        assert_eq!(r.http_status, 200);
+        assert_eq!(r.grpc_status, Some(14), "{r:?}");
+        assert_eq!(
+            r.trailer("grpc-status"),
+            Some("14"),
+            "status in trailers: {r:?}"
+        );
+        assert_eq!(r.header(STATUS_HEADER), None);
+    }
+    // 3 UNAVAILABLE of 6 = 50 %. Successful polls cannot open the breaker by themselves.
+    let deadline = Instant::now() + RECORD_WAIT;
+    let rejected = loop {
+        let r = grpc_unary(port, "/pkg.Svc/Call", &[], b"hi").await;
+        if r.header(STATUS_HEADER).is_some() {
+            break r;
+        }
+        assert_eq!(r.grpc_status, Some(0), "{r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no gRPC rejection within {RECORD_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let reached = upstream.count();
+    for r in [
+        rejected,
+        grpc_unary(port, "/pkg.Svc/Call", &unavailable, b"hi").await,
+        grpc_unary(port, "/pkg.Svc/Other", &[], b"hi").await,
+    ] {
+        assert_eq!(r.http_status, 200, "{r:?}");
+        assert_eq!(r.grpc_status, Some(14), "UNAVAILABLE: {r:?}");
+        assert_eq!(r.header("grpc-status"), Some("14"), "trailers-only: {r:?}");
+        assert!(r.trailers.is_empty(), "trailers-only: {r:?}");
+        assert!(
+            r.grpc_message
+                .as_deref()
+                .is_some_and(|m| m.contains("grpc-dep")),
+            "grpc-message names the breaker: {r:?}"
+        );
+        assert_eq!(
+            r.header(STATUS_HEADER),
+            Some("grpc-dep; state=open"),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        upstream.count(),
+        reached,
+        "rejected calls never reach the upstream"
+    );
+}
+
+/// Failures in a row are counted sidecar-wide: the streak after a success is the same whichever
+/// worker handled each call (a run of failures that one worker began before another worker's success
+/// still contributes the failures that came after that success).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_failures_open_without_a_rate_decision() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "streak",
+        "consecutiveFailures": 8,
+        "minimumCalls": 1000,
+        "openDuration": "5s",
+        "openJitter": 0
+    })))
+    .await;
+    // Seven failures, a success that breaks the streak, seven failures: never eight in a row.
+    let sequence: Vec<&[(&str, &str)]> = [vec![FAIL; 7], vec![OK], vec![FAIL; 7]].concat();
+    for (i, h) in sequence.iter().enumerate() {
+        let r = get(&envoy, "/", h).await;
+        assert_eq!(r.header(STATUS_HEADER), None, "call {i}: {}", describe(&r));
+        assert_eq!(r.status, if h.is_empty() { 200 } else { 500 }, "call {i}");
+    }
+    tokio::time::sleep(SETTLE).await;
+    // Seven in a row so far: the eighth failure is still admitted...
+    let r = get(&envoy, "/", FAIL).await;
+    assert_eq!(r.status, 500, "{}", describe(&r));
+    // ...and opens the breaker; successes would only break the streak.
+    let (rejected, passed) = until_rejected(|| get(&envoy, "/", OK)).await;
+    assert_rejected(&rejected, "streak", "open", 503);
+    assert_eq!(upstream.count(), 16 + passed.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_window_forgets_old_calls() {
+    let (_upstream, envoy) = setup(one(json!({
+        "name": "ring",
+        "window": {"type": "count", "size": 4},
+        "minimumCalls": 4,
+        "failureRateThreshold": 50,
+        "openDuration": "5s",
+        "openJitter": 0
+    })))
+    .await;
+    // F S S S | S S S S | F: the last four calls hold one failure (25 %); a time window would hold 2/9.
+    for h in [FAIL, OK, OK, OK, OK, OK, OK, OK, FAIL] {
+        let r = get(&envoy, "/", h).await;
+        assert_eq!(r.header(STATUS_HEADER), None, "{}", describe(&r));
+    }
+    tokio::time::sleep(SETTLE).await;
+    // S S F F: 50 % of the last four opens; over all ten calls it would be 30 %.
+    let r = get(&envoy, "/", FAIL).await;
+    assert_eq!(r.status, 500, "{}", describe(&r));
+    tokio::time::sleep(SETTLE).await;
+    let r = get(&envoy, "/", OK).await;
+    assert_rejected(&r, "ring", "open", 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_rules_replace_the_defaults() {
+    let upstream = Upstream::start().await;
+    let config = json!({"breakers": [
+        {
+            "name": "flags",
+            "match": {"pathPrefix": "/flags"},
+            "keyBy": "route",
+            "minimumCalls": 3,
+            "openDuration": "5s",
+            "openJitter": 0,
+            "classify": [{"envoy": ["connectionFailure", "timeout"], "outcome": "failure"}]
+        },
+        {
+            "name": "ignoring",
+            "match": {"pathPrefix": "/ign"},
+            "minimumCalls": 4,
+            "openDuration": "5s",
+            "openJitter": 0,
+            "classify": [
+                {"status": "429", "outcome": "ignore"},
+                {"status": ["500", "502-504"], "outcome": "failure"}
+            ]
+        }
+    ]});
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(Some(&config)))
+                    .route(Route::to("flags-refused", "/flags/refused", "dead"))
+                    .route(
+                        Route::to("flags-timeout", "/flags/timeout", "upstream")
+                            .timeout(Duration::from_millis(200)),
+                    )
+                    .route(Route::to("flags-status", "/flags/status", "upstream"))
+                    .route(Route::to("ign", "/ign", "upstream")),
+            )
+            .cluster(Cluster::new("dead", closed_port()))
+            .cluster(Cluster::new("upstream", upstream.port())),
+    )
+    .await;
+
+    // Only Envoy's failure reasons count: 500s from the upstream are successes here.
+    for _ in 0..8 {
+        let r = get(&envoy, "/flags/status", FAIL).await;
+        assert_eq!(r.status, 500, "{}", describe(&r));
+    }
+    tokio::time::sleep(SETTLE).await;
+    let r = get(&envoy, "/flags/status", FAIL).await;
+    assert_eq!(r.status, 500, "a 500 is no failure here: {}", describe(&r));
+
+    for _ in 0..3 {
+        assert_eq!(get(&envoy, "/flags/refused", OK).await.status, 503);
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/flags/refused", OK)).await;
+    assert_rejected(&r, "flags", "open", 503);
+
+    for r in concurrently(envoy.port("ingress"), 3, "/flags/timeout", HANG).await {
+        assert_eq!(r.status, 504, "{}", describe(&r));
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/flags/timeout", HANG)).await;
+    assert_rejected(&r, "flags", "open", 503);
+
+    // Ignored calls count nowhere, not even toward minimumCalls.
+    for _ in 0..3 {
+        assert_eq!(get(&envoy, "/ign", FAIL).await.status, 500);
+    }
+    for i in 0..10 {
+        let r = get(&envoy, "/ign", &[("x-upstream-status", "429")]).await;
+        assert_eq!(r.status, 429, "ignored call {i} passes: {}", describe(&r));
+    }
+    tokio::time::sleep(SETTLE).await;
+    let r = get(&envoy, "/ign", &[("x-upstream-status", "502")]).await;
+    assert_eq!(r.status, 502, "three calls so far: {}", describe(&r));
+    // 4 failures in 4 counted calls.
+    let (r, _) = until_rejected(|| get(&envoy, "/ign", OK)).await;
+    assert_rejected(&r, "ignoring", "open", 503);
+}
+
+/// Listener `ingress` with one breaker `broken` (3 calls, 50 %): `/h1` goes to the upstream over
+/// HTTP/1.1, `/h2` over HTTP/2, keyed by route.
+async fn setup_broken() -> (Upstream, Envoy) {
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(Some(&one(json!({
+                        "name": "broken",
+                        "keyBy": "route",
+                        "minimumCalls": 3,
+                        "openDuration": "5s",
+                        "openJitter": 0
+                    })))))
+                    .route(Route::to("h1", "/h1", "upstream"))
+                    .route(Route::to("h2", "/h2", "upstream_h2")),
+            )
+            .cluster(Cluster::new("upstream", upstream.port()))
+            .cluster(Cluster::new("upstream_h2", upstream.port()).http2(true)),
+    )
+    .await;
+    (upstream, envoy)
+}
+
+/// Status 200, then the HTTP/2 upstream resets the stream: only Envoy's flag (`UR`) tells it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_reset_after_headers_is_a_failure_over_h2() {
+    let (_upstream, envoy) = setup_broken().await;
+    let port = envoy.port("ingress");
+    for i in 0..3 {
+        let r = try_http1(port, "GET", "/h2", &[("x-upstream-action", "close")], "").await;
+        assert!(r.is_err(), "call {i}: the body never completes: {r:?}");
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/h2", OK)).await;
+    assert_rejected(&r, "broken", "open", 503);
+}
+
+/// Status 200, then the HTTP/1.1 upstream drops the connection mid-body. Envoy reports it as
+/// `upstream_reset_after_response_started{protocol_error}` with flag `UPE`; the caller got a truncated
+/// response, so it is the `reset` failure all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_abort_after_headers_is_a_failure_over_h1() {
+    let (_upstream, envoy) = setup_broken().await;
+    let port = envoy.port("ingress");
+    for i in 0..3 {
+        let r = try_http1(port, "GET", "/h1", &[("x-upstream-action", "close")], "").await;
+        assert!(r.is_err(), "call {i}: the body never completes: {r:?}");
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/h1", OK)).await;
+    assert_rejected(&r, "broken", "open", 503);
+}
+
+/// The caller gives up before any response: the stream ends without one (`noResponse`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_calls_are_failures() {
+    let (upstream, envoy) = setup_broken().await;
+    let port = envoy.port("ingress");
+    let mut set = JoinSet::new();
+    for _ in 0..3 {
+        set.spawn(tokio::time::timeout(
+            Duration::from_millis(300),
+            http1(port, "GET", "/h1", HANG, ""),
+        ));
+    }
+    while let Some(r) = set.join_next().await {
+        assert!(
+            r.unwrap().is_err(),
+            "the upstream hangs, the caller gives up"
+        );
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/h1", OK)).await;
+    assert_rejected(&r, "broken", "open", 503);
+    let reached = upstream.count();
+    assert_rejected(&get(&envoy, "/h1", HANG).await, "broken", "open", 503);
+    assert_eq!(upstream.count(), reached);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_in_trailers_only_responses_is_classified() {
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(Some(&one(json!({
+                        "name": "grpc-headers",
+                        "minimumCalls": 6,
+                        "failureRateThreshold": 50,
+                        "openDuration": "5s",
+                        "openJitter": 0
+                    })))))
+                    .route(Route::to("grpc", "/", "upstream_h2")),
+            )
+            .cluster(Cluster::new("upstream_h2", upstream.port()).http2(true)),
+    )
+    .await;
+    let port = envoy.port("ingress");
+    let call = |code: &'static str| async move {
+        grpc_unary(
+            port,
+            "/pkg.Svc/Call",
+            &[
+                ("x-upstream-grpc-status", code),
+                ("x-upstream-grpc-in", "headers"),
+            ],
+            b"hi",
+        )
+        .await
+    };
+    // NOT_FOUND is no failure by default; DEADLINE_EXCEEDED is.
+    for code in ["5", "5", "5", "5", "4", "4"] {
+        let r = call(code).await;
+        assert_eq!(r.grpc_status, Some(code.parse().unwrap()), "{r:?}");
+        assert!(
+            r.trailers.is_empty(),
+            "trailers-only from the upstream: {r:?}"
+        );
+        assert_eq!(r.header(STATUS_HEADER), None, "{r:?}");
+    }
+    // 2 of 6, then 3 of 7: closed.
+    tokio::time::sleep(SETTLE).await;
+    let r = call("4").await;
+    assert_eq!(r.header(STATUS_HEADER), None, "33 % does not open: {r:?}");
+    tokio::time::sleep(SETTLE).await;
+    let r = call("4").await;
+    assert_eq!(r.header(STATUS_HEADER), None, "43 % does not open: {r:?}");
+    // 4 of 8 = 50 %: open. OK calls only lower the rate.
+    let deadline = Instant::now() + RECORD_WAIT;
+    let rejected = loop {
+        let r = call("0").await;
+        if r.header(STATUS_HEADER).is_some() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no gRPC rejection: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(rejected.grpc_status, Some(14), "{rejected:?}");
+    assert_eq!(
+        rejected.header(STATUS_HEADER),
+        Some("grpc-headers; state=open")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_matching_breaker_handles_the_request() {
+    let upstream = Upstream::start().await;
+    let forced = |name: &str, m: Value| json!({"name": name, "match": m, "mode": "forcedOpen"});
+    let config = json!({"breakers": [
+        forced("by-header", json!({"header": {"name": "x-tenant", "value": "acme"}})),
+        forced("by-presence", json!({"header": {"name": "x-canary"}})),
+        forced("by-method", json!({"method": "DELETE"})),
+        forced("by-authority", json!({"authority": "Blocked.Example"})),
+        forced("by-cluster", json!({"cluster": "backend-b"})),
+        forced("by-route", json!({"route": "to-c"})),
+        forced("combined", json!({"pathPrefix": "/a/admin", "method": "POST"})),
+    ]});
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(Some(&config)))
+                    .route(Route::to("to-b", "/b", "backend-b"))
+                    .route(Route::to("to-c", "/c", "backend-a"))
+                    .route(Route::to("to-a", "/", "backend-a")),
+            )
+            .cluster(Cluster::new("backend-a", upstream.port()))
+            .cluster(Cluster::new("backend-b", upstream.port())),
+    )
+    .await;
+    let port = envoy.port("ingress");
+    let cases: &[(&str, &str, Headers<'_>, Option<&str>)] = &[
+        ("GET", "/a", &[("x-tenant", "acme")], Some("by-header")),
+        ("GET", "/a", &[("x-tenant", "other")], None),
+        ("GET", "/a", &[("x-canary", "1")], Some("by-presence")),
+        ("DELETE", "/a", &[], Some("by-method")),
+        (
+            "GET",
+            "/a",
+            &[("host", "blocked.example")],
+            Some("by-authority"),
+        ),
+        ("GET", "/a", &[("host", "blocked.example.org")], None),
+        ("GET", "/b", &[], Some("by-cluster")),
+        ("GET", "/c", &[], Some("by-route")),
+        ("POST", "/a/admin/x", &[], Some("combined")),
+        ("GET", "/a/admin/x", &[], None),
+        ("POST", "/a/other", &[], None),
+        // First match wins.
+        ("GET", "/b", &[("x-tenant", "acme")], Some("by-header")),
+        ("DELETE", "/c", &[("x-canary", "1")], Some("by-presence")),
+    ];
+    let mut passed = 0;
+    for (method, path, headers, expected) in cases {
+        let r = http1(port, method, path, headers, "").await;
+        match expected {
+            Some(name) => assert_rejected(&r, name, "forced-open", 503),
+            None => {
+                assert_eq!(
+                    r.status,
+                    200,
+                    "{method} {path} {headers:?}: {}",
+                    describe(&r)
+                );
+                assert_eq!(r.header(STATUS_HEADER), None);
+                passed += 1;
+            }
+        }
+    }
+    assert_eq!(upstream.count(), passed);
+}
+
+/// `match.header` without a value matches on presence, and a header with an empty value is present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_presence_match_includes_empty_values() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "canary",
+        "match": {"header": {"name": "x-canary"}},
+        "mode": "forcedOpen"
+    })))
+    .await;
+    assert_eq!(get(&envoy, "/", OK).await.status, 200, "absent: no match");
+    assert_rejected(
+        &get(&envoy, "/", &[("x-canary", "yes")]).await,
+        "canary",
+        "forced-open",
+        503,
+    );
+    let r = get(&envoy, "/", &[("x-canary", "")]).await;
+    assert_rejected(&r, "canary", "forced-open", 503);
+    assert_eq!(upstream.count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Half-open
+// ---------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_admits_exactly_the_probes_across_workers_then_closes() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "flaky",
+        "minimumCalls": 4,
+        "failureRateThreshold": 60,
+        "openDuration": "300ms",
+        "openJitter": 0,
+        "halfOpenProbes": 3,
+        "maxHalfOpenDuration": "5s"
+    })))
+    .await;
+    for _ in 0..4 {
+        assert_eq!(get(&envoy, "/", FAIL).await.status, 500);
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/", FAIL)).await;
+    assert_rejected(&r, "flaky", "open", 503);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    upstream.clear();
+
+    // 20 requests at once over both workers; the probes are slow enough for all of them to overlap.
+    let responses = concurrently(
+        envoy.port("ingress"),
+        20,
+        "/probe",
+        &[("x-upstream-delay-ms", "300")],
+    )
+    .await;
+    let passed: Vec<&Response> = responses.iter().filter(|r| !is_rejection(r)).collect();
+    assert_eq!(
+        passed.len(),
+        3,
+        "exactly halfOpenProbes pass, sidecar-wide: {:?}",
+        responses.iter().map(describe).collect::<Vec<_>>()
+    );
+    for r in &passed {
+        assert_eq!(r.status, 200, "{}", describe(r));
+    }
+    for r in responses.iter().filter(|r| is_rejection(r)) {
+        assert_rejected(r, "flaky", "half-open", 503);
+    }
+    assert_eq!(upstream.count(), 3, "only the probes reach the upstream");
+
+    // All probes succeeded: closed again.
+    let (r, before) = until(|| get(&envoy, "/", OK), |r| r.status == 200).await;
+    let rejected_while_closing = before.iter().filter(|r| is_rejection(r)).count() as u64;
+    assert_eq!(r.header(STATUS_HEADER), None);
+    // With a fresh window: the four old failures are gone, two new ones do not open it.
+    for _ in 0..2 {
+        let r = get(&envoy, "/", FAIL).await;
+        assert_eq!(r.status, 500, "{}", describe(&r));
+    }
+    tokio::time::sleep(SETTLE).await;
+    for i in 0..10 {
+        let r = get(&envoy, "/", OK).await;
+        assert_eq!(r.status, 200, "call {i} after recovery: {}", describe(&r));
+    }
+    // One cycle, counted once per sidecar although both workers saw it.
+    assert_prom(
+        &envoy,
+        &[
+            (
+                "circuit_breaker_calls",
+                &[("breaker", "flaky"), ("outcome", "probe")],
+                3,
+            ),
+            (
+                "circuit_breaker_calls",
+                &[("breaker", "flaky"), ("outcome", "rejected")],
+                1 + 17 + rejected_while_closing,
+            ),
+            (
+                "circuit_breaker_transitions",
+                &[("breaker", "flaky"), ("state", "open")],
+                1,
+            ),
+            (
+                "circuit_breaker_transitions",
+                &[("breaker", "flaky"), ("state", "half_open")],
+                1,
+            ),
+            (
+                "circuit_breaker_transitions",
+                &[("breaker", "flaky"), ("state", "closed")],
+                1,
+            ),
+            ("circuit_breaker_open", &[("breaker", "flaky")], 0),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_probe_reopens_for_longer() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "relapse",
+        "minimumCalls": 4,
+        "openDuration": "400ms",
+        "openDurationMultiplier": 3.0,
+        "maxOpenDuration": "10s",
+        "openJitter": 0,
+        "halfOpenProbes": 2
+    })))
+    .await;
+    for _ in 0..4 {
+        assert_eq!(get(&envoy, "/", FAIL).await.status, 500);
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/", FAIL)).await;
+    assert_rejected(&r, "relapse", "open", 503);
+    tokio::time::sleep(Duration::from_millis(550)).await;
+
+    let before = upstream.count();
+    let probe = get(&envoy, "/", FAIL).await;
+    let t0 = Instant::now();
+    assert_eq!(
+        probe.status,
+        500,
+        "the probe reaches the upstream: {}",
+        describe(&probe)
+    );
+    assert_eq!(upstream.count(), before + 1);
+
+    // One failed probe re-opens at once, though the second probe was never used.
+    tokio::time::sleep(SETTLE).await;
+    for _ in 0..3 {
+        assert_rejected(&get(&envoy, "/", OK).await, "relapse", "open", 503);
+    }
+    assert_eq!(upstream.count(), before + 1);
+    // Longer than the first 400 ms: 1200 ms.
+    tokio::time::sleep(Duration::from_millis(700).saturating_sub(t0.elapsed())).await;
+    assert_rejected(&get(&envoy, "/", OK).await, "relapse", "open", 503);
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(t0.elapsed())).await;
+    let r = get(&envoy, "/", OK).await;
+    assert_eq!(r.status, 200, "a new probe after 1.2 s: {}", describe(&r));
+    assert_eq!(upstream.count(), before + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_probes_reopen_after_max_half_open_duration() {
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(Some(&one(json!({
+                        "name": "stuck-probe",
+                        "minimumCalls": 2,
+                        "failureRateThreshold": 50,
+                        "openDuration": "500ms",
+                        "openDurationMultiplier": 1.0,
+                        "openJitter": 0,
+                        "halfOpenProbes": 1,
+                        "maxHalfOpenDuration": "400ms"
+                    })))))
+                    .route(
+                        Route::to("default", "/", "upstream").timeout(Duration::from_millis(2000)),
+                    ),
+            )
+            .cluster(Cluster::new("upstream", upstream.port())),
+    )
+    .await;
+    let port = envoy.port("ingress");
+    for _ in 0..2 {
+        assert_eq!(get(&envoy, "/", FAIL).await.status, 500);
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/", FAIL)).await;
+    assert_rejected(&r, "stuck-probe", "open", 503);
+    tokio::time::sleep(Duration::from_millis(650)).await;
+
+    // The only probe hangs until the route timeout (2 s).
+    let before = upstream.count();
+    let t0 = Instant::now();
+    let stuck = tokio::spawn(async move { http1(port, "GET", "/stuck", HANG, "").await });
+    assert!(
+        upstream
+            .wait_count(before + 1, Duration::from_secs(1))
+            .await,
+        "the probe reached the upstream"
+    );
+    tokio::time::sleep(Duration::from_millis(150).saturating_sub(t0.elapsed())).await;
+    assert_rejected(&get(&envoy, "/", OK).await, "stuck-probe", "half-open", 503);
+    // Past maxHalfOpenDuration: open again.
+    tokio::time::sleep(Duration::from_millis(650).saturating_sub(t0.elapsed())).await;
+    assert_rejected(&get(&envoy, "/", OK).await, "stuck-probe", "open", 503);
+    // After that open time, a new probe goes through and closes the breaker.
+    tokio::time::sleep(Duration::from_millis(1400).saturating_sub(t0.elapsed())).await;
+    let r = get(&envoy, "/", OK).await;
+    assert_eq!(r.status, 200, "new probe: {}", describe(&r));
+    assert!(
+        t0.elapsed() < Duration::from_millis(1900),
+        "the test must get here before the stuck probe ends; took {:?}",
+        t0.elapsed()
+    );
+    // The stuck probe ends in a 504 after the close: it belongs to the old half-open state, so it
+    // does not count in the new closed window (where one failure and one success would be 50 %).
+    let stuck = stuck.await.unwrap();
+    assert_eq!(stuck.status, 504, "{}", describe(&stuck));
+    tokio::time::sleep(SETTLE).await;
+    for i in 0..5 {
+        let r = get(&envoy, "/", OK).await;
+        assert_eq!(r.status, 200, "call {i} after the close: {}", describe(&r));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_keys_keep_their_own_state() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "tenants",
+        "keyBy": "header:x-tenant",
+        "minimumCalls": 4,
+        "openDuration": "5s",
+        "openJitter": 0
+    })))
+    .await;
+    let a_fail = [("x-tenant", "a"), ("x-upstream-status", "500")];
+    for _ in 0..4 {
+        assert_eq!(get(&envoy, "/a", &a_fail).await.status, 500);
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/a", &a_fail)).await;
+    assert_rejected(&r, "tenants", "open", 503);
+    for i in 0..6 {
+        let r = get(&envoy, "/b", &[("x-tenant", "b")]).await;
+        assert_eq!(r.status, 200, "tenant b, call {i}: {}", describe(&r));
+    }
+    assert_eq!(upstream.count_path("/b"), 6);
+    let reached_a = upstream.count_path("/a");
+    assert_rejected(
+        &get(&envoy, "/a", &[("x-tenant", "a")]).await,
+        "tenants",
+        "open",
+        503,
+    );
+    assert_eq!(upstream.count_path("/a"), reached_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_keys_keep_their_own_state() {
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(Some(&one(json!({
+                        "name": "per-route",
+                        "keyBy": "route",
+                        "minimumCalls": 4,
+                        "openDuration": "5s",
+                        "openJitter": 0
+                    })))))
+                    .route(Route::to("route-a", "/a", "upstream"))
+                    .route(Route::to("route-b", "/b", "upstream")),
+            )
+            .cluster(Cluster::new("upstream", upstream.port())),
+    )
+    .await;
+    for _ in 0..4 {
+        assert_eq!(get(&envoy, "/a", FAIL).await.status, 500);
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/a", FAIL)).await;
+    assert_rejected(&r, "per-route", "open", 503);
+    for i in 0..6 {
+        let r = get(&envoy, "/b", OK).await;
+        assert_eq!(r.status, 200, "route-b, call {i}: {}", describe(&r));
+    }
+    assert_eq!(upstream.count_path("/b"), 6);
+    let reached_a = upstream.count_path("/a");
+    assert_rejected(&get(&envoy, "/a", OK).await, "per-route", "open", 503);
+    assert_eq!(upstream.count_path("/a"), reached_a);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Modes and rejection options
+// ---------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_never_rejects_but_marks_what_it_would_reject() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "shadow",
+        "mode": "dryRun",
+        "minimumCalls": 4,
+        "openDuration": "10s",
+        "openJitter": 0
+    })))
+    .await;
+    let mut sent: usize = 0;
+    for _ in 0..4 {
+        let r = get(&envoy, "/", FAIL).await;
+        sent += 1;
+        assert_eq!(r.status, 500);
+        assert_eq!(
+            r.header(STATUS_HEADER),
+            None,
+            "admitted while closed: {}",
+            describe(&r)
+        );
+    }
+    let marked = |r: &Response| r.header(STATUS_HEADER).is_some();
+    let (first, before) = until(
+        || {
+            sent += 1;
+            get(&envoy, "/", FAIL)
+        },
+        marked,
+    )
+    .await;
+    for r in before.iter().chain([&first]) {
+        assert_eq!(r.status, 500, "reached the upstream: {}", describe(r));
+    }
+    for i in 0..6 {
+        let r = if i % 2 == 0 {
+            get(&envoy, "/", FAIL).await
+        } else {
+            get_h2(&envoy, "/", OK).await
+        };
+        sent += 1;
+        assert_eq!(
+            r.status,
+            if i % 2 == 0 { 500 } else { 200 },
+            "{}",
+            describe(&r)
+        );
+        assert_eq!(
+            r.header(STATUS_HEADER),
+            Some("shadow; state=open; dry-run"),
+            "{}",
+            describe(&r)
+        );
+        assert_eq!(r.header("retry-after"), None, "{}", describe(&r));
+    }
+    assert_eq!(
+        first.header(STATUS_HEADER),
+        Some("shadow; state=open; dry-run")
+    );
+    assert_eq!(upstream.count(), sent, "dry-run lets every request through");
+    // Every marked response is a would-be rejection; nothing is rejected.
+    let marked_count = 1 + 6;
+    assert_prom(
+        &envoy,
+        &[
+            (
+                "circuit_breaker_calls",
+                &[("breaker", "shadow"), ("outcome", "would_reject")],
+                marked_count,
+            ),
+            (
+                "circuit_breaker_transitions",
+                &[("breaker", "shadow"), ("state", "open")],
+                1,
+            ),
+        ],
+    )
+    .await;
+    let prom = envoy.prometheus().await;
+    assert_eq!(
+        prom_sum(
+            &prom,
+            "circuit_breaker_calls",
+            &[("breaker", "shadow"), ("outcome", "rejected")]
+        )
+        .unwrap_or(0),
+        0,
+        "{}",
+        prom_lines(&prom, "circuit_breaker")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_open_rejects_everything_and_disabled_passes_everything() {
+    let (upstream, envoy) = setup(json!({"breakers": [
+        {"name": "shut", "match": {"pathPrefix": "/shut"}, "mode": "forcedOpen"},
+        {"name": "off", "match": {"pathPrefix": "/off"}, "mode": "disabled", "minimumCalls": 2}
+    ]}))
+    .await;
+    for i in 0..6 {
+        let r = if i % 2 == 0 {
+            get(&envoy, "/shut", OK).await
+        } else {
+            get_h2(&envoy, "/shut/x", OK).await
+        };
+        assert_rejected(&r, "shut", "forced-open", 503);
+    }
+    assert_eq!(upstream.count_path("/shut"), 0);
+
+    for i in 0..20 {
+        let r = get(&envoy, "/off", FAIL).await;
+        assert_eq!(r.status, 500, "disabled, call {i}: {}", describe(&r));
+        assert_eq!(r.header(STATUS_HEADER), None);
+    }
+    assert_eq!(upstream.count_path("/off"), 20);
+    // No breaker matches /other: untouched.
+    for i in 0..20 {
+        let r = get(&envoy, "/other", FAIL).await;
+        assert_eq!(r.status, 500, "unmatched, call {i}: {}", describe(&r));
+        assert_eq!(r.header(STATUS_HEADER), None);
+    }
+    assert_eq!(upstream.count_path("/other"), 20);
+    // Disabled records nothing.
+    tokio::time::sleep(SETTLE).await;
+    let prom = envoy.prometheus().await;
+    assert_eq!(
+        prom_sum(&prom, "circuit_breaker_calls", &[("breaker", "off")]).unwrap_or(0),
+        0,
+        "{}",
+        prom_lines(&prom, "circuit_breaker")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_overloaded_and_reject_status_are_honoured() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "shed",
+        "minimumCalls": 4,
+        "openDuration": "5s",
+        "openJitter": 0,
+        "rejectStatus": 429,
+        "envoyOverloaded": true,
+        "retryAfter": false
+    })))
+    .await;
+    for _ in 0..4 {
+        assert_eq!(get(&envoy, "/", FAIL).await.status, 500);
+    }
+    let (r, _) = until_rejected(|| get(&envoy, "/", FAIL)).await;
+    let reached = upstream.count();
+    for r in [r, get_h2(&envoy, "/", OK).await] {
+        assert_rejected(&r, "shed", "open", 429);
+        assert_eq!(
+            r.header("x-envoy-overloaded"),
+            Some("true"),
+            "{}",
+            describe(&r)
+        );
+        assert_eq!(
+            r.header("retry-after"),
+            None,
+            "retryAfter is off: {}",
+            describe(&r)
+        );
+    }
+    assert_eq!(upstream.count(), reached);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_header_name_is_configurable() {
+    let (upstream, envoy) = setup(json!({
+        "statusHeader": "x-breaker-state",
+        "breakers": [{"name": "closed-door", "mode": "forcedOpen"}]
+    }))
+    .await;
+    let r = get(&envoy, "/", OK).await;
+    assert_eq!(r.status, 503, "{}", describe(&r));
+    assert_eq!(
+        r.header("x-breaker-state"),
+        Some("closed-door; state=forced-open"),
+        "{}",
+        describe(&r)
+    );
+    assert_eq!(r.header(STATUS_HEADER), None, "{}", describe(&r));
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_configuration_keys_by_cluster() {
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(None))
+                    .route(Route::to("to-a", "/a", "backend-a"))
+                    .route(Route::to("to-b", "/b", "backend-b")),
+            )
+            .cluster(Cluster::new("backend-a", upstream.port()))
+            .cluster(Cluster::new("backend-b", upstream.port())),
+    )
+    .await;
+    for i in 0..19 {
+        let r = get(&envoy, "/a", FAIL).await;
+        assert_eq!(r.status, 500, "call {i}: {}", describe(&r));
+    }
+    // 19 calls: below the default minimumCalls (20), so no decision yet.
+    tokio::time::sleep(SETTLE).await;
+    let r = get(&envoy, "/a", FAIL).await;
+    assert_eq!(r.status, 500, "the 20th call is admitted: {}", describe(&r));
+    let (r, _) = until_rejected(|| get(&envoy, "/a", FAIL)).await;
+    assert_rejected(&r, "default", "open", 503);
+    // Default openDuration 5 s with 10 % jitter.
+    let secs = retry_after(&r);
+    assert!((4..=6).contains(&secs), "retry-after {secs}");
+    // The other cluster has its own breaker.
+    for i in 0..5 {
+        let r = get(&envoy, "/b", OK).await;
+        assert_eq!(r.status, 200, "backend-b, call {i}: {}", describe(&r));
+    }
+    assert_eq!(upstream.count_path("/b"), 5);
+    let reached_a = upstream.count_path("/a");
+    assert_rejected(&get(&envoy, "/a", OK).await, "default", "open", 503);
+    assert_eq!(upstream.count_path("/a"), reached_a);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Metrics and configuration
+// ---------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_outcomes_rejections_and_one_transition_per_sidecar() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "payments",
+        "minimumCalls": 10,
+        "failureRateThreshold": 50,
+        "openDuration": "5s",
+        "openJitter": 0
+    })))
+    .await;
+    for _ in 0..10 {
+        assert_eq!(get(&envoy, "/", FAIL).await.status, 500);
+    }
+    let (_, passed) = until_rejected(|| get(&envoy, "/", FAIL)).await;
+    let mut rejected = 1;
+    for i in 0..9 {
+        let r = if i % 2 == 0 {
+            get(&envoy, "/", FAIL).await
+        } else {
+            get_h2(&envoy, "/", OK).await
+        };
+        assert!(is_rejection(&r), "{}", describe(&r));
+        rejected += 1;
+    }
+    let failures = upstream.count() as u64;
+    assert_eq!(failures, 10 + passed.len() as u64);
+    assert_prom(
+        &envoy,
+        &[
+            (
+                "circuit_breaker_calls",
+                &[("breaker", "payments"), ("outcome", "failure")],
+                failures,
+            ),
+            (
+                "circuit_breaker_calls",
+                &[("breaker", "payments"), ("outcome", "rejected")],
+                rejected,
+            ),
+            (
+                "circuit_breaker_transitions",
+                &[("breaker", "payments"), ("state", "open")],
+                1,
+            ),
+            ("circuit_breaker_open", &[("breaker", "payments")], 1),
+        ],
+    )
+    .await;
+    let prom = envoy.prometheus().await;
+    assert_eq!(
+        prom_sum(
+            &prom,
+            "circuit_breaker_calls",
+            &[("breaker", "payments"), ("outcome", "success")]
+        )
+        .unwrap_or(0),
+        0,
+        "{}",
+        prom_lines(&prom, "circuit_breaker")
+    );
+    // The tags were lifted into labels: no raw `breaker=.=` names reach Prometheus.
+    assert!(!prom.contains("=.="), "{}", prom_lines(&prom, "=.="));
+}
+
+fn yaml_with(config: &Value) -> String {
+    EnvoyConfig::new()
+        .listener(
+            Listener::new("ingress")
+                .filter(cb_filter(Some(config)))
+                .route(Route::to("default", "/", "upstream")),
+        )
+        .cluster(Cluster::new("upstream", 1))
+        .render()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_configuration_is_rejected_naming_the_field() {
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"breakers": [{"name": "x", "failureRateThreshold": 150}]}),
+            "failureRateThreshold",
+        ),
+        (json!({"breakers": [{"name": "bad name!"}]}), "name"),
+        (
+            json!({"breakers": [{"name": "x", "window": {"type": "sliding"}}]}),
+            "type",
+        ),
+        (
+            json!({"breakers": [{"name": "x", "openDuration": "soon"}]}),
+            "openDuration",
+        ),
+        (
+            json!({"breakers": [{"name": "x", "keyBy": "tenant"}]}),
+            "keyBy",
+        ),
+        (
+            json!({"breakers": [{"name": "x", "rejectStatus": 200}]}),
+            "rejectStatus",
+        ),
+        (
+            json!({"breakers": [{"name": "x", "openJitter": 0.9}]}),
+            "openJitter",
+        ),
+        (
+            json!({"breakers": [{"name": "x", "halfOpenProbes": 0}]}),
+            "halfOpenProbes",
+        ),
+        (
+            json!({"breakers": [{"name": "x", "mode": "sometimes"}]}),
+            "mode",
+        ),
+    ];
+    let mut set = JoinSet::new();
+    for (config, field) in cases {
+        let yaml = yaml_with(&config);
+        set.spawn_blocking(move || (config, field, validate_yaml(&yaml)));
+    }
+    while let Some(joined) = set.join_next().await {
+        let (config, field, result) = joined.unwrap();
+        let err = result.expect_err(&format!("Envoy must refuse {config}"));
+        let line = err
+            .lines()
+            .find(|l| l.contains("circuit-breaker: invalid configuration: field `"))
+            .unwrap_or_else(|| panic!("{config}: no line naming the field:\n{err}"));
+        let named = line
+            .split("field `")
+            .nth(1)
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or("");
+        assert!(
+            named.contains(field),
+            "{config}: the error names field {named:?}, expected {field:?}:\n{line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_field_is_accepted() {
+    let config = json!({
+        "statusHeader": "x-breaker",
+        "breakers": [
+            {
+                "name": "full_1",
+                "match": {
+                    "cluster": "upstream",
+                    "route": "default",
+                    "authority": "Example.com",
+                    "pathPrefix": "/api",
+                    "method": "GET",
+                    "header": {"name": "x-tenant", "value": "acme"}
+                },
+                "keyBy": "header:x-tenant",
+                "maxKeys": 10000,
+                "mode": "dryRun",
+                "window": {"type": "time", "duration": "1h", "buckets": 60},
+                "minimumCalls": 5,
+                "failureRateThreshold": 100,
+                "slowCallDuration": "2s",
+                "slowCallRateThreshold": 1,
+                "consecutiveFailures": 5,
+                "classify": [
+                    {"envoy": ["overflow"], "outcome": "ignore"},
+                    {"envoy": ["connectionFailure", "timeout", "reset", "noHealthyUpstream", "noResponse"], "outcome": "failure"},
+                    {"status": "404", "outcome": "success"},
+                    {"status": ["500", "502-504"], "outcome": "failure"},
+                    {"grpcStatus": [4, 13, 14], "outcome": "failure"}
+                ],
+                "openDuration": "1s",
+                "openDurationMultiplier": 10.0,
+                "maxOpenDuration": "30s",
+                "openJitter": 0.5,
+                "halfOpenProbes": 1000,
+                "maxHalfOpenDuration": "10s",
+                "rejectStatus": 599,
+                "retryAfter": false,
+                "envoyOverloaded": true
+            },
+            {"name": "full-2", "match": {"header": {"name": "x-canary"}}, "keyBy": "authority",
+             "window": {"type": "count", "size": 1000}, "maxKeys": 1, "mode": "forcedOpen"},
+            {"name": "full-3", "keyBy": "route", "mode": "disabled", "window": {"type": "time", "duration": "1s", "buckets": 1}},
+            {"name": "Full4", "keyBy": "cluster", "mode": "normal", "window": {"type": "count", "size": 1},
+             "failureRateThreshold": 1, "openDurationMultiplier": 1.0, "openJitter": 0.0, "rejectStatus": 400}
+        ]
+    });
+    validate_yaml(&yaml_with(&config)).unwrap();
+    // An empty configuration object is the defaults too.
+    validate_yaml(&yaml_with(&json!({}))).unwrap();
+}
