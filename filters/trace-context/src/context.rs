@@ -87,3 +87,27 @@ pub fn parse_hex_var(s: &[u8], max_len: usize) -> Option<u128> {
     }
     Some(v)
 }
+
+/// A 16- or 32-digit lower-case hex trace id, not zero (B3, ottrace).
+pub fn parse_trace_id_16_or_32(s: &[u8]) -> Option<u128> {
+    match s.len() {
+        16 | 32 => parse_lower_hex_u128(s, s.len()).filter(|&v| v != 0),
+        _ => None,
+    }
+}
+
+/// A 16-digit lower-case hex span id, not zero (B3, ottrace).
+pub fn parse_span_id_16(s: &[u8]) -> Option<u64> {
+    parse_lower_hex_u64(s, 16).filter(|&v| v != 0)
+}
+
+/// Decimal digits only (no sign, no white space), checked against overflow (Datadog, Cloud Trace).
+pub fn parse_dec_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &c| {
+        let d = c.checked_sub(b'0').filter(|d| *d <= 9)?;
+        acc.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}

@@ -69,6 +69,21 @@ impl RequestHeaders {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
     }
+
+    /// The headers as they are after `edits` (edited headers move to the end), as the next hop sees them.
+    pub fn apply(&self, edits: &HeaderEdits) -> RequestHeaders {
+        let mut pairs: Vec<(String, Vec<u8>)> = self
+            .iter()
+            .filter(|(n, _)| edits.get(n).is_none())
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect();
+        for e in edits.iter() {
+            if let HeaderEdit::Set(n, v) = e {
+                pairs.push((n.clone(), v.clone().into_bytes()));
+            }
+        }
+        RequestHeaders::new(pairs)
+    }
 }
 
 /// A header occurred more than once where the format allows only one.

@@ -11,7 +11,7 @@
 //! When both the single and the multi headers are present the single one wins; that precedence is the
 //! caller's, this module reads only `b3`.
 
-use crate::context::{parse_lower_hex_u128, parse_lower_hex_u64, TraceContext};
+use crate::context::TraceContext;
 use crate::formats::Extracted;
 use crate::headers::{HeaderEdits, RequestHeaders};
 
@@ -68,18 +68,9 @@ fn parse(value: &[u8]) -> Result<TraceContext, &'static str> {
     })
 }
 
-/// 16 or 32 lower-case hex, not zero.
-fn parse_trace_id(s: &[u8]) -> Option<u128> {
-    match s.len() {
-        16 | 32 => parse_lower_hex_u128(s, s.len()).filter(|&v| v != 0),
-        _ => None,
-    }
-}
-
-/// 16 lower-case hex, not zero.
-fn parse_span_id(s: &[u8]) -> Option<u64> {
-    parse_lower_hex_u64(s, 16).filter(|&v| v != 0)
-}
+use crate::context::{
+    parse_span_id_16 as parse_span_id, parse_trace_id_16_or_32 as parse_trace_id,
+};
 
 /// Writes `{trace}-{span}[-{1|0|d}]`. The parent is never sent (OpenTelemetry does the same): the
 /// context has no parent of the span it carries. A 64-bit trace id is written as 16 hex characters so
@@ -110,7 +101,6 @@ pub fn inject(ctx: &TraceContext, _incoming: &RequestHeaders, edits: &mut Header
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::headers::HeaderEdit;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const SPAN: &str = "00f067aa0ba902b7";
@@ -132,17 +122,7 @@ mod tests {
     }
 
     fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        let mut pairs: Vec<(String, Vec<u8>)> = incoming
-            .iter()
-            .filter(|(n, _)| edits.get(n).is_none())
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect();
-        for e in edits.iter() {
-            if let HeaderEdit::Set(n, v) = e {
-                pairs.push((n.clone(), v.clone().into_bytes()));
-            }
-        }
-        RequestHeaders::new(pairs)
+        incoming.apply(edits)
     }
 
     fn injected(c: &TraceContext) -> String {

@@ -8,7 +8,7 @@
 //!   ignored, as OpenTelemetry does.
 //! - Sampled or flags without both ids (a bare "deny") carry no context to continue: `Invalid`.
 
-use crate::context::{parse_lower_hex_u128, parse_lower_hex_u64, TraceContext};
+use crate::context::TraceContext;
 use crate::formats::Extracted;
 use crate::headers::{HeaderEdits, RequestHeaders};
 
@@ -21,20 +21,12 @@ const SAMPLED: &str = "x-b3-sampled";
 const FLAGS: &str = "x-b3-flags";
 
 pub fn extract(h: &RequestHeaders) -> Extracted {
-    if !HEADERS.iter().any(|name| h.contains(name)) {
-        return Extracted::Absent;
-    }
-    match parse(h) {
-        Ok(ctx) => crate::formats::from_parsed(ctx),
-        Err(reason) => Extracted::Invalid(reason),
-    }
+    crate::formats::extract_multi(h, HEADERS, parse)
 }
 
 /// The trimmed value of a header that may occur at most once.
 fn single<'a>(h: &'a RequestHeaders, name: &'static str) -> Result<Option<&'a [u8]>, &'static str> {
-    h.get_single(name)
-        .map(|v| v.map(<[u8]>::trim_ascii))
-        .map_err(|_| "x-b3-*: header repeated")
+    crate::formats::single_trimmed(h, name, "x-b3-*: header repeated")
 }
 
 fn parse(h: &RequestHeaders) -> Result<TraceContext, &'static str> {
@@ -89,18 +81,9 @@ fn parse_sampled(v: &[u8]) -> Option<bool> {
     }
 }
 
-/// 16 or 32 lower-case hex, not zero.
-fn parse_trace_id(s: &[u8]) -> Option<u128> {
-    match s.len() {
-        16 | 32 => parse_lower_hex_u128(s, s.len()).filter(|&v| v != 0),
-        _ => None,
-    }
-}
-
-/// 16 lower-case hex, not zero.
-fn parse_span_id(s: &[u8]) -> Option<u64> {
-    parse_lower_hex_u64(s, 16).filter(|&v| v != 0)
-}
+use crate::context::{
+    parse_span_id_16 as parse_span_id, parse_trace_id_16_or_32 as parse_trace_id,
+};
 
 /// Writes trace and span ids, and `x-b3-flags: 1` for debug (without `x-b3-sampled`, which debug implies)
 /// or `x-b3-sampled` (removed when the decision is deferred). A 64-bit trace id is written as 16 hex
@@ -160,7 +143,6 @@ fn same_span(ctx: &TraceContext, incoming: &RequestHeaders) -> bool {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::headers::HeaderEdit;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const SPAN: &str = "00f067aa0ba902b7";
@@ -182,17 +164,7 @@ mod tests {
     }
 
     fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        let mut pairs: Vec<(String, Vec<u8>)> = incoming
-            .iter()
-            .filter(|(n, _)| edits.get(n).is_none())
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect();
-        for e in edits.iter() {
-            if let HeaderEdit::Set(n, v) = e {
-                pairs.push((n.clone(), v.clone().into_bytes()));
-            }
-        }
-        RequestHeaders::new(pairs)
+        incoming.apply(edits)
     }
 
     #[test]

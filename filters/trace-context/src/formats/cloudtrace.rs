@@ -68,16 +68,7 @@ fn parse(value: &[u8]) -> Result<TraceContext, &'static str> {
     })
 }
 
-/// Decimal digits only (no sign, no white space), checked against overflow.
-fn parse_dec_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    s.iter().try_fold(0u64, |acc, &c| {
-        let d = c.checked_sub(b'0').filter(|d| *d <= 9)?;
-        acc.checked_mul(10)?.checked_add(u64::from(d))
-    })
-}
+use crate::context::parse_dec_u64;
 
 /// Writes `{32 lower hex}/{decimal span}` followed by `;o=1` (sampled or debug) or `;o=0`; a deferred
 /// decision writes no options so the next hop decides, as it would have without the header.
@@ -98,7 +89,6 @@ pub fn inject(ctx: &TraceContext, _incoming: &RequestHeaders, edits: &mut Header
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::headers::HeaderEdit;
 
     // GoogleCloudPlatform/opentelemetry-operations-go propagator/propagator_test.go
     const TRACE: &str = "d36a105d7002f0dee73c0dfb9553764a";
@@ -124,17 +114,7 @@ mod tests {
     }
 
     fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        let mut pairs: Vec<(String, Vec<u8>)> = incoming
-            .iter()
-            .filter(|(n, _)| edits.get(n).is_none())
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect();
-        for e in edits.iter() {
-            if let HeaderEdit::Set(n, v) = e {
-                pairs.push((n.clone(), v.clone().into_bytes()));
-            }
-        }
-        RequestHeaders::new(pairs)
+        incoming.apply(edits)
     }
 
     fn injected(c: &TraceContext) -> Option<String> {

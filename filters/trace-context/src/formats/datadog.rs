@@ -27,20 +27,12 @@ const TAGS: &str = "x-datadog-tags";
 const TID_KEY: &[u8] = b"_dd.p.tid";
 
 pub fn extract(h: &RequestHeaders) -> Extracted {
-    if !HEADERS.iter().any(|name| h.contains(name)) {
-        return Extracted::Absent;
-    }
-    match parse(h) {
-        Ok(ctx) => crate::formats::from_parsed(ctx),
-        Err(reason) => Extracted::Invalid(reason),
-    }
+    crate::formats::extract_multi(h, HEADERS, parse)
 }
 
 /// The trimmed value of a header that may occur at most once.
 fn single<'a>(h: &'a RequestHeaders, name: &'static str) -> Result<Option<&'a [u8]>, &'static str> {
-    h.get_single(name)
-        .map(|v| v.map(<[u8]>::trim_ascii))
-        .map_err(|_| "x-datadog-*: header repeated")
+    crate::formats::single_trimmed(h, name, "x-datadog-*: header repeated")
 }
 
 fn parse(h: &RequestHeaders) -> Result<TraceContext, &'static str> {
@@ -79,16 +71,7 @@ fn parse(h: &RequestHeaders) -> Result<TraceContext, &'static str> {
     })
 }
 
-/// Decimal digits only (no sign, no white space), checked against overflow.
-fn parse_dec_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    s.iter().try_fold(0u64, |acc, &c| {
-        let d = c.checked_sub(b'0').filter(|d| *d <= 9)?;
-        acc.checked_mul(10)?.checked_add(u64::from(d))
-    })
-}
+use crate::context::parse_dec_u64;
 
 /// A decimal integer with an optional leading `-`.
 fn parse_priority(s: &[u8]) -> Option<i64> {
@@ -206,7 +189,6 @@ fn rebuild_tags(incoming: &RequestHeaders, high: u64) -> String {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::headers::HeaderEdit;
 
     fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>) -> TraceContext {
         TraceContext {
@@ -223,17 +205,7 @@ mod tests {
     }
 
     fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        let mut pairs: Vec<(String, Vec<u8>)> = incoming
-            .iter()
-            .filter(|(n, _)| edits.get(n).is_none())
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect();
-        for e in edits.iter() {
-            if let HeaderEdit::Set(n, v) = e {
-                pairs.push((n.clone(), v.clone().into_bytes()));
-            }
-        }
-        RequestHeaders::new(pairs)
+        incoming.apply(edits)
     }
 
     fn injected(c: &TraceContext, incoming: &RequestHeaders) -> HeaderEdits {

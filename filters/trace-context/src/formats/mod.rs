@@ -60,6 +60,32 @@ pub(crate) fn from_parsed(ctx: TraceContext) -> Extracted {
     }
 }
 
+/// `extract` for formats spread over several headers: absent when none is present, else `parse`.
+pub(crate) fn extract_multi(
+    h: &RequestHeaders,
+    names: &[&str],
+    parse: fn(&RequestHeaders) -> Result<TraceContext, &'static str>,
+) -> Extracted {
+    if !names.iter().any(|name| h.contains(name)) {
+        return Extracted::Absent;
+    }
+    match parse(h) {
+        Ok(ctx) => from_parsed(ctx),
+        Err(reason) => Extracted::Invalid(reason),
+    }
+}
+
+/// The trimmed value of a header that may occur at most once; `repeated` is the error otherwise.
+pub(crate) fn single_trimmed<'a>(
+    h: &'a RequestHeaders,
+    name: &str,
+    repeated: &'static str,
+) -> Result<Option<&'a [u8]>, &'static str> {
+    h.get_single(name)
+        .map(|v| v.map(<[u8]>::trim_ascii))
+        .map_err(|_| repeated)
+}
+
 /// A context that carries only a sampling decision (and possibly a trace id); ids are 0 when missing.
 pub(crate) fn partial_ctx(trace_id: u128, sampled: Option<bool>, debug: bool) -> TraceContext {
     TraceContext {

@@ -15,20 +15,12 @@ const SPAN_ID: &str = "ot-tracer-spanid";
 const SAMPLED: &str = "ot-tracer-sampled";
 
 pub fn extract(h: &RequestHeaders) -> Extracted {
-    if !HEADERS.iter().any(|name| h.contains(name)) {
-        return Extracted::Absent;
-    }
-    match parse(h) {
-        Ok(ctx) => Extracted::Valid(ctx),
-        Err(reason) => Extracted::Invalid(reason),
-    }
+    crate::formats::extract_multi(h, HEADERS, parse)
 }
 
 /// The trimmed value of a header that may occur at most once.
 fn single<'a>(h: &'a RequestHeaders, name: &'static str) -> Result<Option<&'a [u8]>, &'static str> {
-    h.get_single(name)
-        .map(|v| v.map(<[u8]>::trim_ascii))
-        .map_err(|_| "ot-tracer-*: header repeated")
+    crate::formats::single_trimmed(h, name, "ot-tracer-*: header repeated")
 }
 
 fn parse(h: &RequestHeaders) -> Result<TraceContext, &'static str> {
@@ -98,7 +90,6 @@ pub fn inject(ctx: &TraceContext, incoming: &RequestHeaders, edits: &mut HeaderE
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::headers::HeaderEdit;
 
     // opentelemetry-go-contrib propagators/ot/ot_data_test.go
     const TRACE16: &str = "a3ce929d0e0e4736";
@@ -123,17 +114,7 @@ mod tests {
     }
 
     fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        let mut pairs: Vec<(String, Vec<u8>)> = incoming
-            .iter()
-            .filter(|(n, _)| edits.get(n).is_none())
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect();
-        for e in edits.iter() {
-            if let HeaderEdit::Set(n, v) = e {
-                pairs.push((n.clone(), v.clone().into_bytes()));
-            }
-        }
-        RequestHeaders::new(pairs)
+        incoming.apply(edits)
     }
 
     #[test]

@@ -123,7 +123,6 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::headers::HeaderEdit;
 
     const TRACE: &str = "12345678901234567890123456789012";
     const PARENT: &str = "1234567890123456";
@@ -428,7 +427,7 @@ mod tests {
         assert_eq!(edits.len(), 1);
         assert_eq!(
             edits.iter().next(),
-            Some(&HeaderEdit::Set(
+            Some(&crate::headers::HeaderEdit::Set(
                 "traceparent".into(),
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03".into()
             ))

@@ -142,7 +142,6 @@ fn extra_field(field: &[u8]) -> Option<&str> {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::headers::HeaderEdit;
 
     // opentelemetry-go-contrib propagators/aws/xray/propagator_test.go
     const XRAY_TRACE: &str = "1-8a3c60f7-d188f8fa79d48a391a778fa6";
@@ -165,17 +164,7 @@ mod tests {
     }
 
     fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        let mut pairs: Vec<(String, Vec<u8>)> = incoming
-            .iter()
-            .filter(|(n, _)| edits.get(n).is_none())
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect();
-        for e in edits.iter() {
-            if let HeaderEdit::Set(n, v) = e {
-                pairs.push((n.clone(), v.clone().into_bytes()));
-            }
-        }
-        RequestHeaders::new(pairs)
+        incoming.apply(edits)
     }
 
     fn injected(c: &TraceContext, incoming: &RequestHeaders) -> Option<String> {
