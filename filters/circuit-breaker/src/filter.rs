@@ -1,30 +1,25 @@
 //! The proxy-wasm adapter. Per request: load the attributes breakers need, read the breaker key's shared
-//! record, admit, probe or reject. When the stream ends (`on_log`, where every signal is final): classify,
-//! record in this worker's stripe, read the other stripes, and open the breaker when the window says so.
+//! record, admit, probe or reject. On the response headers (and trailers, for gRPC) it notes what the
+//! upstream said, before any earlier filter can rewrite it; when the stream ends (`on_log`) it classifies
+//! the call, records it in this worker's stripe and opens the breaker when the window says so.
 //! Every host call goes through `filter_common::host`, which never panics.
 
 use crate::classify::{classify, Call, Outcome};
 use crate::config::{BreakerConfig, Config, Mode};
 use crate::matching::{select, Needs, RequestInfo, Selected};
 use crate::state::{self, Decision, ProbeOutcome, Record, State};
-use crate::window::{evaluate, totals, Stripe, Trip};
-use filter_common::host::{self, MapType, SharedWrite};
+use crate::store::{self, Cas, Keys, ADMIT_ATTEMPTS, RESULT_ATTEMPTS};
+use crate::window::{evaluate, totals, Trip};
+use filter_common::host::{self, MapType};
 use filter_common::ids::IdGenerator;
 use filter_common::metrics::{tagged_name, Counter, Gauge};
 use filter_common::plugin::load_config;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 const FILTER: &str = "circuit-breaker";
-const KEY_PREFIX: &str = "circuit-breaker/";
-const STRIPES_KEY: &str = "circuit-breaker/stripes";
-/// Stripes are reused beyond this many VMs (reloads); readers never read more.
-const MAX_STRIPES: u32 = 64;
-/// Bounded compare-and-swap retries; past them the request is admitted (fail open).
-const CAS_ATTEMPTS: u32 = 8;
 const GRPC_UNAVAILABLE: i32 = 14;
 
 proxy_wasm::main! {{
@@ -32,20 +27,12 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(BreakerRoot::default()) });
 }}
 
-thread_local! {
-    /// This VM's stripe, claimed once per VM whatever the number of configurations it serves.
-    static STRIPE: Cell<Option<u32>> = const { Cell::new(None) };
-}
-
 struct Shared {
     config: Config,
     needs: Needs,
+    keys: Keys,
     metrics: Vec<BreakerMetrics>,
     ids: RefCell<IdGenerator>,
-    stripe: u32,
-    /// This worker's stripes by (breaker, slot): the authoritative copy; shared data holds a mirror the
-    /// other workers read.
-    local: RefCell<HashMap<(usize, u32), Stripe>>,
 }
 
 #[derive(Default)]
@@ -60,12 +47,11 @@ impl RootContext for BreakerRoot {
         let Some(config) = load_config::<Config>(FILTER) else {
             return false;
         };
-        create_state_keys(&config);
-        let stripe = STRIPE.with(|s| {
-            let id = s.get().unwrap_or_else(claim_stripe);
-            s.set(Some(id));
-            id
-        });
+        let root_id = host::property(&["plugin_root_id"])
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let keys = Keys::new(&root_id);
+        store::create_records(&keys, &config.breakers);
         self.shared = Some(Rc::new(Shared {
             needs: Needs::of(&config),
             metrics: config
@@ -74,8 +60,7 @@ impl RootContext for BreakerRoot {
                 .map(|b| BreakerMetrics::define(&b.name))
                 .collect(),
             ids: RefCell::new(IdGenerator::from_entropy(host::now_nanos())),
-            stripe,
-            local: RefCell::new(HashMap::new()),
+            keys,
             config,
         }));
         true
@@ -95,56 +80,18 @@ impl RootContext for BreakerRoot {
     }
 }
 
-/// Creates every breaker key's record before traffic, so that every later write is a real
-/// compare-and-swap (the host skips the CAS check for a key that does not exist yet). The first VM to
-/// configure (Envoy's canary, on the main thread) does it before any worker serves a request.
-fn create_state_keys(config: &Config) {
-    for b in &config.breakers {
-        for slot in 0..b.max_keys {
-            let key = state_key(b, slot);
-            if let Ok(None) = host::shared_data(&key) {
-                let _ = host::set_shared_data(&key, &Record::default().encode(), 0);
-            }
-        }
-    }
-}
-
-/// Claims a stripe number with a CAS increment of a shared counter.
-fn claim_stripe() -> u32 {
-    for _ in 0..CAS_ATTEMPTS {
-        let (current, cas) = match host::shared_data(STRIPES_KEY) {
-            Ok(Some((v, cas))) => (read_u32(&v), cas),
-            Ok(None) => (0, 0),
-            Err(_) => break,
-        };
-        if host::set_shared_data(STRIPES_KEY, &current.wrapping_add(1).to_le_bytes(), cas)
-            == SharedWrite::Written
-        {
-            return current % MAX_STRIPES;
-        }
-    }
-    // Without a claimed stripe this VM uses the last one; sharing a stripe loses some counts, never safety.
-    MAX_STRIPES - 1
-}
-
-fn read_u32(v: &[u8]) -> u32 {
-    v.first_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b))
-}
-
-fn state_key(b: &BreakerConfig, slot: u32) -> String {
-    format!("{KEY_PREFIX}{}/{slot}", b.name)
-}
-
-fn stripe_key(b: &BreakerConfig, slot: u32, stripe: u32) -> String {
-    format!("{KEY_PREFIX}{}/{slot}/w/{stripe}", b.name)
-}
-
 /// A call this filter admitted, remembered until the stream ends.
 struct AdmittedCall {
     selected: Selected,
     gen: u32,
     probe: bool,
     grpc: bool,
+    started_ns: u64,
+    /// What the upstream answered, noted before earlier filters could rewrite it.
+    status: Option<u16>,
+    grpc_status: Option<u32>,
+    /// Time to the response headers: what "slow" means (a long download is not a slow dependency).
+    elapsed_ns: Option<u64>,
 }
 
 struct BreakerStream {
@@ -173,35 +120,32 @@ impl HttpContext for BreakerStream {
         ) else {
             return Action::Continue;
         };
+        if b.mode == Mode::Disabled {
+            return Action::Continue;
+        }
         let grpc = host::header(MapType::HttpRequestHeaders, "content-type")
             .is_some_and(|ct| ct.starts_with(b"application/grpc"));
         let now = host::now_nanos();
-        let decision = match b.mode {
-            Mode::Disabled => return Action::Continue,
-            Mode::ForcedOpen => {
-                metrics.rejected.inc();
-                self.reject(&shared, b, grpc, "forced-open", None, now);
-                return Action::Pause;
-            }
-            Mode::Normal | Mode::DryRun => admit(&shared, b, selected.slot, now, metrics),
+        if b.mode == Mode::ForcedOpen {
+            metrics.rejected.inc();
+            self.reject(&shared, b, grpc, "forced-open", None, now);
+            return Action::Pause;
+        }
+        let admitted = |gen, probe| AdmittedCall {
+            selected,
+            gen,
+            probe,
+            grpc,
+            started_ns: now,
+            status: None,
+            grpc_status: None,
+            elapsed_ns: None,
         };
-        match decision {
-            Decision::Admit { gen } => {
-                self.call = Some(AdmittedCall {
-                    selected,
-                    gen,
-                    probe: false,
-                    grpc,
-                });
-            }
+        match admit(&shared, b, selected.slot, now, metrics) {
+            Decision::Admit { gen } => self.call = Some(admitted(gen, false)),
             Decision::Probe { gen } => {
                 metrics.probe.inc();
-                self.call = Some(AdmittedCall {
-                    selected,
-                    gen,
-                    probe: true,
-                    grpc,
-                });
+                self.call = Some(admitted(gen, true));
             }
             Decision::Reject { state, retry_at_ns } => {
                 let label = state_label(state);
@@ -220,12 +164,29 @@ impl HttpContext for BreakerStream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(call) = self.call.as_mut() {
+            call.elapsed_ns = Some(host::now_nanos().saturating_sub(call.started_ns));
+            call.status = host::header(MapType::HttpResponseHeaders, ":status")
+                .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse().ok()));
+            if call.grpc {
+                call.grpc_status = grpc_status(MapType::HttpResponseHeaders);
+            }
+        }
         if let (Some(mark), Some(shared)) = (&self.dry_run_mark, &self.shared) {
             host::set_header(
                 MapType::HttpResponseHeaders,
                 &shared.config.status_header,
                 mark.as_bytes(),
             );
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(call) = self.call.as_mut().filter(|c| c.grpc) {
+            if let Some(status) = grpc_status(MapType::HttpResponseTrailers) {
+                call.grpc_status = Some(status);
+            }
         }
         Action::Continue
     }
@@ -238,6 +199,14 @@ impl HttpContext for BreakerStream {
             record_call(&shared, &call);
         }
     }
+}
+
+fn grpc_status(map: MapType) -> Option<u32> {
+    host::header(map, "grpc-status").and_then(|s| {
+        std::str::from_utf8(&s)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
 }
 
 impl BreakerStream {
@@ -313,23 +282,17 @@ fn load_request_info(needs: &Needs) -> RequestInfo {
     let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
     let req = |name: &str| text(host::header(MapType::HttpRequestHeaders, name));
     RequestInfo {
-        cluster: if needs.cluster {
-            text(host::property(&["xds", "cluster_name"]))
-        } else {
-            None
-        },
-        route: if needs.route {
-            text(host::property(&["xds", "route_name"]))
-        } else {
-            None
-        },
-        authority: if needs.authority {
-            req(":authority")
-        } else {
-            None
-        },
-        path: if needs.path { req(":path") } else { None },
-        method: if needs.method { req(":method") } else { None },
+        cluster: needs
+            .cluster
+            .then(|| text(host::property(&["xds", "cluster_name"])))
+            .flatten(),
+        route: needs
+            .route
+            .then(|| text(host::property(&["xds", "route_name"])))
+            .flatten(),
+        authority: needs.authority.then(|| req(":authority")).flatten(),
+        path: needs.path.then(|| req(":path")).flatten(),
+        method: needs.method.then(|| req(":method")).flatten(),
         headers: needs
             .headers
             .iter()
@@ -346,41 +309,25 @@ fn admit(
     now: u64,
     metrics: &BreakerMetrics,
 ) -> Decision {
-    let key = state_key(b, slot);
-    for _ in 0..CAS_ATTEMPTS {
-        let Some((record, cas)) = read_record(&key) else {
-            break;
-        };
-        let jitter = jitter_unit(shared);
-        let step = state::on_request(&record, now, b, jitter);
-        let Some(next) = step.write else {
-            return step.decision;
-        };
-        match host::set_shared_data(&key, &next.encode(), cas) {
-            SharedWrite::Written => {
-                transitioned(b, slot, &record, &next, metrics, None);
-                return step.decision;
-            }
-            SharedWrite::CasMismatch => continue,
-            SharedWrite::Failed(e) => {
-                log::warn!(
-                    "{FILTER}: breaker {} could not write its state: {e}",
-                    b.name
-                );
-                break;
-            }
+    let key = shared.keys.state(b, slot);
+    match store::update(&key, ADMIT_ATTEMPTS, |rec| {
+        let step = state::on_request(rec, now, b, jitter_unit(shared));
+        (step.decision, step.write)
+    }) {
+        Cas::Written(decision, before, Some(after)) => {
+            transitioned(b, slot, &before, &after, metrics, None);
+            decision
         }
-    }
-    // Fail open: a breaker that cannot read or write its state must not take traffic down. Generation 0
-    // matches no record, so the call is counted in metrics but decides nothing.
-    Decision::Admit { gen: 0 }
-}
-
-fn read_record(key: &str) -> Option<(Record, u32)> {
-    match host::shared_data(key) {
-        Ok(Some((bytes, cas))) => Some((Record::decode(&bytes).unwrap_or_default(), cas)),
-        Ok(None) => Some((Record::default(), 0)),
-        Err(_) => None,
+        Cas::Written(decision, _, None) => decision,
+        // Every attempt lost a race for a state change or a probe permit: other workers are probing,
+        // so this request waits its turn like any request beyond the permits.
+        Cas::Exhausted(_) => Decision::Reject {
+            state: State::HalfOpen,
+            retry_at_ns: now.saturating_add(1_000_000_000),
+        },
+        // Shared data failed: a breaker that cannot read its state must not take traffic down.
+        // Generation 0 matches no record, so the call is counted in metrics but decides nothing.
+        Cas::Failed => Decision::Admit { gen: 0 },
     }
 }
 
@@ -399,22 +346,24 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
     ) else {
         return;
     };
-    let status = host::property_u64(&["response", "code"])
-        .filter(|c| *c != 0)
-        .and_then(|c| u16::try_from(c).ok());
+    let now = host::now_nanos();
     let finished = Call {
-        status,
-        grpc_status: if call.grpc {
-            host::property_u64(&["response", "grpc_status"]).and_then(|g| u32::try_from(g).ok())
-        } else {
-            None
-        },
+        // No response headers reached this filter: the status Envoy answered with, if any.
+        status: call.status.or_else(|| {
+            host::property_u64(&["response", "code"])
+                .filter(|c| *c != 0)
+                .and_then(|c| u16::try_from(c).ok())
+        }),
+        grpc_status: call.grpc_status,
         response_flags: host::property_u64(&["response", "flags"]).unwrap_or(0),
     };
     let outcome = classify(&b.classify, &finished);
-    let slow = b.slow_call_duration.is_some_and(|limit| {
-        host::property_u64(&["request", "duration"]).is_some_and(|d| d > limit.as_nanos_u64())
-    });
+    let elapsed = call
+        .elapsed_ns
+        .unwrap_or_else(|| now.saturating_sub(call.started_ns));
+    let slow = b
+        .slow_call_duration
+        .is_some_and(|limit| elapsed > limit.as_nanos_u64());
     match outcome {
         Outcome::Success => metrics.success.inc(),
         Outcome::Failure => metrics.failure.inc(),
@@ -423,9 +372,9 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
     if slow && outcome != Outcome::Ignore {
         metrics.slow.inc();
     }
-    let now = host::now_nanos();
-    let key = state_key(b, slot);
+    let key = shared.keys.state(b, slot);
     if call.probe {
+        // A slow probe fails too: a breaker that watches latency must not close on slow calls.
         let probe = match outcome {
             Outcome::Success if !slow => ProbeOutcome::Success,
             Outcome::Ignore => ProbeOutcome::Ignored,
@@ -436,45 +385,22 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
         });
         return;
     }
-    if outcome == Outcome::Ignore {
+    if outcome == Outcome::Ignore || call.gen == 0 {
         return;
     }
-    let Some((record, _)) = read_record(&key) else {
+    let stripes = store::record_and_collect(
+        &shared.keys,
+        b,
+        slot,
+        call.gen,
+        now,
+        outcome == Outcome::Failure,
+        slow,
+    );
+    let Some(trip) = evaluate(&totals(&stripes, call.gen, now, b), b) else {
         return;
     };
-    if record.state != State::Closed || record.gen != call.gen {
-        // Admitted before a state change: it counted in the metrics above, not in today's window.
-        return;
-    }
-    let mine = {
-        let mut local = shared.local.borrow_mut();
-        let stripe = local
-            .entry((breaker, slot))
-            .or_insert_with(|| Stripe::new(call.gen, b));
-        if stripe.gen != call.gen {
-            *stripe = Stripe::new(call.gen, b);
-        }
-        stripe.record(now, outcome == Outcome::Failure, slow, b);
-        stripe.clone()
-    };
-    // Only this worker writes its stripe: no CAS needed, no contention with other workers.
-    let _ = host::set_shared_data(&stripe_key(b, slot, shared.stripe), &mine.encode(), 0);
-    let stripes_in_use = host::shared_data(STRIPES_KEY)
-        .ok()
-        .flatten()
-        .map_or(1, |(v, _)| read_u32(&v).clamp(1, MAX_STRIPES));
-    let mut all = Vec::with_capacity(stripes_in_use as usize);
-    for i in (0..stripes_in_use).filter(|i| *i != shared.stripe) {
-        if let Ok(Some((bytes, _))) = host::shared_data(&stripe_key(b, slot, i)) {
-            if let Some(s) = Stripe::decode(&bytes) {
-                all.push(s);
-            }
-        }
-    }
-    all.push(mine);
-    let Some(trip) = evaluate(&totals(&all, call.gen, now, b), b) else {
-        return;
-    };
+    // Only a closed breaker of this generation opens (checked under CAS), so a late call cannot re-trip.
     update_state(shared, b, slot, &key, metrics, Some(trip), |rec, jitter| {
         state::on_trip(rec, call.gen, now, b, jitter)
     });
@@ -490,26 +416,19 @@ fn update_state(
     trip: Option<Trip>,
     change: impl Fn(&Record, f64) -> Option<Record>,
 ) {
-    for _ in 0..CAS_ATTEMPTS {
-        let Some((record, cas)) = read_record(key) else {
-            return;
-        };
-        let Some(next) = change(&record, jitter_unit(shared)) else {
-            return;
-        };
-        match host::set_shared_data(key, &next.encode(), cas) {
-            SharedWrite::Written => {
-                transitioned(b, slot, &record, &next, metrics, trip);
-                return;
-            }
-            SharedWrite::CasMismatch => continue,
-            SharedWrite::Failed(e) => {
-                log::warn!(
-                    "{FILTER}: breaker {} could not write its state: {e}",
-                    b.name
-                );
-                return;
-            }
+    let result = store::update(key, RESULT_ATTEMPTS, |rec| {
+        ((), change(rec, jitter_unit(shared)))
+    });
+    match result {
+        Cas::Written((), before, Some(after)) => {
+            transitioned(b, slot, &before, &after, metrics, trip)
+        }
+        Cas::Written((), _, None) => {}
+        Cas::Exhausted(()) | Cas::Failed => {
+            log::warn!(
+                "{FILTER}: breaker {} could not record a result in its state",
+                b.name
+            )
         }
     }
 }

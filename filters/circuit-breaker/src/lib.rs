@@ -8,6 +8,7 @@ pub mod classify;
 pub mod config;
 pub mod matching;
 pub mod state;
+pub mod store;
 pub mod window;
 
 mod filter;

@@ -75,9 +75,20 @@ pub fn open_duration_ns(cfg: &BreakerConfig, trips: u32, jitter_unit: f64) -> u6
         .unwrap_or(i32::MAX)
         .min(64);
     let grown = base * cfg.open_duration_multiplier.powi(exponent);
-    let capped = grown.min(cfg.max_open_duration.0.as_secs_f64());
-    let jittered = capped * (1.0 + cfg.open_jitter * jitter_unit.clamp(-1.0, 1.0));
-    (jittered.max(0.0) * 1e9) as u64
+    let jittered = grown * (1.0 + cfg.open_jitter * jitter_unit.clamp(-1.0, 1.0));
+    // Capped after the jitter, so maxOpenDuration is a true maximum.
+    (jittered.min(cfg.max_open_duration.0.as_secs_f64()).max(0.0) * 1e9) as u64
+}
+
+/// The record's deadline as seen from `now_ns`. A deadline further away than the state can ever set
+/// means the wall clock stepped back (NTP): treat it as reached rather than stay open for the step.
+fn deadline_passed(rec: &Record, now_ns: u64, cfg: &BreakerConfig) -> bool {
+    let longest = match rec.state {
+        State::Open => cfg.max_open_duration.as_nanos_u64(),
+        State::HalfOpen => cfg.max_half_open_duration.as_nanos_u64(),
+        State::Closed => return true,
+    };
+    now_ns >= rec.until_ns || rec.until_ns - now_ns > longest
 }
 
 fn opened(rec: &Record, now_ns: u64, cfg: &BreakerConfig, jitter_unit: f64) -> Record {
@@ -99,7 +110,7 @@ pub fn on_request(rec: &Record, now_ns: u64, cfg: &BreakerConfig, jitter_unit: f
             decision: Decision::Admit { gen: rec.gen },
             write: None,
         },
-        State::Open if now_ns < rec.until_ns => Step {
+        State::Open if !deadline_passed(rec, now_ns, cfg) => Step {
             decision: Decision::Reject {
                 state: State::Open,
                 retry_at_ns: rec.until_ns,
@@ -120,7 +131,7 @@ pub fn on_request(rec: &Record, now_ns: u64, cfg: &BreakerConfig, jitter_unit: f
                 write: Some(half_open),
             }
         }
-        State::HalfOpen if now_ns >= rec.until_ns => {
+        State::HalfOpen if deadline_passed(rec, now_ns, cfg) => {
             // The probes did not finish in time: back to open, for longer.
             let open = opened(rec, now_ns, cfg, jitter_unit);
             Step {
@@ -139,10 +150,10 @@ pub fn on_request(rec: &Record, now_ns: u64, cfg: &BreakerConfig, jitter_unit: f
             }),
         },
         State::HalfOpen => Step {
-            // Every permit is taken; the probes decide within maxHalfOpenDuration.
+            // Every permit is taken; the probes usually decide within a second.
             decision: Decision::Reject {
                 state: State::HalfOpen,
-                retry_at_ns: rec.until_ns,
+                retry_at_ns: now_ns.saturating_add(1_000_000_000),
             },
             write: None,
         },
@@ -392,6 +403,23 @@ mod tests {
             60 * SEC,
             "capped at maxOpenDuration"
         );
+        assert_eq!(
+            open_duration_ns(&c, 100, 1.0),
+            60 * SEC,
+            "the cap holds with jitter too"
+        );
+    }
+
+    #[test]
+    fn a_clock_stepping_back_does_not_keep_the_breaker_open() {
+        let c = cfg(r#"{"openDuration": "5s", "maxOpenDuration": "60s", "openJitter": 0}"#);
+        let open = on_trip(&Record::default(), 1, 3_600 * SEC, &c, 0.0).unwrap();
+        // The clock steps back one hour: the deadline is 1h5s away, beyond any open time.
+        let step = on_request(&open, 5 * SEC, &c, 0.0);
+        assert!(matches!(step.decision, Decision::Probe { .. }), "{step:?}");
+        // A deadline within the possible open time still holds.
+        let step = on_request(&open, 3_601 * SEC, &c, 0.0);
+        assert!(matches!(step.decision, Decision::Reject { .. }));
     }
 
     #[test]

@@ -93,6 +93,17 @@ impl Stripe {
         }
     }
 
+    /// True when this stripe has the window shape `cfg` asks for.
+    pub fn fits(&self, cfg: &BreakerConfig) -> bool {
+        match (&self.calls, cfg.window.kind) {
+            (Calls::Time(b), WindowType::Time) => b.len() == cfg.window.buckets as usize,
+            (Calls::Count { entries, .. }, WindowType::Count) => {
+                entries.len() == cfg.window.size as usize
+            }
+            _ => false,
+        }
+    }
+
     /// Records one finished call (a success or a failure; ignored calls are never recorded).
     pub fn record(&mut self, now_ns: u64, failure: bool, slow: bool, cfg: &BreakerConfig) {
         match &mut self.calls {
@@ -293,7 +304,12 @@ pub fn evaluate(t: &Totals, cfg: &BreakerConfig) -> Option<Trip> {
     if cfg.consecutive_failures > 0 && t.consecutive_failures >= cfg.consecutive_failures {
         return Some(Trip::ConsecutiveFailures(t.consecutive_failures));
     }
-    if t.calls == 0 || t.calls < cfg.minimum_calls {
+    // As in Resilience4j, a count window smaller than minimumCalls decides once it is full.
+    let minimum = match cfg.window.kind {
+        WindowType::Count => cfg.minimum_calls.min(cfg.window.size),
+        WindowType::Time => cfg.minimum_calls,
+    };
+    if t.calls == 0 || t.calls < minimum {
         return None;
     }
     let failure_rate = f64::from(t.failures) * 100.0 / f64::from(t.calls);
@@ -378,6 +394,16 @@ mod tests {
             None,
             "40% stays closed"
         );
+    }
+
+    #[test]
+    fn a_count_window_smaller_than_the_minimum_decides_when_full() {
+        let c = cfg(r#"{"window": {"type": "count", "size": 10}}"#);
+        let mut s = Stripe::new(1, &c);
+        record_all(&mut s, SEC, &[true; 9], &c);
+        assert_eq!(evaluate(&totals(&[s.clone()], 1, SEC, &c), &c), None);
+        s.record(SEC, true, false, &c);
+        assert!(evaluate(&totals(&[s], 1, SEC, &c), &c).is_some());
     }
 
     #[test]
