@@ -4,6 +4,8 @@
 use crate::classify::{Condition, EnvoyReason, Outcome, Rule, StatusRange};
 use filter_common::config::{lenient_u32, ConfigError, Validate};
 use filter_common::duration::ConfigDuration;
+use filter_common::matching::is_header_name;
+pub use filter_common::matching::Match;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -119,24 +121,6 @@ pub fn default_rules() -> Vec<Rule> {
     ]
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct Match {
-    pub cluster: Option<String>,
-    pub route: Option<String>,
-    pub authority: Option<String>,
-    pub path_prefix: Option<String>,
-    pub method: Option<String>,
-    pub header: Option<HeaderMatch>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HeaderMatch {
-    pub name: String,
-    pub value: Option<String>,
-}
-
 /// What splits one breaker into independent ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyBy {
@@ -207,12 +191,6 @@ fn key_by<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyBy>, D::Error> {
     Ok(Some(key))
 }
 
-fn is_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 fn check(ok: bool, field: String, reason: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
@@ -249,13 +227,7 @@ impl Validate for Config {
                 f("name"),
                 "is used by an earlier breaker",
             )?;
-            if let Some(h) = &b.matcher.header {
-                check(
-                    is_header_name(&h.name),
-                    f("match.header.name"),
-                    "must be a lower-case header name",
-                )?;
-            }
+            b.matcher.validate(&f("match"))?;
             check(
                 (1..=10_000).contains(&b.max_keys),
                 f("maxKeys"),

@@ -6,7 +6,7 @@
 
 use crate::classify::{classify, Call, Outcome};
 use crate::config::{BreakerConfig, Config, Mode};
-use crate::matching::{select, Needs, RequestInfo, Selected};
+use crate::matching::{needs, select, Needs, Selected};
 use crate::state::{self, Decision, ProbeOutcome, Record, State};
 use crate::store::{self, Cas, Keys, ADMIT_ATTEMPTS, RESULT_ATTEMPTS};
 use crate::window::{evaluate, totals, Trip};
@@ -53,7 +53,7 @@ impl RootContext for BreakerRoot {
         let keys = Keys::new(&root_id);
         store::create_records(&keys, &config.breakers);
         self.shared = Some(Rc::new(Shared {
-            needs: Needs::of(&config),
+            needs: needs(&config),
             metrics: config
                 .breakers
                 .iter()
@@ -110,7 +110,7 @@ impl HttpContext for BreakerStream {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        let info = load_request_info(&shared.needs);
+        let info = shared.needs.load();
         let Some(selected) = select(&shared.config, &info) else {
             return Action::Continue;
         };
@@ -275,29 +275,6 @@ fn state_label(state: State) -> &'static str {
         State::Closed => "closed",
         State::Open => "open",
         State::HalfOpen => "half-open",
-    }
-}
-
-fn load_request_info(needs: &Needs) -> RequestInfo {
-    let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
-    let req = |name: &str| text(host::header(MapType::HttpRequestHeaders, name));
-    RequestInfo {
-        cluster: needs
-            .cluster
-            .then(|| text(host::property(&["xds", "cluster_name"])))
-            .flatten(),
-        route: needs
-            .route
-            .then(|| text(host::property(&["xds", "route_name"])))
-            .flatten(),
-        authority: needs.authority.then(|| req(":authority")).flatten(),
-        path: needs.path.then(|| req(":path")).flatten(),
-        method: needs.method.then(|| req(":method")).flatten(),
-        headers: needs
-            .headers
-            .iter()
-            .filter_map(|h| host::header(MapType::HttpRequestHeaders, h).map(|v| (h.clone(), v)))
-            .collect(),
     }
 }
 

@@ -1,64 +1,23 @@
 //! Which breaker (and which of its keys) a request belongs to. The adapter loads only the request
 //! attributes some breaker needs, once per request.
 
-use crate::config::{BreakerConfig, Config, KeyBy, Match};
+use crate::config::{BreakerConfig, Config, KeyBy};
+pub use filter_common::matching::{Needs, RequestInfo};
 
-/// The request attributes breakers match on; `None` when not loaded or absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestInfo {
-    pub cluster: Option<String>,
-    pub route: Option<String>,
-    pub authority: Option<String>,
-    pub path: Option<String>,
-    pub method: Option<String>,
-    /// The values of the headers some breaker names (lower-case names).
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl RequestInfo {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
-    }
-}
-
-/// The attributes a configuration needs, computed once at load.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Needs {
-    pub cluster: bool,
-    pub route: bool,
-    pub authority: bool,
-    pub path: bool,
-    pub method: bool,
-    pub headers: Vec<String>,
-}
-
-impl Needs {
-    pub fn of(config: &Config) -> Needs {
-        let mut n = Needs::default();
-        for b in &config.breakers {
-            let m = &b.matcher;
-            n.cluster |= m.cluster.is_some() || b.key_by == Some(KeyBy::Cluster);
-            n.route |= m.route.is_some() || b.key_by == Some(KeyBy::Route);
-            n.authority |= m.authority.is_some() || b.key_by == Some(KeyBy::Authority);
-            n.path |= m.path_prefix.is_some();
-            n.method |= m.method.is_some();
-            let mut want = |h: &str| {
-                if !n.headers.iter().any(|x| x == h) {
-                    n.headers.push(h.to_string());
-                }
-            };
-            if let Some(h) = &m.header {
-                want(&h.name);
-            }
-            if let Some(KeyBy::Header(h)) = &b.key_by {
-                want(h);
-            }
+/// The attributes a configuration needs: those its matches and keys name.
+pub fn needs(config: &Config) -> Needs {
+    let mut n = Needs::default();
+    for b in &config.breakers {
+        n.add_match(&b.matcher);
+        match &b.key_by {
+            Some(KeyBy::Cluster) => n.cluster = true,
+            Some(KeyBy::Route) => n.route = true,
+            Some(KeyBy::Authority) => n.authority = true,
+            Some(KeyBy::Header(h)) => n.add_header(h),
+            None => {}
         }
-        n
     }
+    n
 }
 
 /// The breaker a request belongs to: its index and key slot.
@@ -72,40 +31,13 @@ pub fn select(config: &Config, info: &RequestInfo) -> Option<Selected> {
     config
         .breakers
         .iter()
-        .position(|b| matches(&b.matcher, info))
+        .position(|b| b.matcher.matches(info))
         .and_then(|i| {
             config.breakers.get(i).map(|b| Selected {
                 breaker: i,
                 slot: slot(b, info),
             })
         })
-}
-
-fn matches(m: &Match, info: &RequestInfo) -> bool {
-    let exact = |want: &Option<String>, have: &Option<String>| match want {
-        None => true,
-        Some(w) => have.as_deref() == Some(w.as_str()),
-    };
-    exact(&m.cluster, &info.cluster)
-        && exact(&m.route, &info.route)
-        && exact(&m.method, &info.method)
-        && m.authority.as_ref().is_none_or(|w| {
-            info.authority
-                .as_deref()
-                .is_some_and(|a| a.eq_ignore_ascii_case(w))
-        })
-        && m.path_prefix.as_ref().is_none_or(|p| {
-            info.path
-                .as_deref()
-                .is_some_and(|path| path.starts_with(p.as_str()))
-        })
-        && m.header
-            .as_ref()
-            .is_none_or(|h| match (info.header(&h.name), &h.value) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(v), Some(want)) => v == want.as_bytes(),
-            })
 }
 
 /// Keys hash into `maxKeys` slots, which bounds memory whatever the key values are.
@@ -183,7 +115,7 @@ mod tests {
 
     #[test]
     fn needs_lists_only_what_breakers_use() {
-        let n = Needs::of(&config("{}"));
+        let n = needs(&config("{}"));
         assert_eq!(
             n,
             Needs {
@@ -191,7 +123,7 @@ mod tests {
                 ..Needs::default()
             }
         );
-        let n = Needs::of(&config(
+        let n = needs(&config(
             r#"{"breakers": [{"name": "a", "keyBy": "header:x-t", "match": {"pathPrefix": "/"}}]}"#,
         ));
         assert!(n.path && !n.cluster && !n.method);

@@ -7,6 +7,7 @@ pub mod config;
 pub mod duration;
 pub mod host;
 pub mod ids;
+pub mod matching;
 pub mod metrics;
 pub mod plugin;
 pub mod wire;

@@ -1,0 +1,209 @@
+//! Request matching shared by the filters: which rule or breaker a request belongs to. Filters load only
+//! the request attributes their configuration names, once per request.
+
+use crate::host::{self, MapType};
+use serde::Deserialize;
+
+/// Every field given must match; an empty match matches every request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Match {
+    /// Upstream cluster name (exact).
+    pub cluster: Option<String>,
+    /// Route name (exact).
+    pub route: Option<String>,
+    /// `:authority`, compared ignoring ASCII case.
+    pub authority: Option<String>,
+    pub path_prefix: Option<String>,
+    /// HTTP method (exact).
+    pub method: Option<String>,
+    pub header: Option<HeaderMatch>,
+}
+
+/// A request header: present (no `value`) or equal to `value`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+impl Match {
+    pub fn matches(&self, info: &RequestInfo) -> bool {
+        let exact = |want: &Option<String>, have: &Option<String>| match want {
+            None => true,
+            Some(w) => have.as_deref() == Some(w.as_str()),
+        };
+        exact(&self.cluster, &info.cluster)
+            && exact(&self.route, &info.route)
+            && exact(&self.method, &info.method)
+            && self.authority.as_ref().is_none_or(|w| {
+                info.authority
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(w))
+            })
+            && self.path_prefix.as_ref().is_none_or(|p| {
+                info.path
+                    .as_deref()
+                    .is_some_and(|path| path.starts_with(p.as_str()))
+            })
+            && self
+                .header
+                .as_ref()
+                .is_none_or(|h| match (info.header(&h.name), &h.value) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(v), Some(want)) => v == want.as_bytes(),
+                })
+    }
+
+    /// Checks what serde cannot; `field` is the match's path for the error.
+    pub fn validate(&self, field: &str) -> Result<(), crate::config::ConfigError> {
+        match &self.header {
+            Some(h) if !is_header_name(&h.name) => Err(crate::config::ConfigError::new(
+                format!("{field}.header.name"),
+                "must be a lower-case header name",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A lower-case HTTP header name as Envoy stores it.
+pub fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// The request attributes matched on; `None` when not loaded or absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub cluster: Option<String>,
+    pub route: Option<String>,
+    pub authority: Option<String>,
+    pub path: Option<String>,
+    pub method: Option<String>,
+    /// The values of the headers the configuration names (lower-case names).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestInfo {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// The attributes a configuration needs, computed once at load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub cluster: bool,
+    pub route: bool,
+    pub authority: bool,
+    pub path: bool,
+    pub method: bool,
+    pub headers: Vec<String>,
+}
+
+impl Needs {
+    pub fn add_match(&mut self, m: &Match) {
+        self.cluster |= m.cluster.is_some();
+        self.route |= m.route.is_some();
+        self.authority |= m.authority.is_some();
+        self.path |= m.path_prefix.is_some();
+        self.method |= m.method.is_some();
+        if let Some(h) = &m.header {
+            self.add_header(&h.name);
+        }
+    }
+
+    pub fn add_header(&mut self, name: &str) {
+        if !self.headers.iter().any(|x| x == name) {
+            self.headers.push(name.to_string());
+        }
+    }
+
+    /// Loads what is needed from the host (one call per attribute).
+    pub fn load(&self) -> RequestInfo {
+        let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let req = |name: &str| text(host::header(MapType::HttpRequestHeaders, name));
+        RequestInfo {
+            cluster: self
+                .cluster
+                .then(|| text(host::property(&["xds", "cluster_name"])))
+                .flatten(),
+            route: self
+                .route
+                .then(|| text(host::property(&["xds", "route_name"])))
+                .flatten(),
+            authority: self.authority.then(|| req(":authority")).flatten(),
+            path: self.path.then(|| req(":path")).flatten(),
+            method: self.method.then(|| req(":method")).flatten(),
+            headers: self
+                .headers
+                .iter()
+                .filter_map(|h| {
+                    host::header(MapType::HttpRequestHeaders, h).map(|v| (h.clone(), v))
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn info() -> RequestInfo {
+        RequestInfo {
+            cluster: Some("payments".into()),
+            route: Some("pay".into()),
+            authority: Some("Pay.Svc".into()),
+            path: Some("/api/v1/charge".into()),
+            method: Some("POST".into()),
+            headers: vec![
+                ("x-tenant".into(), b"acme".to_vec()),
+                ("x-empty".into(), Vec::new()),
+            ],
+        }
+    }
+
+    fn m(json: &str) -> Match {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn every_given_field_must_match() {
+        assert!(m("{}").matches(&info()));
+        assert!(m(
+            r#"{"cluster": "payments", "route": "pay", "authority": "pay.svc", "pathPrefix": "/api",
+                    "method": "POST", "header": {"name": "x-tenant", "value": "acme"}}"#
+        )
+        .matches(&info()));
+        assert!(!m(r#"{"method": "GET"}"#).matches(&info()));
+        assert!(!m(r#"{"pathPrefix": "/web"}"#).matches(&info()));
+        assert!(!m(r#"{"header": {"name": "x-tenant", "value": "globex"}}"#).matches(&info()));
+        assert!(
+            m(r#"{"header": {"name": "x-empty"}}"#).matches(&info()),
+            "presence, even empty"
+        );
+        assert!(!m(r#"{"header": {"name": "x-missing"}}"#).matches(&info()));
+        assert!(!m(r#"{"cluster": "payments"}"#).matches(&RequestInfo::default()));
+    }
+
+    #[test]
+    fn needs_follow_the_matches() {
+        let mut n = Needs::default();
+        n.add_match(&m(r#"{"pathPrefix": "/", "header": {"name": "x-a"}}"#));
+        n.add_header("x-a");
+        assert!(n.path && !n.cluster && !n.method);
+        assert_eq!(n.headers, vec!["x-a".to_string()]);
+        assert!(m(r#"{"header": {"name": "X-A"}}"#)
+            .validate("match")
+            .is_err());
+    }
+}
