@@ -13,9 +13,7 @@ pub enum Outcome {
     Ignore,
 }
 
-/// An inclusive range of HTTP status codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusRange(pub u16, pub u16);
+pub use filter_common::status::{StatusRange, StatusSet};
 
 /// Envoy's own reasons a call failed, from the response flags (`envoy/stream_info/stream_info.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -30,31 +28,17 @@ pub enum EnvoyReason {
     NoResponse,
 }
 
-const NO_HEALTHY_UPSTREAM: u64 = 1 << 1;
-const UPSTREAM_REQUEST_TIMEOUT: u64 = 1 << 2;
-const UPSTREAM_REMOTE_RESET: u64 = 1 << 4;
-const UPSTREAM_CONNECTION_FAILURE: u64 = 1 << 5;
-const UPSTREAM_CONNECTION_TERMINATION: u64 = 1 << 6;
-const UPSTREAM_OVERFLOW: u64 = 1 << 7;
-const UPSTREAM_MAX_STREAM_DURATION_REACHED: u64 = 1 << 19;
-/// `UPE`: what an HTTP/1.1 upstream that drops the connection mid-response gets.
-const UPSTREAM_PROTOCOL_ERROR: u64 = 1 << 23;
+use filter_common::response_flags::{
+    NO_HEALTHY_UPSTREAM, RESET, TIMEOUT, UPSTREAM_CONNECTION_FAILURE, UPSTREAM_OVERFLOW,
+};
 
 impl EnvoyReason {
     fn matches(self, call: &Call) -> bool {
         let flags = call.response_flags;
         match self {
             EnvoyReason::ConnectionFailure => flags & UPSTREAM_CONNECTION_FAILURE != 0,
-            EnvoyReason::Timeout => {
-                flags & (UPSTREAM_REQUEST_TIMEOUT | UPSTREAM_MAX_STREAM_DURATION_REACHED) != 0
-            }
-            EnvoyReason::Reset => {
-                flags
-                    & (UPSTREAM_REMOTE_RESET
-                        | UPSTREAM_CONNECTION_TERMINATION
-                        | UPSTREAM_PROTOCOL_ERROR)
-                    != 0
-            }
+            EnvoyReason::Timeout => flags & TIMEOUT != 0,
+            EnvoyReason::Reset => flags & RESET != 0,
             EnvoyReason::NoHealthyUpstream => flags & NO_HEALTHY_UPSTREAM != 0,
             EnvoyReason::Overflow => flags & UPSTREAM_OVERFLOW != 0,
             EnvoyReason::NoResponse => call.status.is_none(),
@@ -64,7 +48,7 @@ impl EnvoyReason {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
-    Status(Vec<StatusRange>),
+    Status(StatusSet),
     GrpcStatus(Vec<u32>),
     Envoy(Vec<EnvoyReason>),
 }
@@ -90,9 +74,7 @@ pub fn classify(rules: &[Rule], call: &Call) -> Outcome {
     rules
         .iter()
         .find(|rule| match &rule.condition {
-            Condition::Status(ranges) => call
-                .status
-                .is_some_and(|s| ranges.iter().any(|r| (r.0..=r.1).contains(&s))),
+            Condition::Status(set) => call.status.is_some_and(|s| set.contains(s)),
             Condition::GrpcStatus(codes) => call.grpc_status.is_some_and(|g| codes.contains(&g)),
             Condition::Envoy(reasons) => reasons.iter().any(|r| r.matches(call)),
         })
@@ -105,34 +87,13 @@ impl<'de> Deserialize<'de> for Rule {
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         struct Raw {
             outcome: Outcome,
-            status: Option<OneOrMany>,
+            status: Option<StatusSet>,
             grpc_status: Option<Vec<u32>>,
             envoy: Option<Vec<EnvoyReason>>,
         }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(String),
-            Many(Vec<String>),
-        }
         let raw = Raw::deserialize(d)?;
         let condition = match (raw.status, raw.grpc_status, raw.envoy) {
-            (Some(status), None, None) => {
-                let texts = match status {
-                    OneOrMany::One(s) => vec![s],
-                    OneOrMany::Many(v) => v,
-                };
-                let ranges = texts
-                    .iter()
-                    .map(|t| parse_range(t).ok_or_else(|| D::Error::custom(format!("bad status {t:?}: expected a code like \"503\" or a range like \"500-599\" within 100-599"))))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if ranges.is_empty() {
-                    return Err(D::Error::custom(
-                        "status must name at least one code or range",
-                    ));
-                }
-                Condition::Status(ranges)
-            }
+            (Some(set), None, None) => Condition::Status(set),
             (None, Some(codes), None) => {
                 if codes.is_empty() || codes.iter().any(|c| *c > 16) {
                     return Err(D::Error::custom(
@@ -153,17 +114,6 @@ impl<'de> Deserialize<'de> for Rule {
             condition,
         })
     }
-}
-
-fn parse_range(text: &str) -> Option<StatusRange> {
-    let (lo, hi) = match text.trim().split_once('-') {
-        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-        None => {
-            let v = text.trim().parse().ok()?;
-            (v, v)
-        }
-    };
-    ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some(StatusRange(lo, hi))
 }
 
 #[cfg(test)]
@@ -224,7 +174,7 @@ mod tests {
         let timeout = Call {
             status: Some(504),
             grpc_status: None,
-            response_flags: UPSTREAM_REQUEST_TIMEOUT,
+            response_flags: filter_common::response_flags::UPSTREAM_REQUEST_TIMEOUT,
         };
         assert_eq!(classify(&rules, &timeout), Outcome::Failure);
         assert_eq!(classify(&rules, &http(200)), Outcome::Success);

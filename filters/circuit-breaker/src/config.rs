@@ -1,7 +1,7 @@
 //! The filter's configuration (Istio `pluginConfig` JSON, camelCase). No configuration at all gives one
 //! breaker per upstream cluster with the defaults documented in the README.
 
-use crate::classify::{Condition, EnvoyReason, Outcome, Rule, StatusRange};
+use crate::classify::{Condition, EnvoyReason, Outcome, Rule, StatusRange, StatusSet};
 use filter_common::config::{lenient_u32, ConfigError, Validate};
 use filter_common::duration::ConfigDuration;
 use filter_common::matching::is_header_name;
@@ -108,11 +108,11 @@ pub fn default_rules() -> Vec<Rule> {
         },
         Rule {
             outcome: Outcome::Success,
-            condition: Condition::Status(vec![StatusRange(501, 501)]),
+            condition: Condition::Status(StatusSet(vec![StatusRange(501, 501)])),
         },
         Rule {
             outcome: Outcome::Failure,
-            condition: Condition::Status(vec![StatusRange(500, 599)]),
+            condition: Condition::Status(StatusSet(vec![StatusRange(500, 599)])),
         },
         Rule {
             outcome: Outcome::Failure,
@@ -389,7 +389,7 @@ mod tests {
             ),
             (
                 br#"{"breakers": [{"classify": [{"status": "600", "outcome": "failure"}]}]}"#,
-                "breakers[0].classify[0]",
+                "breakers[0].classify[0].status",
             ),
             (
                 br#"{"breakers": [{"classify": [{"envoy": ["meteor"], "outcome": "failure"}]}]}"#,

@@ -10,4 +10,6 @@ pub mod ids;
 pub mod matching;
 pub mod metrics;
 pub mod plugin;
+pub mod response_flags;
+pub mod status;
 pub mod wire;

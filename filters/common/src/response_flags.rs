@@ -1,0 +1,16 @@
+//! Envoy's response flags (`response.flags`, bits of `CoreResponseFlag` in
+//! `envoy/stream_info/stream_info.h`): Envoy's own reasons a call failed.
+
+pub const NO_HEALTHY_UPSTREAM: u64 = 1 << 1;
+pub const UPSTREAM_REQUEST_TIMEOUT: u64 = 1 << 2;
+pub const UPSTREAM_REMOTE_RESET: u64 = 1 << 4;
+pub const UPSTREAM_CONNECTION_FAILURE: u64 = 1 << 5;
+pub const UPSTREAM_CONNECTION_TERMINATION: u64 = 1 << 6;
+pub const UPSTREAM_OVERFLOW: u64 = 1 << 7;
+pub const UPSTREAM_MAX_STREAM_DURATION_REACHED: u64 = 1 << 19;
+/// `UPE`: what an HTTP/1.1 upstream that drops the connection mid-response gets.
+pub const UPSTREAM_PROTOCOL_ERROR: u64 = 1 << 23;
+
+pub const TIMEOUT: u64 = UPSTREAM_REQUEST_TIMEOUT | UPSTREAM_MAX_STREAM_DURATION_REACHED;
+pub const RESET: u64 =
+    UPSTREAM_REMOTE_RESET | UPSTREAM_CONNECTION_TERMINATION | UPSTREAM_PROTOCOL_ERROR;
