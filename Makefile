@@ -63,7 +63,7 @@ run: build envoy
 	echo "  curl -s localhost:10000/x -H 'x-request-id: demo-1' -H 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' >/dev/null; \\"; \
 	echo "    curl -s localhost:10001/y -H 'x-request-id: demo-1'   # the outbound call gets the inbound trace back"; \
 	echo "  for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{http_code} ' localhost:10000/pay -H 'x-upstream-status: 500'; done; echo"; \
-	echo "  curl -si localhost:10000/pay   # the circuit breaker is open: 503 at once, x-circuit-breaker, retry-after"; \
+	echo "  curl -si localhost:10000/pay   # the breaker is open: answered at once by the fallback filter (problem+json)"; \
 	echo "  curl -s localhost:9901/stats/prometheus | grep -E '^(trace_context|circuit_breaker)'"; \
 	echo "Ctrl-C stops Envoy and the demo upstream."; echo; \
 	"$(ENVOY_BIN)" -c envoy/envoy.yaml --concurrency $(CONCURRENCY) -l warn --component-log-level wasm:info

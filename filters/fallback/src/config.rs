@@ -1,0 +1,316 @@
+//! The filter's configuration (Istio `pluginConfig` JSON, camelCase). No configuration at all gives one
+//! rule: Envoy's own failures and circuit-breaker rejections become problem responses.
+
+use crate::trigger::{EnvoyReason, Triggers};
+use filter_common::config::{lenient_u32, lenient_usize, ConfigError, Validate};
+use filter_common::duration::ConfigDuration;
+use filter_common::matching::{is_header_name, Match};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    pub rules: Vec<RuleConfig>,
+    pub cache: CacheConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rules: vec![RuleConfig {
+                name: "default".to_string(),
+                matcher: Match::default(),
+                triggers: Triggers {
+                    envoy: EnvoyReason::ALL.to_vec(),
+                    circuit_breaker: true,
+                    ..Triggers::default()
+                },
+                response: ResponseConfig::default(),
+            }],
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    #[serde(rename = "match", default)]
+    pub matcher: Match,
+    #[serde(default)]
+    pub triggers: Triggers,
+    #[serde(default)]
+    pub response: ResponseConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    #[default]
+    Problem,
+    Static,
+    Stale,
+    Alternate,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Problem => "problem",
+            Kind::Static => "static",
+            Kind::Stale => "stale",
+            Kind::Alternate => "alternate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ResponseConfig {
+    pub kind: Kind,
+    /// Problem: the original status when absent; static: 200 when absent.
+    #[serde(deserialize_with = "optional_status")]
+    pub status: Option<u32>,
+    pub title: Option<String>,
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+    pub ttl: ConfigDuration,
+    #[serde(deserialize_with = "lenient_usize")]
+    pub max_body_bytes: usize,
+    pub key_headers: Vec<String>,
+    pub cluster: Option<String>,
+    pub timeout: ConfigDuration,
+    pub otherwise: Option<Box<ResponseConfig>>,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        ResponseConfig {
+            kind: Kind::Problem,
+            status: None,
+            title: None,
+            problem_type: "about:blank".to_string(),
+            headers: BTreeMap::new(),
+            body: String::new(),
+            ttl: ConfigDuration::from_millis(60_000),
+            max_body_bytes: 65_536,
+            key_headers: Vec::new(),
+            cluster: None,
+            timeout: ConfigDuration::from_millis(1_000),
+            otherwise: None,
+        }
+    }
+}
+
+fn optional_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    lenient_u32(d).map(Some)
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CacheConfig {
+    #[serde(deserialize_with = "lenient_usize")]
+    pub max_bytes: usize,
+    #[serde(deserialize_with = "lenient_usize")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_bytes: 8 << 20,
+            max_body_bytes: 65_536,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The number of fixed cache slots.
+    pub fn slots(&self) -> u32 {
+        u32::try_from(self.max_bytes / self.max_body_bytes.max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+/// The response used when a stale or alternate response has nothing to serve.
+pub fn otherwise(r: &ResponseConfig) -> ResponseConfig {
+    r.otherwise.as_deref().cloned().unwrap_or_default()
+}
+
+fn check(ok: bool, field: String, reason: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, reason))
+    }
+}
+
+fn validate_response(
+    r: &ResponseConfig,
+    field: &str,
+    cache: &CacheConfig,
+    nested: bool,
+) -> Result<(), ConfigError> {
+    let f = |name: &str| format!("{field}.{name}");
+    if let Some(status) = r.status {
+        check(
+            (200..=599).contains(&status),
+            f("status"),
+            "must be between 200 and 599",
+        )?;
+    }
+    for name in r.headers.keys() {
+        check(
+            is_header_name(name) && !name.starts_with(':'),
+            f("headers"),
+            "names must be lower-case header names",
+        )?;
+    }
+    for name in &r.key_headers {
+        check(
+            is_header_name(name),
+            f("keyHeaders"),
+            "names must be lower-case header names",
+        )?;
+    }
+    match r.kind {
+        Kind::Stale => {
+            check(!r.ttl.0.is_zero(), f("ttl"), "must be positive")?;
+            check(
+                r.max_body_bytes >= 1 && r.max_body_bytes <= cache.max_body_bytes,
+                f("maxBodyBytes"),
+                "must be between 1 and cache.maxBodyBytes",
+            )?;
+        }
+        Kind::Alternate => {
+            check(
+                r.cluster.as_deref().is_some_and(|c| !c.is_empty()),
+                f("cluster"),
+                "is required for an alternate response",
+            )?;
+            check(
+                !r.timeout.0.is_zero() && r.timeout.0.as_secs() <= 60,
+                f("timeout"),
+                "must be between 1ms and 60s",
+            )?;
+        }
+        Kind::Problem | Kind::Static => {}
+    }
+    if let Some(o) = &r.otherwise {
+        check(
+            !nested && matches!(o.kind, Kind::Problem | Kind::Static),
+            f("otherwise"),
+            "must be a problem or static response",
+        )?;
+        validate_response(o, &f("otherwise"), cache, true)?;
+    }
+    Ok(())
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            !self.rules.is_empty(),
+            "rules".into(),
+            "must list at least one rule",
+        )?;
+        check(
+            self.cache.max_body_bytes >= 1 && self.cache.max_body_bytes <= 16 << 20,
+            "cache.maxBodyBytes".into(),
+            "must be between 1 and 16777216",
+        )?;
+        check(
+            self.cache.max_bytes >= self.cache.max_body_bytes && self.cache.max_bytes <= 1 << 30,
+            "cache.maxBytes".into(),
+            "must be at least cache.maxBodyBytes and at most 1073741824",
+        )?;
+        for (i, r) in self.rules.iter().enumerate() {
+            let f = |name: &str| format!("rules[{i}].{name}");
+            check(
+                !r.name.is_empty()
+                    && r.name.len() <= 64
+                    && r.name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'),
+                f("name"),
+                "must be 1 to 64 characters of [A-Za-z0-9_-]",
+            )?;
+            check(
+                !self.rules.iter().take(i).any(|o| o.name == r.name),
+                f("name"),
+                "is used by an earlier rule",
+            )?;
+            r.matcher.validate(&f("match"))?;
+            check(
+                !r.triggers.is_empty(),
+                f("triggers"),
+                "must name at least one trigger",
+            )?;
+            validate_response(&r.response, &f("response"), &self.cache, false)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use filter_common::config::parse;
+
+    #[test]
+    fn no_configuration_gives_the_default_rule() {
+        let c: Config = parse(None).unwrap();
+        assert_eq!(c.rules.len(), 1);
+        let r = &c.rules[0];
+        assert!(r.triggers.circuit_breaker);
+        assert_eq!(r.triggers.envoy, EnvoyReason::ALL.to_vec());
+        assert!(
+            r.triggers.status.is_none(),
+            "application errors pass through"
+        );
+        assert_eq!(r.response.kind, Kind::Problem);
+        assert_eq!(c.cache.slots(), 128);
+    }
+
+    #[test]
+    fn a_full_configuration_parses() {
+        let json = br#"{"rules": [
+            {"name": "s", "match": {"pathPrefix": "/api"}, "triggers": {"status": ["500-599"], "grpcStatus": [14],
+              "envoy": ["timeout"], "circuitBreaker": true},
+             "response": {"kind": "stale", "ttl": "30s", "maxBodyBytes": 1024, "keyHeaders": ["accept"],
+              "otherwise": {"kind": "static", "status": 200.0, "headers": {"content-type": "text/plain"}, "body": "x"}}},
+            {"name": "a", "triggers": {"status": "503"}, "response": {"kind": "alternate", "cluster": "backup", "timeout": "250ms"}}
+          ], "cache": {"maxBytes": 1048576, "maxBodyBytes": 4096}}"#;
+        let c: Config = parse(Some(json)).unwrap();
+        assert_eq!(c.rules[0].response.kind, Kind::Stale);
+        assert_eq!(otherwise(&c.rules[0].response).status, Some(200));
+        assert_eq!(c.cache.slots(), 256);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases: &[(&[u8], &str)] = &[
+            (br#"{"rules": []}"#, "rules"),
+            (br#"{"rules": [{"name": "a", "triggers": {}}]}"#, "rules[0].triggers"),
+            (br#"{"rules": [{"name": "a b", "triggers": {"status": "500"}}]}"#, "rules[0].name"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "cached"}}]}"#, "rules[0].response.kind"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "alternate"}}]}"#, "rules[0].response.cluster"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "static", "status": 700}}]}"#, "rules[0].response.status"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "maxBodyBytes": 100000}}]}"#, "rules[0].response.maxBodyBytes"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "otherwise": {"kind": "stale"}}}]}"#, "rules[0].response.otherwise"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"headers": {"X-Bad": "1"}}}]}"#, "rules[0].response.headers"),
+            (br#"{"rules": [{"name": "a", "triggers": {"envoy": ["meteor"]}}]}"#, "rules[0].triggers.envoy[0]"),
+            (br#"{"rules": [{"name": "a", "triggers": {"grpcStatus": [17]}}]}"#, "rules[0].triggers.grpcStatus"),
+            (br#"{"cache": {"maxBytes": 10, "maxBodyBytes": 100}}"#, "cache.maxBytes"),
+            (br#"{"rulez": []}"#, "rulez"),
+        ];
+        for (json, field) in cases {
+            let e = parse::<Config>(Some(json)).unwrap_err();
+            assert_eq!(&e.field, field, "{}: {}", String::from_utf8_lossy(json), e);
+        }
+    }
+}

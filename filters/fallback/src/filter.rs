@@ -1,0 +1,634 @@
+//! The proxy-wasm adapter. On the request it notes what a fallback may need (the rule, the caller's
+//! `Accept`, ids, the cache key); on the response headers it checks the rule's triggers and, when one
+//! fires, replaces the response before anything was sent downstream. Good responses pass untouched; a
+//! `stale` rule copies them into the cache as they stream by. Every host call goes through
+//! `filter_common::host`, which never panics.
+
+use crate::cache::{self, Entry};
+use crate::config::{otherwise, Config, Kind, ResponseConfig, RuleConfig};
+use crate::render::{self, grpc_status_for, negotiate, Rendered, Vars};
+use crate::trigger::{fire, Observed, Reason};
+use filter_common::host::{self, Buffer, MapType, SharedWrite};
+use filter_common::matching::Needs;
+use filter_common::metrics::{tagged_name, Counter, Gauge};
+use filter_common::plugin::load_config;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+const FILTER: &str = "fallback";
+const MARKER: &str = "x-fallback";
+/// Response code details of the circuit-breaker filter's rejections.
+const CIRCUIT_BREAKER_DETAILS: &[u8] = b"circuit_breaker_open";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FallbackRoot::default()) });
+}}
+
+struct Shared {
+    config: Config,
+    needs: Needs,
+    cache_prefix: String,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct FallbackRoot {
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for FallbackRoot {}
+
+impl RootContext for FallbackRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(config) = load_config::<Config>(FILTER) else {
+            return false;
+        };
+        let mut needs = Needs::default();
+        for r in &config.rules {
+            needs.add_match(&r.matcher);
+        }
+        let root_id = host::property(&["plugin_root_id"])
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        self.shared = Some(Rc::new(Shared {
+            needs,
+            cache_prefix: format!("fallback/{root_id}/cache/"),
+            metrics: Metrics::define(),
+            config,
+        }));
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(FallbackStream {
+            shared: self.shared.clone(),
+            request: None,
+            own_reply: false,
+            pending: None,
+            capture: None,
+            upstream_grpc_status: None,
+        }))
+    }
+}
+
+/// What a fallback may need, copied on the request (request headers are unreadable later).
+struct RequestFacts {
+    rule: usize,
+    method: String,
+    path: String,
+    authority: String,
+    grpc: bool,
+    accept: Option<Vec<u8>>,
+    trace_id: String,
+    request_id: String,
+    key_headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// An alternate call in flight: the response headers wait for it.
+struct Pending {
+    token: u32,
+    reason: Reason,
+    status: u16,
+}
+
+/// A good response being copied into the stale cache as it streams by.
+struct Capture {
+    content_type: String,
+    body: Vec<u8>,
+    limit: usize,
+}
+
+struct FallbackStream {
+    shared: Option<Rc<Shared>>,
+    request: Option<RequestFacts>,
+    /// Our own reply is passing through this filter: never wrap it again.
+    own_reply: bool,
+    pending: Option<Pending>,
+    capture: Option<Capture>,
+    /// The gRPC status the response carried, kept for a gRPC caller's fallback.
+    upstream_grpc_status: Option<u32>,
+}
+
+impl Context for FallbackStream {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(pending) = self.pending.take().filter(|p| p.token == token) else {
+            return;
+        };
+        let (Some(shared), Some(facts)) = (self.shared.clone(), self.request.as_ref()) else {
+            host::resume_response();
+            return;
+        };
+        let Some(rule) = shared.config.rules.get(facts.rule) else {
+            host::resume_response();
+            return;
+        };
+        // A failed or timed-out call arrives without headers.
+        let headers = if num_headers == 0 {
+            Vec::new()
+        } else {
+            host::header_pairs(MapType::HttpCallResponseHeaders)
+        };
+        let status = headers
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u32>().ok());
+        match status {
+            Some(s) if s < 500 => {
+                let body =
+                    host::buffer(Buffer::HttpCallResponseBody, 0, body_size).unwrap_or_default();
+                let kept: Vec<(String, String)> = headers
+                    .into_iter()
+                    .filter(|(n, _)| !n.starts_with(':') && !is_hop_by_hop(n))
+                    .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+                    .collect();
+                let answer = Rendered {
+                    status: s,
+                    headers: kept,
+                    body: String::new(),
+                };
+                self.send(
+                    &shared,
+                    rule,
+                    pending.reason,
+                    Kind::Alternate,
+                    answer,
+                    Some(body),
+                );
+            }
+            _ => {
+                let fallback = otherwise(&rule.response);
+                self.serve_simple(&shared, rule, &fallback, pending.reason, pending.status);
+            }
+        }
+    }
+}
+
+impl HttpContext for FallbackStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let info = shared.needs.load();
+        let Some(rule_index) = shared
+            .config
+            .rules
+            .iter()
+            .position(|r| r.matcher.matches(&info))
+        else {
+            return Action::Continue;
+        };
+        let Some(rule) = shared.config.rules.get(rule_index) else {
+            return Action::Continue;
+        };
+        let req = |name: &str| host::header(MapType::HttpRequestHeaders, name);
+        let text = |name: &str| {
+            req(name)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default()
+        };
+        let key_names = &rule.response.key_headers;
+        self.request = Some(RequestFacts {
+            rule: rule_index,
+            method: text(":method"),
+            path: text(":path"),
+            authority: text(":authority"),
+            grpc: req("content-type").is_some_and(|ct| ct.starts_with(b"application/grpc")),
+            accept: req("accept"),
+            trace_id: trace_id_of(req("traceparent").as_deref()),
+            request_id: text("x-request-id"),
+            key_headers: key_names.iter().map(|n| (n.clone(), req(n))).collect(),
+        });
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.own_reply {
+            return Action::Continue;
+        }
+        let (Some(shared), Some(facts)) = (self.shared.clone(), self.request.as_ref()) else {
+            return Action::Continue;
+        };
+        let Some(rule) = shared.config.rules.get(facts.rule) else {
+            return Action::Continue;
+        };
+        let status = host::header(MapType::HttpResponseHeaders, ":status")
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
+            .unwrap_or(0);
+        let details = host::property(&["response", "code_details"]).unwrap_or_default();
+        let observed = Observed {
+            status,
+            grpc_status: if facts.grpc {
+                grpc_status(MapType::HttpResponseHeaders)
+            } else {
+                None
+            },
+            response_flags: host::property_u64(&["response", "flags"]).unwrap_or(0),
+            from_upstream: details == b"via_upstream",
+            circuit_breaker: details == CIRCUIT_BREAKER_DETAILS,
+        };
+        if let Some(reason) = fire(&rule.triggers, &observed) {
+            self.upstream_grpc_status = observed.grpc_status.filter(|g| *g != 0);
+            return self.serve(&shared, rule, reason, status);
+        }
+        if rule.response.kind == Kind::Stale
+            && status == 200
+            && observed.from_upstream
+            && facts.method == "GET"
+            && !end_of_stream
+        {
+            self.capture = Some(Capture {
+                content_type: host::header(MapType::HttpResponseHeaders, "content-type")
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_default(),
+                body: Vec::new(),
+                limit: rule.response.max_body_bytes,
+            });
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(capture) = self.capture.as_mut() else {
+            return Action::Continue;
+        };
+        // Copied as it passes: the filter never holds a good response back.
+        if capture.body.len() + body_size > capture.limit {
+            self.capture = None;
+            return Action::Continue;
+        }
+        if body_size > 0 {
+            match host::buffer(Buffer::HttpResponseBody, 0, body_size) {
+                Some(chunk) => capture.body.extend_from_slice(&chunk),
+                None => {
+                    self.capture = None;
+                    return Action::Continue;
+                }
+            }
+        }
+        if end_of_stream {
+            if let (Some(shared), Some(capture), Some(facts)) = (
+                self.shared.clone(),
+                self.capture.take(),
+                self.request.as_ref(),
+            ) {
+                store(&shared, facts, capture);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        // A gRPC failure that arrives only in trailers: the headers are gone, so the status stands; the
+        // message and marker say the mesh saw it.
+        let (Some(shared), Some(facts)) = (self.shared.clone(), self.request.as_ref()) else {
+            return Action::Continue;
+        };
+        if self.own_reply || !facts.grpc {
+            return Action::Continue;
+        }
+        let Some(rule) = shared.config.rules.get(facts.rule) else {
+            return Action::Continue;
+        };
+        let observed = Observed {
+            status: 200,
+            grpc_status: grpc_status(MapType::HttpResponseTrailers),
+            from_upstream: true,
+            ..Observed::default()
+        };
+        if let Some(reason) = fire(&rule.triggers, &observed) {
+            let marker = marker(rule, reason, rule.response.kind);
+            host::set_header(MapType::HttpResponseTrailers, MARKER, marker.as_bytes());
+            shared
+                .metrics
+                .served(&rule.name, reason, rule.response.kind);
+        }
+        Action::Continue
+    }
+}
+
+impl FallbackStream {
+    /// Answers for a fired rule: at once, or after the alternate call.
+    fn serve(&mut self, shared: &Shared, rule: &RuleConfig, reason: Reason, status: u16) -> Action {
+        let facts_grpc = self.request.as_ref().is_some_and(|f| f.grpc);
+        match rule.response.kind {
+            Kind::Alternate if !facts_grpc => {
+                if let Some(token) = self.dispatch_alternate(&rule.response) {
+                    self.pending = Some(Pending {
+                        token,
+                        reason,
+                        status,
+                    });
+                    return Action::Pause;
+                }
+                let fallback = otherwise(&rule.response);
+                self.serve_simple(shared, rule, &fallback, reason, status);
+            }
+            Kind::Stale if !facts_grpc => {
+                if !self.serve_stale(shared, rule, reason) {
+                    let fallback = otherwise(&rule.response);
+                    self.serve_simple(shared, rule, &fallback, reason, status);
+                }
+            }
+            _ => {
+                let response = rule.response.clone();
+                self.serve_simple(shared, rule, &response, reason, status);
+            }
+        }
+        Action::Pause
+    }
+
+    fn vars(&self, reason: Reason, status: u16) -> Vars {
+        let facts = self.request.as_ref();
+        Vars {
+            trace_id: facts.map(|f| f.trace_id.clone()).unwrap_or_default(),
+            request_id: facts.map(|f| f.request_id.clone()).unwrap_or_default(),
+            status,
+            reason: reason.label().to_string(),
+        }
+    }
+
+    /// A problem or static response (gRPC callers: a gRPC status).
+    fn serve_simple(
+        &mut self,
+        shared: &Shared,
+        rule: &RuleConfig,
+        response: &ResponseConfig,
+        reason: Reason,
+        status: u16,
+    ) {
+        let vars = self.vars(reason, status);
+        let accept = self.request.as_ref().and_then(|f| f.accept.clone());
+        let rendered = match response.kind {
+            Kind::Static => render::static_response(response, &vars),
+            _ => render::problem(response, &vars, negotiate(accept.as_deref())),
+        };
+        let kind = if response.kind == Kind::Static {
+            Kind::Static
+        } else {
+            Kind::Problem
+        };
+        self.send(shared, rule, reason, kind, rendered, None);
+    }
+
+    /// The cached good response, if one is fresh.
+    fn serve_stale(&mut self, shared: &Shared, rule: &RuleConfig, reason: Reason) -> bool {
+        let Some(facts) = self.request.as_ref() else {
+            return false;
+        };
+        if facts.method != "GET" && facts.method != "HEAD" {
+            return false;
+        }
+        let key = cache_key(facts);
+        let slot_key = format!(
+            "{}{}",
+            shared.cache_prefix,
+            cache::slot(&key, shared.config.cache.slots())
+        );
+        let now = host::now_nanos();
+        let hit = host::shared_data(&slot_key)
+            .ok()
+            .flatten()
+            .and_then(|(bytes, _)| Entry::decode(&bytes))
+            .and_then(|e| {
+                e.fresh_age(&key, now, rule.response.ttl.as_nanos_u64())
+                    .map(|age| (e, age))
+            });
+        let Some((entry, age)) = hit else {
+            shared.metrics.cache_misses.inc();
+            return false;
+        };
+        shared.metrics.cache_hits.inc();
+        let headers = vec![
+            ("content-type".to_string(), entry.content_type.clone()),
+            ("age".to_string(), age.to_string()),
+            (
+                "warning".to_string(),
+                "110 - \"Response is Stale\"".to_string(),
+            ),
+        ];
+        let body = if facts.method == "HEAD" {
+            Vec::new()
+        } else {
+            entry.body
+        };
+        let answer = Rendered {
+            status: 200,
+            headers,
+            body: String::new(),
+        };
+        self.send(shared, rule, reason, Kind::Stale, answer, Some(body));
+        true
+    }
+
+    fn dispatch_alternate(&self, r: &ResponseConfig) -> Option<u32> {
+        let facts = self.request.as_ref()?;
+        let cluster = r.cluster.as_deref()?;
+        let mut headers: Vec<(&str, String)> = vec![
+            (":method", facts.method.clone()),
+            (":path", facts.path.clone()),
+            (":authority", facts.authority.clone()),
+        ];
+        for (name, value) in &facts.key_headers {
+            if let Some(v) = value {
+                headers.push((name.as_str(), String::from_utf8_lossy(v).into_owned()));
+            }
+        }
+        // The SDK's call registers the token with its dispatcher, which routes the answer back to this
+        // context (a raw host call would make the dispatcher reject the answer). It returns an error for
+        // the statuses Envoy uses (unknown cluster, bad headers); it panics only on statuses Envoy never
+        // returns for this call.
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        match proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, None, vec![], r.timeout.0)
+        {
+            Ok(token) => Some(token),
+            Err(e) => {
+                log::warn!("{FILTER}: could not call cluster {cluster}: {e:?}");
+                None
+            }
+        }
+    }
+
+    /// Sends the fallback as a local reply, marked, counted; gRPC callers get a trailers-only status.
+    fn send(
+        &mut self,
+        shared: &Shared,
+        rule: &RuleConfig,
+        reason: Reason,
+        kind: Kind,
+        rendered: Rendered,
+        raw_body: Option<Vec<u8>>,
+    ) {
+        self.own_reply = true;
+        shared.metrics.served(&rule.name, reason, kind);
+        let marker = marker(rule, reason, kind);
+        let grpc = self.request.as_ref().is_some_and(|f| f.grpc);
+        let sent = if grpc {
+            let headers: Vec<(&str, &[u8])> = vec![(MARKER, marker.as_bytes())];
+            let message = format!(
+                "{} (fallback rule {}, {})",
+                render::reason_phrase(if rendered.status < 400 {
+                    503
+                } else {
+                    rendered.status
+                }),
+                rule.name,
+                reason.label()
+            );
+            let code = self
+                .upstream_grpc_status
+                .and_then(|g| i32::try_from(g).ok())
+                .unwrap_or_else(|| grpc_status_for(rendered.status));
+            host::send_local_response(200, "fallback", &headers, message.as_bytes(), code)
+        } else {
+            let mut headers: Vec<(&str, &[u8])> = rendered
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes()))
+                .collect();
+            headers.push((MARKER, marker.as_bytes()));
+            let body = raw_body.unwrap_or_else(|| rendered.body.into_bytes());
+            host::send_local_response(rendered.status, "fallback", &headers, &body, -1)
+        };
+        if !sent {
+            // The stream is gone or the host refused: let the original response go on rather than hang.
+            log::warn!(
+                "{FILTER}: could not send the fallback of rule {}",
+                rule.name
+            );
+            self.own_reply = false;
+            host::resume_response();
+        }
+    }
+}
+
+fn marker(rule: &RuleConfig, reason: Reason, kind: Kind) -> String {
+    format!(
+        "{}; rule={}; reason={}",
+        kind.label(),
+        rule.name,
+        reason.label()
+    )
+}
+
+fn grpc_status(map: MapType) -> Option<u32> {
+    host::header(map, "grpc-status").and_then(|s| std::str::from_utf8(&s).ok()?.trim().parse().ok())
+}
+
+/// The 32-hex trace id of a W3C `traceparent`, or empty.
+fn trace_id_of(traceparent: Option<&[u8]>) -> String {
+    traceparent
+        .and_then(|tp| tp.split(|b| *b == b'-').nth(1))
+        .filter(|id| id.len() == 32 && id.iter().all(u8::is_ascii_hexdigit))
+        .map(|id| String::from_utf8_lossy(id).into_owned())
+        .unwrap_or_default()
+}
+
+fn cache_key(facts: &RequestFacts) -> String {
+    let values: Vec<Option<&[u8]>> = facts
+        .key_headers
+        .iter()
+        .map(|(_, v)| v.as_deref())
+        .collect();
+    cache::key(&facts.path, &values)
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "content-length"
+            | "upgrade"
+            | "proxy-connection"
+            | "te"
+    )
+}
+
+/// Writes a good response into its slot, counting evictions and the bytes held across workers.
+fn store(shared: &Shared, facts: &RequestFacts, capture: Capture) {
+    let key = cache_key(facts);
+    let slot_key = format!(
+        "{}{}",
+        shared.cache_prefix,
+        cache::slot(&key, shared.config.cache.slots())
+    );
+    let entry = Entry {
+        key,
+        stored_at_ns: host::now_nanos(),
+        content_type: capture.content_type,
+        body: capture.body,
+    };
+    let encoded = entry.encode();
+    let previous = host::shared_data(&slot_key)
+        .ok()
+        .flatten()
+        .and_then(|(b, _)| Entry::decode(&b));
+    if let SharedWrite::Failed(e) = host::set_shared_data(&slot_key, &encoded, 0) {
+        log::warn!("{FILTER}: could not cache a response: {e}");
+        return;
+    }
+    shared.metrics.cache_stores.inc();
+    let before = previous.as_ref().map_or(0, Entry::size);
+    if previous.is_some_and(|p| p.key != entry.key) {
+        shared.metrics.cache_evictions.inc();
+    }
+    let delta =
+        i64::try_from(entry.size()).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(0);
+    shared.metrics.cache_bytes.add(delta);
+}
+
+/// Metrics with Istio-style tags. Served counters are defined on first use (bounded by rules x triggers x
+/// kinds).
+struct Metrics {
+    served: RefCell<HashMap<(String, &'static str, &'static str), Counter>>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_stores: Counter,
+    cache_evictions: Counter,
+    cache_bytes: Gauge,
+}
+
+impl Metrics {
+    fn define() -> Self {
+        Metrics {
+            served: RefCell::new(HashMap::new()),
+            cache_hits: Counter::define("fallback_cache_hits"),
+            cache_misses: Counter::define("fallback_cache_misses"),
+            cache_stores: Counter::define("fallback_cache_stores"),
+            cache_evictions: Counter::define("fallback_cache_evictions"),
+            cache_bytes: Gauge::define("fallback_cache_bytes"),
+        }
+    }
+
+    fn served(&self, rule: &str, reason: Reason, kind: Kind) {
+        let mut served = self.served.borrow_mut();
+        let counter = served
+            .entry((rule.to_string(), reason.label(), kind.label()))
+            .or_insert_with(|| {
+                Counter::define(&tagged_name(
+                    "fallback_served",
+                    &[
+                        ("rule", rule),
+                        ("trigger", reason.label()),
+                        ("kind", kind.label()),
+                    ],
+                ))
+            });
+        counter.inc();
+    }
+}

@@ -1,0 +1,331 @@
+//! Rendering fallback responses: content negotiation, RFC 9457 problem details, templates whose
+//! placeholders are escaped for the response's content type, and the gRPC status for gRPC callers.
+
+use crate::config::ResponseConfig;
+
+/// What the caller accepts, from its `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negotiated {
+    Json,
+    Html,
+    Text,
+}
+
+/// The first media range the caller accepts (q > 0) that we can produce; JSON for `*/*` or no header.
+pub fn negotiate(accept: Option<&[u8]>) -> Negotiated {
+    let Some(accept) = accept.and_then(|a| std::str::from_utf8(a).ok()) else {
+        return Negotiated::Json;
+    };
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f64>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if refused {
+            continue;
+        }
+        match media.as_str() {
+            "text/html" | "application/xhtml+xml" => return Negotiated::Html,
+            "text/plain" | "text/*" => return Negotiated::Text,
+            m if m == "application/json"
+                || m.ends_with("+json")
+                || m == "*/*"
+                || m == "application/*" =>
+            {
+                return Negotiated::Json
+            }
+            _ => {}
+        }
+    }
+    Negotiated::Json
+}
+
+/// Values the placeholders stand for. They come from the request, so they are escaped when rendered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vars {
+    pub trace_id: String,
+    pub request_id: String,
+    /// The original status.
+    pub status: u16,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// An RFC 9457 problem (JSON), or the same facts as HTML or text.
+pub fn problem(r: &ResponseConfig, vars: &Vars, format: Negotiated) -> Rendered {
+    let status = r.status.unwrap_or(u32::from(vars.status)).clamp(200, 599);
+    let title = r
+        .title
+        .clone()
+        .unwrap_or_else(|| reason_phrase(status).to_string());
+    let detail = format!(
+        "The request failed upstream ({}); this answer comes from the mesh.",
+        vars.reason
+    );
+    let (content_type, body) = match format {
+        Negotiated::Json => {
+            let mut members = vec![
+                format!("\"type\":\"{}\"", escape_json(&r.problem_type)),
+                format!("\"title\":\"{}\"", escape_json(&title)),
+                format!("\"status\":{status}"),
+                format!("\"detail\":\"{}\"", escape_json(&detail)),
+            ];
+            if !vars.trace_id.is_empty() {
+                members.push(format!("\"traceId\":\"{}\"", escape_json(&vars.trace_id)));
+            }
+            if !vars.request_id.is_empty() {
+                members.push(format!("\"requestId\":\"{}\"", escape_json(&vars.request_id)));
+            }
+            ("application/problem+json", format!("{{{}}}", members.join(",")))
+        }
+        Negotiated::Html => (
+            "text/html; charset=utf-8",
+            format!(
+                "<!DOCTYPE html>\n<html><head><title>{status} {t}</title></head><body><h1>{status} {t}</h1><p>{d}</p><p>Trace id: <code>{tid}</code><br>Request id: <code>{rid}</code></p></body></html>\n",
+                t = escape_html(&title),
+                d = escape_html(&detail),
+                tid = escape_html(&vars.trace_id),
+                rid = escape_html(&vars.request_id),
+            ),
+        ),
+        Negotiated::Text => (
+            "text/plain; charset=utf-8",
+            format!(
+                "{status} {}\n{}\ntrace id: {}\nrequest id: {}\n",
+                clean_text(&title),
+                clean_text(&detail),
+                clean_text(&vars.trace_id),
+                clean_text(&vars.request_id)
+            ),
+        ),
+    };
+    Rendered {
+        status,
+        headers: vec![("content-type".to_string(), content_type.to_string())],
+        body,
+    }
+}
+
+/// A static response: configured status, headers and body, placeholders escaped for its content type.
+pub fn static_response(r: &ResponseConfig, vars: &Vars) -> Rendered {
+    let content_type = r
+        .headers
+        .get("content-type")
+        .map(String::as_str)
+        .unwrap_or("text/plain");
+    Rendered {
+        status: r.status.unwrap_or(200),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        body: template(&r.body, vars, content_type),
+    }
+}
+
+/// Replaces `{{traceId}}`, `{{requestId}}`, `{{status}}` and `{{reason}}`; unknown placeholders stay.
+pub fn template(body: &str, vars: &Vars, content_type: &str) -> String {
+    let escape: fn(&str) -> String = if content_type.contains("json") {
+        escape_json
+    } else if content_type.contains("html") || content_type.contains("xml") {
+        escape_html
+    } else {
+        clean_text
+    };
+    let status = vars.status.to_string();
+    let mut out = String::with_capacity(body.len() + 64);
+    let mut rest = body;
+    while let Some(start) = rest.find("{{") {
+        let (before, after) = rest.split_at(start);
+        out.push_str(before);
+        let Some(end) = after.find("}}") else {
+            rest = after;
+            break;
+        };
+        let (placeholder, tail) = after.split_at(end + 2);
+        let value = match placeholder {
+            "{{traceId}}" => Some(escape(&vars.trace_id)),
+            "{{requestId}}" => Some(escape(&vars.request_id)),
+            "{{status}}" => Some(status.clone()),
+            "{{reason}}" => Some(escape(&vars.reason)),
+            _ => None,
+        };
+        out.push_str(value.as_deref().unwrap_or(placeholder));
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// JSON string contents: quotes, backslashes and control characters escaped; `<`, `>` and `&` too, so a
+/// value stays inert inside an HTML `<script>`.
+pub fn escape_json(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Plain text: control characters (CR, LF, ...) removed, so no value can start a new line or header.
+pub fn clean_text(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// The gRPC status for an HTTP status, as gRPC maps them (`doc/http-grpc-status-mapping.md`).
+pub fn grpc_status_for(http: u32) -> i32 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+pub fn reason_phrase(status: u32) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        Vars {
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            request_id: "r\"</script><b>\r\nx-injected: 1".into(),
+            status: 503,
+            reason: "connectionFailure".into(),
+        }
+    }
+
+    #[test]
+    fn negotiation_follows_accept() {
+        assert_eq!(negotiate(None), Negotiated::Json);
+        assert_eq!(negotiate(Some(b"*/*")), Negotiated::Json);
+        assert_eq!(
+            negotiate(Some(b"text/html,application/xhtml+xml;q=0.9")),
+            Negotiated::Html
+        );
+        assert_eq!(negotiate(Some(b"text/plain")), Negotiated::Text);
+        assert_eq!(
+            negotiate(Some(b"application/problem+json")),
+            Negotiated::Json
+        );
+        assert_eq!(
+            negotiate(Some(b"text/html;q=0, text/plain")),
+            Negotiated::Text
+        );
+        assert_eq!(negotiate(Some(b"image/png")), Negotiated::Json);
+        assert_eq!(negotiate(Some(&[0xff, 0xfe])), Negotiated::Json);
+    }
+
+    #[test]
+    fn problem_json_is_valid_and_carries_the_ids() {
+        let r = problem(&ResponseConfig::default(), &vars(), Negotiated::Json);
+        assert_eq!(r.status, 503);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["status"], 503);
+        assert_eq!(v["title"], "Service Unavailable");
+        assert_eq!(v["type"], "about:blank");
+        assert_eq!(v["traceId"], "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(v["requestId"], "r\"</script><b>\r\nx-injected: 1");
+        assert!(!r.body.contains("</script>"));
+        assert_eq!(r.headers[0].1, "application/problem+json");
+    }
+
+    #[test]
+    fn html_and_text_cannot_be_injected() {
+        let r = problem(&ResponseConfig::default(), &vars(), Negotiated::Html);
+        assert!(r.body.contains("&lt;/script&gt;&lt;b&gt;"));
+        assert!(!r.body.contains("<b>"));
+        let r = problem(&ResponseConfig::default(), &vars(), Negotiated::Text);
+        assert!(!r.body.contains("\r\nx-injected"));
+        assert!(r.body.contains("x-injected: 1"));
+    }
+
+    #[test]
+    fn templates_escape_for_their_content_type() {
+        let v = vars();
+        let json = template(
+            r#"{"rid": "{{requestId}}", "was": {{status}}, "keep": "{{other}}"}"#,
+            &v,
+            "application/json",
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["rid"], v.request_id);
+        assert_eq!(parsed["was"], 503);
+        assert_eq!(parsed["keep"], "{{other}}");
+        assert_eq!(
+            template("<p>{{requestId}}</p>", &v, "text/html"),
+            "<p>r&quot;&lt;/script&gt;&lt;b&gt;x-injected: 1</p>"
+        );
+        assert_eq!(
+            template("id={{traceId}} {{", &v, "text/plain"),
+            "id=0af7651916cd43dd8448eb211c80319c {{"
+        );
+    }
+
+    #[test]
+    fn grpc_mapping_follows_grpc() {
+        assert_eq!(grpc_status_for(503), 14);
+        assert_eq!(grpc_status_for(504), 14);
+        assert_eq!(grpc_status_for(404), 12);
+        assert_eq!(grpc_status_for(500), 2);
+    }
+}

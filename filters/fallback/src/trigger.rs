@@ -1,0 +1,244 @@
+//! What fires a rule, checked on the response: the upstream's status or gRPC status, Envoy's own failure,
+//! or a circuit-breaker rejection.
+
+use filter_common::response_flags::{
+    NO_HEALTHY_UPSTREAM, RESET, TIMEOUT, UPSTREAM_CONNECTION_FAILURE, UPSTREAM_OVERFLOW,
+};
+use filter_common::status::StatusSet;
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnvoyReason {
+    ConnectionFailure,
+    Timeout,
+    Reset,
+    NoHealthyUpstream,
+    Overflow,
+    /// Any other 5xx reply that did not come from the upstream.
+    LocalReply,
+}
+
+impl EnvoyReason {
+    pub const ALL: [EnvoyReason; 6] = [
+        EnvoyReason::ConnectionFailure,
+        EnvoyReason::Timeout,
+        EnvoyReason::Reset,
+        EnvoyReason::NoHealthyUpstream,
+        EnvoyReason::Overflow,
+        EnvoyReason::LocalReply,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            EnvoyReason::ConnectionFailure => "connectionFailure",
+            EnvoyReason::Timeout => "timeout",
+            EnvoyReason::Reset => "reset",
+            EnvoyReason::NoHealthyUpstream => "noHealthyUpstream",
+            EnvoyReason::Overflow => "overflow",
+            EnvoyReason::LocalReply => "localReply",
+        }
+    }
+
+    fn matches(self, r: &Observed) -> bool {
+        match self {
+            EnvoyReason::ConnectionFailure => r.response_flags & UPSTREAM_CONNECTION_FAILURE != 0,
+            EnvoyReason::Timeout => r.response_flags & TIMEOUT != 0,
+            EnvoyReason::Reset => r.response_flags & RESET != 0,
+            EnvoyReason::NoHealthyUpstream => r.response_flags & NO_HEALTHY_UPSTREAM != 0,
+            EnvoyReason::Overflow => r.response_flags & UPSTREAM_OVERFLOW != 0,
+            EnvoyReason::LocalReply => !r.from_upstream && r.status >= 500,
+        }
+    }
+}
+
+/// The triggers of a rule; any of them fires it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Triggers {
+    pub status: Option<StatusSet>,
+    #[serde(deserialize_with = "grpc_codes")]
+    pub grpc_status: Vec<u32>,
+    pub envoy: Vec<EnvoyReason>,
+    pub circuit_breaker: bool,
+}
+
+fn grpc_codes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    let codes = Vec::<u32>::deserialize(d)?;
+    if codes.iter().any(|c| *c > 16) {
+        return Err(serde::de::Error::custom("gRPC codes are between 0 and 16"));
+    }
+    Ok(codes)
+}
+
+impl Triggers {
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.grpc_status.is_empty()
+            && self.envoy.is_empty()
+            && !self.circuit_breaker
+    }
+}
+
+/// What the response says, as the filter sees it on the response headers (or trailers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Observed {
+    pub status: u16,
+    /// Only for gRPC requests.
+    pub grpc_status: Option<u32>,
+    pub response_flags: u64,
+    /// The response came from the upstream (`response.code_details` is `via_upstream`).
+    pub from_upstream: bool,
+    /// A rejection by the circuit-breaker filter.
+    pub circuit_breaker: bool,
+}
+
+/// Why a rule fired (a metric tag and the `{{reason}}` placeholder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    CircuitBreaker,
+    Envoy(EnvoyReason),
+    GrpcStatus,
+    Status,
+}
+
+impl Reason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::CircuitBreaker => "circuitBreaker",
+            Reason::Envoy(e) => e.label(),
+            Reason::GrpcStatus => "grpcStatus",
+            Reason::Status => "status",
+        }
+    }
+}
+
+/// The most specific trigger that fires, if any. A gRPC OK never fires a status trigger: gRPC answers
+/// HTTP 200 whatever happened, and its status says the rest.
+pub fn fire(t: &Triggers, r: &Observed) -> Option<Reason> {
+    if r.circuit_breaker {
+        return t.circuit_breaker.then_some(Reason::CircuitBreaker);
+    }
+    if let Some(e) = t.envoy.iter().find(|e| e.matches(r)) {
+        return Some(Reason::Envoy(*e));
+    }
+    if r.grpc_status.is_some_and(|g| t.grpc_status.contains(&g)) {
+        return Some(Reason::GrpcStatus);
+    }
+    if r.from_upstream && t.status.as_ref().is_some_and(|s| s.contains(r.status)) {
+        return Some(Reason::Status);
+    }
+    None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn t(json: &str) -> Triggers {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn upstream(status: u16) -> Observed {
+        Observed {
+            status,
+            from_upstream: true,
+            ..Observed::default()
+        }
+    }
+
+    #[test]
+    fn status_triggers_fire_only_on_upstream_answers() {
+        let tr = t(r#"{"status": "500-599"}"#);
+        assert_eq!(fire(&tr, &upstream(503)), Some(Reason::Status));
+        assert_eq!(fire(&tr, &upstream(404)), None);
+        let local = Observed {
+            status: 503,
+            ..Observed::default()
+        };
+        assert_eq!(
+            fire(&tr, &local),
+            None,
+            "Envoy's own 503 is an envoy trigger"
+        );
+    }
+
+    #[test]
+    fn envoy_reasons_read_the_flags() {
+        let tr = t(r#"{"envoy": ["connectionFailure", "timeout", "localReply"]}"#);
+        let refused = Observed {
+            status: 503,
+            response_flags: UPSTREAM_CONNECTION_FAILURE,
+            ..Observed::default()
+        };
+        assert_eq!(
+            fire(&tr, &refused),
+            Some(Reason::Envoy(EnvoyReason::ConnectionFailure))
+        );
+        let timeout = Observed {
+            status: 504,
+            response_flags: TIMEOUT,
+            ..Observed::default()
+        };
+        assert_eq!(
+            fire(&tr, &timeout),
+            Some(Reason::Envoy(EnvoyReason::Timeout))
+        );
+        let other = Observed {
+            status: 500,
+            ..Observed::default()
+        };
+        assert_eq!(
+            fire(&tr, &other),
+            Some(Reason::Envoy(EnvoyReason::LocalReply))
+        );
+        assert_eq!(
+            fire(
+                &tr,
+                &Observed {
+                    status: 404,
+                    ..Observed::default()
+                }
+            ),
+            None
+        );
+        assert_eq!(
+            fire(&tr, &upstream(500)),
+            None,
+            "an upstream 500 is not Envoy's"
+        );
+    }
+
+    #[test]
+    fn circuit_breaker_rejections_fire_only_their_trigger() {
+        let cb = Observed {
+            status: 503,
+            circuit_breaker: true,
+            ..Observed::default()
+        };
+        assert_eq!(
+            fire(&t(r#"{"circuitBreaker": true}"#), &cb),
+            Some(Reason::CircuitBreaker)
+        );
+        assert_eq!(fire(&t(r#"{"envoy": ["localReply"]}"#), &cb), None);
+    }
+
+    #[test]
+    fn grpc_status_fires_for_grpc_only() {
+        let tr = t(r#"{"grpcStatus": [14], "status": "500-599"}"#);
+        let unavailable = Observed {
+            status: 200,
+            grpc_status: Some(14),
+            from_upstream: true,
+            ..Observed::default()
+        };
+        assert_eq!(fire(&tr, &unavailable), Some(Reason::GrpcStatus));
+        let ok = Observed {
+            grpc_status: Some(0),
+            ..unavailable
+        };
+        assert_eq!(fire(&tr, &ok), None);
+        assert!(serde_json::from_str::<Triggers>(r#"{"grpcStatus": [20]}"#).is_err());
+    }
+}
