@@ -75,6 +75,7 @@ impl RootContext for FallbackRoot {
             pending: None,
             capture: None,
             upstream_grpc_status: None,
+            original_status: 0,
         }))
     }
 }
@@ -115,6 +116,8 @@ struct FallbackStream {
     capture: Option<Capture>,
     /// The gRPC status the response carried, kept for a gRPC caller's fallback.
     upstream_grpc_status: Option<u32>,
+    /// The status of the response the fallback replaces.
+    original_status: u16,
 }
 
 impl Context for FallbackStream {
@@ -242,6 +245,7 @@ impl HttpContext for FallbackStream {
         };
         if let Some(reason) = fire(&rule.triggers, &observed) {
             self.upstream_grpc_status = observed.grpc_status.filter(|g| *g != 0);
+            self.original_status = status;
             return self.serve(&shared, rule, reason, status);
         }
         if rule.response.kind == Kind::Stale
@@ -478,20 +482,23 @@ impl FallbackStream {
         let grpc = self.request.as_ref().is_some_and(|f| f.grpc);
         let sent = if grpc {
             let headers: Vec<(&str, &[u8])> = vec![(MARKER, marker.as_bytes())];
+            // What failed, not what the HTTP fallback says: a static 200 still tells a gRPC caller the
+            // call failed, with the upstream's gRPC status or its HTTP status mapped as gRPC does.
+            let failed = match (u32::from(self.original_status), rendered.status) {
+                (original, _) if original >= 400 => original,
+                (_, configured) if configured >= 400 => configured,
+                _ => 503,
+            };
             let message = format!(
                 "{} (fallback rule {}, {})",
-                render::reason_phrase(if rendered.status < 400 {
-                    503
-                } else {
-                    rendered.status
-                }),
+                render::reason_phrase(failed),
                 rule.name,
                 reason.label()
             );
             let code = self
                 .upstream_grpc_status
                 .and_then(|g| i32::try_from(g).ok())
-                .unwrap_or_else(|| grpc_status_for(rendered.status));
+                .unwrap_or_else(|| grpc_status_for(failed));
             host::send_local_response(200, "fallback", &headers, message.as_bytes(), code)
         } else {
             let mut headers: Vec<(&str, &[u8])> = rendered
