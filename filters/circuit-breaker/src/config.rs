@@ -2,7 +2,7 @@
 //! breaker per upstream cluster with the defaults documented in the README.
 
 use crate::classify::{Condition, EnvoyReason, Outcome, Rule, StatusRange, StatusSet};
-use filter_common::config::{lenient_u32, ConfigError, Validate};
+use filter_common::config::{check, check_names, lenient_u32, ConfigError, Validate};
 use filter_common::duration::ConfigDuration;
 use filter_common::matching::is_header_name;
 pub use filter_common::matching::Match;
@@ -191,42 +191,21 @@ fn key_by<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyBy>, D::Error> {
     Ok(Some(key))
 }
 
-fn check(ok: bool, field: String, reason: &str) -> Result<(), ConfigError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(field, reason))
-    }
-}
-
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         check(
             !self.breakers.is_empty(),
-            "breakers".into(),
+            "breakers",
             "must list at least one breaker",
         )?;
         check(
             is_header_name(&self.status_header),
-            "statusHeader".into(),
+            "statusHeader",
             "must be a lower-case header name",
         )?;
+        check_names(self.breakers.iter().map(|x| x.name.as_str()), "breakers")?;
         for (i, b) in self.breakers.iter().enumerate() {
             let f = |name: &str| format!("breakers[{i}].{name}");
-            check(
-                !b.name.is_empty()
-                    && b.name.len() <= 64
-                    && b.name
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'),
-                f("name"),
-                "must be 1 to 64 characters of [A-Za-z0-9_-]",
-            )?;
-            check(
-                !self.breakers.iter().take(i).any(|o| o.name == b.name),
-                f("name"),
-                "is used by an earlier breaker",
-            )?;
             b.matcher.validate(&f("match"))?;
             check(
                 (1..=10_000).contains(&b.max_keys),

@@ -31,6 +31,42 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+/// `Ok` when `ok`, else the error for `field`.
+pub fn check(ok: bool, field: impl Into<String>, reason: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, reason))
+    }
+}
+
+/// Names of configured items (breakers, rules): `[A-Za-z0-9_-]`, 1 to 64 characters (they become metric
+/// tags and header values), and unique. `field` is the list's name, such as `rules`.
+pub fn check_names<'a>(
+    names: impl Iterator<Item = &'a str>,
+    field: &str,
+) -> Result<(), ConfigError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, name) in names.enumerate() {
+        check(
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'),
+            format!("{field}[{i}].name"),
+            "must be 1 to 64 characters of [A-Za-z0-9_-]",
+        )?;
+        check(
+            !seen.contains(&name),
+            format!("{field}[{i}].name"),
+            "is used by an earlier entry",
+        )?;
+        seen.push(name);
+    }
+    Ok(())
+}
+
 /// Semantic checks that serde cannot express (ranges, cross-field rules).
 pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;

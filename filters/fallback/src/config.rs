@@ -2,7 +2,9 @@
 //! rule: Envoy's own failures and circuit-breaker rejections become problem responses.
 
 use crate::trigger::{EnvoyReason, Triggers};
-use filter_common::config::{lenient_u32, lenient_usize, ConfigError, Validate};
+use filter_common::config::{
+    check, check_names, lenient_u32, lenient_usize, ConfigError, Validate,
+};
 use filter_common::duration::ConfigDuration;
 use filter_common::matching::{is_header_name, Match};
 use serde::Deserialize;
@@ -140,14 +142,6 @@ pub fn otherwise(r: &ResponseConfig) -> ResponseConfig {
     r.otherwise.as_deref().cloned().unwrap_or_default()
 }
 
-fn check(ok: bool, field: String, reason: &str) -> Result<(), ConfigError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(field, reason))
-    }
-}
-
 fn validate_response(
     r: &ResponseConfig,
     field: &str,
@@ -214,35 +208,22 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         check(
             !self.rules.is_empty(),
-            "rules".into(),
+            "rules",
             "must list at least one rule",
         )?;
         check(
             self.cache.max_body_bytes >= 1 && self.cache.max_body_bytes <= 16 << 20,
-            "cache.maxBodyBytes".into(),
+            "cache.maxBodyBytes",
             "must be between 1 and 16777216",
         )?;
         check(
             self.cache.max_bytes >= self.cache.max_body_bytes && self.cache.max_bytes <= 1 << 30,
-            "cache.maxBytes".into(),
+            "cache.maxBytes",
             "must be at least cache.maxBodyBytes and at most 1073741824",
         )?;
+        check_names(self.rules.iter().map(|x| x.name.as_str()), "rules")?;
         for (i, r) in self.rules.iter().enumerate() {
             let f = |name: &str| format!("rules[{i}].{name}");
-            check(
-                !r.name.is_empty()
-                    && r.name.len() <= 64
-                    && r.name
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'),
-                f("name"),
-                "must be 1 to 64 characters of [A-Za-z0-9_-]",
-            )?;
-            check(
-                !self.rules.iter().take(i).any(|o| o.name == r.name),
-                f("name"),
-                "is used by an earlier rule",
-            )?;
             r.matcher.validate(&f("match"))?;
             check(
                 !r.triggers.is_empty(),

@@ -37,7 +37,7 @@ pub use config::{
     dist, stat_tag_regex, stats_tags_yaml, wasm_runtime, workspace_root, Cluster, EnvoyConfig,
     HttpFilter, Listener, Route, RouteAction, WasmFilter, STAT_TAGS,
 };
-pub use envoy::{envoy_bin, validate, validate_yaml, Envoy, READY_TIMEOUT};
+pub use envoy::{envoy_bin, prom_lines, prom_sum, validate, validate_yaml, Envoy, READY_TIMEOUT};
 pub use upstream::{grpc_frame, Recorded, Upstream};
 
 pub use bytes::Bytes;
