@@ -124,7 +124,7 @@ impl HttpContext for BreakerStream {
             return Action::Continue;
         }
         let grpc = host::header(MapType::HttpRequestHeaders, "content-type")
-            .is_some_and(|ct| ct.starts_with(b"application/grpc"));
+            .is_some_and(|ct| filter_common::matching::is_grpc_content_type(&ct));
         let now = host::now_nanos();
         if b.mode == Mode::ForcedOpen {
             metrics.rejected.inc();

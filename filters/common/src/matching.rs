@@ -69,6 +69,15 @@ impl Match {
     }
 }
 
+/// A gRPC request's `content-type`, as Envoy decides it: `application/grpc` alone or followed by `+`
+/// or `;` (gRPC-Web's `application/grpc-web` is not gRPC to Envoy, and gets HTTP replies).
+pub fn is_grpc_content_type(ct: &[u8]) -> bool {
+    match ct.strip_prefix(b"application/grpc") {
+        Some(rest) => rest.is_empty() || rest.starts_with(b"+") || rest.starts_with(b";"),
+        None => false,
+    }
+}
+
 /// A lower-case HTTP header name as Envoy stores it.
 pub fn is_header_name(s: &str) -> bool {
     !s.is_empty()
@@ -193,6 +202,16 @@ mod tests {
         );
         assert!(!m(r#"{"header": {"name": "x-missing"}}"#).matches(&info()));
         assert!(!m(r#"{"cluster": "payments"}"#).matches(&RequestInfo::default()));
+    }
+
+    #[test]
+    fn grpc_is_recognised_as_envoy_does() {
+        assert!(is_grpc_content_type(b"application/grpc"));
+        assert!(is_grpc_content_type(b"application/grpc+proto"));
+        assert!(is_grpc_content_type(b"application/grpc;charset=utf-8"));
+        assert!(!is_grpc_content_type(b"application/grpc-web"));
+        assert!(!is_grpc_content_type(b"application/grpc-web+proto"));
+        assert!(!is_grpc_content_type(b"application/json"));
     }
 
     #[test]

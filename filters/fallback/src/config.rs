@@ -137,6 +137,9 @@ impl CacheConfig {
     }
 }
 
+/// The most cache slots: each is created at start-up.
+pub const MAX_SLOTS: u32 = 65_536;
+
 /// The response used when a stale or alternate response has nothing to serve.
 pub fn otherwise(r: &ResponseConfig) -> ResponseConfig {
     r.otherwise.as_deref().cloned().unwrap_or_default()
@@ -185,8 +188,9 @@ fn validate_response(
                 f("cluster"),
                 "is required for an alternate response",
             )?;
+            // Envoy reads 0 ms as "no timeout": below 1 ms the call could wait forever.
             check(
-                !r.timeout.0.is_zero() && r.timeout.0.as_secs() <= 60,
+                r.timeout.0.as_millis() >= 1 && r.timeout.0.as_millis() <= 60_000,
                 f("timeout"),
                 "must be between 1ms and 60s",
             )?;
@@ -220,6 +224,11 @@ impl Validate for Config {
             self.cache.max_bytes >= self.cache.max_body_bytes && self.cache.max_bytes <= 1 << 30,
             "cache.maxBytes",
             "must be at least cache.maxBodyBytes and at most 1073741824",
+        )?;
+        check(
+            self.cache.slots() <= MAX_SLOTS,
+            "cache.maxBytes",
+            "divided by cache.maxBodyBytes gives more than 65536 slots",
         )?;
         check_names(self.rules.iter().map(|x| x.name.as_str()), "rules")?;
         for (i, r) in self.rules.iter().enumerate() {

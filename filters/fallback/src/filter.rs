@@ -54,9 +54,11 @@ impl RootContext for FallbackRoot {
         let root_id = host::property(&["plugin_root_id"])
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
+        let cache_prefix = format!("fallback/{root_id}/cache/");
+        create_slots(&cache_prefix, &config);
         self.shared = Some(Rc::new(Shared {
             needs,
-            cache_prefix: format!("fallback/{root_id}/cache/"),
+            cache_prefix,
             metrics: Metrics::define(),
             config,
         }));
@@ -91,6 +93,7 @@ struct RequestFacts {
     trace_id: String,
     request_id: String,
     key_headers: Vec<(String, Option<Vec<u8>>)>,
+    private: bool,
 }
 
 /// An alternate call in flight: the response headers wait for it.
@@ -128,7 +131,10 @@ impl Context for FallbackStream {
         body_size: usize,
         _trailers: usize,
     ) {
-        let Some(pending) = self.pending.take().filter(|p| p.token == token) else {
+        if self.pending.as_ref().is_none_or(|p| p.token != token) {
+            return;
+        }
+        let Some(pending) = self.pending.take() else {
             return;
         };
         let (Some(shared), Some(facts)) = (self.shared.clone(), self.request.as_ref()) else {
@@ -150,12 +156,13 @@ impl Context for FallbackStream {
             .find(|(n, _)| n == ":status")
             .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u32>().ok());
         match status {
-            Some(s) if s < 500 => {
+            // A bounded answer only: it is copied into this VM's memory.
+            Some(s) if s < 500 && body_size <= rule.response.max_body_bytes => {
                 let body =
                     host::buffer(Buffer::HttpCallResponseBody, 0, body_size).unwrap_or_default();
                 let kept: Vec<(String, String)> = headers
                     .into_iter()
-                    .filter(|(n, _)| !n.starts_with(':') && !is_hop_by_hop(n))
+                    .filter(|(n, _)| !n.starts_with(':') && !is_hop_by_hop(n) && n != MARKER)
                     .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
                     .collect();
                 let answer = Rendered {
@@ -209,11 +216,17 @@ impl HttpContext for FallbackStream {
             method: text(":method"),
             path: text(":path"),
             authority: text(":authority"),
-            grpc: req("content-type").is_some_and(|ct| ct.starts_with(b"application/grpc")),
+            grpc: req("content-type")
+                .is_some_and(|ct| filter_common::matching::is_grpc_content_type(&ct)),
             accept: req("accept"),
             trace_id: trace_id_of(req("traceparent").as_deref()),
             request_id: text("x-request-id"),
             key_headers: key_names.iter().map(|n| (n.clone(), req(n))).collect(),
+            // A response to a request with credentials is that caller's own, unless the credentials are
+            // part of the key.
+            private: ["authorization", "cookie"]
+                .iter()
+                .any(|h| !key_names.iter().any(|k| k == h) && req(h).is_some()),
         });
         Action::Continue
     }
@@ -231,7 +244,8 @@ impl HttpContext for FallbackStream {
         let status = host::header(MapType::HttpResponseHeaders, ":status")
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
             .unwrap_or(0);
-        let details = host::property(&["response", "code_details"]).unwrap_or_default();
+        // Unreadable details count as an upstream answer: never mistake an application error for Envoy's.
+        let details = host::property(&["response", "code_details"]);
         let observed = Observed {
             status,
             grpc_status: if facts.grpc {
@@ -240,8 +254,8 @@ impl HttpContext for FallbackStream {
                 None
             },
             response_flags: host::property_u64(&["response", "flags"]).unwrap_or(0),
-            from_upstream: details == b"via_upstream",
-            circuit_breaker: details == CIRCUIT_BREAKER_DETAILS,
+            from_upstream: details.as_deref().is_none_or(|d| d == b"via_upstream"),
+            circuit_breaker: details.as_deref() == Some(CIRCUIT_BREAKER_DETAILS),
         };
         if let Some(reason) = fire(&rule.triggers, &observed) {
             self.upstream_grpc_status = observed.grpc_status.filter(|g| *g != 0);
@@ -252,7 +266,9 @@ impl HttpContext for FallbackStream {
             && status == 200
             && observed.from_upstream
             && facts.method == "GET"
+            && !facts.private
             && !end_of_stream
+            && cacheable_response(rule.response.max_body_bytes)
         {
             self.capture = Some(Capture {
                 content_type: host::header(MapType::HttpResponseHeaders, "content-type")
@@ -316,9 +332,7 @@ impl HttpContext for FallbackStream {
         if let Some(reason) = fire(&rule.triggers, &observed) {
             let marker = marker(rule, reason, rule.response.kind);
             host::set_header(MapType::HttpResponseTrailers, MARKER, marker.as_bytes());
-            shared
-                .metrics
-                .served(&rule.name, reason, rule.response.kind);
+            shared.metrics.served(&rule.name, reason, "trailers");
         }
         Action::Continue
     }
@@ -347,7 +361,12 @@ impl FallbackStream {
                     self.serve_simple(shared, rule, &fallback, reason, status);
                 }
             }
-            _ => {
+            // gRPC callers of a stale or alternate rule get its `otherwise` (as a gRPC status).
+            Kind::Stale | Kind::Alternate => {
+                let fallback = otherwise(&rule.response);
+                self.serve_simple(shared, rule, &fallback, reason, status);
+            }
+            Kind::Problem | Kind::Static => {
                 let response = rule.response.clone();
                 self.serve_simple(shared, rule, &response, reason, status);
             }
@@ -397,18 +416,14 @@ impl FallbackStream {
             return false;
         }
         let key = cache_key(facts);
-        let slot_key = format!(
-            "{}{}",
-            shared.cache_prefix,
-            cache::slot(&key, shared.config.cache.slots())
-        );
+        let slot_key = slot_key(shared, key);
         let now = host::now_nanos();
         let hit = host::shared_data(&slot_key)
             .ok()
             .flatten()
             .and_then(|(bytes, _)| Entry::decode(&bytes))
             .and_then(|e| {
-                e.fresh_age(&key, now, rule.response.ttl.as_nanos_u64())
+                e.fresh_age(key, now, rule.response.ttl.as_nanos_u64())
                     .map(|age| (e, age))
             });
         let Some((entry, age)) = hit else {
@@ -477,7 +492,7 @@ impl FallbackStream {
         raw_body: Option<Vec<u8>>,
     ) {
         self.own_reply = true;
-        shared.metrics.served(&rule.name, reason, kind);
+        shared.metrics.served(&rule.name, reason, kind.label());
         let marker = marker(rule, reason, kind);
         let grpc = self.request.as_ref().is_some_and(|f| f.grpc);
         let sent = if grpc {
@@ -544,13 +559,32 @@ fn trace_id_of(traceparent: Option<&[u8]>) -> String {
         .unwrap_or_default()
 }
 
-fn cache_key(facts: &RequestFacts) -> String {
+fn cache_key(facts: &RequestFacts) -> u128 {
     let values: Vec<Option<&[u8]>> = facts
         .key_headers
         .iter()
         .map(|(_, v)| v.as_deref())
         .collect();
-    cache::key(&facts.path, &values)
+    cache::key(facts.authority.as_bytes(), facts.path.as_bytes(), &values)
+}
+
+/// A response another caller may be served: not private, not setting cookies, not encoded (the encoding
+/// is not part of the key), and not announced larger than the limit.
+fn cacheable_response(limit: usize) -> bool {
+    let header = |name: &str| host::header(MapType::HttpResponseHeaders, name);
+    let cache_control = header("cache-control")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let contains = |needle: &[u8]| cache_control.windows(needle.len()).any(|w| w == needle);
+    let encoded = header("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case(b"identity"));
+    let too_long = header("content-length")
+        .and_then(|l| std::str::from_utf8(&l).ok()?.trim().parse::<usize>().ok())
+        .is_some_and(|l| l > limit);
+    !contains(b"private")
+        && !contains(b"no-store")
+        && header("set-cookie").is_none()
+        && !encoded
+        && !too_long
 }
 
 fn is_hop_by_hop(name: &str) -> bool {
@@ -566,28 +600,40 @@ fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
-/// Writes a good response into its slot, counting evictions and the bytes held across workers.
+/// Writes a good response into its slot, counting evictions and the bytes held across workers. The write
+/// is a compare-and-swap against the value read, so the byte count stays exact when workers race; the
+/// loser skips its store (the slot was just refreshed).
 fn store(shared: &Shared, facts: &RequestFacts, capture: Capture) {
     let key = cache_key(facts);
-    let slot_key = format!(
-        "{}{}",
-        shared.cache_prefix,
-        cache::slot(&key, shared.config.cache.slots())
-    );
+    let slot_key = slot_key(shared, key);
+    let now = host::now_nanos();
+    let Ok(current) = host::shared_data(&slot_key) else {
+        return;
+    };
+    let (previous, cas) = match current {
+        Some((bytes, cas)) => (Entry::decode(&bytes), cas),
+        None => (None, 0),
+    };
+    // The same response stored under a second ago: skip the write (shared data is one global lock).
+    if previous
+        .as_ref()
+        .is_some_and(|p| p.key == key && now.saturating_sub(p.stored_at_ns) < 1_000_000_000)
+    {
+        return;
+    }
     let entry = Entry {
         key,
-        stored_at_ns: host::now_nanos(),
+        stored_at_ns: now,
         content_type: capture.content_type,
         body: capture.body,
     };
-    let encoded = entry.encode();
-    let previous = host::shared_data(&slot_key)
-        .ok()
-        .flatten()
-        .and_then(|(b, _)| Entry::decode(&b));
-    if let SharedWrite::Failed(e) = host::set_shared_data(&slot_key, &encoded, 0) {
-        log::warn!("{FILTER}: could not cache a response: {e}");
-        return;
+    match host::set_shared_data(&slot_key, &entry.encode(), cas) {
+        SharedWrite::Written => {}
+        SharedWrite::CasMismatch => return,
+        SharedWrite::Failed(e) => {
+            log::warn!("{FILTER}: could not cache a response: {e}");
+            return;
+        }
     }
     shared.metrics.cache_stores.inc();
     let before = previous.as_ref().map_or(0, Entry::size);
@@ -597,6 +643,31 @@ fn store(shared: &Shared, facts: &RequestFacts, capture: Capture) {
     let delta =
         i64::try_from(entry.size()).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(0);
     shared.metrics.cache_bytes.add(delta);
+}
+
+fn slot_key(shared: &Shared, key: u128) -> String {
+    format!(
+        "{}{}",
+        shared.cache_prefix,
+        cache::slot(key, shared.config.cache.slots())
+    )
+}
+
+/// Creates every cache slot before traffic (empty), so every later write is a real compare-and-swap (the
+/// host skips the check for a key that does not exist).
+fn create_slots(prefix: &str, config: &Config) {
+    if !config.rules.iter().any(|r| r.response.kind == Kind::Stale) {
+        return;
+    }
+    for slot in 0..config.cache.slots() {
+        let key = format!("{prefix}{slot}");
+        if let Ok(None) = host::shared_data(&key) {
+            if let SharedWrite::Failed(e) = host::set_shared_data(&key, b"", 0) {
+                log::warn!("{FILTER}: could not create cache slot {key}: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// Metrics with Istio-style tags. Served counters are defined on first use (bounded by rules x triggers x
@@ -622,18 +693,14 @@ impl Metrics {
         }
     }
 
-    fn served(&self, rule: &str, reason: Reason, kind: Kind) {
+    fn served(&self, rule: &str, reason: Reason, kind: &'static str) {
         let mut served = self.served.borrow_mut();
         let counter = served
-            .entry((rule.to_string(), reason.label(), kind.label()))
+            .entry((rule.to_string(), reason.label(), kind))
             .or_insert_with(|| {
                 Counter::define(&tagged_name(
                     "fallback_served",
-                    &[
-                        ("rule", rule),
-                        ("trigger", reason.label()),
-                        ("kind", kind.label()),
-                    ],
+                    &[("rule", rule), ("trigger", reason.label()), ("kind", kind)],
                 ))
             });
         counter.inc();

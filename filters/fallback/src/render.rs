@@ -11,37 +11,43 @@ pub enum Negotiated {
     Text,
 }
 
-/// The first media range the caller accepts (q > 0) that we can produce; JSON for `*/*` or no header.
+/// The media range the caller prefers (highest q, then first listed) among those we can produce; JSON
+/// for `*/*`, no header, or nothing we know.
 pub fn negotiate(accept: Option<&[u8]>) -> Negotiated {
     let Some(accept) = accept.and_then(|a| std::str::from_utf8(a).ok()) else {
         return Negotiated::Json;
     };
+    let mut best: Option<(f64, Negotiated)> = None;
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let refused = parts.any(|p| {
-            p.trim()
-                .strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f64>().ok())
-                .is_some_and(|q| q <= 0.0)
-        });
-        if refused {
-            continue;
-        }
-        match media.as_str() {
-            "text/html" | "application/xhtml+xml" => return Negotiated::Html,
-            "text/plain" | "text/*" => return Negotiated::Text,
+        let q = parts
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then(|| v.trim().parse::<f64>().ok())
+                    .flatten()
+            })
+            .next()
+            .unwrap_or(1.0);
+        let format = match media.as_str() {
+            "text/html" | "application/xhtml+xml" => Negotiated::Html,
+            "text/plain" | "text/*" => Negotiated::Text,
             m if m == "application/json"
                 || m.ends_with("+json")
                 || m == "*/*"
                 || m == "application/*" =>
             {
-                return Negotiated::Json
+                Negotiated::Json
             }
-            _ => {}
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, format));
         }
     }
-    Negotiated::Json
+    best.map_or(Negotiated::Json, |(_, f)| f)
 }
 
 /// Values the placeholders stand for. They come from the request, so they are escaped when rendered.
@@ -136,12 +142,20 @@ pub fn static_response(r: &ResponseConfig, vars: &Vars) -> Rendered {
 
 /// Replaces `{{traceId}}`, `{{requestId}}`, `{{status}}` and `{{reason}}`; unknown placeholders stay.
 pub fn template(body: &str, vars: &Vars, content_type: &str) -> String {
-    let escape: fn(&str) -> String = if content_type.contains("json") {
-        escape_json
-    } else if content_type.contains("html") || content_type.contains("xml") {
+    // Chosen by the media type, ignoring case and parameters; types we do not know (JavaScript, CSS)
+    // get the JSON escaping, which keeps a value inside a quoted string.
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let escape: fn(&str) -> String = if media.contains("html") || media.contains("xml") {
         escape_html
-    } else {
+    } else if media == "text/plain" {
         clean_text
+    } else {
+        escape_json
     };
     let status = vars.status.to_string();
     let mut out = String::with_capacity(body.len() + 64);
@@ -273,6 +287,18 @@ mod tests {
         );
         assert_eq!(negotiate(Some(b"image/png")), Negotiated::Json);
         assert_eq!(negotiate(Some(&[0xff, 0xfe])), Negotiated::Json);
+        assert_eq!(
+            negotiate(Some(b"text/html;q=0.1, application/json")),
+            Negotiated::Json
+        );
+        assert_eq!(
+            negotiate(Some(b"text/html;Q=0, text/plain")),
+            Negotiated::Text
+        );
+        assert_eq!(
+            negotiate(Some(b"application/json;q=0.5, text/plain;q=0.5")),
+            Negotiated::Json
+        );
     }
 
     #[test]

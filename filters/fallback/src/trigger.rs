@@ -47,7 +47,10 @@ impl EnvoyReason {
             EnvoyReason::Reset => r.response_flags & RESET != 0,
             EnvoyReason::NoHealthyUpstream => r.response_flags & NO_HEALTHY_UPSTREAM != 0,
             EnvoyReason::Overflow => r.response_flags & UPSTREAM_OVERFLOW != 0,
-            EnvoyReason::LocalReply => !r.from_upstream && r.status >= 500,
+            // Envoy answers gRPC callers HTTP 200 with a gRPC status: a non-OK one is its failure.
+            EnvoyReason::LocalReply => {
+                !r.from_upstream && (r.status >= 500 || r.grpc_status.is_some_and(|g| g != 0))
+            }
         }
     }
 }
@@ -222,6 +225,26 @@ mod tests {
             Some(Reason::CircuitBreaker)
         );
         assert_eq!(fire(&t(r#"{"envoy": ["localReply"]}"#), &cb), None);
+    }
+
+    #[test]
+    fn envoy_local_replies_to_grpc_callers_fire_local_reply() {
+        let tr = t(r#"{"envoy": ["localReply"]}"#);
+        let local = Observed {
+            status: 200,
+            grpc_status: Some(14),
+            ..Observed::default()
+        };
+        assert_eq!(
+            fire(&tr, &local),
+            Some(Reason::Envoy(EnvoyReason::LocalReply))
+        );
+        let ok = Observed {
+            status: 200,
+            grpc_status: Some(0),
+            ..Observed::default()
+        };
+        assert_eq!(fire(&tr, &ok), None);
     }
 
     #[test]

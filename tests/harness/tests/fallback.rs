@@ -1357,3 +1357,63 @@ async fn metrics_count_served_responses_and_cache_lookups() {
     }
     assert!(!prom.contains("=.="), "{}", prom_lines(&prom, "=.="));
 }
+
+/// A cached response is never served to another host or for another caller's credentials, and private,
+/// cookie-setting or encoded responses are not cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_cache_never_leaks_across_hosts_or_callers() {
+    let upstream = Upstream::start().await;
+    let config = r#"{"rules": [{"name": "stale", "triggers": {"status": "500-599"},
+        "response": {"kind": "stale", "ttl": "30s", "otherwise": {"kind": "static", "status": 200, "body": "nothing cached"}}}]}"#;
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(
+                        WasmFilter::new("fallback", dist("fallback.wasm"))
+                            .vm_id("fallback")
+                            .configuration(config),
+                    )
+                    .route(Route::to("default", "/", "upstream")),
+            )
+            .cluster(Cluster::new("upstream", upstream.port())),
+    )
+    .await;
+    let port = envoy.port("ingress");
+    let fail = ("x-upstream-status", "503");
+    // Cached for a.example; b.example must not get it.
+    let r = http1(port, "GET", "/me", &[("host", "a.example")], "").await;
+    assert_eq!(r.status, 200);
+    let r = http1(port, "GET", "/me", &[("host", "b.example"), fail], "").await;
+    assert_eq!(r.text(), "nothing cached", "another host's response leaked");
+    let r = http1(port, "GET", "/me", &[("host", "a.example"), fail], "").await;
+    assert!(
+        r.header("x-fallback").unwrap().starts_with("stale"),
+        "control: same host is served"
+    );
+    // A request with credentials, and responses marked private or setting cookies, are not cached.
+    for (path, headers) in [
+        ("/auth", vec![("authorization", "Bearer alice")]),
+        ("/cookie", vec![("cookie", "session=alice")]),
+        (
+            "/private",
+            vec![(
+                "x-upstream-set-header",
+                "cache-control: private, max-age=60",
+            )],
+        ),
+        (
+            "/setcookie",
+            vec![("x-upstream-set-header", "set-cookie: s=1")],
+        ),
+        (
+            "/gzip",
+            vec![("x-upstream-set-header", "content-encoding: gzip")],
+        ),
+    ] {
+        let r = http1(port, "GET", path, &headers, "").await;
+        assert_eq!(r.status, 200, "{path}");
+        let r = http1(port, "GET", path, &[fail], "").await;
+        assert_eq!(r.text(), "nothing cached", "{path} was cached");
+    }
+}
