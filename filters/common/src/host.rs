@@ -142,6 +142,20 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
     buffer(Buffer::PluginConfiguration, 0, usize::MAX)
 }
 
+/// A header map as the host encodes it (see `wire::decode_spans`), in one allocation; empty when the
+/// map is not available.
+pub fn header_map_encoded(map: MapType) -> Vec<u8> {
+    let mut data = std::ptr::null_mut();
+    let mut size = 0usize;
+    // SAFETY: out-pointers are valid locals; the host hands back its own allocation.
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    if status != STATUS_OK {
+        return Vec::new();
+    }
+    // SAFETY: on success the host returned `size` bytes it allocated for us.
+    unsafe { take_host_buffer(data, size) }.unwrap_or_default()
+}
+
 /// Every header of a map, in order, duplicates kept, values as bytes. Empty when the map is not
 /// available (for example request headers read after the request continued).
 pub fn header_pairs(map: MapType) -> Vec<(String, Vec<u8>)> {

@@ -1,10 +1,13 @@
 //! The proxy-wasm ABI's encodings of header maps and property paths, written without any indexing that
 //! could panic on a malformed buffer from the host.
 
-/// Decodes a header map: `u32 count`, then `count` pairs of `(u32 name_len, u32 value_len)`, then each
-/// name and value followed by a NUL byte. Returns `None` if the buffer is malformed. Names that are not
-/// UTF-8 (never produced by Envoy) are decoded lossily so a request is never rejected for them.
-pub fn decode_map(buf: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+use std::ops::Range;
+
+/// Where each name and value of an encoded header map lies in `buf`: `u32 count`, then `count` pairs of
+/// `(u32 name_len, u32 value_len)`, then each name and value followed by a NUL byte. `None` if the
+/// buffer is malformed. Lets a reader borrow from the one buffer the host returned instead of copying
+/// every header.
+pub fn decode_spans(buf: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
     let (count, mut rest) = read_u32(buf)?;
     let count = usize::try_from(count).ok()?;
     // Each pair needs at least 10 bytes; cap the allocation by what the buffer can hold.
@@ -18,15 +21,35 @@ pub fn decode_map(buf: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
             usize::try_from(value_len).ok()?,
         ));
     }
-    let mut pairs = Vec::with_capacity(sizes.len());
+    let mut at = buf.len() - rest.len();
+    let mut spans = Vec::with_capacity(sizes.len());
     for (name_len, value_len) in sizes {
-        let (name, r) = rest.split_at_checked(name_len)?;
-        let r = r.strip_prefix(&[0u8])?;
-        let (value, r) = r.split_at_checked(value_len)?;
-        rest = r.strip_prefix(&[0u8])?;
-        pairs.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+        let name = at..at.checked_add(name_len)?;
+        let value_start = name.end.checked_add(1)?;
+        let value = value_start..value_start.checked_add(value_len)?;
+        let next = value.end.checked_add(1)?;
+        // Both terminators must be NUL and inside the buffer.
+        if buf.get(name.end) != Some(&0) || buf.get(value.end) != Some(&0) {
+            return None;
+        }
+        spans.push((name, value));
+        at = next;
     }
-    Some(pairs)
+    Some(spans)
+}
+
+/// Decodes a header map into owned pairs (see `decode_spans`). Names that are not UTF-8 (never produced
+/// by Envoy) are decoded lossily so a request is never rejected for them.
+pub fn decode_map(buf: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    decode_spans(buf)?
+        .into_iter()
+        .map(|(n, v)| {
+            Some((
+                String::from_utf8_lossy(buf.get(n)?).into_owned(),
+                buf.get(v)?.to_vec(),
+            ))
+        })
+        .collect()
 }
 
 /// Encodes a header map in the layout `decode_map` reads.

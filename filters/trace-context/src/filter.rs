@@ -122,7 +122,8 @@ impl HttpContext for TraceStream {
 
 fn handle_request(shared: &Shared) -> TraceContext {
     let config = shared.propagator.config();
-    let headers = RequestHeaders::new(host::header_pairs(MapType::HttpRequestHeaders));
+    let headers =
+        RequestHeaders::from_encoded(host::header_map_encoded(MapType::HttpRequestHeaders));
     // Read per request: one root context may serve listeners of both directions.
     let direction = listener_direction(config.direction);
     let outbound = direction == Some(LISTENER_OUTBOUND);

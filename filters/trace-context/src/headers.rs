@@ -1,23 +1,38 @@
 //! A read-only view of request headers and the edits a writer asks for. The filter reads every header
 //! once through the host's header-pairs API (so duplicates stay visible) and applies the edits in one pass.
 
+use filter_common::wire;
+use std::ops::Range;
+
 /// Request headers as the host gave them: names lower case (HTTP/2 and Envoy normalise them), values as
-/// raw bytes because a header value need not be UTF-8.
+/// raw bytes because a header value need not be UTF-8. They are kept in the one buffer the host returned,
+/// with the position of each name and value, so reading them costs two allocations, not two per header.
 #[derive(Debug, Default, Clone)]
 pub struct RequestHeaders {
-    pairs: Vec<(String, Vec<u8>)>,
+    buf: Vec<u8>,
+    spans: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl RequestHeaders {
-    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
-        // Envoy already lower-cases names, so this allocates only for other callers.
-        let mut pairs = pairs;
-        for (name, _) in &mut pairs {
-            if name.bytes().any(|b| b.is_ascii_uppercase()) {
-                name.make_ascii_lowercase();
-            }
+    /// Headers from the host's encoded map (`filter_common::wire`); a malformed map reads as empty.
+    pub fn from_encoded(buf: Vec<u8>) -> Self {
+        match wire::decode_spans(&buf) {
+            Some(spans) => RequestHeaders { buf, spans },
+            None => RequestHeaders::default(),
         }
-        RequestHeaders { pairs }
+    }
+
+    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
+        // Envoy already lower-cases names; other callers may not.
+        let lowered: Vec<(String, Vec<u8>)> = pairs
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect();
+        let refs: Vec<(&str, &[u8])> = lowered
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        Self::from_encoded(wire::encode_map(&refs))
     }
 
     /// Convenience for tests and tools: pairs from string slices.
@@ -32,10 +47,7 @@ impl RequestHeaders {
 
     /// Every value of `name` (lower case), in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.pairs
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.values(name)
     }
 
     /// The value of `name` when it occurs exactly once; `Err(())` when it occurs more than once.
@@ -55,19 +67,35 @@ impl RequestHeaders {
 
     /// Like `get_all`, but the name need not outlive the values.
     fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-        self.pairs
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.raw()
+            .filter(move |(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// Pairs with the name as bytes: lookups compare bytes and skip UTF-8 validation.
+    fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans.iter().map(|(n, v)| {
+            (
+                self.buf.get(n.clone()).unwrap_or_default(),
+                self.buf.get(v.clone()).unwrap_or_default(),
+            )
+        })
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.pairs.iter().any(|(n, _)| n == name)
+        self.raw().any(|(n, _)| n == name.as_bytes())
     }
 
-    /// All pairs, in order.
+    /// All pairs, in order. A name that is not UTF-8 (Envoy never produces one) reads as empty.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.spans.iter().map(|(n, v)| {
+            let name = self
+                .buf
+                .get(n.clone())
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or("");
+            (name, self.buf.get(v.clone()).unwrap_or_default())
+        })
     }
 
     /// The headers as they are after `edits` (edited headers move to the end), as the next hop sees them.
