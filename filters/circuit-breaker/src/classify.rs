@@ -68,9 +68,19 @@ pub struct Call {
     pub grpc_status: Option<u32>,
     /// Envoy's response flags bitmask.
     pub response_flags: u64,
+    /// The response was made by Envoy or a filter, not by the upstream.
+    pub local_reply: bool,
 }
 
 pub fn classify(rules: &[Rule], call: &Call) -> Outcome {
+    // A reply made in this proxy without any upstream failure (a later filter's rejection, a rate limit,
+    // a missing route) says nothing about the dependency: it must neither trip nor close a breaker.
+    if call.local_reply
+        && call.status.is_some()
+        && call.response_flags & filter_common::response_flags::UPSTREAM_FAILURES == 0
+    {
+        return Outcome::Ignore;
+    }
     rules
         .iter()
         .find(|rule| match &rule.condition {
@@ -141,6 +151,7 @@ mod tests {
             status: Some(200),
             grpc_status: Some(g),
             response_flags: 0,
+            local_reply: false,
         };
         assert_eq!(classify(&rules, &grpc(14)), Outcome::Failure);
         assert_eq!(classify(&rules, &grpc(4)), Outcome::Failure);
@@ -149,6 +160,7 @@ mod tests {
             status: Some(503),
             grpc_status: None,
             response_flags: f,
+            local_reply: true,
         };
         assert_eq!(classify(&rules, &flags(UPSTREAM_OVERFLOW)), Outcome::Ignore);
         assert_eq!(
@@ -159,6 +171,48 @@ mod tests {
             classify(&rules, &Call::default()),
             Outcome::Failure,
             "no response"
+        );
+    }
+
+    #[test]
+    fn local_replies_without_upstream_failure_are_ignored() {
+        let rules = default_rules();
+        let rejected = Call {
+            status: Some(503),
+            local_reply: true,
+            ..Call::default()
+        };
+        assert_eq!(classify(&rules, &rejected), Outcome::Ignore);
+        let forbidden = Call {
+            status: Some(403),
+            local_reply: true,
+            ..Call::default()
+        };
+        assert_eq!(
+            classify(&rules, &forbidden),
+            Outcome::Ignore,
+            "a denied probe must not close a breaker"
+        );
+        let refused = Call {
+            status: Some(503),
+            local_reply: true,
+            response_flags: UPSTREAM_CONNECTION_FAILURE,
+            ..Call::default()
+        };
+        assert_eq!(
+            classify(&rules, &refused),
+            Outcome::Failure,
+            "Envoy's own upstream failure counts"
+        );
+        let abandoned = Call {
+            status: None,
+            local_reply: true,
+            ..Call::default()
+        };
+        assert_eq!(
+            classify(&rules, &abandoned),
+            Outcome::Failure,
+            "no response at all still counts"
         );
     }
 
@@ -175,6 +229,7 @@ mod tests {
             status: Some(504),
             grpc_status: None,
             response_flags: filter_common::response_flags::UPSTREAM_REQUEST_TIMEOUT,
+            local_reply: true,
         };
         assert_eq!(classify(&rules, &timeout), Outcome::Failure);
         assert_eq!(classify(&rules, &http(200)), Outcome::Success);

@@ -333,6 +333,9 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
         }),
         grpc_status: call.grpc_status,
         response_flags: host::property_u64(&["response", "flags"]).unwrap_or(0),
+        // Unreadable details count as an upstream answer, as before this rule existed.
+        local_reply: host::property(&["response", "code_details"])
+            .is_some_and(|d| d != b"via_upstream"),
     };
     let outcome = classify(&b.classify, &finished);
     let elapsed = call

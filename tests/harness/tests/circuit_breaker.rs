@@ -1566,3 +1566,69 @@ async fn every_documented_field_is_accepted() {
     // An empty configuration object is the defaults too.
     validate_yaml(&yaml_with(&json!({}))).unwrap();
 }
+
+/// A rejection by a filter after the breaker (here Envoy's fault filter) never reached the dependency: it
+/// neither opens the breaker nor counts as a failure, while real upstream failures still do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_of_later_filters_do_not_count_against_the_dependency() {
+    let upstream = Upstream::start().await;
+    let fault = "name: envoy.filters.http.fault\ntyped_config:\n  \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\n  abort:\n    header_abort: {}\n    percentage: {numerator: 100, denominator: HUNDRED}";
+    let config =
+        one(json!({"name": "dep", "minimumCalls": 4, "failureRateThreshold": 50, "openJitter": 0}));
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .listener(
+                Listener::new("ingress")
+                    .filter(cb_filter(Some(&config)))
+                    .filter(HttpFilter::raw(fault))
+                    .route(Route::to("ingress", "/", "upstream")),
+            )
+            .cluster(Cluster::new("upstream", upstream.port())),
+    )
+    .await;
+    let port = envoy.port("ingress");
+    for _ in 0..10 {
+        let r = http1(
+            port,
+            "GET",
+            "/",
+            &[("x-envoy-fault-abort-request", "503")],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            r.header("x-circuit-breaker"),
+            None,
+            "the breaker must not open on the fault filter's replies"
+        );
+    }
+    assert_eq!(upstream.count(), 0);
+    tokio::time::sleep(SETTLE).await;
+    let prom = envoy.prometheus().await;
+    assert_eq!(
+        prom_sum(
+            &prom,
+            "circuit_breaker_calls",
+            &[("breaker", "dep"), ("outcome", "ignored")]
+        ),
+        Some(10),
+        "{}",
+        prom_lines(&prom, "circuit_breaker")
+    );
+    assert_eq!(
+        prom_sum(
+            &prom,
+            "circuit_breaker_calls",
+            &[("breaker", "dep"), ("outcome", "failure")]
+        ),
+        Some(0)
+    );
+    // Control: the upstream's own 503s still open it.
+    for _ in 0..4 {
+        http1(port, "GET", "/", &[("x-upstream-status", "503")], "").await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    let r = http1(port, "GET", "/", &[], "").await;
+    assert_eq!(r.header("x-circuit-breaker"), Some("dep; state=open"));
+}
