@@ -47,9 +47,7 @@ impl RootContext for BreakerRoot {
         let Some(config) = load_config::<Config>(FILTER) else {
             return false;
         };
-        let root_id = host::property(&["plugin_root_id"])
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let root_id = host::plugin_root_id();
         let keys = Keys::new(&root_id);
         store::create_records(&keys, &config.breakers);
         self.shared = Some(Rc::new(Shared {
@@ -166,10 +164,9 @@ impl HttpContext for BreakerStream {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(call) = self.call.as_mut() {
             call.elapsed_ns = Some(host::now_nanos().saturating_sub(call.started_ns));
-            call.status = host::header(MapType::HttpResponseHeaders, ":status")
-                .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse().ok()));
+            call.status = host::header_number(MapType::HttpResponseHeaders, ":status");
             if call.grpc {
-                call.grpc_status = grpc_status(MapType::HttpResponseHeaders);
+                call.grpc_status = host::header_number(MapType::HttpResponseHeaders, "grpc-status");
             }
         }
         if let (Some(mark), Some(shared)) = (&self.dry_run_mark, &self.shared) {
@@ -184,7 +181,8 @@ impl HttpContext for BreakerStream {
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if let Some(call) = self.call.as_mut().filter(|c| c.grpc) {
-            if let Some(status) = grpc_status(MapType::HttpResponseTrailers) {
+            if let Some(status) = host::header_number(MapType::HttpResponseTrailers, "grpc-status")
+            {
                 call.grpc_status = Some(status);
             }
         }
@@ -199,14 +197,6 @@ impl HttpContext for BreakerStream {
             record_call(&shared, &call);
         }
     }
-}
-
-fn grpc_status(map: MapType) -> Option<u32> {
-    host::header(map, "grpc-status").and_then(|s| {
-        std::str::from_utf8(&s)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    })
 }
 
 impl BreakerStream {

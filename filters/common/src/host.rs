@@ -248,6 +248,20 @@ pub fn property_u64(path: &[&str]) -> Option<u64> {
     Some(u64::from_le_bytes(array))
 }
 
+/// A header of `map` parsed as a number (`:status`, `grpc-status`); `None` when absent or not a number.
+pub fn header_number<T: std::str::FromStr>(map: MapType, name: &str) -> Option<T> {
+    let value = header(map, name)?;
+    std::str::from_utf8(&value).ok()?.trim().parse().ok()
+}
+
+/// The plugin's root id (Istio's `pluginName`), empty when unavailable: filters prefix their shared-data
+/// keys with it, because Istio gives every WasmPlugin one shared-data namespace.
+pub fn plugin_root_id() -> String {
+    property(&["plugin_root_id"])
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
 /// Writes filter state readable as `%FILTER_STATE(wasm.NAME)%` in access logs; false if refused.
 pub fn set_property(path: &[&str], value: &[u8]) -> bool {
     let encoded = wire::encode_path(path);

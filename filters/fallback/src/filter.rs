@@ -51,9 +51,7 @@ impl RootContext for FallbackRoot {
         for r in &config.rules {
             needs.add_match(&r.matcher);
         }
-        let root_id = host::property(&["plugin_root_id"])
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let root_id = host::plugin_root_id();
         let cache_prefix = format!("fallback/{root_id}/cache/");
         create_slots(&cache_prefix, &config);
         self.shared = Some(Rc::new(Shared {
@@ -241,15 +239,14 @@ impl HttpContext for FallbackStream {
         let Some(rule) = shared.config.rules.get(facts.rule) else {
             return Action::Continue;
         };
-        let status = host::header(MapType::HttpResponseHeaders, ":status")
-            .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
-            .unwrap_or(0);
+        let status =
+            host::header_number::<u16>(MapType::HttpResponseHeaders, ":status").unwrap_or(0);
         // Unreadable details count as an upstream answer: never mistake an application error for Envoy's.
         let details = host::property(&["response", "code_details"]);
         let observed = Observed {
             status,
             grpc_status: if facts.grpc {
-                grpc_status(MapType::HttpResponseHeaders)
+                host::header_number(MapType::HttpResponseHeaders, "grpc-status")
             } else {
                 None
             },
@@ -325,7 +322,7 @@ impl HttpContext for FallbackStream {
         };
         let observed = Observed {
             status: 200,
-            grpc_status: grpc_status(MapType::HttpResponseTrailers),
+            grpc_status: host::header_number(MapType::HttpResponseTrailers, "grpc-status"),
             from_upstream: true,
             ..Observed::default()
         };
@@ -544,10 +541,6 @@ fn marker(rule: &RuleConfig, reason: Reason, kind: Kind) -> String {
         rule.name,
         reason.label()
     )
-}
-
-fn grpc_status(map: MapType) -> Option<u32> {
-    host::header(map, "grpc-status").and_then(|s| std::str::from_utf8(&s).ok()?.trim().parse().ok())
 }
 
 /// The 32-hex trace id of a W3C `traceparent`, or empty.

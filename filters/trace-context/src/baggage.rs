@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::headers::{HeaderEdits, RequestHeaders};
+use crate::headers::{trim_ows, HeaderEdits, RequestHeaders};
 
 /// The spec's minimum: a platform must propagate at least 64 members...
 pub const DEFAULT_MAX_MEMBERS: usize = 64;
@@ -392,17 +392,6 @@ fn strip_prefix_ignore_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> 
     } else {
         None
     }
-}
-
-/// Strips RFC 7230 OWS (space and tab only) from both ends.
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 #[cfg(test)]

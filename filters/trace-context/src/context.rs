@@ -50,16 +50,7 @@ pub fn parse_lower_hex_u128(s: &[u8], len: usize) -> Option<u128> {
     if s.len() != len || len == 0 || len > 32 {
         return None;
     }
-    let mut v: u128 = 0;
-    for &c in s {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u128::from(d);
-    }
-    Some(v)
+    hex_value(s, false)
 }
 
 /// Parses exactly `len` (at most 16) lower-case hex digits into a u64.
@@ -75,17 +66,20 @@ pub fn parse_hex_var(s: &[u8], max_len: usize) -> Option<u128> {
     if s.is_empty() || s.len() > max_len || s.len() > 32 {
         return None;
     }
-    let mut v: u128 = 0;
-    for &c in s {
+    hex_value(s, true)
+}
+
+/// The value of at most 32 hex digits; upper case only when `upper` allows it.
+fn hex_value(s: &[u8], upper: bool) -> Option<u128> {
+    s.iter().try_fold(0u128, |v, &c| {
         let d = match c {
             b'0'..=b'9' => c - b'0',
             b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
+            b'A'..=b'F' if upper => c - b'A' + 10,
             _ => return None,
         };
-        v = (v << 4) | u128::from(d);
-    }
-    Some(v)
+        Some((v << 4) | u128::from(d))
+    })
 }
 
 /// A 16- or 32-digit lower-case hex trace id, not zero (B3, ottrace).

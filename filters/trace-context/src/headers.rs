@@ -114,6 +114,17 @@ impl RequestHeaders {
     }
 }
 
+/// Strips RFC 7230 OWS (space and tab only) from both ends.
+pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
 /// A header occurred more than once where the format allows only one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Duplicate;

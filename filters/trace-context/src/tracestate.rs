@@ -4,6 +4,8 @@
 //! Parsing is all-or-nothing: the spec lets a participant discard a `tracestate` it cannot fully
 //! validate, and forwarding a half-understood list risks mixing state from different vendors.
 
+use crate::headers::trim_ows;
+
 /// The most list members a `tracestate` may have.
 pub const MAX_MEMBERS: usize = 32;
 
@@ -237,17 +239,6 @@ fn valid_value(value: &[u8]) -> bool {
             .iter()
             .all(|&b| matches!(b, 0x20..=0x7e) && b != b',' && b != b'=')
         && value.last() != Some(&b' ')
-}
-
-/// Strips RFC 7230 OWS (space and tab only) from both ends.
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use crate::context::{parse_lower_hex_u128, parse_lower_hex_u64, TraceContext};
 use crate::formats::Extracted;
-use crate::headers::{HeaderEdits, RequestHeaders};
+use crate::headers::{trim_ows, HeaderEdits, RequestHeaders};
 
 pub const HEADERS: &[&str] = &["traceparent", "tracestate"];
 
@@ -106,17 +106,6 @@ pub fn parse_traceparent(value: &[u8]) -> Result<TraceContext, &'static str> {
         debug: false,
         random: flags & u64::from(FLAG_RANDOM) != 0,
     })
-}
-
-/// Strips RFC 7230 OWS (space and tab only) from both ends.
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 #[cfg(test)]
