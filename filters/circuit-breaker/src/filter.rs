@@ -88,6 +88,10 @@ struct AdmittedCall {
     /// What the upstream answered, noted before earlier filters could rewrite it.
     status: Option<u16>,
     grpc_status: Option<u32>,
+    /// Whether the response this filter saw was made in this proxy rather than by the upstream. Noted
+    /// with the status: a filter before this one (fallback) may replace the upstream's answer with
+    /// its own reply afterwards, and that must not hide the upstream's failure.
+    local_reply: Option<bool>,
     /// Time to the response headers: what "slow" means (a long download is not a slow dependency).
     elapsed_ns: Option<u64>,
 }
@@ -137,6 +141,7 @@ impl HttpContext for BreakerStream {
             started_ns: now,
             status: None,
             grpc_status: None,
+            local_reply: None,
             elapsed_ns: None,
         };
         match admit(&shared, b, selected.slot, now, metrics) {
@@ -168,6 +173,7 @@ impl HttpContext for BreakerStream {
             if call.grpc {
                 call.grpc_status = host::header_number(MapType::HttpResponseHeaders, "grpc-status");
             }
+            call.local_reply = Some(made_in_proxy());
         }
         if let (Some(mark), Some(shared)) = (&self.dry_run_mark, &self.shared) {
             host::set_header(
@@ -305,6 +311,12 @@ fn jitter_unit(shared: &Shared) -> f64 {
 
 /// Classifies the finished call and records it: a probe decides the half-open breaker; another call goes
 /// into this worker's stripe of the closed window it was admitted in.
+/// The response was made by Envoy or a filter, not received from the upstream (the router marks an
+/// upstream's answer `via_upstream`). Unreadable details count as an upstream answer.
+fn made_in_proxy() -> bool {
+    host::property(&["response", "code_details"]).is_some_and(|d| d != b"via_upstream")
+}
+
 fn record_call(shared: &Shared, call: &AdmittedCall) {
     let Selected { breaker, slot } = call.selected;
     let (Some(b), Some(metrics)) = (
@@ -323,9 +335,7 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
         }),
         grpc_status: call.grpc_status,
         response_flags: host::property_u64(&["response", "flags"]).unwrap_or(0),
-        // Unreadable details count as an upstream answer, as before this rule existed.
-        local_reply: host::property(&["response", "code_details"])
-            .is_some_and(|d| d != b"via_upstream"),
+        local_reply: call.local_reply.unwrap_or_else(made_in_proxy),
     };
     let outcome = classify(&b.classify, &finished);
     let elapsed = call
