@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub cache: CacheConfig,
+    pub trace: TraceConfig,
 }
 
 impl Default for Config {
@@ -31,6 +32,28 @@ impl Default for Config {
                 response: ResponseConfig::default(),
             }],
             cache: CacheConfig::default(),
+            trace: TraceConfig::default(),
+        }
+    }
+}
+
+/// The trace headers a fallback carries. A fallback sent in place of a response skips the encoder
+/// filters before this one, trace-context among them, so it adds them itself; the fields and defaults
+/// are trace-context's own.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TraceConfig {
+    pub response_header: String,
+    pub trace_response: bool,
+    pub filter_state_name: String,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            response_header: "x-trace-id".to_string(),
+            trace_response: true,
+            filter_state_name: "trace_id".to_string(),
         }
     }
 }
@@ -230,6 +253,12 @@ impl Validate for Config {
             "cache.maxBytes",
             "divided by cache.maxBodyBytes gives more than 65536 slots",
         )?;
+        let header = &self.trace.response_header;
+        check(
+            header.is_empty() || (is_header_name(header) && !header.starts_with(':')),
+            "trace.responseHeader",
+            "must be a lower-case header name or empty",
+        )?;
         check_names(self.rules.iter().map(|x| x.name.as_str()), "rules")?;
         for (i, r) in self.rules.iter().enumerate() {
             let f = |name: &str| format!("rules[{i}].{name}");
@@ -297,6 +326,8 @@ mod tests {
             (br#"{"rules": [{"name": "a", "triggers": {"grpcStatus": [17]}}]}"#, "rules[0].triggers.grpcStatus"),
             (br#"{"cache": {"maxBytes": 10, "maxBodyBytes": 100}}"#, "cache.maxBytes"),
             (br#"{"rulez": []}"#, "rulez"),
+            (br#"{"trace": {"responseHeader": "X-Trace"}}"#, "trace.responseHeader"),
+            (br#"{"trace": {"traceResponse": "yes"}}"#, "trace.traceResponse"),
         ];
         for (json, field) in cases {
             let e = parse::<Config>(Some(json)).unwrap_err();

@@ -7,6 +7,7 @@
 use crate::cache::{self, Entry};
 use crate::config::{otherwise, Config, Kind, ResponseConfig, RuleConfig};
 use crate::render::{self, grpc_status_for, negotiate, Rendered, Vars};
+use crate::trace::{self, well_formed_traceparent};
 use crate::trigger::{fire, Observed, Reason};
 use filter_common::host::{self, Buffer, MapType, SharedWrite};
 use filter_common::matching::Needs;
@@ -88,7 +89,8 @@ struct RequestFacts {
     authority: String,
     grpc: bool,
     accept: Option<Vec<u8>>,
-    trace_id: String,
+    /// The W3C `traceparent` forwarded upstream (as trace-context wrote it), when well formed.
+    traceparent: Option<String>,
     request_id: String,
     key_headers: Vec<(String, Option<Vec<u8>>)>,
     private: bool,
@@ -217,7 +219,7 @@ impl HttpContext for FallbackStream {
             grpc: req("content-type")
                 .is_some_and(|ct| filter_common::matching::is_grpc_content_type(&ct)),
             accept: req("accept"),
-            trace_id: trace_id_of(req("traceparent").as_deref()),
+            traceparent: req("traceparent").and_then(|tp| well_formed_traceparent(&tp)),
             request_id: text("x-request-id"),
             key_headers: key_names.iter().map(|n| (n.clone(), req(n))).collect(),
             // A response to a request with credentials is that caller's own, unless the credentials are
@@ -371,10 +373,28 @@ impl FallbackStream {
         Action::Pause
     }
 
-    fn vars(&self, reason: Reason, status: u16) -> Vars {
+    /// The trace id: from the forwarded `traceparent`, else from trace-context's filter state.
+    fn trace_id(&self, shared: &Shared) -> String {
+        let facts = self.request.as_ref();
+        if let Some(id) = facts
+            .and_then(|f| f.traceparent.as_deref())
+            .and_then(trace::trace_id)
+        {
+            return id.to_string();
+        }
+        let state = shared.config.trace.filter_state_name.as_str();
+        if state.is_empty() {
+            return String::new();
+        }
+        host::property(&[state])
+            .and_then(|v| trace::trace_id_from_state(&v))
+            .unwrap_or_default()
+    }
+
+    fn vars(&self, shared: &Shared, reason: Reason, status: u16) -> Vars {
         let facts = self.request.as_ref();
         Vars {
-            trace_id: facts.map(|f| f.trace_id.clone()).unwrap_or_default(),
+            trace_id: self.trace_id(shared),
             request_id: facts.map(|f| f.request_id.clone()).unwrap_or_default(),
             status,
             reason: reason.label().to_string(),
@@ -390,7 +410,7 @@ impl FallbackStream {
         reason: Reason,
         status: u16,
     ) {
-        let vars = self.vars(reason, status);
+        let vars = self.vars(shared, reason, status);
         let accept = self.request.as_ref().and_then(|f| f.accept.clone());
         let rendered = match response.kind {
             Kind::Static => render::static_response(response, &vars),
@@ -492,8 +512,18 @@ impl FallbackStream {
         shared.metrics.served(&rule.name, reason, kind.label());
         let marker = marker(rule, reason, kind);
         let grpc = self.request.as_ref().is_some_and(|f| f.grpc);
+        let trace_headers = trace::response_headers(
+            &shared.config.trace,
+            self.request.as_ref().and_then(|f| f.traceparent.as_deref()),
+            &self.trace_id(shared),
+            |name| rendered.headers.iter().any(|(n, _)| n == name),
+        );
+        let trace_headers = trace_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()));
         let sent = if grpc {
-            let headers: Vec<(&str, &[u8])> = vec![(MARKER, marker.as_bytes())];
+            let mut headers: Vec<(&str, &[u8])> = vec![(MARKER, marker.as_bytes())];
+            headers.extend(trace_headers);
             // What failed, not what the HTTP fallback says: a static 200 still tells a gRPC caller the
             // call failed, with the upstream's gRPC status or its HTTP status mapped as gRPC does.
             let failed = match (u32::from(self.original_status), rendered.status) {
@@ -519,6 +549,7 @@ impl FallbackStream {
                 .map(|(n, v)| (n.as_str(), v.as_bytes()))
                 .collect();
             headers.push((MARKER, marker.as_bytes()));
+            headers.extend(trace_headers);
             let body = raw_body.unwrap_or_else(|| rendered.body.into_bytes());
             host::send_local_response(rendered.status, "fallback", &headers, &body, -1)
         };
@@ -541,15 +572,6 @@ fn marker(rule: &RuleConfig, reason: Reason, kind: Kind) -> String {
         rule.name,
         reason.label()
     )
-}
-
-/// The 32-hex trace id of a W3C `traceparent`, or empty.
-fn trace_id_of(traceparent: Option<&[u8]>) -> String {
-    traceparent
-        .and_then(|tp| tp.split(|b| *b == b'-').nth(1))
-        .filter(|id| id.len() == 32 && id.iter().all(u8::is_ascii_hexdigit))
-        .map(|id| String::from_utf8_lossy(id).into_owned())
-        .unwrap_or_default()
 }
 
 fn cache_key(facts: &RequestFacts) -> u128 {

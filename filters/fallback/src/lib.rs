@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod config;
 pub mod render;
+pub mod trace;
 pub mod trigger;
 
 mod filter;

@@ -1150,6 +1150,196 @@ async fn breaker_rejections_become_the_fallback_response() {
     .await;
 }
 
+/// The fallback sits before the breaker, so its reply replaces the upstream's failure after the
+/// breaker saw it: the breaker must still count the failure and open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_counts_failures_that_the_fallback_replaced() {
+    let upstream = Upstream::start().await;
+    let fallback = json!({"rules": [
+        {"name": "soft", "triggers": {"status": "500", "circuitBreaker": true},
+         "response": {"kind": "static", "status": 200, "body": "default"}}
+    ]});
+    let breaker = json!({"breakers": [
+        {"name": "dep", "minimumCalls": 4, "openDuration": "5s", "openJitter": 0}
+    ]});
+    let envoy = Envoy::start(config_with(
+        &upstream,
+        vec![fallback_filter(Some(&fallback)), breaker_filter(&breaker)],
+        Vec::new(),
+    ))
+    .await;
+    for i in 0..4 {
+        let r = get(&envoy, "/pay", FAIL_500).await;
+        assert_eq!(r.text(), "default", "call {i}: {}", describe(&r));
+        assert_eq!(
+            assert_mark(&r, "static", "soft"),
+            "status",
+            "{}",
+            describe(&r)
+        );
+    }
+    assert_prom(
+        &envoy,
+        &[(
+            "circuit_breaker_calls",
+            &[("breaker", "dep"), ("outcome", "failure")],
+            4,
+        )],
+    )
+    .await;
+    let reached = upstream.count();
+    let r = get(&envoy, "/pay", OK).await;
+    assert_eq!(
+        assert_mark(&r, "static", "soft"),
+        "circuitBreaker",
+        "{}",
+        describe(&r)
+    );
+    assert_eq!(
+        upstream.count(),
+        reached,
+        "the open breaker keeps the upstream out"
+    );
+}
+
+fn trace_filter(config: &Value) -> WasmFilter {
+    WasmFilter::new("trace-context", dist("trace_context.wasm"))
+        .vm_id("trace-context")
+        .configuration(config.to_string())
+}
+
+/// The shipped chain (trace-context, fallback, circuit-breaker) behind one listener.
+async fn setup_chain(trace: &Value, fallback: &Value) -> (Upstream, Envoy) {
+    let upstream = Upstream::start().await;
+    let breaker = json!({"breakers": [
+        {"name": "dep", "match": {"pathPrefix": "/pay"}, "minimumCalls": 4, "openDuration": "5s", "openJitter": 0}
+    ]});
+    let envoy = Envoy::start(config_with(
+        &upstream,
+        vec![
+            trace_filter(trace),
+            fallback_filter(Some(fallback)),
+            breaker_filter(&breaker),
+        ],
+        Vec::new(),
+    ))
+    .await;
+    (upstream, envoy)
+}
+
+/// The trace id of a `traceresponse` header.
+fn traceresponse_id(r: &Response) -> Option<&str> {
+    r.header("traceresponse").and_then(|v| v.split('-').nth(1))
+}
+
+/// A fallback replaces a response on its way back, so Envoy sends it past trace-context: the fallback
+/// must carry the trace headers itself, on every kind of reply and for gRPC callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallbacks_carry_the_trace_headers_of_trace_context() {
+    let fallback = json!({"rules": [
+        {"name": "app", "match": {"pathPrefix": "/app"}, "triggers": {"status": "503"}},
+        {"name": "cb", "triggers": {"circuitBreaker": true, "status": "500"},
+         "response": {"kind": "static", "status": 200, "body": "default"}}
+    ]});
+    let (upstream, envoy) = setup_chain(&json!({}), &fallback).await;
+
+    // A B3 caller: trace-context converts, the fallback answers with the same trace id.
+    let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";
+    let b3 = format!("{b3_trace}-e457b5a2e4d86bd1-1");
+    let r = get(&envoy, "/app", &[("b3", &b3), FAIL_503[0]]).await;
+    assert_eq!(
+        assert_mark(&r, "problem", "app"),
+        "status",
+        "{}",
+        describe(&r)
+    );
+    let j = assert_problem_json(&r, 503);
+    assert_eq!(j["traceId"], json!(b3_trace), "{j}");
+    assert_eq!(r.header("x-trace-id"), Some(b3_trace), "{}", describe(&r));
+    assert_eq!(traceresponse_id(&r), Some(b3_trace), "{}", describe(&r));
+    let forwarded = upstream.last().unwrap();
+    assert_eq!(
+        r.header("traceresponse"),
+        forwarded.header("traceparent"),
+        "traceresponse names the span forwarded upstream"
+    );
+
+    // No context at all: trace-context starts one, and the fallback shows it.
+    let r = get(&envoy, "/app", FAIL_503).await;
+    let j = assert_problem_json(&r, 503);
+    let started = r.header("x-trace-id").unwrap_or_default().to_string();
+    assert_eq!(started.len(), 32, "{}", describe(&r));
+    assert_eq!(j["traceId"], json!(started), "{j}");
+    assert_eq!(traceresponse_id(&r), Some(started.as_str()));
+
+    // Breaker rejections answered by the fallback: trip it, then every answer carries the trace.
+    let deadline = Instant::now() + RECORD_WAIT;
+    let rejected = loop {
+        let r = get(&envoy, "/pay", &[("traceparent", TRACEPARENT), FAIL_500[0]]).await;
+        if r.header(FALLBACK_HEADER)
+            .is_some_and(|m| m.contains("circuitBreaker"))
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker never opened: {}",
+            describe(&r)
+        );
+    };
+    assert_eq!(rejected.text(), "default", "{}", describe(&rejected));
+    assert_eq!(
+        rejected.header("x-trace-id"),
+        Some(TRACE_ID),
+        "{}",
+        describe(&rejected)
+    );
+    assert_eq!(traceresponse_id(&rejected), Some(TRACE_ID));
+
+    // gRPC callers: the trailers-only status carries the headers too.
+    let g = grpc_unary(
+        envoy.port("ingress"),
+        "/pay.Svc/Call",
+        &[("traceparent", TRACEPARENT)],
+        b"hi",
+    )
+    .await;
+    assert_grpc_trailers_only(&g, 14);
+    assert_eq!(g.header("x-trace-id"), Some(TRACE_ID), "{g:?}");
+
+    // Good responses keep getting the headers from trace-context itself.
+    let ok = get(&envoy, "/app", &[("traceparent", TRACEPARENT)]).await;
+    assert_untouched(&ok);
+    assert_eq!(ok.header("x-trace-id"), Some(TRACE_ID));
+    assert_eq!(ok.header_all("x-trace-id").len(), 1);
+}
+
+/// trace-context writing only B3: no `traceparent` to read, so the fallback takes the trace id from
+/// trace-context's filter state (and has no span id for `traceresponse`); the header names follow
+/// the fallback's `trace` configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_reads_the_trace_id_from_filter_state_without_w3c() {
+    let trace = json!({"inject": ["b3multi"], "keepReceivedFormats": false, "responseHeader": "x-b3-trace", "traceResponse": false});
+    let fallback = json!({
+        "rules": [{"name": "app", "triggers": {"status": "503"}}],
+        "trace": {"responseHeader": "x-b3-trace", "traceResponse": false}
+    });
+    let (upstream, envoy) = setup_chain(&trace, &fallback).await;
+    let r = get(&envoy, "/app", &[("traceparent", TRACEPARENT), FAIL_503[0]]).await;
+    let j = assert_problem_json(&r, 503);
+    assert_eq!(j["traceId"], json!(TRACE_ID), "{j}");
+    assert_eq!(r.header("x-b3-trace"), Some(TRACE_ID), "{}", describe(&r));
+    assert_eq!(r.header("x-trace-id"), None);
+    assert_eq!(r.header("traceresponse"), None);
+    let forwarded = upstream.last().unwrap();
+    assert_eq!(
+        forwarded.header("traceparent"),
+        None,
+        "trace-context wrote B3 only"
+    );
+    assert_eq!(forwarded.header("x-b3-traceid"), Some(TRACE_ID));
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Configuration and metrics
 // ---------------------------------------------------------------------------------------------------
@@ -1283,7 +1473,8 @@ async fn every_documented_field_is_accepted() {
              "response": {"kind": "alternate", "cluster": "backup", "timeout": "250ms", "keyHeaders": ["x-tenant"],
                           "otherwise": {"kind": "problem"}}}
         ],
-        "cache": {"maxBytes": 1048576, "maxBodyBytes": 4096}
+        "cache": {"maxBytes": 1048576, "maxBodyBytes": 4096},
+        "trace": {"responseHeader": "x-trace-id", "traceResponse": true, "filterStateName": "trace_id"}
     });
     validate_yaml(&yaml_with(&config)).unwrap();
     // An empty object is the defaults too.
