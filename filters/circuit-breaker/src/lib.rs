@@ -6,6 +6,7 @@
 
 pub mod classify;
 pub mod config;
+pub mod leases;
 pub mod matching;
 pub mod state;
 pub mod store;

@@ -1,27 +1,31 @@
 //! The breaker state in Envoy's shared data, seen by every worker VM: one CAS-updated record per breaker
-//! key, and one window stripe per key and worker. Only the VM that claimed a stripe writes it, so
-//! recording a call never contends with another worker.
+//! key, and one window stripe per key and worker. Only the VM that leased a stripe number writes its
+//! stripes, so recording a call never contends with another worker.
 
 use crate::config::BreakerConfig;
+use crate::leases::Table;
 use crate::state::Record;
 use crate::window::Stripe;
 use filter_common::host::{self, SharedWrite};
+use filter_common::ids::IdGenerator;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-
-/// Stripes are reused beyond this many VMs (reloads); readers never read more.
-pub const MAX_STRIPES: u32 = 64;
 /// CAS retries on the request path; past them the request is answered from the last record read.
 pub const ADMIT_ATTEMPTS: u32 = 8;
 /// CAS retries for results (off the request path): a lost probe result would strand a half-open breaker.
 pub const RESULT_ATTEMPTS: u32 = 64;
 
 thread_local! {
-    /// This VM's stripe, claimed on its first recorded call: Envoy's canary and main-thread VMs, which
-    /// configure but never serve, never claim one, and configuration pushes do not claim again.
-    static STRIPE: Cell<Option<u32>> = const { Cell::new(None) };
-    /// This VM's stripes by shared-data key: the authoritative copy (shared data holds the mirror the
-    /// other workers read). Per VM, not per configuration, so a configuration push keeps the window.
+    /// This VM's stripe number, leased on its first recorded call: Envoy's canary and main-thread VMs,
+    /// which configure but never serve, never lease one, and configuration pushes keep it.
+    static STRIPE: Cell<Option<usize>> = const { Cell::new(None) };
+    /// This VM's lease owner id (random, never 0); 0 until first needed.
+    static OWNER: Cell<u64> = const { Cell::new(0) };
+    /// Whether this VM has logged that no stripe number was free.
+    static WARNED_FULL: Cell<bool> = const { Cell::new(false) };
+    /// This VM's stripes by breaker key: the authoritative copy (shared data holds the mirror the
+    /// other workers read). Per VM, not per configuration, so a configuration push keeps the window,
+    /// and so does a change of stripe number.
     static LOCAL: RefCell<HashMap<String, Stripe>> = RefCell::new(HashMap::new());
 }
 
@@ -42,12 +46,12 @@ impl Keys {
         format!("{}{}/{slot}", self.prefix, b.name)
     }
 
-    fn stripe(&self, b: &BreakerConfig, slot: u32, stripe: u32) -> String {
+    fn stripe(&self, b: &BreakerConfig, slot: u32, stripe: usize) -> String {
         format!("{}{}/{slot}/w/{stripe}", self.prefix, b.name)
     }
 
-    fn stripes_counter(&self) -> String {
-        format!("{}stripes", self.prefix)
+    fn leases(&self) -> String {
+        format!("{}leases", self.prefix)
     }
 }
 
@@ -55,6 +59,14 @@ impl Keys {
 /// compare-and-swap (the host skips the CAS check for a key that does not exist yet). The first VM to
 /// configure (Envoy's canary, on the main thread) does it before any worker serves a request.
 pub fn create_records(keys: &Keys, breakers: &[BreakerConfig]) {
+    let leases = keys.leases();
+    if let Ok(None) = host::shared_data(&leases) {
+        if let SharedWrite::Failed(e) =
+            host::set_shared_data(&leases, &Table::default().encode(), 0)
+        {
+            log::warn!("circuit-breaker: could not create {leases}: {e}");
+        }
+    }
     for b in breakers {
         for slot in 0..b.max_keys {
             let key = keys.state(b, slot);
@@ -121,7 +133,7 @@ pub fn update<T>(
 }
 
 /// Records a finished call of generation `gen` in this worker's stripe, publishes it, and returns every
-/// stripe of the key (this worker's last).
+/// live worker's stripe of the key (this worker's last).
 pub fn record_and_collect(
     keys: &Keys,
     b: &BreakerConfig,
@@ -131,16 +143,14 @@ pub fn record_and_collect(
     failure: bool,
     slow: bool,
 ) -> Vec<Stripe> {
-    let mine = STRIPE.with(|s| {
-        let id = s.get().unwrap_or_else(|| claim_stripe(keys));
-        s.set(Some(id));
-        id
-    });
-    let own_key = keys.stripe(b, slot, mine);
+    let now_s = now / 1_000_000_000;
+    let owner = owner_id();
+    let mut table = read_leases(keys);
+    let mine = lease(keys, owner, now_s, &mut table);
     let Some(own) = LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         let stripe = local
-            .entry(own_key.clone())
+            .entry(format!("{}/{slot}", b.name))
             .or_insert_with(|| Stripe::new(gen, b));
         if !stripe.fits(b) || newer(gen, stripe.gen) {
             // A new closed period (or a new window shape after a configuration push) starts empty.
@@ -154,13 +164,22 @@ pub fn record_and_collect(
     }) else {
         return Vec::new();
     };
-    // Only this worker writes its stripe: no CAS needed, no contention with other workers.
-    let _ = host::set_shared_data(&own_key, &own, 0);
-    let count = stripe_count(keys);
-    let mut all = Vec::with_capacity(count as usize);
-    for i in (0..count).filter(|i| *i != mine) {
-        if let Ok(Some((bytes, _))) = host::shared_data(&keys.stripe(b, slot, i)) {
-            all.extend(Stripe::decode(&bytes));
+    if let Some(i) = mine {
+        // Only this worker writes its stripe: no CAS needed, no contention with other workers. The
+        // owner id in front tells readers whether the value is the current lease holder's.
+        let value = [owner.to_le_bytes().as_slice(), own.as_slice()].concat();
+        let _ = host::set_shared_data(&keys.stripe(b, slot, i), &value, 0);
+    }
+    let mut all = Vec::new();
+    if let Some((table, _)) = &table {
+        for (i, holder) in table.live(now_s).filter(|(i, _)| Some(*i) != mine) {
+            if let Ok(Some((bytes, _))) = host::shared_data(&keys.stripe(b, slot, i)) {
+                if let Some((written_by, stripe)) = bytes.split_first_chunk::<8>() {
+                    if u64::from_le_bytes(*written_by) == holder {
+                        all.extend(Stripe::decode(stripe));
+                    }
+                }
+            }
         }
     }
     all.extend(Stripe::decode(&own));
@@ -172,34 +191,66 @@ fn newer(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-/// How many stripes exist. Read on every evaluation: a cached count would miss a worker that claimed
-/// its stripe since, and with it that worker's calls.
-fn stripe_count(keys: &Keys) -> u32 {
-    host::shared_data(&keys.stripes_counter())
-        .ok()
-        .flatten()
-        .map_or(1, |(v, _)| read_u32(&v).clamp(1, MAX_STRIPES))
+/// The lease table and its CAS token; `None` when shared data failed.
+fn read_leases(keys: &Keys) -> Option<(Table, u32)> {
+    match host::shared_data(&keys.leases()) {
+        Ok(Some((bytes, cas))) => Some((Table::decode(&bytes), cas)),
+        // Created at configuration; a missing table is only written with CAS 0 as a last resort.
+        Ok(None) => Some((Table::default(), 0)),
+        Err(_) => None,
+    }
 }
 
-/// Claims a stripe number with a CAS increment of a shared counter.
-fn claim_stripe(keys: &Keys) -> u32 {
-    let key = keys.stripes_counter();
+/// This VM's stripe number: the one it holds (renewed when due) or a newly leased one. `None` when
+/// none can be had (shared data failed, every number is live): this call then counts only in this
+/// worker's own decisions.
+fn lease(keys: &Keys, owner: u64, now_s: u64, table: &mut Option<(Table, u32)>) -> Option<usize> {
+    let held = STRIPE.with(Cell::get);
     for _ in 0..RESULT_ATTEMPTS {
-        let (current, cas) = match host::shared_data(&key) {
-            Ok(Some((v, cas))) => (read_u32(&v), cas),
-            Ok(None) => (0, 0),
-            Err(_) => break,
+        let (current, cas) = table.as_ref()?;
+        let cas = *cas;
+        let mut t = current.clone();
+        let next = match held {
+            Some(i) if !t.due(i, owner, now_s) => return Some(i),
+            Some(i) if t.renew(i, owner, now_s) => i,
+            // Not renewed in time and taken by another VM, or never leased: lease a number.
+            _ => match t.claim(owner, now_s) {
+                Some(i) => i,
+                None => {
+                    if !WARNED_FULL.with(|w| w.replace(true)) {
+                        log::warn!(
+                            "circuit-breaker: all {} window stripes are leased by live workers; this worker's calls count only in its own decisions",
+                            crate::leases::MAX_STRIPES
+                        );
+                    }
+                    return None;
+                }
+            },
         };
-        if host::set_shared_data(&key, &current.wrapping_add(1).to_le_bytes(), cas)
-            == SharedWrite::Written
-        {
-            return current % MAX_STRIPES;
+        match host::set_shared_data(&keys.leases(), &t.encode(), cas) {
+            SharedWrite::Written => {
+                *table = Some((t, cas));
+                STRIPE.with(|s| s.set(Some(next)));
+                return Some(next);
+            }
+            SharedWrite::CasMismatch => *table = read_leases(keys),
+            SharedWrite::Failed(_) => break,
         }
     }
-    log::warn!("circuit-breaker: could not claim a window stripe; this worker shares stripe 0");
-    0
+    // Lost every race: keep the number held (its lease outlives the renewal time by minutes).
+    held.filter(|i| {
+        table
+            .as_ref()
+            .is_some_and(|(t, _)| t.holds(*i, owner, now_s))
+    })
 }
 
-fn read_u32(v: &[u8]) -> u32 {
-    v.first_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b))
+/// This VM's random lease owner id.
+fn owner_id() -> u64 {
+    OWNER.with(|o| {
+        if o.get() == 0 {
+            o.set(IdGenerator::from_entropy(host::now_nanos()).next_u64() | 1);
+        }
+        o.get()
+    })
 }
