@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod headers;
 pub mod host;
 pub mod ids;
 pub mod matching;

@@ -1,6 +1,7 @@
 //! Request matching shared by the filters: which rule or breaker a request belongs to. Filters load only
 //! the request attributes their configuration names, once per request.
 
+use crate::headers::HeaderMap;
 use crate::host::{self, MapType};
 use serde::Deserialize;
 
@@ -137,8 +138,16 @@ impl Needs {
 
     /// Loads what is needed from the host (one call per attribute).
     pub fn load(&self) -> RequestInfo {
+        self.load_with(|name| host::header(MapType::HttpRequestHeaders, name))
+    }
+
+    /// Like [`Needs::load`], with the request headers already read.
+    pub fn load_from(&self, headers: &HeaderMap) -> RequestInfo {
+        self.load_with(|name| headers.get_first(name).map(<[u8]>::to_vec))
+    }
+
+    fn load_with(&self, header: impl Fn(&str) -> Option<Vec<u8>>) -> RequestInfo {
         let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
-        let req = |name: &str| text(host::header(MapType::HttpRequestHeaders, name));
         RequestInfo {
             cluster: self
                 .cluster
@@ -148,15 +157,13 @@ impl Needs {
                 .route
                 .then(|| text(host::property(&["xds", "route_name"])))
                 .flatten(),
-            authority: self.authority.then(|| req(":authority")).flatten(),
-            path: self.path.then(|| req(":path")).flatten(),
-            method: self.method.then(|| req(":method")).flatten(),
+            authority: self.authority.then(|| text(header(":authority"))).flatten(),
+            path: self.path.then(|| text(header(":path"))).flatten(),
+            method: self.method.then(|| text(header(":method"))).flatten(),
             headers: self
                 .headers
                 .iter()
-                .filter_map(|h| {
-                    host::header(MapType::HttpRequestHeaders, h).map(|v| (h.clone(), v))
-                })
+                .filter_map(|h| header(h).map(|v| (h.clone(), v)))
                 .collect(),
         }
     }

@@ -9,6 +9,7 @@ use crate::config::{otherwise, Config, Kind, ResponseConfig, RuleConfig};
 use crate::render::{self, grpc_status_for, negotiate, Rendered, Vars};
 use crate::trace::{self, well_formed_traceparent};
 use crate::trigger::{fire, Observed, Reason};
+use filter_common::headers::HeaderMap;
 use filter_common::host::{self, Buffer, MapType, SharedWrite};
 use filter_common::matching::Needs;
 use filter_common::metrics::{tagged_name, Counter, Gauge};
@@ -192,7 +193,10 @@ impl HttpContext for FallbackStream {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        let info = shared.needs.load();
+        // One host call for every header this filter may need, looked up in place.
+        let headers =
+            HeaderMap::from_encoded(host::header_map_encoded(MapType::HttpRequestHeaders));
+        let info = shared.needs.load_from(&headers);
         let Some(rule_index) = shared
             .config
             .rules
@@ -204,10 +208,10 @@ impl HttpContext for FallbackStream {
         let Some(rule) = shared.config.rules.get(rule_index) else {
             return Action::Continue;
         };
-        let req = |name: &str| host::header(MapType::HttpRequestHeaders, name);
+        let req = |name: &str| headers.get_first(name);
         let text = |name: &str| {
             req(name)
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default()
         };
         let key_names = &rule.response.key_headers;
@@ -216,12 +220,14 @@ impl HttpContext for FallbackStream {
             method: text(":method"),
             path: text(":path"),
             authority: text(":authority"),
-            grpc: req("content-type")
-                .is_some_and(|ct| filter_common::matching::is_grpc_content_type(&ct)),
-            accept: req("accept"),
-            traceparent: req("traceparent").and_then(|tp| well_formed_traceparent(&tp)),
+            grpc: req("content-type").is_some_and(filter_common::matching::is_grpc_content_type),
+            accept: req("accept").map(<[u8]>::to_vec),
+            traceparent: req("traceparent").and_then(well_formed_traceparent),
             request_id: text("x-request-id"),
-            key_headers: key_names.iter().map(|n| (n.clone(), req(n))).collect(),
+            key_headers: key_names
+                .iter()
+                .map(|n| (n.clone(), req(n).map(<[u8]>::to_vec)))
+                .collect(),
             // A response to a request with credentials is that caller's own, unless the credentials are
             // part of the key.
             private: ["authorization", "cookie"]
