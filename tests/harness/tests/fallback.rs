@@ -1078,21 +1078,27 @@ async fn alternate_failure_or_timeout_gives_the_otherwise_response() {
 // With the circuit breaker
 // ---------------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn breaker_rejections_become_the_fallback_response() {
+/// The fallback with `config`, then the breaker `dep` (opens after 4 failing calls, for 5 s).
+async fn setup_with_breaker(config: &Value) -> (Upstream, Envoy) {
     let upstream = Upstream::start().await;
-    let fallback = json!({"rules": [
-        {"name": "cb", "triggers": {"circuitBreaker": true},
-         "response": {"kind": "static", "status": 200, "body": "cached-default"}}
-    ]});
     let breaker = json!({"breakers": [
         {"name": "dep", "minimumCalls": 4, "openDuration": "5s", "openJitter": 0}
     ]});
     let envoy = Envoy::start(config_with(
         &upstream,
-        vec![fallback_filter(Some(&fallback)), breaker_filter(&breaker)],
+        vec![fallback_filter(Some(config)), breaker_filter(&breaker)],
         Vec::new(),
     ))
+    .await;
+    (upstream, envoy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_rejections_become_the_fallback_response() {
+    let (upstream, envoy) = setup_with_breaker(&json!({"rules": [
+        {"name": "cb", "triggers": {"circuitBreaker": true},
+         "response": {"kind": "static", "status": 200, "body": "cached-default"}}
+    ]}))
     .await;
     let port = envoy.port("ingress");
     for i in 0..4 {
@@ -1154,19 +1160,10 @@ async fn breaker_rejections_become_the_fallback_response() {
 /// breaker saw it: the breaker must still count the failure and open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breaker_counts_failures_that_the_fallback_replaced() {
-    let upstream = Upstream::start().await;
-    let fallback = json!({"rules": [
+    let (upstream, envoy) = setup_with_breaker(&json!({"rules": [
         {"name": "soft", "triggers": {"status": "500", "circuitBreaker": true},
          "response": {"kind": "static", "status": 200, "body": "default"}}
-    ]});
-    let breaker = json!({"breakers": [
-        {"name": "dep", "minimumCalls": 4, "openDuration": "5s", "openJitter": 0}
-    ]});
-    let envoy = Envoy::start(config_with(
-        &upstream,
-        vec![fallback_filter(Some(&fallback)), breaker_filter(&breaker)],
-        Vec::new(),
-    ))
+    ]}))
     .await;
     for i in 0..4 {
         let r = get(&envoy, "/pay", FAIL_500).await;
