@@ -42,7 +42,16 @@ struct BreakerRoot {
 
 impl Context for BreakerRoot {}
 
+/// How often the root context checks whether this VM's stripe lease is due for renewal.
+const LEASE_TICK_MS: u32 = 30_000;
+
 impl RootContext for BreakerRoot {
+    fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            store::renew_lease(&shared.keys);
+        }
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = load_config::<Config>(FILTER) else {
             return false;
@@ -50,6 +59,9 @@ impl RootContext for BreakerRoot {
         let root_id = host::plugin_root_id();
         let keys = Keys::new(&root_id);
         store::create_records(&keys, &config.breakers);
+        if !host::set_tick_period(LEASE_TICK_MS) {
+            log::warn!("{FILTER}: no timer: an idle worker's calls stop counting after 5 minutes");
+        }
         self.shared = Some(Rc::new(Shared {
             needs: needs(&config),
             metrics: config
@@ -309,14 +321,14 @@ fn jitter_unit(shared: &Shared) -> f64 {
     (ids.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
 }
 
-/// Classifies the finished call and records it: a probe decides the half-open breaker; another call goes
-/// into this worker's stripe of the closed window it was admitted in.
 /// The response was made by Envoy or a filter, not received from the upstream (the router marks an
 /// upstream's answer `via_upstream`). Unreadable details count as an upstream answer.
 fn made_in_proxy() -> bool {
     host::property(&["response", "code_details"]).is_some_and(|d| d != b"via_upstream")
 }
 
+/// Classifies the finished call and records it: a probe decides the half-open breaker; another call goes
+/// into this worker's stripe of the closed window it was admitted in.
 fn record_call(shared: &Shared, call: &AdmittedCall) {
     let Selected { breaker, slot } = call.selected;
     let (Some(b), Some(metrics)) = (

@@ -1,14 +1,14 @@
-//! Which worker VM writes which window stripe. A VM leases a stripe number for itself and renews the
-//! lease while it records calls; a VM that stopped (restarted by `FAIL_RELOAD`, replaced by a new
-//! module) stops renewing, so after [`LEASE_SECS`] its stripes are no longer read and its number is
-//! leased again. The table is one shared-data value, read once per recorded call in place of a plain
+//! Which worker VM writes which window stripe. A VM leases a stripe number for itself on its first
+//! recorded call and renews the lease from a timer (and when it records) for as long as it lives; a VM
+//! that stopped (restarted by `FAIL_RELOAD`, replaced by a new module) stops renewing, so after
+//! [`LEASE_SECS`] its stripes are no longer read and its number is leased again. The table is one shared-data value, read once per recorded call in place of a plain
 //! stripe counter, so the cost of a call follows the live workers, not every VM ever started.
 
 /// Most stripe numbers (and so most concurrently recording worker VMs).
 pub const MAX_STRIPES: usize = 256;
 /// A lease not renewed for this long is over: its stripe is no longer read and its number is free.
 pub const LEASE_SECS: u64 = 300;
-/// A recording VM renews its lease when it is older than this.
+/// A VM renews its lease when it is older than this.
 pub const RENEW_AFTER_SECS: u64 = 60;
 
 const VERSION: u8 = 1;

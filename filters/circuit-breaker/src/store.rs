@@ -10,20 +10,22 @@ use filter_common::host::{self, SharedWrite};
 use filter_common::ids::IdGenerator;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+
 /// CAS retries on the request path; past them the request is answered from the last record read.
 pub const ADMIT_ATTEMPTS: u32 = 8;
 /// CAS retries for results (off the request path): a lost probe result would strand a half-open breaker.
 pub const RESULT_ATTEMPTS: u32 = 64;
 
 thread_local! {
-    /// This VM's stripe number, leased on its first recorded call: Envoy's canary and main-thread VMs,
-    /// which configure but never serve, never lease one, and configuration pushes keep it.
-    static STRIPE: Cell<Option<usize>> = const { Cell::new(None) };
+    /// This VM's stripe number in each lease table (one per plugin root id sharing the VM), leased on
+    /// its first recorded call: Envoy's canary and main-thread VMs, which configure but never serve,
+    /// never lease one, and configuration pushes keep it.
+    static STRIPES: RefCell<HashMap<String, usize>> = RefCell::new(HashMap::new());
     /// This VM's lease owner id (random, never 0); 0 until first needed.
     static OWNER: Cell<u64> = const { Cell::new(0) };
     /// Whether this VM has logged that no stripe number was free.
     static WARNED_FULL: Cell<bool> = const { Cell::new(false) };
-    /// This VM's stripes by breaker key: the authoritative copy (shared data holds the mirror the
+    /// This VM's stripes by breaker state key (root id included): the authoritative copy (shared data holds the mirror the
     /// other workers read). Per VM, not per configuration, so a configuration push keeps the window,
     /// and so does a change of stripe number.
     static LOCAL: RefCell<HashMap<String, Stripe>> = RefCell::new(HashMap::new());
@@ -46,8 +48,10 @@ impl Keys {
         format!("{}{}/{slot}", self.prefix, b.name)
     }
 
+    /// `s/`: stripes that start with their writer's owner id (modules before leases used `w/`, without
+    /// it, so the two never read each other's during an upgrade).
     fn stripe(&self, b: &BreakerConfig, slot: u32, stripe: usize) -> String {
-        format!("{}{}/{slot}/w/{stripe}", self.prefix, b.name)
+        format!("{}{}/{slot}/s/{stripe}", self.prefix, b.name)
     }
 
     fn leases(&self) -> String {
@@ -146,11 +150,11 @@ pub fn record_and_collect(
     let now_s = now / 1_000_000_000;
     let owner = owner_id();
     let mut table = read_leases(keys);
-    let mine = lease(keys, owner, now_s, &mut table);
+    let mine = lease(keys, owner, now_s, &mut table, true);
     let Some(own) = LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         let stripe = local
-            .entry(format!("{}/{slot}", b.name))
+            .entry(keys.state(b, slot))
             .or_insert_with(|| Stripe::new(gen, b));
         if !stripe.fits(b) || newer(gen, stripe.gen) {
             // A new closed period (or a new window shape after a configuration push) starts empty.
@@ -191,30 +195,49 @@ fn newer(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-/// The lease table and its CAS token; `None` when shared data failed.
+/// The lease table and its CAS token; `None` when shared data failed or the table is missing (it is
+/// created at configuration; writing it here would need CAS 0, which overwrites unconditionally).
 fn read_leases(keys: &Keys) -> Option<(Table, u32)> {
     match host::shared_data(&keys.leases()) {
         Ok(Some((bytes, cas))) => Some((Table::decode(&bytes), cas)),
-        // Created at configuration; a missing table is only written with CAS 0 as a last resort.
-        Ok(None) => Some((Table::default(), 0)),
-        Err(_) => None,
+        Ok(None) | Err(_) => None,
     }
 }
 
-/// This VM's stripe number: the one it holds (renewed when due) or a newly leased one. `None` when
-/// none can be had (shared data failed, every number is live): this call then counts only in this
-/// worker's own decisions.
-fn lease(keys: &Keys, owner: u64, now_s: u64, table: &mut Option<(Table, u32)>) -> Option<usize> {
-    let held = STRIPE.with(Cell::get);
+/// Renews this VM's lease in `keys`' table when due, from the root context's timer: a VM that records
+/// no calls for a while keeps its lease (and its calls stay counted); only a stopped VM's lease ends.
+pub fn renew_lease(keys: &Keys) {
+    let held = STRIPES.with(|s| s.borrow().contains_key(&keys.leases()));
+    if held {
+        let now_s = host::now_nanos() / 1_000_000_000;
+        lease(keys, owner_id(), now_s, &mut read_leases(keys), false);
+    }
+}
+
+/// This VM's stripe number in `keys`' table: the one it holds (renewed when due) or, when `claim`, a
+/// newly leased one. `None` when none can be had (shared data failed, every number is live): this
+/// call then counts only in this worker's own decisions.
+fn lease(
+    keys: &Keys,
+    owner: u64,
+    now_s: u64,
+    table: &mut Option<(Table, u32)>,
+    claim: bool,
+) -> Option<usize> {
+    let table_key = keys.leases();
+    let held = STRIPES.with(|s| s.borrow().get(&table_key).copied());
     for _ in 0..RESULT_ATTEMPTS {
         let (current, cas) = table.as_ref()?;
+        if let Some(i) = held.filter(|i| !current.due(*i, owner, now_s)) {
+            return Some(i);
+        }
         let cas = *cas;
-        let mut t = current.clone();
+        let mut next_table = current.clone();
         let next = match held {
-            Some(i) if !t.due(i, owner, now_s) => return Some(i),
-            Some(i) if t.renew(i, owner, now_s) => i,
+            Some(i) if next_table.renew(i, owner, now_s) => i,
             // Not renewed in time and taken by another VM, or never leased: lease a number.
-            _ => match t.claim(owner, now_s) {
+            _ if !claim => return None,
+            _ => match next_table.claim(owner, now_s) {
                 Some(i) => i,
                 None => {
                     if !WARNED_FULL.with(|w| w.replace(true)) {
@@ -227,17 +250,17 @@ fn lease(keys: &Keys, owner: u64, now_s: u64, table: &mut Option<(Table, u32)>) 
                 }
             },
         };
-        match host::set_shared_data(&keys.leases(), &t.encode(), cas) {
+        match host::set_shared_data(&table_key, &next_table.encode(), cas) {
             SharedWrite::Written => {
-                *table = Some((t, cas));
-                STRIPE.with(|s| s.set(Some(next)));
+                *table = Some((next_table, cas));
+                STRIPES.with(|s| s.borrow_mut().insert(table_key, next));
                 return Some(next);
             }
             SharedWrite::CasMismatch => *table = read_leases(keys),
             SharedWrite::Failed(_) => break,
         }
     }
-    // Lost every race: keep the number held (its lease outlives the renewal time by minutes).
+    // Lost every race: keep the number held while its lease lasts.
     held.filter(|i| {
         table
             .as_ref()

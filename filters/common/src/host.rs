@@ -74,6 +74,7 @@ extern "C" {
         cas: u32,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -321,6 +322,12 @@ pub fn now_nanos() -> u64 {
     } else {
         0
     }
+}
+
+/// Asks for the root context's `on_tick` every `millis` ms (0 stops it); false if the host refuses.
+pub fn set_tick_period(millis: u32) -> bool {
+    // SAFETY: plain value argument.
+    unsafe { proxy_set_tick_period_milliseconds(millis) == STATUS_OK }
 }
 
 fn define_metric(kind: u32, name: &str) -> Option<u32> {

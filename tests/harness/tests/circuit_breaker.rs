@@ -1148,6 +1148,48 @@ async fn route_keys_keep_their_own_state() {
 // Modes and rejection options
 // ---------------------------------------------------------------------------------------------------
 
+/// Two circuit-breaker plugins (Istio: two WasmPlugins) share one VM per worker and name their
+/// breakers alike: each keeps its own windows and state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_sharing_a_vm_keep_their_own_breakers() {
+    let upstream = Upstream::start().await;
+    let plugin = |root: &str, path: &str| {
+        let config = one(
+            json!({"name": "dep", "match": {"pathPrefix": path}, "minimumCalls": 6,
+                                "openDuration": "30s", "openJitter": 0}),
+        );
+        cb_filter(Some(&config)).root_id(root)
+    };
+    let envoy = Envoy::start(
+        EnvoyConfig::simple("ingress", upstream.port())
+            .filter_all(plugin("cb-a", "/a"))
+            .filter_all(plugin("cb-b", "/b")),
+    )
+    .await;
+    // /a fails on every call, /b never does; both plugins see every request.
+    for i in 0..24 {
+        if i % 3 == 0 {
+            let r = get(&envoy, "/b", OK).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        get(&envoy, "/a", FAIL).await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    let a = get(&envoy, "/a", OK).await;
+    assert_eq!(a.status, 503, "cb-a opened: {}", a.text());
+    for _ in 0..6 {
+        let b = get(&envoy, "/b", OK).await;
+        assert_eq!(b.status, 200, "cb-b never saw a failure: {}", b.text());
+        assert_eq!(b.header(STATUS_HEADER), None);
+    }
+    let log = envoy.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("cb-b") && l.contains("-> open")),
+        "{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_never_rejects_but_marks_what_it_would_reject() {
     let (upstream, envoy) = setup(one(json!({
