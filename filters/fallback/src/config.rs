@@ -160,6 +160,16 @@ impl CacheConfig {
     }
 }
 
+/// Headers a fallback reply sets itself: no other option may name them.
+const REPLY_HEADERS: &[&str] = &[
+    "traceresponse",
+    "x-fallback",
+    "content-type",
+    "content-length",
+    "grpc-status",
+    "grpc-message",
+];
+
 /// The most cache slots: each is created at start-up.
 pub const MAX_SLOTS: u32 = 65_536;
 
@@ -253,11 +263,24 @@ impl Validate for Config {
             "cache.maxBytes",
             "divided by cache.maxBodyBytes gives more than 65536 slots",
         )?;
-        let header = &self.trace.response_header;
+        let header = self.trace.response_header.as_str();
         check(
-            header.is_empty() || (is_header_name(header) && !header.starts_with(':')),
+            header.is_empty() || is_header_name(header),
             "trace.responseHeader",
             "must be a lower-case header name or empty",
+        )?;
+        check(
+            !REPLY_HEADERS.contains(&header),
+            "trace.responseHeader",
+            "names a header the fallback reply sets itself",
+        )?;
+        check(
+            self.trace
+                .filter_state_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')),
+            "trace.filterStateName",
+            "may hold only letters, digits, '_', '.' and '-'",
         )?;
         check_names(self.rules.iter().map(|x| x.name.as_str()), "rules")?;
         for (i, r) in self.rules.iter().enumerate() {
@@ -328,6 +351,9 @@ mod tests {
             (br#"{"rulez": []}"#, "rulez"),
             (br#"{"trace": {"responseHeader": "X-Trace"}}"#, "trace.responseHeader"),
             (br#"{"trace": {"traceResponse": "yes"}}"#, "trace.traceResponse"),
+            (br#"{"trace": {"responseHeader": "traceresponse"}}"#, "trace.responseHeader"),
+            (br#"{"trace": {"responseHeader": "x-fallback"}}"#, "trace.responseHeader"),
+            (br#"{"trace": {"filterStateName": "a b"}}"#, "trace.filterStateName"),
         ];
         for (json, field) in cases {
             let e = parse::<Config>(Some(json)).unwrap_err();

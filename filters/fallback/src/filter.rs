@@ -16,7 +16,7 @@ use filter_common::metrics::{tagged_name, Counter, Gauge};
 use filter_common::plugin::load_config;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -78,6 +78,7 @@ impl RootContext for FallbackRoot {
             capture: None,
             upstream_grpc_status: None,
             original_status: 0,
+            trace_id: OnceCell::new(),
         }))
     }
 }
@@ -122,6 +123,8 @@ struct FallbackStream {
     upstream_grpc_status: Option<u32>,
     /// The status of the response the fallback replaces.
     original_status: u16,
+    /// The trace id, looked up once (it may take a property read).
+    trace_id: OnceCell<String>,
 }
 
 impl Context for FallbackStream {
@@ -380,27 +383,29 @@ impl FallbackStream {
     }
 
     /// The trace id: from the forwarded `traceparent`, else from trace-context's filter state.
-    fn trace_id(&self, shared: &Shared) -> String {
-        let facts = self.request.as_ref();
-        if let Some(id) = facts
-            .and_then(|f| f.traceparent.as_deref())
-            .and_then(trace::trace_id)
-        {
-            return id.to_string();
-        }
-        let state = shared.config.trace.filter_state_name.as_str();
-        if state.is_empty() {
-            return String::new();
-        }
-        host::property(&[state])
-            .and_then(|v| trace::trace_id_from_state(&v))
-            .unwrap_or_default()
+    fn trace_id(&self, shared: &Shared) -> &str {
+        self.trace_id.get_or_init(|| {
+            let facts = self.request.as_ref();
+            if let Some(id) = facts
+                .and_then(|f| f.traceparent.as_deref())
+                .and_then(trace::trace_id)
+            {
+                return id.to_string();
+            }
+            let state = shared.config.trace.filter_state_name.as_str();
+            if state.is_empty() {
+                return String::new();
+            }
+            host::property(&[state])
+                .and_then(|v| trace::trace_id_from_state(&v))
+                .unwrap_or_default()
+        })
     }
 
     fn vars(&self, shared: &Shared, reason: Reason, status: u16) -> Vars {
         let facts = self.request.as_ref();
         Vars {
-            trace_id: self.trace_id(shared),
+            trace_id: self.trace_id(shared).to_string(),
             request_id: facts.map(|f| f.request_id.clone()).unwrap_or_default(),
             status,
             reason: reason.label().to_string(),
@@ -489,6 +494,12 @@ impl FallbackStream {
                 headers.push((name.as_str(), String::from_utf8_lossy(v).into_owned()));
             }
         }
+        // The alternate call is part of the caller's trace.
+        if let Some(tp) = &facts.traceparent {
+            if !headers.iter().any(|(n, _)| *n == "traceparent") {
+                headers.push(("traceparent", tp.clone()));
+            }
+        }
         // The SDK's call registers the token with its dispatcher, which routes the answer back to this
         // context (a raw host call would make the dispatcher reject the answer). It returns an error for
         // the statuses Envoy uses (unknown cluster, bad headers); it panics only on statuses Envoy never
@@ -518,18 +529,22 @@ impl FallbackStream {
         shared.metrics.served(&rule.name, reason, kind.label());
         let marker = marker(rule, reason, kind);
         let grpc = self.request.as_ref().is_some_and(|f| f.grpc);
+        // A static rule's own headers win; an alternate upstream's trace headers speak of another
+        // trace (or its own hop) and give way to the caller's.
+        let rule_headers_win = kind == Kind::Static;
         let trace_headers = trace::response_headers(
             &shared.config.trace,
             self.request.as_ref().and_then(|f| f.traceparent.as_deref()),
-            &self.trace_id(shared),
-            |name| rendered.headers.iter().any(|(n, _)| n == name),
+            self.trace_id(shared),
+            |name| rule_headers_win && rendered.headers.iter().any(|(n, _)| n == name),
         );
-        let trace_headers = trace_headers
+        let replaced = |name: &str| trace_headers.iter().any(|(t, _)| t == name);
+        let trace_pairs = trace_headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()));
         let sent = if grpc {
             let mut headers: Vec<(&str, &[u8])> = vec![(MARKER, marker.as_bytes())];
-            headers.extend(trace_headers);
+            headers.extend(trace_pairs);
             // What failed, not what the HTTP fallback says: a static 200 still tells a gRPC caller the
             // call failed, with the upstream's gRPC status or its HTTP status mapped as gRPC does.
             let failed = match (u32::from(self.original_status), rendered.status) {
@@ -552,10 +567,11 @@ impl FallbackStream {
             let mut headers: Vec<(&str, &[u8])> = rendered
                 .headers
                 .iter()
+                .filter(|(n, _)| !replaced(n))
                 .map(|(n, v)| (n.as_str(), v.as_bytes()))
                 .collect();
             headers.push((MARKER, marker.as_bytes()));
-            headers.extend(trace_headers);
+            headers.extend(trace_pairs);
             let body = raw_body.unwrap_or_else(|| rendered.body.into_bytes());
             host::send_local_response(rendered.status, "fallback", &headers, &body, -1)
         };

@@ -1337,6 +1337,52 @@ async fn fallback_reads_the_trace_id_from_filter_state_without_w3c() {
     assert_eq!(forwarded.header("x-b3-traceid"), Some(TRACE_ID));
 }
 
+/// An alternate upstream's answer keeps the caller's trace: the backup's own trace headers give way,
+/// and the alternate call itself carries the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alternate_answers_carry_the_callers_trace_not_the_backups() {
+    let upstream = Upstream::start().await;
+    let backup = Upstream::start().await;
+    let config = json!({"rules": [
+        {"name": "alt", "triggers": {"status": "503"},
+         "response": {"kind": "alternate", "cluster": "backup", "timeout": "500ms",
+                      "keyHeaders": ["x-upstream-set-header"]}}
+    ]});
+    let envoy = Envoy::start(config_with(
+        &upstream,
+        vec![trace_filter(&json!({})), fallback_filter(Some(&config))],
+        vec![Cluster::new("backup", backup.port())],
+    ))
+    .await;
+    let foreign = "ffffffffffffffffffffffffffffffff";
+    let r = get(
+        &envoy,
+        "/alt",
+        &[
+            ("traceparent", TRACEPARENT),
+            FAIL_503[0],
+            ("x-upstream-set-header", &format!("x-trace-id: {foreign}")),
+        ],
+    )
+    .await;
+    assert_mark(&r, "alternate", "alt");
+    assert_eq!(
+        r.header_all("x-trace-id"),
+        vec![TRACE_ID],
+        "{}",
+        describe(&r)
+    );
+    assert_eq!(traceresponse_id(&r), Some(TRACE_ID), "{}", describe(&r));
+    let asked = backup.last().unwrap();
+    assert_eq!(
+        asked
+            .header("traceparent")
+            .and_then(|tp| tp.split('-').nth(1)),
+        Some(TRACE_ID),
+        "the alternate call carries the trace: {asked:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Configuration and metrics
 // ---------------------------------------------------------------------------------------------------
