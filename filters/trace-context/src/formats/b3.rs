@@ -101,34 +101,20 @@ pub fn inject(ctx: &TraceContext, _incoming: &RequestHeaders, edits: &mut Header
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::formats::test_support::{debug_ctx as ctx, injected_value, round_trip};
+    use crate::formats::Format;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const SPAN: &str = "00f067aa0ba902b7";
     const TRACE_ID: u128 = 0x4bf92f3577b34da6a3ce929d0e0e4736;
     const SPAN_ID: u64 = 0x00f067aa0ba902b7;
 
-    fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>, debug: bool) -> TraceContext {
-        TraceContext {
-            trace_id,
-            span_id,
-            sampled,
-            debug,
-            random: false,
-        }
-    }
-
     fn ex(value: &str) -> Extracted {
         extract(&RequestHeaders::from_strs(&[("b3", value)]))
     }
 
-    fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        incoming.apply(edits)
-    }
-
     fn injected(c: &TraceContext) -> String {
-        let mut edits = HeaderEdits::default();
-        inject(c, &RequestHeaders::default(), &mut edits);
-        edits.get("b3").unwrap().unwrap().to_string()
+        injected_value(Format::B3, c, &RequestHeaders::default(), "b3").unwrap()
     }
 
     #[test]
@@ -308,7 +294,7 @@ mod tests {
             &incoming,
             &mut edits,
         );
-        let out = apply(&incoming, &edits);
+        let out = incoming.apply(&edits);
         assert_eq!(
             out.get_single("b3").unwrap().unwrap(),
             format!("{TRACE}-{SPAN}-0").as_bytes()
@@ -338,10 +324,8 @@ mod tests {
                     (Some(true), true),
                 ] {
                     let c = ctx(trace_id, span_id, sampled, debug);
-                    let mut edits = HeaderEdits::default();
                     let incoming = RequestHeaders::default();
-                    inject(&c, &incoming, &mut edits);
-                    assert_eq!(extract(&apply(&incoming, &edits)), Extracted::Valid(c));
+                    assert_eq!(round_trip(Format::B3, &c, &incoming), Extracted::Valid(c));
                 }
             }
         }

@@ -143,28 +143,16 @@ fn same_span(ctx: &TraceContext, incoming: &RequestHeaders) -> bool {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::formats::test_support::{debug_ctx as ctx, injected_edits, round_trip};
+    use crate::formats::Format;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const SPAN: &str = "00f067aa0ba902b7";
     const TRACE_VAL: u128 = 0x4bf92f3577b34da6a3ce929d0e0e4736;
     const SPAN_VAL: u64 = 0x00f067aa0ba902b7;
 
-    fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>, debug: bool) -> TraceContext {
-        TraceContext {
-            trace_id,
-            span_id,
-            sampled,
-            debug,
-            random: false,
-        }
-    }
-
     fn ex(pairs: &[(&str, &str)]) -> Extracted {
         extract(&RequestHeaders::from_strs(pairs))
-    }
-
-    fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        incoming.apply(edits)
     }
 
     #[test]
@@ -358,9 +346,7 @@ mod tests {
     }
 
     fn injected(c: &TraceContext, incoming: &RequestHeaders) -> HeaderEdits {
-        let mut edits = HeaderEdits::default();
-        inject(c, incoming, &mut edits);
-        edits
+        injected_edits(Format::B3Multi, c, incoming)
     }
 
     // opentelemetry-go-contrib b3_data_test.go "multiple:" injection cases.
@@ -420,7 +406,7 @@ mod tests {
         assert_eq!(e.get(PARENT_SPAN_ID), Some(None));
         assert_eq!(e.get(SAMPLED), Some(None));
         assert_eq!(e.get(FLAGS), Some(None));
-        let out = apply(&incoming, &e);
+        let out = incoming.apply(&e);
         assert_eq!(
             extract(&out),
             Extracted::Valid(ctx(TRACE_VAL, 0x1111, None, false))
@@ -447,7 +433,7 @@ mod tests {
         ]);
         let e = injected(&ctx(TRACE_VAL, SPAN_VAL, Some(true), false), &incoming);
         assert_eq!(e.get(PARENT_SPAN_ID), None);
-        let out = apply(&incoming, &e);
+        let out = incoming.apply(&e);
         assert_eq!(
             out.get_single(PARENT_SPAN_ID).unwrap(),
             Some(&b"00000000000000cd"[..])
@@ -497,8 +483,10 @@ mod tests {
                     (Some(true), true),
                 ] {
                     let c = ctx(trace_id, SPAN_VAL, sampled, debug);
-                    let e = injected(&c, &incoming);
-                    assert_eq!(extract(&apply(&incoming, &e)), Extracted::Valid(c));
+                    assert_eq!(
+                        round_trip(Format::B3Multi, &c, &incoming),
+                        Extracted::Valid(c)
+                    );
                 }
             }
         }

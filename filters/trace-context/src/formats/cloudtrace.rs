@@ -89,22 +89,14 @@ pub fn inject(ctx: &TraceContext, _incoming: &RequestHeaders, edits: &mut Header
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::formats::test_support::{ctx, injected_value, round_trip};
+    use crate::formats::Format;
 
     // GoogleCloudPlatform/opentelemetry-operations-go propagator/propagator_test.go
     const TRACE: &str = "d36a105d7002f0dee73c0dfb9553764a";
     const TRACE_VAL: u128 = 0xd36a105d7002f0dee73c0dfb9553764a;
     const SPAN: &str = "139592093";
     const SPAN_VAL: u64 = 0x0852019d;
-
-    fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>) -> TraceContext {
-        TraceContext {
-            trace_id,
-            span_id,
-            sampled,
-            debug: false,
-            random: false,
-        }
-    }
 
     fn ex(value: &str) -> Extracted {
         extract(&RequestHeaders::from_strs(&[(
@@ -113,17 +105,13 @@ mod tests {
         )]))
     }
 
-    fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        incoming.apply(edits)
-    }
-
     fn injected(c: &TraceContext) -> Option<String> {
-        let mut edits = HeaderEdits::default();
-        inject(c, &RequestHeaders::default(), &mut edits);
-        edits
-            .get(X_CLOUD_TRACE_CONTEXT)
-            .flatten()
-            .map(str::to_string)
+        injected_value(
+            Format::CloudTrace,
+            c,
+            &RequestHeaders::default(),
+            X_CLOUD_TRACE_CONTEXT,
+        )
     }
 
     #[test]
@@ -274,9 +262,10 @@ mod tests {
             for span_id in [SPAN_VAL, 1, u64::MAX] {
                 for sampled in [None, Some(true), Some(false)] {
                     let c = ctx(trace_id, span_id, sampled);
-                    let mut edits = HeaderEdits::default();
-                    inject(&c, &incoming, &mut edits);
-                    assert_eq!(extract(&apply(&incoming, &edits)), Extracted::Valid(c));
+                    assert_eq!(
+                        round_trip(Format::CloudTrace, &c, &incoming),
+                        Extracted::Valid(c)
+                    );
                 }
             }
         }

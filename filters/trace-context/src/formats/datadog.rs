@@ -189,29 +189,15 @@ fn rebuild_tags(incoming: &RequestHeaders, high: u64) -> String {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-
-    fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>) -> TraceContext {
-        TraceContext {
-            trace_id,
-            span_id,
-            sampled,
-            debug: false,
-            random: false,
-        }
-    }
+    use crate::formats::test_support::{ctx, injected_edits};
+    use crate::formats::Format;
 
     fn ex(pairs: &[(&str, &str)]) -> Extracted {
         extract(&RequestHeaders::from_strs(pairs))
     }
 
-    fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        incoming.apply(edits)
-    }
-
     fn injected(c: &TraceContext, incoming: &RequestHeaders) -> HeaderEdits {
-        let mut edits = HeaderEdits::default();
-        inject(c, incoming, &mut edits);
-        edits
+        injected_edits(Format::Datadog, c, incoming)
     }
 
     #[test]
@@ -511,7 +497,7 @@ mod tests {
                 for span_id in [1, 0x00f067aa0ba902b7, u64::MAX] {
                     for sampled in [None, Some(true), Some(false)] {
                         let c = ctx(trace_id, span_id, sampled);
-                        let out = apply(&incoming, &injected(&c, &incoming));
+                        let out = incoming.apply(&injected(&c, &incoming));
                         assert_eq!(extract(&out), Extracted::Valid(c));
                         assert_eq!(
                             out.get_single(ORIGIN).unwrap(),

@@ -118,6 +118,8 @@ pub fn inject(ctx: &TraceContext, _incoming: &RequestHeaders, edits: &mut Header
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::formats::test_support::{ctx, injected_value, round_trip};
+    use crate::formats::Format;
 
     // opencensus-specs encodings/BinaryEncoding.md "Valid example".
     const SPEC_BYTES: [u8; 29] = [
@@ -128,16 +130,6 @@ mod tests {
     const SPEC_TRACE: u128 = 0x4bf92f3577b34da6a3ce929d000e4736;
     const SPEC_SPAN: u64 = 0x34f067aa0ba902b7;
 
-    fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>) -> TraceContext {
-        TraceContext {
-            trace_id,
-            span_id,
-            sampled,
-            debug: false,
-            random: false,
-        }
-    }
-
     fn ex_bytes(bytes: &[u8]) -> Extracted {
         ex(&base64::encode(bytes))
     }
@@ -146,14 +138,13 @@ mod tests {
         extract(&RequestHeaders::from_strs(&[("grpc-trace-bin", value)]))
     }
 
-    fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        incoming.apply(edits)
-    }
-
     fn injected(c: &TraceContext) -> Option<String> {
-        let mut edits = HeaderEdits::default();
-        inject(c, &RequestHeaders::default(), &mut edits);
-        edits.get(GRPC_TRACE_BIN).flatten().map(str::to_string)
+        injected_value(
+            Format::GrpcTraceBin,
+            c,
+            &RequestHeaders::default(),
+            GRPC_TRACE_BIN,
+        )
     }
 
     #[test]
@@ -384,9 +375,10 @@ mod tests {
             for span_id in [SPEC_SPAN, 1, u64::MAX] {
                 for sampled in [Some(true), Some(false)] {
                     let c = ctx(trace_id, span_id, sampled);
-                    let mut edits = HeaderEdits::default();
-                    inject(&c, &incoming, &mut edits);
-                    assert_eq!(extract(&apply(&incoming, &edits)), Extracted::Valid(c));
+                    assert_eq!(
+                        round_trip(Format::GrpcTraceBin, &c, &incoming),
+                        Extracted::Valid(c)
+                    );
                 }
             }
         }
@@ -394,7 +386,7 @@ mod tests {
         let mut edits = HeaderEdits::default();
         inject(&ctx(SPEC_TRACE, 1, None), &incoming, &mut edits);
         assert_eq!(
-            extract(&apply(&incoming, &edits)),
+            extract(&incoming.apply(&edits)),
             Extracted::Valid(ctx(SPEC_TRACE, 1, Some(false)))
         );
     }

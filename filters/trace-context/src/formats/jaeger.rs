@@ -110,6 +110,8 @@ pub fn inject(ctx: &TraceContext, _incoming: &RequestHeaders, edits: &mut Header
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::formats::test_support::{debug_ctx as ctx, injected_value, round_trip};
+    use crate::formats::Format;
 
     // opentelemetry-go-contrib propagators/jaeger/jaeger_data_test.go
     const TRACE15: &str = "3ce929d0e0e4736";
@@ -121,28 +123,12 @@ mod tests {
     const TRACE32_VAL: u128 = 0xa1ce929d0e0e4736a3ce929d0e0e4736;
     const SPAN_VAL: u64 = 0x00f067aa0ba902b7;
 
-    fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>, debug: bool) -> TraceContext {
-        TraceContext {
-            trace_id,
-            span_id,
-            sampled,
-            debug,
-            random: false,
-        }
-    }
-
     fn ex(value: &str) -> Extracted {
         extract(&RequestHeaders::from_strs(&[("uber-trace-id", value)]))
     }
 
-    fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        incoming.apply(edits)
-    }
-
     fn injected(c: &TraceContext) -> String {
-        let mut edits = HeaderEdits::default();
-        inject(c, &RequestHeaders::default(), &mut edits);
-        edits.get(UBER_TRACE_ID).unwrap().unwrap().to_string()
+        injected_value(Format::Jaeger, c, &RequestHeaders::default(), UBER_TRACE_ID).unwrap()
     }
 
     #[test]
@@ -383,9 +369,10 @@ mod tests {
                     (Some(true), true),
                 ] {
                     let c = ctx(trace_id, span_id, sampled, debug);
-                    let mut edits = HeaderEdits::default();
-                    inject(&c, &incoming, &mut edits);
-                    assert_eq!(extract(&apply(&incoming, &edits)), Extracted::Valid(c));
+                    assert_eq!(
+                        round_trip(Format::Jaeger, &c, &incoming),
+                        Extracted::Valid(c)
+                    );
                 }
             }
         }
@@ -393,7 +380,7 @@ mod tests {
         let mut edits = HeaderEdits::default();
         inject(&ctx(TRACE16_VAL, 1, None, false), &incoming, &mut edits);
         assert_eq!(
-            extract(&apply(&incoming, &edits)),
+            extract(&incoming.apply(&edits)),
             Extracted::Valid(ctx(TRACE16_VAL, 1, Some(false), false))
         );
     }

@@ -226,6 +226,68 @@ impl Format {
     }
 }
 
+/// Helpers the format modules' tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Format;
+    use crate::context::TraceContext;
+    use crate::headers::{HeaderEdits, RequestHeaders};
+
+    /// A context that is neither debug nor random.
+    pub fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>) -> TraceContext {
+        debug_ctx(trace_id, span_id, sampled, false)
+    }
+
+    /// A context that is not random, with the debug flag as given.
+    pub fn debug_ctx(
+        trace_id: u128,
+        span_id: u64,
+        sampled: Option<bool>,
+        debug: bool,
+    ) -> TraceContext {
+        TraceContext {
+            trace_id,
+            span_id,
+            sampled,
+            debug,
+            random: false,
+        }
+    }
+
+    /// The edits `format` asks for to carry `c` over `incoming`.
+    pub fn injected_edits(
+        format: Format,
+        c: &TraceContext,
+        incoming: &RequestHeaders,
+    ) -> HeaderEdits {
+        let mut edits = HeaderEdits::default();
+        format.inject(c, incoming, &mut edits);
+        edits
+    }
+
+    /// What `format` reads back from the headers it wrote for `c` over `incoming`.
+    pub fn round_trip(
+        format: Format,
+        c: &TraceContext,
+        incoming: &RequestHeaders,
+    ) -> super::Extracted {
+        format.extract(&incoming.apply(&injected_edits(format, c, incoming)))
+    }
+
+    /// The value `format` sets on `header` for `c` over `incoming`; `None` when it sets none.
+    pub fn injected_value(
+        format: Format,
+        c: &TraceContext,
+        incoming: &RequestHeaders,
+        header: &str,
+    ) -> Option<String> {
+        injected_edits(format, c, incoming)
+            .get(header)
+            .flatten()
+            .map(str::to_string)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod conversion_tests {
@@ -244,16 +306,9 @@ mod conversion_tests {
     }
 
     fn read_back(format: Format, ctx: &TraceContext) -> TraceContext {
-        let mut edits = HeaderEdits::default();
-        format.inject(ctx, &RequestHeaders::default(), &mut edits);
-        let pairs: Vec<(String, Vec<u8>)> = edits
-            .iter()
-            .filter_map(|e| match e {
-                crate::headers::HeaderEdit::Set(n, v) => Some((n.clone(), v.as_bytes().to_vec())),
-                crate::headers::HeaderEdit::Remove(_) => None,
-            })
-            .collect();
-        match format.extract(&RequestHeaders::new(pairs)) {
+        let none = RequestHeaders::default();
+        let edits = test_support::injected_edits(format, ctx, &none);
+        match format.extract(&none.apply(&edits)) {
             Extracted::Valid(read) => read,
             other => panic!(
                 "{} did not read back its own output: {other:?}",

@@ -90,6 +90,8 @@ pub fn inject(ctx: &TraceContext, incoming: &RequestHeaders, edits: &mut HeaderE
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::formats::test_support::{ctx, injected_edits, round_trip};
+    use crate::formats::Format;
 
     // opentelemetry-go-contrib propagators/ot/ot_data_test.go
     const TRACE16: &str = "a3ce929d0e0e4736";
@@ -99,22 +101,8 @@ mod tests {
     const TRACE32_VAL: u128 = 0xa1ce929d0e0e4736a3ce929d0e0e4736;
     const SPAN_VAL: u64 = 0x00f067aa0ba902b7;
 
-    fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>) -> TraceContext {
-        TraceContext {
-            trace_id,
-            span_id,
-            sampled,
-            debug: false,
-            random: false,
-        }
-    }
-
     fn ex(pairs: &[(&str, &str)]) -> Extracted {
         extract(&RequestHeaders::from_strs(pairs))
-    }
-
-    fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        incoming.apply(edits)
     }
 
     #[test]
@@ -262,9 +250,7 @@ mod tests {
     }
 
     fn injected(c: &TraceContext, incoming: &RequestHeaders) -> HeaderEdits {
-        let mut edits = HeaderEdits::default();
-        inject(c, incoming, &mut edits);
-        edits
+        injected_edits(Format::OtTrace, c, incoming)
     }
 
     #[test]
@@ -306,8 +292,10 @@ mod tests {
             ] {
                 for sampled in [None, Some(true), Some(false)] {
                     let c = ctx(trace_id, SPAN_VAL, sampled);
-                    let e = injected(&c, &incoming);
-                    assert_eq!(extract(&apply(&incoming, &e)), Extracted::Valid(c));
+                    assert_eq!(
+                        round_trip(Format::OtTrace, &c, &incoming),
+                        Extracted::Valid(c)
+                    );
                 }
             }
         }

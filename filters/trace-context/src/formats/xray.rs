@@ -142,6 +142,8 @@ fn extra_field(field: &[u8]) -> Option<&str> {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::formats::test_support::{ctx, injected_value, round_trip};
+    use crate::formats::Format;
 
     // opentelemetry-go-contrib propagators/aws/xray/propagator_test.go
     const XRAY_TRACE: &str = "1-8a3c60f7-d188f8fa79d48a391a778fa6";
@@ -149,28 +151,12 @@ mod tests {
     const PARENT: &str = "53995c3f42cd8ad8";
     const PARENT_VAL: u64 = 0x53995c3f42cd8ad8;
 
-    fn ctx(trace_id: u128, span_id: u64, sampled: Option<bool>) -> TraceContext {
-        TraceContext {
-            trace_id,
-            span_id,
-            sampled,
-            debug: false,
-            random: false,
-        }
-    }
-
     fn ex(value: &str) -> Extracted {
         extract(&RequestHeaders::from_strs(&[("X-Amzn-Trace-Id", value)]))
     }
 
-    fn apply(incoming: &RequestHeaders, edits: &HeaderEdits) -> RequestHeaders {
-        incoming.apply(edits)
-    }
-
     fn injected(c: &TraceContext, incoming: &RequestHeaders) -> Option<String> {
-        let mut edits = HeaderEdits::default();
-        inject(c, incoming, &mut edits);
-        edits.get(X_AMZN_TRACE_ID).flatten().map(str::to_string)
+        injected_value(Format::XRay, c, incoming, X_AMZN_TRACE_ID)
     }
 
     #[test]
@@ -350,9 +336,7 @@ mod tests {
                 for span_id in [PARENT_VAL, 1, u64::MAX] {
                     for sampled in [None, Some(true), Some(false)] {
                         let c = ctx(trace_id, span_id, sampled);
-                        let mut edits = HeaderEdits::default();
-                        inject(&c, &incoming, &mut edits);
-                        assert_eq!(extract(&apply(&incoming, &edits)), Extracted::Valid(c));
+                        assert_eq!(round_trip(Format::XRay, &c, &incoming), Extracted::Valid(c));
                     }
                 }
             }
