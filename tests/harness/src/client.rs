@@ -13,6 +13,7 @@ use hyper::{HeaderMap, Method, Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
+use crate::envoy::Envoy;
 use crate::upstream::{grpc_frame, header_pairs};
 
 /// Upper bound for one request, connect to last body byte.
@@ -140,6 +141,19 @@ fn find_all<'a>(pairs: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
         .collect()
+}
+
+/// The listener name of the tests' usual single listener (`EnvoyConfig::simple(INGRESS, ..)`).
+pub const INGRESS: &str = "ingress";
+
+/// GET `path` over HTTP/1.1 on `envoy`'s [`INGRESS`] listener; panics on transport errors or timeout.
+pub async fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
+    http1(envoy.port(INGRESS), "GET", path, headers, "").await
+}
+
+/// Like [`get`], over h2c.
+pub async fn get_h2(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
+    http2(envoy.port(INGRESS), "GET", path, headers, "").await
 }
 
 /// HTTP/1.1 request to 127.0.0.1:`port`; panics on transport errors or timeout.

@@ -30,8 +30,8 @@ pub mod envoy;
 pub mod upstream;
 
 pub use client::{
-    grpc_unary, http1, http2, try_grpc_unary, try_http1, try_http2, GrpcResponse, Response,
-    CLIENT_TIMEOUT,
+    get, get_h2, grpc_unary, http1, http2, try_grpc_unary, try_http1, try_http2, GrpcResponse,
+    Response, CLIENT_TIMEOUT, INGRESS,
 };
 pub use config::{
     dist, stat_tag_regex, stats_tags_yaml, wasm_runtime, workspace_root, Cluster, EnvoyConfig,

@@ -60,12 +60,17 @@ async fn setup(config: Value) -> (Upstream, Envoy) {
     (upstream, envoy)
 }
 
-async fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
-    http1(envoy.port("ingress"), "GET", path, headers, "").await
-}
-
-async fn get_h2(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
-    http2(envoy.port("ingress"), "GET", path, headers, "").await
+/// Listener `ingress` with the filter (`config`) in front of `routes`, and `clusters`.
+async fn start_routed(config: Option<&Value>, routes: Vec<Route>, clusters: Vec<Cluster>) -> Envoy {
+    let mut listener = Listener::new(INGRESS).filter(cb_filter(config));
+    for route in routes {
+        listener = listener.route(route);
+    }
+    let mut envoy_config = EnvoyConfig::new().listener(listener);
+    for cluster in clusters {
+        envoy_config = envoy_config.cluster(cluster);
+    }
+    Envoy::start(envoy_config).await
 }
 
 /// A rejection by the breaker (dry-run marks are not rejections).
@@ -313,19 +318,15 @@ async fn stays_closed_below_the_failure_rate_threshold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opens_on_connection_refused() {
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .listener(
-                Listener::new("ingress")
-                    .filter(cb_filter(Some(&one(json!({
-                        "name": "refused",
-                        "minimumCalls": 5,
-                        "openDuration": "5s",
-                        "openJitter": 0
-                    })))))
-                    .route(Route::to("dead", "/", "dead")),
-            )
-            .cluster(Cluster::new("dead", closed_port())),
+    let envoy = start_routed(
+        Some(&one(json!({
+            "name": "refused",
+            "minimumCalls": 5,
+            "openDuration": "5s",
+            "openJitter": 0
+        }))),
+        vec![Route::to("dead", "/", "dead")],
+        vec![Cluster::new("dead", closed_port())],
     )
     .await;
     for i in 0..5 {
@@ -346,19 +347,15 @@ async fn opens_on_connection_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opens_on_route_timeouts() {
     let upstream = Upstream::start().await;
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .listener(
-                Listener::new("ingress")
-                    .filter(cb_filter(Some(&one(json!({
-                        "name": "stuck",
-                        "minimumCalls": 4,
-                        "openDuration": "5s",
-                        "openJitter": 0
-                    })))))
-                    .route(Route::to("slow", "/", "upstream").timeout(Duration::from_millis(200))),
-            )
-            .cluster(Cluster::new("upstream", upstream.port())),
+    let envoy = start_routed(
+        Some(&one(json!({
+            "name": "stuck",
+            "minimumCalls": 4,
+            "openDuration": "5s",
+            "openJitter": 0
+        }))),
+        vec![Route::to("slow", "/", "upstream").timeout(Duration::from_millis(200))],
+        vec![Cluster::new("upstream", upstream.port())],
     )
     .await;
     for r in concurrently(envoy.port("ingress"), 4, "/", HANG).await {
@@ -416,25 +413,27 @@ async fn opens_on_slow_call_rate() {
     assert_eq!(upstream.count(), reached);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_status_in_trailers_opens_and_rejections_are_grpc() {
+/// A gRPC (h2c) upstream behind breaker `name`: opens at 50 % failures after 6 calls, for 5 s.
+async fn setup_grpc(name: &str) -> (Upstream, Envoy) {
     let upstream = Upstream::start().await;
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .listener(
-                Listener::new("ingress")
-                    .filter(cb_filter(Some(&one(json!({
-                        "name": "grpc-dep",
-                        "minimumCalls": 6,
-                        "failureRateThreshold": 50,
-                        "openDuration": "5s",
-                        "openJitter": 0
-                    })))))
-                    .route(Route::to("grpc", "/", "upstream_h2")),
-            )
-            .cluster(Cluster::new("upstream_h2", upstream.port()).http2(true)),
+    let envoy = start_routed(
+        Some(&one(json!({
+            "name": name,
+            "minimumCalls": 6,
+            "failureRateThreshold": 50,
+            "openDuration": "5s",
+            "openJitter": 0
+        }))),
+        vec![Route::to("grpc", "/", "upstream_h2")],
+        vec![Cluster::new("upstream_h2", upstream.port()).http2(true)],
     )
     .await;
+    (upstream, envoy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_in_trailers_opens_and_rejections_are_grpc() {
+    let (upstream, envoy) = setup_grpc("grpc-dep").await;
     let port = envoy.port("ingress");
     let unavailable = [
         ("x-upstream-grpc-status", "14"),
@@ -578,21 +577,19 @@ async fn classify_rules_replace_the_defaults() {
             ]
         }
     ]});
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .listener(
-                Listener::new("ingress")
-                    .filter(cb_filter(Some(&config)))
-                    .route(Route::to("flags-refused", "/flags/refused", "dead"))
-                    .route(
-                        Route::to("flags-timeout", "/flags/timeout", "upstream")
-                            .timeout(Duration::from_millis(200)),
-                    )
-                    .route(Route::to("flags-status", "/flags/status", "upstream"))
-                    .route(Route::to("ign", "/ign", "upstream")),
-            )
-            .cluster(Cluster::new("dead", closed_port()))
-            .cluster(Cluster::new("upstream", upstream.port())),
+    let envoy = start_routed(
+        Some(&config),
+        vec![
+            Route::to("flags-refused", "/flags/refused", "dead"),
+            Route::to("flags-timeout", "/flags/timeout", "upstream")
+                .timeout(Duration::from_millis(200)),
+            Route::to("flags-status", "/flags/status", "upstream"),
+            Route::to("ign", "/ign", "upstream"),
+        ],
+        vec![
+            Cluster::new("dead", closed_port()),
+            Cluster::new("upstream", upstream.port()),
+        ],
     )
     .await;
 
@@ -637,22 +634,22 @@ async fn classify_rules_replace_the_defaults() {
 /// HTTP/1.1, `/h2` over HTTP/2, keyed by route.
 async fn setup_broken() -> (Upstream, Envoy) {
     let upstream = Upstream::start().await;
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .listener(
-                Listener::new("ingress")
-                    .filter(cb_filter(Some(&one(json!({
-                        "name": "broken",
-                        "keyBy": "route",
-                        "minimumCalls": 3,
-                        "openDuration": "5s",
-                        "openJitter": 0
-                    })))))
-                    .route(Route::to("h1", "/h1", "upstream"))
-                    .route(Route::to("h2", "/h2", "upstream_h2")),
-            )
-            .cluster(Cluster::new("upstream", upstream.port()))
-            .cluster(Cluster::new("upstream_h2", upstream.port()).http2(true)),
+    let envoy = start_routed(
+        Some(&one(json!({
+            "name": "broken",
+            "keyBy": "route",
+            "minimumCalls": 3,
+            "openDuration": "5s",
+            "openJitter": 0
+        }))),
+        vec![
+            Route::to("h1", "/h1", "upstream"),
+            Route::to("h2", "/h2", "upstream_h2"),
+        ],
+        vec![
+            Cluster::new("upstream", upstream.port()),
+            Cluster::new("upstream_h2", upstream.port()).http2(true),
+        ],
     )
     .await;
     (upstream, envoy)
@@ -661,14 +658,7 @@ async fn setup_broken() -> (Upstream, Envoy) {
 /// Status 200, then the HTTP/2 upstream resets the stream: only Envoy's flag (`UR`) tells it failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_reset_after_headers_is_a_failure_over_h2() {
-    let (_upstream, envoy) = setup_broken().await;
-    let port = envoy.port("ingress");
-    for i in 0..3 {
-        let r = try_http1(port, "GET", "/h2", &[("x-upstream-action", "close")], "").await;
-        assert!(r.is_err(), "call {i}: the body never completes: {r:?}");
-    }
-    let (r, _) = until_rejected(|| get(&envoy, "/h2", OK)).await;
-    assert_rejected(&r, "broken", "open", 503);
+    cut_bodies_open_the_breaker("/h2").await;
 }
 
 /// Status 200, then the HTTP/1.1 upstream drops the connection mid-body. Envoy reports it as
@@ -676,13 +666,18 @@ async fn upstream_reset_after_headers_is_a_failure_over_h2() {
 /// response, so it is the `reset` failure all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_abort_after_headers_is_a_failure_over_h1() {
+    cut_bodies_open_the_breaker("/h1").await;
+}
+
+/// Three calls on `path` whose upstream answers 200 then closes mid-body open the breaker `broken`.
+async fn cut_bodies_open_the_breaker(path: &str) {
     let (_upstream, envoy) = setup_broken().await;
-    let port = envoy.port("ingress");
+    let port = envoy.port(INGRESS);
     for i in 0..3 {
-        let r = try_http1(port, "GET", "/h1", &[("x-upstream-action", "close")], "").await;
+        let r = try_http1(port, "GET", path, &[("x-upstream-action", "close")], "").await;
         assert!(r.is_err(), "call {i}: the body never completes: {r:?}");
     }
-    let (r, _) = until_rejected(|| get(&envoy, "/h1", OK)).await;
+    let (r, _) = until_rejected(|| get(&envoy, path, OK)).await;
     assert_rejected(&r, "broken", "open", 503);
 }
 
@@ -713,23 +708,7 @@ async fn abandoned_calls_are_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_status_in_trailers_only_responses_is_classified() {
-    let upstream = Upstream::start().await;
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .listener(
-                Listener::new("ingress")
-                    .filter(cb_filter(Some(&one(json!({
-                        "name": "grpc-headers",
-                        "minimumCalls": 6,
-                        "failureRateThreshold": 50,
-                        "openDuration": "5s",
-                        "openJitter": 0
-                    })))))
-                    .route(Route::to("grpc", "/", "upstream_h2")),
-            )
-            .cluster(Cluster::new("upstream_h2", upstream.port()).http2(true)),
-    )
-    .await;
+    let (_upstream, envoy) = setup_grpc("grpc-headers").await;
     let port = envoy.port("ingress");
     let call = |code: &'static str| async move {
         grpc_unary(
@@ -790,17 +769,17 @@ async fn the_first_matching_breaker_handles_the_request() {
         forced("by-route", json!({"route": "to-c"})),
         forced("combined", json!({"pathPrefix": "/a/admin", "method": "POST"})),
     ]});
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .listener(
-                Listener::new("ingress")
-                    .filter(cb_filter(Some(&config)))
-                    .route(Route::to("to-b", "/b", "backend-b"))
-                    .route(Route::to("to-c", "/c", "backend-a"))
-                    .route(Route::to("to-a", "/", "backend-a")),
-            )
-            .cluster(Cluster::new("backend-a", upstream.port()))
-            .cluster(Cluster::new("backend-b", upstream.port())),
+    let envoy = start_routed(
+        Some(&config),
+        vec![
+            Route::to("to-b", "/b", "backend-b"),
+            Route::to("to-c", "/c", "backend-a"),
+            Route::to("to-a", "/", "backend-a"),
+        ],
+        vec![
+            Cluster::new("backend-a", upstream.port()),
+            Cluster::new("backend-b", upstream.port()),
+        ],
     )
     .await;
     let port = envoy.port("ingress");
@@ -1010,25 +989,19 @@ async fn failing_probe_reopens_for_longer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_probes_reopen_after_max_half_open_duration() {
     let upstream = Upstream::start().await;
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .listener(
-                Listener::new("ingress")
-                    .filter(cb_filter(Some(&one(json!({
-                        "name": "stuck-probe",
-                        "minimumCalls": 2,
-                        "failureRateThreshold": 50,
-                        "openDuration": "500ms",
-                        "openDurationMultiplier": 1.0,
-                        "openJitter": 0,
-                        "halfOpenProbes": 1,
-                        "maxHalfOpenDuration": "400ms"
-                    })))))
-                    .route(
-                        Route::to("default", "/", "upstream").timeout(Duration::from_millis(2000)),
-                    ),
-            )
-            .cluster(Cluster::new("upstream", upstream.port())),
+    let envoy = start_routed(
+        Some(&one(json!({
+            "name": "stuck-probe",
+            "minimumCalls": 2,
+            "failureRateThreshold": 50,
+            "openDuration": "500ms",
+            "openDurationMultiplier": 1.0,
+            "openJitter": 0,
+            "halfOpenProbes": 1,
+            "maxHalfOpenDuration": "400ms"
+        }))),
+        vec![Route::to("default", "/", "upstream").timeout(Duration::from_millis(2000))],
+        vec![Cluster::new("upstream", upstream.port())],
     )
     .await;
     let port = envoy.port("ingress");
@@ -1112,21 +1085,19 @@ async fn header_keys_keep_their_own_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_keys_keep_their_own_state() {
     let upstream = Upstream::start().await;
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .listener(
-                Listener::new("ingress")
-                    .filter(cb_filter(Some(&one(json!({
-                        "name": "per-route",
-                        "keyBy": "route",
-                        "minimumCalls": 4,
-                        "openDuration": "5s",
-                        "openJitter": 0
-                    })))))
-                    .route(Route::to("route-a", "/a", "upstream"))
-                    .route(Route::to("route-b", "/b", "upstream")),
-            )
-            .cluster(Cluster::new("upstream", upstream.port())),
+    let envoy = start_routed(
+        Some(&one(json!({
+            "name": "per-route",
+            "keyBy": "route",
+            "minimumCalls": 4,
+            "openDuration": "5s",
+            "openJitter": 0
+        }))),
+        vec![
+            Route::to("route-a", "/a", "upstream"),
+            Route::to("route-b", "/b", "upstream"),
+        ],
+        vec![Cluster::new("upstream", upstream.port())],
     )
     .await;
     for _ in 0..4 {
@@ -1380,16 +1351,16 @@ async fn status_header_name_is_configurable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_configuration_keys_by_cluster() {
     let upstream = Upstream::start().await;
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .listener(
-                Listener::new("ingress")
-                    .filter(cb_filter(None))
-                    .route(Route::to("to-a", "/a", "backend-a"))
-                    .route(Route::to("to-b", "/b", "backend-b")),
-            )
-            .cluster(Cluster::new("backend-a", upstream.port()))
-            .cluster(Cluster::new("backend-b", upstream.port())),
+    let envoy = start_routed(
+        None,
+        vec![
+            Route::to("to-a", "/a", "backend-a"),
+            Route::to("to-b", "/b", "backend-b"),
+        ],
+        vec![
+            Cluster::new("backend-a", upstream.port()),
+            Cluster::new("backend-b", upstream.port()),
+        ],
     )
     .await;
     for i in 0..19 {

@@ -90,14 +90,6 @@ async fn setup(config: Option<Value>) -> (Upstream, Envoy) {
     (upstream, envoy)
 }
 
-async fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
-    http1(envoy.port("ingress"), "GET", path, headers, "").await
-}
-
-async fn get_h2(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
-    http2(envoy.port("ingress"), "GET", path, headers, "").await
-}
-
 fn describe(r: &Response) -> String {
     format!(
         "status {} headers {:?} body {:?}",

@@ -93,14 +93,7 @@ async fn b3_client_and_w3c_upstream_share_one_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn w3c_client_and_b3_upstream_share_one_trace() {
     let (_upstream, envoy) = setup(Some(r#"{"inject": ["b3multi"]}"#)).await;
-    let r = http1(
-        envoy.port("ingress"),
-        "GET",
-        "/h2",
-        &[("traceparent", TRACEPARENT)],
-        "",
-    )
-    .await;
+    let r = get(&envoy, "/h2", &[("traceparent", TRACEPARENT)]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["version"], "HTTP/2.0");
     assert_eq!(r.echo_header("x-b3-traceid").as_deref(), Some(TRACE_W3C));
@@ -117,16 +110,14 @@ async fn w3c_client_and_b3_upstream_share_one_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_formats_are_repaired_to_one_trace() {
     let (_upstream, envoy) = setup(None).await;
-    let r = http1(
-        envoy.port("ingress"),
-        "GET",
+    let r = get(
+        &envoy,
         "/",
         &[
             ("traceparent", TRACEPARENT),
             ("b3", B3_SINGLE),
             ("uber-trace-id", "abc:def:0:1"),
         ],
-        "",
     )
     .await;
     assert_eq!(r.echo_header("traceparent").as_deref(), Some(TRACEPARENT));
@@ -199,7 +190,7 @@ async fn invalid_traceparent_starts_a_new_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_do_not_sample_header_alone_is_honoured() {
     let (_upstream, envoy) = setup(None).await;
-    let r = http1(envoy.port("ingress"), "GET", "/", &[("b3", "0")], "").await;
+    let r = get(&envoy, "/", &[("b3", "0")]).await;
     let tp = r.echo_header("traceparent").unwrap();
     assert!(tp.ends_with("-02"), "not sampled, random: {tp}");
     let b3 = r.echo_header("b3").unwrap();
@@ -218,15 +209,13 @@ async fn participating_hop_mints_a_span_and_keeps_tracestate_rules() {
     let config =
         r#"{"participate": true, "tracestateKey": "mesh", "inject": ["tracecontext", "b3multi"]}"#;
     let (_upstream, envoy) = setup(Some(config)).await;
-    let r = http1(
-        envoy.port("ingress"),
-        "GET",
+    let r = get(
+        &envoy,
         "/",
         &[
             ("traceparent", TRACEPARENT),
             ("tracestate", "vendor=a,mesh=old"),
         ],
-        "",
     )
     .await;
     let tp = r.echo_header("traceparent").unwrap();
@@ -244,26 +233,17 @@ async fn participating_hop_mints_a_span_and_keeps_tracestate_rules() {
 async fn future_traceparent_version_is_continued_as_version_00() {
     let (_upstream, envoy) = setup(None).await;
     let future = "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-the-future-holds";
-    let r = http1(
-        envoy.port("ingress"),
-        "GET",
-        "/",
-        &[("traceparent", future)],
-        "",
-    )
-    .await;
+    let r = get(&envoy, "/", &[("traceparent", future)]).await;
     assert_eq!(r.echo_header("traceparent").as_deref(), Some(TRACEPARENT));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicated_traceparent_is_rejected() {
     let (_upstream, envoy) = setup(None).await;
-    let r = http1(
-        envoy.port("ingress"),
-        "GET",
+    let r = get(
+        &envoy,
         "/",
         &[("traceparent", TRACEPARENT), ("traceparent", TRACEPARENT)],
-        "",
     )
     .await;
     let forwarded = r.echo_headers("traceparent");
@@ -308,14 +288,7 @@ async fn non_utf8_header_values_do_not_break_the_filter() {
         Some(1)
     );
     // The VM is still alive: the next request is served by the filter.
-    let r = http1(
-        envoy.port("ingress"),
-        "GET",
-        "/",
-        &[("traceparent", TRACEPARENT)],
-        "",
-    )
-    .await;
+    let r = get(&envoy, "/", &[("traceparent", TRACEPARENT)]).await;
     assert_eq!(r.header("x-trace-id"), Some(TRACE_W3C));
 }
 
@@ -436,14 +409,7 @@ async fn trace_id_is_available_to_access_logs() {
             .cluster(Cluster::new("upstream", upstream.port())),
     )
     .await;
-    http1(
-        envoy.port("ingress"),
-        "GET",
-        "/",
-        &[("traceparent", TRACEPARENT)],
-        "",
-    )
-    .await;
+    get(&envoy, "/", &[("traceparent", TRACEPARENT)]).await;
     envoy
         .wait_log(
             &format!("ACCESS trace_id={TRACE_W3C}"),
@@ -535,7 +501,7 @@ async fn request_id_correlation_restores_context_across_listeners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_render_as_labelled_prometheus_series() {
     let (_upstream, envoy) = setup(None).await;
-    http1(envoy.port("ingress"), "GET", "/", &[("b3", B3_SINGLE)], "").await;
+    get(&envoy, "/", &[("b3", B3_SINGLE)]).await;
     let prom = envoy.prometheus().await;
     assert!(
         prom.lines()
