@@ -382,8 +382,8 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
     }
     let stripes = store::record_and_collect(
         &shared.keys,
+        &key,
         b,
-        slot,
         call.gen,
         now,
         outcome == Outcome::Failure,

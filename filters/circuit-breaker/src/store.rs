@@ -35,12 +35,16 @@ thread_local! {
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    /// The lease table's key, read on every recorded call.
+    leases: String,
 }
 
 impl Keys {
     pub fn new(root_id: &str) -> Keys {
+        let prefix = format!("circuit-breaker/{root_id}/");
         Keys {
-            prefix: format!("circuit-breaker/{root_id}/"),
+            leases: format!("{prefix}leases"),
+            prefix,
         }
     }
 
@@ -48,14 +52,15 @@ impl Keys {
         format!("{}{}/{slot}", self.prefix, b.name)
     }
 
-    /// `s/`: stripes that start with their writer's owner id (modules before leases used `w/`, without
-    /// it, so the two never read each other's during an upgrade).
-    fn stripe(&self, b: &BreakerConfig, slot: u32, stripe: usize) -> String {
-        format!("{}{}/{slot}/s/{stripe}", self.prefix, b.name)
+    /// A stripe of the breaker key whose record is `state_key`. `s/`: stripes that start with their
+    /// writer's owner id (modules before leases used `w/`, without it, so the two never read each
+    /// other's during an upgrade).
+    fn stripe(state_key: &str, stripe: usize) -> String {
+        format!("{state_key}/s/{stripe}")
     }
 
-    fn leases(&self) -> String {
-        format!("{}leases", self.prefix)
+    fn leases(&self) -> &str {
+        &self.leases
     }
 }
 
@@ -64,9 +69,8 @@ impl Keys {
 /// configure (Envoy's canary, on the main thread) does it before any worker serves a request.
 pub fn create_records(keys: &Keys, breakers: &[BreakerConfig]) {
     let leases = keys.leases();
-    if let Ok(None) = host::shared_data(&leases) {
-        if let SharedWrite::Failed(e) =
-            host::set_shared_data(&leases, &Table::default().encode(), 0)
+    if let Ok(None) = host::shared_data(leases) {
+        if let SharedWrite::Failed(e) = host::set_shared_data(leases, &Table::default().encode(), 0)
         {
             log::warn!("circuit-breaker: could not create {leases}: {e}");
         }
@@ -137,11 +141,11 @@ pub fn update<T>(
 }
 
 /// Records a finished call of generation `gen` in this worker's stripe, publishes it, and returns every
-/// live worker's stripe of the key (this worker's last).
+/// live worker's stripe of the key (this worker's last). `state_key` is `keys.state(b, slot)`.
 pub fn record_and_collect(
     keys: &Keys,
+    state_key: &str,
     b: &BreakerConfig,
-    slot: u32,
     gen: u32,
     now: u64,
     failure: bool,
@@ -153,9 +157,11 @@ pub fn record_and_collect(
     let mine = lease(keys, owner, now_s, &mut table, true);
     let Some(own) = LOCAL.with(|local| {
         let mut local = local.borrow_mut();
-        let stripe = local
-            .entry(keys.state(b, slot))
-            .or_insert_with(|| Stripe::new(gen, b));
+        // Looked up before inserting: the key is only copied for a breaker key's first call.
+        if !local.contains_key(state_key) {
+            local.insert(state_key.to_string(), Stripe::new(gen, b));
+        }
+        let stripe = local.get_mut(state_key)?;
         if !stripe.fits(b) || newer(gen, stripe.gen) {
             // A new closed period (or a new window shape after a configuration push) starts empty.
             *stripe = Stripe::new(gen, b);
@@ -164,20 +170,22 @@ pub fn record_and_collect(
             return None;
         }
         stripe.record(now, failure, slow, b);
-        Some(stripe.encode())
+        Some(stripe.clone())
     }) else {
         return Vec::new();
     };
     if let Some(i) = mine {
         // Only this worker writes its stripe: no CAS needed, no contention with other workers. The
         // owner id in front tells readers whether the value is the current lease holder's.
-        let value = [owner.to_le_bytes().as_slice(), own.as_slice()].concat();
-        let _ = host::set_shared_data(&keys.stripe(b, slot, i), &value, 0);
+        let mut value = Vec::with_capacity(8 + own.encoded_len_hint());
+        value.extend_from_slice(&owner.to_le_bytes());
+        own.encode_into(&mut value);
+        let _ = host::set_shared_data(&Keys::stripe(state_key, i), &value, 0);
     }
     let mut all = Vec::new();
     if let Some((table, _)) = &table {
         for (i, holder) in table.live(now_s).filter(|(i, _)| Some(*i) != mine) {
-            if let Ok(Some((bytes, _))) = host::shared_data(&keys.stripe(b, slot, i)) {
+            if let Ok(Some((bytes, _))) = host::shared_data(&Keys::stripe(state_key, i)) {
                 if let Some((written_by, stripe)) = bytes.split_first_chunk::<8>() {
                     if u64::from_le_bytes(*written_by) == holder {
                         all.extend(Stripe::decode(stripe));
@@ -186,7 +194,7 @@ pub fn record_and_collect(
             }
         }
     }
-    all.extend(Stripe::decode(&own));
+    all.push(own);
     all
 }
 
@@ -198,7 +206,7 @@ fn newer(a: u32, b: u32) -> bool {
 /// The lease table and its CAS token; `None` when shared data failed or the table is missing (it is
 /// created at configuration; writing it here would need CAS 0, which overwrites unconditionally).
 fn read_leases(keys: &Keys) -> Option<(Table, u32)> {
-    match host::shared_data(&keys.leases()) {
+    match host::shared_data(keys.leases()) {
         Ok(Some((bytes, cas))) => Some((Table::decode(&bytes), cas)),
         Ok(None) | Err(_) => None,
     }
@@ -207,7 +215,7 @@ fn read_leases(keys: &Keys) -> Option<(Table, u32)> {
 /// Renews this VM's lease in `keys`' table when due, from the root context's timer: a VM that records
 /// no calls for a while keeps its lease (and its calls stay counted); only a stopped VM's lease ends.
 pub fn renew_lease(keys: &Keys) {
-    let held = STRIPES.with(|s| s.borrow().contains_key(&keys.leases()));
+    let held = STRIPES.with(|s| s.borrow().contains_key(keys.leases()));
     if held {
         let now_s = host::now_nanos() / 1_000_000_000;
         lease(keys, owner_id(), now_s, &mut read_leases(keys), false);
@@ -225,7 +233,7 @@ fn lease(
     claim: bool,
 ) -> Option<usize> {
     let table_key = keys.leases();
-    let held = STRIPES.with(|s| s.borrow().get(&table_key).copied());
+    let held = STRIPES.with(|s| s.borrow().get(table_key).copied());
     for _ in 0..RESULT_ATTEMPTS {
         let (current, cas) = table.as_ref()?;
         if let Some(i) = held.filter(|i| !current.due(*i, owner, now_s)) {
@@ -250,10 +258,10 @@ fn lease(
                 }
             },
         };
-        match host::set_shared_data(&table_key, &next_table.encode(), cas) {
+        match host::set_shared_data(table_key, &next_table.encode(), cas) {
             SharedWrite::Written => {
                 *table = Some((next_table, cas));
-                STRIPES.with(|s| s.borrow_mut().insert(table_key, next));
+                STRIPES.with(|s| s.borrow_mut().insert(table_key.to_string(), next));
                 return Some(next);
             }
             SharedWrite::CasMismatch => *table = read_leases(keys),

@@ -149,7 +149,18 @@ impl Stripe {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.len_hint());
+        let mut out = Vec::with_capacity(self.encoded_len_hint());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// About how many bytes `encode` writes (for sizing a buffer).
+    pub fn encoded_len_hint(&self) -> usize {
+        32 + self.len_hint()
+    }
+
+    /// Appends the encoding to `out` (after whatever the caller put in front).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(VERSION);
         out.extend_from_slice(&self.gen.to_le_bytes());
         out.extend_from_slice(&self.last_success_ns.to_le_bytes());
@@ -178,7 +189,6 @@ impl Stripe {
                 }
             }
         }
-        out
     }
 
     fn len_hint(&self) -> usize {
