@@ -160,18 +160,7 @@ pub fn header_map_encoded(map: MapType) -> Vec<u8> {
 /// Every header of a map, in order, duplicates kept, values as bytes. Empty when the map is not
 /// available (for example request headers read after the request continued).
 pub fn header_pairs(map: MapType) -> Vec<(String, Vec<u8>)> {
-    let mut data = std::ptr::null_mut();
-    let mut size = 0usize;
-    // SAFETY: out-pointers are valid locals; the host hands back its own allocation.
-    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
-    if status != STATUS_OK {
-        return Vec::new();
-    }
-    // SAFETY: on success the host returned `size` bytes it allocated for us.
-    match unsafe { take_host_buffer(data, size) } {
-        Some(buf) => wire::decode_map(&buf).unwrap_or_default(),
-        None => Vec::new(),
-    }
+    wire::decode_map(&header_map_encoded(map)).unwrap_or_default()
 }
 
 /// The first value of one header.
