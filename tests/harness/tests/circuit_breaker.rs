@@ -1455,14 +1455,10 @@ async fn metrics_count_outcomes_rejections_and_one_transition_per_sidecar() {
     assert!(!prom.contains("=.="), "{}", prom_lines(&prom, "=.="));
 }
 
+/// A configuration with the filter configured as `config`, only to be validated (no upstream).
 fn yaml_with(config: &Value) -> String {
-    EnvoyConfig::new()
-        .listener(
-            Listener::new("ingress")
-                .filter(cb_filter(Some(config)))
-                .route(Route::to("default", "/", "upstream")),
-        )
-        .cluster(Cluster::new("upstream", 1))
+    EnvoyConfig::simple(INGRESS, 1)
+        .filter_all(cb_filter(Some(config)))
         .render()
 }
 

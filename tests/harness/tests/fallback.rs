@@ -1379,14 +1379,10 @@ async fn alternate_answers_carry_the_callers_trace_not_the_backups() {
 // Configuration and metrics
 // ---------------------------------------------------------------------------------------------------
 
+/// A configuration with the filter configured as `config`, only to be validated (no upstream).
 fn yaml_with(config: &Value) -> String {
-    EnvoyConfig::new()
-        .listener(
-            Listener::new("ingress")
-                .filter(fallback_filter(Some(config)))
-                .route(Route::to("default", "/", "upstream")),
-        )
-        .cluster(Cluster::new("upstream", 1))
+    EnvoyConfig::simple(INGRESS, 1)
+        .filter_all(fallback_filter(Some(config)))
         .render()
 }
 

@@ -108,14 +108,7 @@ async fn status_direct_response_and_route_yaml() {
 async fn route_timeout_cuts_a_hanging_upstream() {
     let (upstream, envoy) = setup().await;
     let started = Instant::now();
-    let r = http1(
-        envoy.port("ingress"),
-        "GET",
-        "/slow",
-        &[("x-upstream-action", "hang")],
-        "",
-    )
-    .await;
+    let r = get(&envoy, "/slow", &[("x-upstream-action", "hang")]).await;
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -132,14 +125,7 @@ async fn route_timeout_cuts_a_hanging_upstream() {
         .await;
 
     // Same with a delay longer than the timeout.
-    let r = http2(
-        envoy.port("ingress"),
-        "GET",
-        "/slow",
-        &[("x-upstream-delay-ms", "2000")],
-        "",
-    )
-    .await;
+    let r = get_h2(&envoy, "/slow", &[("x-upstream-delay-ms", "2000")]).await;
     assert_eq!(r.status, 504);
 }
 
