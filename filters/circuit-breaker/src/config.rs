@@ -4,6 +4,7 @@
 use crate::classify::{Condition, EnvoyReason, Outcome, Rule, StatusRange, StatusSet};
 use filter_common::config::{check, check_names, lenient_u32, ConfigError, Validate};
 use filter_common::duration::ConfigDuration;
+use filter_common::limits::{byte_size, DEFAULT_MAX_SHARED_MEMORY};
 use filter_common::matching::is_header_name;
 pub use filter_common::matching::Match;
 use serde::{Deserialize, Deserializer};
@@ -13,6 +14,9 @@ use serde::{Deserialize, Deserializer};
 pub struct Config {
     pub breakers: Vec<BreakerConfig>,
     pub status_header: String,
+    /// The most shared memory the configuration may need in the worst case (see `memory`).
+    #[serde(deserialize_with = "byte_size")]
+    pub max_shared_memory: u64,
 }
 
 impl Default for Config {
@@ -23,6 +27,7 @@ impl Default for Config {
                 ..BreakerConfig::default()
             }],
             status_header: "x-circuit-breaker".to_string(),
+            max_shared_memory: DEFAULT_MAX_SHARED_MEMORY,
         }
     }
 }
@@ -201,7 +206,7 @@ impl Validate for Config {
         check(
             is_header_name(&self.status_header),
             "statusHeader",
-            "must be a lower-case header name",
+            filter_common::matching::HEADER_NAME_RULE,
         )?;
         check_names(self.breakers.iter().map(|x| x.name.as_str()), "breakers")?;
         for (i, b) in self.breakers.iter().enumerate() {
@@ -228,6 +233,11 @@ impl Validate for Config {
                 (1..=1000).contains(&w.size),
                 f("window.size"),
                 "must be between 1 and 1000",
+            )?;
+            check(
+                b.consecutive_failures <= 1000,
+                f("consecutiveFailures"),
+                "must be at most 1000 (0 turns the rule off)",
             )?;
             check(
                 b.minimum_calls >= 1,
@@ -283,7 +293,7 @@ impl Validate for Config {
                 "must be between 400 and 599",
             )?;
         }
-        Ok(())
+        crate::memory::budget(self).check(self.max_shared_memory)
     }
 }
 
@@ -387,6 +397,19 @@ mod tests {
                 "breakers[0].openJitter",
             ),
             (br#"{"breakerz": []}"#, "breakerz"),
+            (
+                br#"{"breakers": [{"consecutiveFailures": 5000}]}"#,
+                "breakers[0].consecutiveFailures",
+            ),
+            (br#"{"maxSharedMemory": "lots"}"#, "maxSharedMemory"),
+            (
+                br#"{"breakers": [{"name": "a", "maxKeys": 10}, {"name": "b", "maxKeys": 10000}]}"#,
+                "breakers[1].maxKeys",
+            ),
+            (
+                br#"{"breakers": [{"name": "a", "maxKeys": 100}], "maxSharedMemory": "1Mi"}"#,
+                "breakers[0].maxKeys",
+            ),
         ];
         for (json, field) in cases {
             let e = parse::<Config>(Some(json)).unwrap_err();

@@ -4,8 +4,11 @@
 //! [`LEASE_SECS`] its stripes are no longer read and its number is leased again. The table is one shared-data value, read once per recorded call in place of a plain
 //! stripe counter, so the cost of a call follows the live workers, not every VM ever started.
 
-/// Most stripe numbers (and so most concurrently recording worker VMs).
-pub const MAX_STRIPES: usize = 256;
+/// Most stripe numbers (and so most concurrently recording worker VMs). It multiplies the worst-case
+/// shared memory of every breaker key, so it is sized for sidecars (2 workers by default, and one more
+/// set for 5 minutes across a module update) rather than for a 64-core gateway, whose workers past it
+/// still decide on their own calls.
+pub const MAX_STRIPES: usize = 64;
 /// A lease not renewed for this long is over: its stripe is no longer read and its number is free.
 pub const LEASE_SECS: u64 = 300;
 /// A VM renews its lease when it is older than this.

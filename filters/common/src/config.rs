@@ -82,6 +82,7 @@ where
         Some(b) if !b.iter().all(u8::is_ascii_whitespace) => b,
         _ => return Ok(T::default()),
     };
+    check_sizes(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -96,6 +97,37 @@ where
         .map_err(|e| ConfigError::new("(root)", strip_location(&e.to_string())))?;
     value.validate()?;
     Ok(value)
+}
+
+/// Refuses a document or a string in it larger than the documented limits, naming the string's field,
+/// before anything is built from it.
+fn check_sizes(bytes: &[u8]) -> Result<(), ConfigError> {
+    use crate::limits::{find_long_string, human, MAX_CONFIG_BYTES, MAX_STRING_LEN};
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::new(
+            "(root)",
+            format!(
+                "the configuration is {}; at most {} is allowed",
+                human(bytes.len() as u64),
+                human(MAX_CONFIG_BYTES as u64)
+            ),
+        ));
+    }
+    if bytes.len() <= MAX_STRING_LEN {
+        return Ok(());
+    }
+    // Only a document longer than the string limit can hold a string over it.
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(doc) => match find_long_string(&doc, MAX_STRING_LEN) {
+            Some((path, len)) => Err(ConfigError::new(
+                path.trim_start_matches('.'),
+                format!("is {len} bytes long; at most {MAX_STRING_LEN} are allowed"),
+            )),
+            None => Ok(()),
+        },
+        // The typed parse that follows reports the syntax error with its field.
+        Err(_) => Ok(()),
+    }
 }
 
 /// serde_json appends " at line L column C"; the field path already says where.
@@ -199,6 +231,27 @@ mod tests {
         let e = parse::<Sample>(Some(b"{")).unwrap_err();
         assert_eq!(e.field, "(root)");
         let e = parse::<Sample>(Some(b"{} x")).unwrap_err();
+        assert_eq!(e.field, "(root)");
+    }
+
+    #[test]
+    fn oversized_documents_and_strings_are_refused_by_field() {
+        let long = "x".repeat(crate::limits::MAX_STRING_LEN + 1);
+        let doc = format!(r#"{{"inner": {{"name": "{long}"}}}}"#);
+        let e = parse::<Sample>(Some(doc.as_bytes())).unwrap_err();
+        assert_eq!(e.field, "inner.name");
+        assert!(e.reason.contains("at most 65536"), "{}", e.reason);
+        let ok = "x".repeat(crate::limits::MAX_STRING_LEN);
+        let doc = format!(r#"{{"inner": {{"name": "{ok}"}}}}"#);
+        assert_eq!(
+            parse::<Sample>(Some(doc.as_bytes())).unwrap().inner.name,
+            ok
+        );
+        let huge = format!(
+            r#"{{"inner": {{"name": "{}"}}}}"#,
+            "x".repeat(crate::limits::MAX_CONFIG_BYTES)
+        );
+        let e = parse::<Sample>(Some(huge.as_bytes())).unwrap_err();
         assert_eq!(e.field, "(root)");
     }
 }

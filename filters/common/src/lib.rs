@@ -8,6 +8,7 @@ pub mod duration;
 pub mod headers;
 pub mod host;
 pub mod ids;
+pub mod limits;
 pub mod matching;
 pub mod metrics;
 pub mod plugin;

@@ -60,13 +60,29 @@ impl Match {
 
     /// Checks what serde cannot; `field` is the match's path for the error.
     pub fn validate(&self, field: &str) -> Result<(), crate::config::ConfigError> {
-        match &self.header {
-            Some(h) if !is_header_name(&h.name) => Err(crate::config::ConfigError::new(
-                format!("{field}.header.name"),
-                "must be a lower-case header name",
-            )),
-            _ => Ok(()),
+        use crate::limits::{check_len, MAX_HEADER_VALUE_LEN, MAX_MATCH_VALUE_LEN};
+        for (name, value) in [
+            ("cluster", &self.cluster),
+            ("route", &self.route),
+            ("authority", &self.authority),
+            ("pathPrefix", &self.path_prefix),
+            ("method", &self.method),
+        ] {
+            if let Some(v) = value {
+                check_len(v, MAX_MATCH_VALUE_LEN, format!("{field}.{name}"))?;
+            }
         }
+        if let Some(h) = &self.header {
+            crate::config::check(
+                is_header_name(&h.name),
+                format!("{field}.header.name"),
+                HEADER_NAME_RULE,
+            )?;
+            if let Some(v) = &h.value {
+                check_len(v, MAX_HEADER_VALUE_LEN, format!("{field}.header.value"))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -79,9 +95,13 @@ pub fn is_grpc_content_type(ct: &[u8]) -> bool {
     }
 }
 
-/// A lower-case HTTP header name as Envoy stores it.
+/// What `is_header_name` requires, for configuration errors.
+pub const HEADER_NAME_RULE: &str = "must be a lower-case header name of at most 256 characters";
+
+/// A lower-case HTTP header name as Envoy stores it, at most `limits::MAX_HEADER_NAME_LEN` long.
 pub fn is_header_name(s: &str) -> bool {
     !s.is_empty()
+        && s.len() <= crate::limits::MAX_HEADER_NAME_LEN
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }

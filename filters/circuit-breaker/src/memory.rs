@@ -1,0 +1,114 @@
+//! The worst-case shared memory of a configuration, from the sizes the store really writes: per breaker
+//! key one state record, and one window stripe per key and leased stripe number. The stripe count is the
+//! lease table's bound (`leases::MAX_STRIPES`), not today's worker count, because stripes of VMs that
+//! stopped (restarts, module updates) stay until their number is leased again.
+
+use crate::config::{BreakerConfig, Config};
+use crate::leases::MAX_STRIPES;
+use crate::state::Record;
+use crate::window::Stripe;
+use filter_common::limits::{shared_entry_bytes, MemoryBudget};
+
+/// Keys are counted as if the plugin's root id were this long (Istio's `pluginName`s are short).
+pub const ROOT_ID_ALLOWANCE: usize = 64;
+
+/// The longest state key of a breaker: `circuit-breaker/<root id>/<name>/<slot>`.
+fn state_key_len(b: &BreakerConfig) -> usize {
+    "circuit-breaker//".len() + ROOT_ID_ALLOWANCE + b.name.len() + 1 + digits(b.max_keys)
+}
+
+fn digits(n: u32) -> usize {
+    n.max(1).ilog10() as usize + 1
+}
+
+/// The largest stripe value of a breaker: the writer's owner id, then a full window and failure run.
+fn stripe_value_len(b: &BreakerConfig) -> usize {
+    let mut stripe = Stripe::new(0, b);
+    stripe.run = vec![0; b.consecutive_failures as usize];
+    8 + stripe.encode().len()
+}
+
+/// Worst-case bytes of one breaker.
+pub fn breaker_bytes(b: &BreakerConfig) -> u64 {
+    let key = state_key_len(b);
+    let record = shared_entry_bytes(key, Record::default().encode().len());
+    let stripe_key = key + "/s/".len() + digits(MAX_STRIPES as u32);
+    let stripes = MAX_STRIPES as u64 * shared_entry_bytes(stripe_key, stripe_value_len(b));
+    u64::from(b.max_keys).saturating_mul(record.saturating_add(stripes))
+}
+
+/// Every breaker's worst case, named by the field that scales it, plus the lease table.
+pub fn budget(config: &Config) -> MemoryBudget {
+    let mut budget = MemoryBudget::default();
+    for (i, b) in config.breakers.iter().enumerate() {
+        budget.add(format!("breakers[{i}].maxKeys"), breaker_bytes(b));
+    }
+    let lease_key = "circuit-breaker//leases".len() + ROOT_ID_ALLOWANCE;
+    budget.add(
+        "maxSharedMemory",
+        shared_entry_bytes(lease_key, 1 + 16 * MAX_STRIPES),
+    );
+    budget
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use filter_common::config::parse;
+
+    #[test]
+    fn the_default_configuration_fits_with_room() {
+        let c: Config = parse(None).unwrap();
+        let total = budget(&c).total();
+        assert!(total < 16 << 20, "{total}");
+        assert!(
+            total > 100 * MAX_STRIPES as u64 * 200,
+            "counts every stripe: {total}"
+        );
+    }
+
+    #[test]
+    fn the_stripe_estimate_covers_a_full_window() {
+        let c: Config = parse(Some(
+            br#"{"breakers": [{"name": "c", "window": {"type": "count", "size": 1000}, "consecutiveFailures": 10, "maxKeys": 1}]}"#,
+        ))
+        .unwrap();
+        let b = &c.breakers[0];
+        assert!(stripe_value_len(b) >= 8 + 1000 * 9 + 10 * 8);
+        assert!(breaker_bytes(b) >= MAX_STRIPES as u64 * 9_000);
+    }
+
+    /// The README's table; `-- --nocapture` prints the figures.
+    #[test]
+    fn documented_figures() {
+        let cases: [(&str, &[u8]); 4] = [
+            ("defaults", b"{}"),
+            (
+                "maxKeys 1000",
+                br#"{"breakers": [{"name": "a", "maxKeys": 1000}]}"#,
+            ),
+            (
+                "count window 1000",
+                br#"{"breakers": [{"name": "a", "window": {"type": "count", "size": 1000}}]}"#,
+            ),
+            (
+                "1000 x 10000",
+                br#"{"maxSharedMemory": "1000Gi", "breakers": [{"name": "a", "maxKeys": 10000}]}"#,
+            ),
+        ];
+        let mut totals = Vec::new();
+        for (what, json) in cases {
+            let c: Config = parse(Some(json)).unwrap();
+            let mut total = budget(&c).total();
+            if what == "1000 x 10000" {
+                total = total.saturating_mul(1000);
+            }
+            println!("{what}: {}", filter_common::limits::human(total));
+            totals.push(total);
+        }
+        let limit = filter_common::limits::DEFAULT_MAX_SHARED_MEMORY;
+        assert!(totals[0] < limit / 8 && totals[1] < limit && totals[2] < limit);
+        assert!(totals[3] > 100 * limit);
+    }
+}

@@ -1,0 +1,216 @@
+//! Bounds an operator can see and rely on: how long configured strings may be, and the most shared
+//! memory (Envoy's process-wide shared data) a configuration may claim in the worst case. Each filter
+//! computes its worst case at load from the sizes its store really writes, and a configuration above
+//! `maxSharedMemory` is refused with the field that costs the most, instead of growing in production.
+
+use crate::config::ConfigError;
+use serde::{Deserialize, Deserializer};
+
+/// The longest string anywhere in a configuration (a static body or a template is the largest kind).
+pub const MAX_STRING_LEN: usize = 65_536;
+/// The largest configuration document.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// The longest header name a field may name.
+pub const MAX_HEADER_NAME_LEN: usize = 256;
+/// The longest header value a field may hold.
+pub const MAX_HEADER_VALUE_LEN: usize = 8_192;
+/// The longest match value (cluster, route, authority, path prefix, method).
+pub const MAX_MATCH_VALUE_LEN: usize = 1_024;
+/// The default `maxSharedMemory`: a sidecar's share of a pod's memory, far above what the defaults use.
+pub const DEFAULT_MAX_SHARED_MEMORY: u64 = 64 << 20;
+/// What the host keeps per shared-data key besides the key and value bytes: its hash-map node, two
+/// strings' headers and allocation overhead, the CAS token (proxy-wasm-cpp-host `SharedData`).
+pub const SHARED_ENTRY_OVERHEAD: u64 = 128;
+
+/// The host memory one shared-data key holds.
+pub fn shared_entry_bytes(key_len: usize, value_len: usize) -> u64 {
+    SHARED_ENTRY_OVERHEAD + key_len as u64 + value_len as u64
+}
+
+/// `Ok` when `value` is at most `max` bytes long, else the error for `field`.
+pub fn check_len(value: &str, max: usize, field: impl Into<String>) -> Result<(), ConfigError> {
+    if value.len() <= max {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("is {} bytes long; at most {max} are allowed", value.len()),
+        ))
+    }
+}
+
+/// The worst-case shared memory of a configuration, by the field that sizes each part.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MemoryBudget {
+    parts: Vec<(String, u64)>,
+}
+
+impl MemoryBudget {
+    /// Adds `bytes` sized by `field` (a dotted path such as `breakers[2].maxKeys`).
+    pub fn add(&mut self, field: impl Into<String>, bytes: u64) {
+        self.parts.push((field.into(), bytes));
+    }
+
+    pub fn total(&self) -> u64 {
+        self.parts
+            .iter()
+            .fold(0u64, |sum, (_, b)| sum.saturating_add(*b))
+    }
+
+    /// Refuses a total above `limit`, naming the field of the largest part, so the one log line says
+    /// what to lower (or that `maxSharedMemory` must be raised).
+    pub fn check(&self, limit: u64) -> Result<(), ConfigError> {
+        let total = self.total();
+        if total <= limit {
+            return Ok(());
+        }
+        let (field, bytes) = self
+            .parts
+            .iter()
+            .max_by_key(|(_, b)| *b)
+            .map(|(f, b)| (f.as_str(), *b))
+            .unwrap_or(("maxSharedMemory", total));
+        Err(ConfigError::new(
+            field,
+            format!(
+                "needs up to {} of shared memory ({} for the whole configuration), above maxSharedMemory {}; lower it or raise maxSharedMemory",
+                human(bytes),
+                human(total),
+                human(limit)
+            ),
+        ))
+    }
+}
+
+/// Bytes for a log line: exact below 1 KiB, else one decimal in the largest binary unit.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            return format!("{:.1} {unit}", bytes as f64 / size as f64);
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// A byte size: a whole number of bytes, or a string with a Kubernetes binary suffix (`"64Mi"`,
+/// `"512Ki"`, `"1Gi"`; `"64MiB"` is accepted too).
+pub fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(serde_json::Number),
+    }
+    let parsed = match Raw::deserialize(d) {
+        Ok(Raw::Text(s)) => parse_size(&s),
+        Ok(Raw::Number(n)) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f <= 9.0e15)
+                .map(|f| f as u64)
+        }),
+        Err(_) => None,
+    };
+    parsed.ok_or_else(|| {
+        serde::de::Error::custom(
+            "expected a whole number of bytes or a size such as \"64Mi\" (Ki, Mi, Gi)",
+        )
+    })
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = (s.get(..digits)?, s.get(digits..)?.trim());
+    let n: u64 = number.parse().ok()?;
+    let scale: u64 = match unit.trim_end_matches('B') {
+        "" if !unit.ends_with('B') || unit == "B" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// The path of the first string (value or object key) longer than `max` in a JSON document, if any:
+/// run only on documents longer than `max`, so a normal configuration never pays for it.
+pub fn find_long_string(value: &serde_json::Value, max: usize) -> Option<(String, usize)> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.len() > max => Some((String::new(), s.len())),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            find_long_string(v, max).map(|(path, len)| (format!("[{i}]{path}"), len))
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.len() > max {
+                return Some((format!(".{}…", k.get(..32).unwrap_or("")), k.len()));
+            }
+            find_long_string(v, max).map(|(path, len)| (format!(".{k}{path}"), len))
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_bytes_and_binary_units() {
+        #[derive(Deserialize)]
+        struct S {
+            #[serde(deserialize_with = "byte_size")]
+            v: u64,
+        }
+        let v = |json: &str| serde_json::from_str::<S>(json).map(|s| s.v).ok();
+        assert_eq!(v(r#"{"v": 1024}"#), Some(1024));
+        assert_eq!(v(r#"{"v": 1024.0}"#), Some(1024));
+        assert_eq!(v(r#"{"v": "64Mi"}"#), Some(64 << 20));
+        assert_eq!(v(r#"{"v": "64MiB"}"#), Some(64 << 20));
+        assert_eq!(v(r#"{"v": "512Ki"}"#), Some(512 << 10));
+        assert_eq!(v(r#"{"v": "2Gi"}"#), Some(2 << 30));
+        assert_eq!(v(r#"{"v": "100"}"#), Some(100));
+        for bad in [
+            r#"{"v": "64MB"}"#,
+            r#"{"v": "Mi"}"#,
+            r#"{"v": -1}"#,
+            r#"{"v": 1.5}"#,
+            r#"{"v": "99999999999999Gi"}"#,
+        ] {
+            assert_eq!(v(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_budget_names_the_largest_part() {
+        let mut b = MemoryBudget::default();
+        b.add("breakers[0].maxKeys", 10 << 20);
+        b.add("breakers[1].maxKeys", 60 << 20);
+        assert_eq!(b.total(), 70 << 20);
+        assert!(b.check(70 << 20).is_ok());
+        let e = b.check(64 << 20).unwrap_err();
+        assert_eq!(e.field, "breakers[1].maxKeys");
+        assert!(e.reason.contains("60.0 MiB"), "{}", e.reason);
+        assert!(e.reason.contains("70.0 MiB"), "{}", e.reason);
+        assert!(
+            e.reason.contains("maxSharedMemory 64.0 MiB"),
+            "{}",
+            e.reason
+        );
+    }
+
+    #[test]
+    fn long_strings_are_found_with_their_path() {
+        let long = "x".repeat(100);
+        let doc = serde_json::json!({"rules": [{"name": "a"}, {"response": {"body": long}}]});
+        assert_eq!(
+            find_long_string(&doc, 99),
+            Some((".rules[1].response.body".to_string(), 100))
+        );
+        assert_eq!(find_long_string(&doc, 100), None);
+        assert!(check_len("abc", 3, "f").is_ok());
+        assert_eq!(check_len("abcd", 3, "f").unwrap_err().field, "f");
+    }
+}
