@@ -79,6 +79,7 @@ impl RootContext for FallbackRoot {
             capture: None,
             upstream_grpc_status: None,
             original_status: 0,
+            retry_after: None,
             trace_id: OnceCell::new(),
         }))
     }
@@ -132,6 +133,9 @@ struct FallbackStream {
     upstream_grpc_status: Option<u32>,
     /// The status of the response the fallback replaces.
     original_status: u16,
+    /// The `retry-after` of the response the fallback replaces (an upstream 503/429, a breaker's
+    /// rejection): the fallback keeps it.
+    retry_after: Option<Vec<u8>>,
     /// The trace id, looked up once (it may take a property read).
     trace_id: OnceCell<String>,
 }
@@ -284,6 +288,8 @@ impl HttpContext for FallbackStream {
         if let Some(reason) = fire(&rule.triggers, &observed) {
             self.upstream_grpc_status = observed.grpc_status.filter(|g| *g != 0);
             self.original_status = status;
+            // One more host call, only for a response being replaced.
+            self.retry_after = host::header(MapType::HttpResponseHeaders, "retry-after");
             return self.serve(&shared, rule, reason, status);
         }
         if rule.response.kind == Kind::Stale
@@ -556,12 +562,23 @@ impl FallbackStream {
             |name| rule_headers_win && rendered.headers.iter().any(|(n, _)| n == name),
         );
         let replaced = |name: &str| trace_headers.iter().any(|(t, _)| t == name);
+        // The replaced response's `retry-after` still holds for the caller; a static rule's own (or an
+        // alternate upstream's own) wins.
+        let own_retry_after = rendered
+            .headers
+            .iter()
+            .find(|(n, _)| n == "retry-after")
+            .map(|(_, v)| v.as_bytes());
+        let retry_after = own_retry_after.or(self.retry_after.as_deref());
         let trace_pairs = trace_headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()));
         let sent = if grpc {
             let mut headers: Vec<(&str, &[u8])> = vec![(MARKER, marker.as_bytes())];
             headers.extend(trace_pairs);
+            if let Some(v) = retry_after {
+                headers.push(("retry-after", v));
+            }
             // What failed, not what the HTTP fallback says: a static 200 still tells a gRPC caller the
             // call failed, with the upstream's gRPC status or its HTTP status mapped as gRPC does.
             let failed = match (u32::from(self.original_status), rendered.status) {
@@ -589,6 +606,9 @@ impl FallbackStream {
                 .collect();
             headers.push((MARKER, marker.as_bytes()));
             headers.extend(trace_pairs);
+            if let (None, Some(v)) = (own_retry_after, retry_after) {
+                headers.push(("retry-after", v));
+            }
             let body = raw_body.unwrap_or_else(|| rendered.body.into_bytes());
             host::send_local_response(rendered.status, "fallback", &headers, &body, -1)
         };
