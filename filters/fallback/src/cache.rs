@@ -2,7 +2,7 @@
 //! memory is bounded by configuration whatever the traffic; a key that hashes to a taken slot evicts the
 //! older entry.
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// A cached good response. The key is kept as a 128-bit hash, so an entry's size does not depend on how
 /// long the request's path and key headers are.
@@ -10,6 +10,15 @@ const VERSION: u8 = 1;
 pub struct Entry {
     pub key: u128,
     pub stored_at_ns: u64,
+    /// The response's `Age` when it arrived, in seconds (it was that old already).
+    pub initial_age_s: u32,
+    /// How long after `stored_at_ns` it may be served at most (its own directives); `u64::MAX` when
+    /// only the rule's ttl bounds it.
+    pub serve_for_ns: u64,
+    /// The request headers the response varies on (`Vary`, lower case, comma-separated; bounded by
+    /// `policy::MAX_VARY_BYTES`), and the hash of the storing request's values for them.
+    pub vary: String,
+    pub vary_hash: u128,
     pub content_type: String,
     pub body: Vec<u8>,
 }
@@ -53,8 +62,8 @@ pub fn slot(key: u128, slots: u32) -> u32 {
     ((key >> 64) as u64 % u64::from(slots.max(1))) as u32
 }
 
-/// Bytes of an entry besides its content type and body.
-const FIXED: usize = 1 + 16 + 8 + 4;
+/// Bytes of an entry besides its Vary names, content type and body.
+const FIXED: usize = 1 + 16 + 8 + 4 + 8 + 16 + 2 + 4;
 
 impl Entry {
     pub fn encode(&self) -> Vec<u8> {
@@ -62,6 +71,15 @@ impl Entry {
         out.push(VERSION);
         out.extend_from_slice(&self.key.to_le_bytes());
         out.extend_from_slice(&self.stored_at_ns.to_le_bytes());
+        out.extend_from_slice(&self.initial_age_s.to_le_bytes());
+        out.extend_from_slice(&self.serve_for_ns.to_le_bytes());
+        out.extend_from_slice(&self.vary_hash.to_le_bytes());
+        out.extend_from_slice(
+            &u16::try_from(self.vary.len())
+                .unwrap_or(u16::MAX)
+                .to_le_bytes(),
+        );
+        out.extend_from_slice(self.vary.as_bytes());
         out.extend_from_slice(
             &u32::try_from(self.content_type.len())
                 .unwrap_or(u32::MAX)
@@ -79,25 +97,46 @@ impl Entry {
         }
         let (key, rest) = rest.split_first_chunk::<16>()?;
         let (stored, rest) = rest.split_first_chunk::<8>()?;
+        let (initial_age, rest) = rest.split_first_chunk::<4>()?;
+        let (serve_for, rest) = rest.split_first_chunk::<8>()?;
+        let (vary_hash, rest) = rest.split_first_chunk::<16>()?;
+        let (vary_len, rest) = rest.split_first_chunk::<2>()?;
+        let (vary, rest) = rest.split_at_checked(usize::from(u16::from_le_bytes(*vary_len)))?;
         let (len, rest) = rest.split_first_chunk::<4>()?;
         let (ct, body) = rest.split_at_checked(u32::from_le_bytes(*len) as usize)?;
         Some(Entry {
             key: u128::from_le_bytes(*key),
             stored_at_ns: u64::from_le_bytes(*stored),
+            initial_age_s: u32::from_le_bytes(*initial_age),
+            serve_for_ns: u64::from_le_bytes(*serve_for),
+            vary: String::from_utf8(vary.to_vec()).ok()?,
+            vary_hash: u128::from_le_bytes(*vary_hash),
             content_type: String::from_utf8(ct.to_vec()).ok()?,
             body: body.to_vec(),
         })
     }
 
-    /// The entry's age in seconds when it is the response for `key` and younger than `ttl_ns`.
-    pub fn fresh_age(&self, key: u128, now_ns: u64, ttl_ns: u64) -> Option<u64> {
-        let age = now_ns.checked_sub(self.stored_at_ns)?;
-        (self.key == key && age < ttl_ns).then_some(age / 1_000_000_000)
+    /// The entry's age in seconds (its `Age` when stored plus its time here) when it is the response
+    /// for `key` and was stored less than `ttl_ns` and its own serving window ago. Whether the request
+    /// selects this variant (`Vary`) is checked by the caller.
+    pub fn servable_age(&self, key: u128, now_ns: u64, ttl_ns: u64) -> Option<u64> {
+        let resident = now_ns.checked_sub(self.stored_at_ns)?;
+        (self.key == key && resident < ttl_ns.min(self.serve_for_ns))
+            .then(|| resident / 1_000_000_000 + u64::from(self.initial_age_s))
+    }
+
+    /// The Vary names, as stored.
+    pub fn vary_names(&self) -> Vec<String> {
+        self.vary
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// Shared-data bytes this entry takes.
     pub fn size(&self) -> usize {
-        FIXED + self.content_type.len() + self.body.len()
+        FIXED + self.vary.len() + self.content_type.len() + self.body.len()
     }
 }
 
@@ -112,6 +151,10 @@ mod tests {
         Entry {
             key: key(b"shop", b"/item?id=1", &[Some(b"application/json"), None]),
             stored_at_ns: 100 * SEC,
+            initial_age_s: 0,
+            serve_for_ns: u64::MAX,
+            vary: "accept-language,x-tenant".into(),
+            vary_hash: 7,
             content_type: "application/json".into(),
             body: b"{\"id\": 1}".to_vec(),
         }
@@ -126,25 +169,36 @@ mod tests {
         for cut in 0..FIXED {
             assert_eq!(Entry::decode(&bytes[..cut]), None);
         }
-        assert_eq!(Entry::decode(&[2, 0, 0]), None);
+        assert_eq!(Entry::decode(&[1, 0, 0]), None, "another version");
     }
 
     #[test]
-    fn freshness_needs_the_same_key_within_the_ttl() {
-        let e = entry();
+    fn serving_needs_the_same_key_within_the_ttl_and_the_own_window() {
+        let mut e = entry();
         let k = e.key;
-        assert_eq!(e.fresh_age(k, 105 * SEC, 30 * SEC), Some(5));
-        assert_eq!(e.fresh_age(k, 130 * SEC, 30 * SEC), None, "expired");
+        assert_eq!(e.servable_age(k, 105 * SEC, 30 * SEC), Some(5));
+        assert_eq!(e.servable_age(k, 130 * SEC, 30 * SEC), None, "expired");
         assert_eq!(
-            e.fresh_age(k ^ 1, 101 * SEC, 30 * SEC),
+            e.servable_age(k ^ 1, 101 * SEC, 30 * SEC),
             None,
             "another key in the slot"
         );
         assert_eq!(
-            e.fresh_age(k, 99 * SEC, 30 * SEC),
+            e.servable_age(k, 99 * SEC, 30 * SEC),
             None,
             "clock before the entry"
         );
+        e.serve_for_ns = 3 * SEC;
+        e.initial_age_s = 40;
+        assert_eq!(
+            e.servable_age(k, 102 * SEC, 30 * SEC),
+            Some(42),
+            "Age counts"
+        );
+        assert_eq!(e.servable_age(k, 103 * SEC, 30 * SEC), None, "own window");
+        assert_eq!(e.vary_names(), vec!["accept-language", "x-tenant"]);
+        e.vary.clear();
+        assert!(e.vary_names().is_empty());
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub struct ResponseConfig {
     #[serde(deserialize_with = "lenient_usize")]
     pub max_body_bytes: usize,
     pub key_headers: Vec<String>,
+    /// Stale: request headers that make a response the caller's own (names in any case, kept lower
+    /// case).
+    #[serde(deserialize_with = "lower_case_names")]
+    pub private_headers: Vec<String>,
     pub cluster: Option<String>,
     pub timeout: ConfigDuration,
     pub otherwise: Option<Box<ResponseConfig>>,
@@ -124,11 +128,28 @@ impl Default for ResponseConfig {
             ttl: ConfigDuration::from_millis(60_000),
             max_body_bytes: 65_536,
             key_headers: Vec::new(),
+            private_headers: DEFAULT_PRIVATE_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
             cluster: None,
             timeout: ConfigDuration::from_millis(1_000),
             otherwise: None,
         }
     }
+}
+
+/// Request headers that carry credentials by default.
+pub const DEFAULT_PRIVATE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-auth-token",
+];
+
+fn lower_case_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(d).map(|v| v.into_iter().map(|n| n.to_ascii_lowercase()).collect())
 }
 
 fn optional_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -204,6 +225,13 @@ fn validate_response(
             is_header_name(name),
             f("keyHeaders"),
             "names must be lower-case header names",
+        )?;
+    }
+    for name in &r.private_headers {
+        check(
+            is_header_name(name),
+            f("privateHeaders"),
+            "names must be header names (letters, digits, '-' and '_')",
         )?;
     }
     match r.kind {
@@ -329,8 +357,24 @@ mod tests {
           ], "cache": {"maxBytes": 1048576, "maxBodyBytes": 4096}}"#;
         let c: Config = parse(Some(json)).unwrap();
         assert_eq!(c.rules[0].response.kind, Kind::Stale);
+        assert_eq!(
+            c.rules[0].response.private_headers,
+            DEFAULT_PRIVATE_HEADERS.to_vec()
+        );
         assert_eq!(otherwise(&c.rules[0].response).status, Some(200));
         assert_eq!(c.cache.slots(), 256);
+    }
+
+    #[test]
+    fn private_headers_are_case_insensitive_and_replace_the_default() {
+        let json = br#"{"rules": [{"name": "s", "triggers": {"status": "503"},
+            "response": {"kind": "stale", "privateHeaders": ["X-Session", "Cookie"]}}]}"#;
+        let c: Config = parse(Some(json)).unwrap();
+        assert_eq!(c.rules[0].response.private_headers, ["x-session", "cookie"]);
+        let json = br#"{"rules": [{"name": "s", "triggers": {"status": "503"},
+            "response": {"kind": "stale", "privateHeaders": []}}]}"#;
+        let c: Config = parse(Some(json)).unwrap();
+        assert!(c.rules[0].response.private_headers.is_empty());
     }
 
     #[test]
@@ -345,6 +389,10 @@ mod tests {
             (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "maxBodyBytes": 100000}}]}"#, "rules[0].response.maxBodyBytes"),
             (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "otherwise": {"kind": "stale"}}}]}"#, "rules[0].response.otherwise"),
             (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"headers": {"X-Bad": "1"}}}]}"#, "rules[0].response.headers"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "privateHeaders": ["x-ok", "bad header"]}}]}"#, "rules[0].response.privateHeaders"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "privateHeaders": [":authority"]}}]}"#, "rules[0].response.privateHeaders"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "privateHeaders": [""]}}]}"#, "rules[0].response.privateHeaders"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "privateHeaders": "x-api-key"}}]}"#, "rules[0].response.privateHeaders"),
             (br#"{"rules": [{"name": "a", "triggers": {"envoy": ["meteor"]}}]}"#, "rules[0].triggers.envoy[0]"),
             (br#"{"rules": [{"name": "a", "triggers": {"grpcStatus": [17]}}]}"#, "rules[0].triggers.grpcStatus"),
             (br#"{"cache": {"maxBytes": 10, "maxBodyBytes": 100}}"#, "cache.maxBytes"),

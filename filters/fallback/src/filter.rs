@@ -6,6 +6,7 @@
 
 use crate::cache::{self, Entry};
 use crate::config::{otherwise, Config, Kind, ResponseConfig, RuleConfig};
+use crate::policy::{self, CacheControl, Window};
 use crate::render::{self, grpc_status_for, negotiate, Rendered, Vars};
 use crate::trace::{self, well_formed_traceparent};
 use crate::trigger::{fire, Observed, Reason};
@@ -78,6 +79,7 @@ impl RootContext for FallbackRoot {
             capture: None,
             upstream_grpc_status: None,
             original_status: 0,
+            retry_after: None,
             trace_id: OnceCell::new(),
         }))
     }
@@ -95,7 +97,11 @@ struct RequestFacts {
     traceparent: Option<String>,
     request_id: String,
     key_headers: Vec<(String, Option<Vec<u8>>)>,
+    /// The request carries one of the rule's private headers: nothing is stored for it or served to it.
     private: bool,
+    /// A stale rule's GET or HEAD: the request headers, kept (not copied: the buffer of the one host
+    /// read) so that the response's `Vary` can select on them later.
+    vary_source: Option<HeaderMap>,
 }
 
 /// An alternate call in flight: the response headers wait for it.
@@ -110,6 +116,10 @@ struct Capture {
     content_type: String,
     body: Vec<u8>,
     limit: usize,
+    initial_age_s: u32,
+    serve_for_ns: u64,
+    vary: Vec<String>,
+    vary_hash: u128,
 }
 
 struct FallbackStream {
@@ -123,6 +133,9 @@ struct FallbackStream {
     upstream_grpc_status: Option<u32>,
     /// The status of the response the fallback replaces.
     original_status: u16,
+    /// The `retry-after` of the response the fallback replaces (an upstream 503/429, a breaker's
+    /// rejection): the fallback keeps it.
+    retry_after: Option<Vec<u8>>,
     /// The trace id, looked up once (it may take a property read).
     trace_id: OnceCell<String>,
 }
@@ -218,9 +231,11 @@ impl HttpContext for FallbackStream {
                 .unwrap_or_default()
         };
         let key_names = &rule.response.key_headers;
+        let method = text(":method");
+        let stale = rule.response.kind == Kind::Stale && matches!(method.as_str(), "GET" | "HEAD");
         self.request = Some(RequestFacts {
             rule: rule_index,
-            method: text(":method"),
+            method,
             path: text(":path"),
             authority: text(":authority"),
             grpc: req("content-type").is_some_and(filter_common::matching::is_grpc_content_type),
@@ -233,10 +248,15 @@ impl HttpContext for FallbackStream {
                 .collect(),
             // A response to a request with credentials is that caller's own, unless the credentials are
             // part of the key.
-            private: ["authorization", "cookie"]
-                .iter()
-                .any(|h| !key_names.iter().any(|k| k == h) && req(h).is_some()),
+            private: stale
+                && policy::is_private(&headers, &rule.response.private_headers, key_names),
+            vary_source: None,
         });
+        if stale {
+            if let Some(facts) = self.request.as_mut() {
+                facts.vary_source = Some(headers);
+            }
+        }
         Action::Continue
     }
 
@@ -268,6 +288,8 @@ impl HttpContext for FallbackStream {
         if let Some(reason) = fire(&rule.triggers, &observed) {
             self.upstream_grpc_status = observed.grpc_status.filter(|g| *g != 0);
             self.original_status = status;
+            // One more host call, only for a response being replaced.
+            self.retry_after = host::header(MapType::HttpResponseHeaders, "retry-after");
             return self.serve(&shared, rule, reason, status);
         }
         if rule.response.kind == Kind::Stale
@@ -276,15 +298,8 @@ impl HttpContext for FallbackStream {
             && facts.method == "GET"
             && !facts.private
             && !end_of_stream
-            && cacheable_response(rule.response.max_body_bytes)
         {
-            self.capture = Some(Capture {
-                content_type: host::header(MapType::HttpResponseHeaders, "content-type")
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_default(),
-                body: Vec::new(),
-                limit: rule.response.max_body_bytes,
-            });
+            self.capture = capture_for(facts, rule.response.max_body_bytes);
         }
         Action::Continue
     }
@@ -443,17 +458,25 @@ impl FallbackStream {
         if facts.method != "GET" && facts.method != "HEAD" {
             return false;
         }
+        // Another caller's response is never served to a request with credentials.
+        if facts.private {
+            return false;
+        }
         let key = cache_key(facts);
         let slot_key = slot_key(shared, key);
         let now = host::now_nanos();
+        let empty = HeaderMap::default();
+        let request = facts.vary_source.as_ref().unwrap_or(&empty);
         let hit = host::shared_data(&slot_key)
             .ok()
             .flatten()
             .and_then(|(bytes, _)| Entry::decode(&bytes))
             .and_then(|e| {
-                e.fresh_age(key, now, rule.response.ttl.as_nanos_u64())
+                e.servable_age(key, now, rule.response.ttl.as_nanos_u64())
                     .map(|age| (e, age))
-            });
+            })
+            // The variant this request selects, or none (RFC 9111 §4.1).
+            .filter(|(e, _)| policy::vary_hash(&e.vary_names(), request) == e.vary_hash);
         let Some((entry, age)) = hit else {
             shared.metrics.cache_misses.inc();
             return false;
@@ -539,12 +562,23 @@ impl FallbackStream {
             |name| rule_headers_win && rendered.headers.iter().any(|(n, _)| n == name),
         );
         let replaced = |name: &str| trace_headers.iter().any(|(t, _)| t == name);
+        // The replaced response's `retry-after` still holds for the caller; a static rule's own (or an
+        // alternate upstream's own) wins.
+        let own_retry_after = rendered
+            .headers
+            .iter()
+            .find(|(n, _)| n == "retry-after")
+            .map(|(_, v)| v.as_bytes());
+        let retry_after = own_retry_after.or(self.retry_after.as_deref());
         let trace_pairs = trace_headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()));
         let sent = if grpc {
             let mut headers: Vec<(&str, &[u8])> = vec![(MARKER, marker.as_bytes())];
             headers.extend(trace_pairs);
+            if let Some(v) = retry_after {
+                headers.push(("retry-after", v));
+            }
             // What failed, not what the HTTP fallback says: a static 200 still tells a gRPC caller the
             // call failed, with the upstream's gRPC status or its HTTP status mapped as gRPC does.
             let failed = match (u32::from(self.original_status), rendered.status) {
@@ -572,6 +606,9 @@ impl FallbackStream {
                 .collect();
             headers.push((MARKER, marker.as_bytes()));
             headers.extend(trace_pairs);
+            if let (None, Some(v)) = (own_retry_after, retry_after) {
+                headers.push(("retry-after", v));
+            }
             let body = raw_body.unwrap_or_else(|| rendered.body.into_bytes());
             host::send_local_response(rendered.status, "fallback", &headers, &body, -1)
         };
@@ -605,23 +642,45 @@ fn cache_key(facts: &RequestFacts) -> u128 {
     cache::key(facts.authority.as_bytes(), facts.path.as_bytes(), &values)
 }
 
-/// A response another caller may be served: not private, not setting cookies, not encoded (the encoding
-/// is not part of the key), and not announced larger than the limit.
-fn cacheable_response(limit: usize) -> bool {
-    let header = |name: &str| host::header(MapType::HttpResponseHeaders, name);
-    let cache_control = header("cache-control")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let contains = |needle: &[u8]| cache_control.windows(needle.len()).any(|w| w == needle);
-    let encoded = header("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case(b"identity"));
-    let too_long = header("content-length")
-        .and_then(|l| std::str::from_utf8(&l).ok()?.trim().parse::<usize>().ok())
+/// The capture of a good response another caller may be served, or `None`: not private, not `no-store`
+/// or `no-cache`, servable on error per its own directives for some time (`policy::window`), not
+/// `Vary: *`, not setting cookies, not encoded (the encoding is not part of the key), and not announced
+/// larger than the limit. The response headers are read in one host call (every `Cache-Control`,
+/// `Vary` and `Age` line counts).
+fn capture_for(facts: &RequestFacts, limit: usize) -> Option<Capture> {
+    let response = HeaderMap::from_encoded(host::header_map_encoded(MapType::HttpResponseHeaders));
+    let encoded = response
+        .get_all("content-encoding")
+        .any(|e| !e.eq_ignore_ascii_case(b"identity"));
+    let too_long = response
+        .get_first("content-length")
+        .and_then(|l| std::str::from_utf8(l).ok()?.trim().parse::<usize>().ok())
         .is_some_and(|l| l > limit);
-    !contains(b"private")
-        && !contains(b"no-store")
-        && header("set-cookie").is_none()
-        && !encoded
-        && !too_long
+    if encoded || too_long || response.contains("set-cookie") {
+        return None;
+    }
+    let age = policy::age(response.get_all("age"));
+    let serve_for_ns =
+        match policy::window(&CacheControl::parse(response.get_all("cache-control")), age) {
+            Window::Never => return None,
+            Window::Ttl => u64::MAX,
+            Window::Secs(s) => s.saturating_mul(1_000_000_000),
+        };
+    let vary = policy::vary_names(response.get_all("vary"))?;
+    let empty = HeaderMap::default();
+    let vary_hash = policy::vary_hash(&vary, facts.vary_source.as_ref().unwrap_or(&empty));
+    Some(Capture {
+        content_type: response
+            .get_first("content-type")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default(),
+        body: Vec::new(),
+        limit,
+        initial_age_s: u32::try_from(age).unwrap_or(u32::MAX),
+        serve_for_ns,
+        vary,
+        vary_hash,
+    })
 }
 
 fn is_hop_by_hop(name: &str) -> bool {
@@ -651,16 +710,21 @@ fn store(shared: &Shared, facts: &RequestFacts, capture: Capture) {
         Some((bytes, cas)) => (Entry::decode(&bytes), cas),
         None => (None, 0),
     };
-    // The same response stored under a second ago: skip the write (shared data is one global lock).
-    if previous
-        .as_ref()
-        .is_some_and(|p| p.key == key && now.saturating_sub(p.stored_at_ns) < 1_000_000_000)
-    {
+    // The same variant stored under a second ago: skip the write (shared data is one global lock).
+    if previous.as_ref().is_some_and(|p| {
+        p.key == key
+            && p.vary_hash == capture.vary_hash
+            && now.saturating_sub(p.stored_at_ns) < 1_000_000_000
+    }) {
         return;
     }
     let entry = Entry {
         key,
         stored_at_ns: now,
+        initial_age_s: capture.initial_age_s,
+        serve_for_ns: capture.serve_for_ns,
+        vary: capture.vary.join(","),
+        vary_hash: capture.vary_hash,
         content_type: capture.content_type,
         body: capture.body,
     };

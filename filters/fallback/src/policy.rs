@@ -1,0 +1,379 @@
+//! What the stale cache may keep and for how long, from the response's `Cache-Control`, `Age` and
+//! `Vary` (RFC 9111 for a shared cache, RFC 5861 `stale-if-error`). This filter serves cached responses
+//! only when the upstream fails; serving them stale at all is the operator's out-of-band permission (the
+//! rule's `ttl`, RFC 9111 §4.2.4), which the response's own directives can only narrow.
+
+use filter_common::headers::HeaderMap;
+
+/// The response directives that decide storing and serving. Names are case-insensitive; a directive
+/// given twice keeps its most restrictive value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    pub no_store: bool,
+    /// `no-cache` in any form (with or without field names): never reused without a successful
+    /// validation, which an error is not.
+    pub no_cache: bool,
+    /// `private` in any form: the qualified form is treated as the whole response being private.
+    pub private: bool,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+    pub stale_if_error: Option<u64>,
+}
+
+/// RFC 9111 §1.2.2: a delta-seconds too large to represent counts as 2^31.
+const DELTA_MAX: u64 = 1 << 31;
+
+/// `1*DIGIT`, saturated at 2^31; `None` when malformed.
+fn delta_seconds(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0u64, |acc, d| {
+        (acc * 10 + u64::from(d - b'0')).min(DELTA_MAX)
+    }))
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Splits a list field value at commas outside quoted strings.
+fn split_list(value: &[u8]) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, &b) in value.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        } else if b == b',' && !quoted {
+            parts.push(value.get(start..i).unwrap_or_default());
+            start = i + 1;
+        }
+    }
+    parts.push(value.get(start..).unwrap_or_default());
+    parts
+}
+
+impl CacheControl {
+    /// Every `Cache-Control` line of a response, taken together.
+    pub fn parse<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> CacheControl {
+        let mut cc = CacheControl::default();
+        // A malformed number reads as 0: the strictest reading of what the origin meant.
+        let min = |slot: &mut Option<u64>, arg: &[u8]| {
+            let v = delta_seconds(arg).unwrap_or(0);
+            *slot = Some(slot.map_or(v, |old| old.min(v)));
+        };
+        for line in lines {
+            for directive in split_list(line) {
+                let directive = trim(directive);
+                let (name, arg) = match directive.iter().position(|&b| b == b'=') {
+                    Some(eq) => (
+                        directive.get(..eq).unwrap_or_default(),
+                        directive.get(eq + 1..).unwrap_or_default(),
+                    ),
+                    None => (directive, &b""[..]),
+                };
+                let name = trim(name).to_ascii_lowercase();
+                let arg = trim(arg);
+                let arg = arg
+                    .strip_prefix(b"\"")
+                    .and_then(|a| a.strip_suffix(b"\""))
+                    .unwrap_or(arg);
+                match name.as_slice() {
+                    b"no-store" => cc.no_store = true,
+                    b"no-cache" => cc.no_cache = true,
+                    b"private" => cc.private = true,
+                    b"must-revalidate" => cc.must_revalidate = true,
+                    b"proxy-revalidate" => cc.proxy_revalidate = true,
+                    b"max-age" => min(&mut cc.max_age, arg),
+                    b"s-maxage" => min(&mut cc.s_maxage, arg),
+                    b"stale-if-error" => min(&mut cc.stale_if_error, arg),
+                    _ => {}
+                }
+            }
+        }
+        cc
+    }
+}
+
+/// How long after it was stored a good response may be served on error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Never: not stored.
+    Never,
+    /// As long as the rule's `ttl` allows.
+    Ttl,
+    /// At most this many seconds (and at most the rule's `ttl`).
+    Secs(u64),
+}
+
+/// The serving window of a response with these directives, `age` seconds old when it arrived (its
+/// `Age` header). A shared cache uses `s-maxage` over `max-age` as the freshness lifetime (RFC 9111
+/// §4.2.1); `Expires` and heuristic freshness are not used, which can only make the window shorter.
+///
+/// - `no-store`, `private`, `no-cache`: never.
+/// - `must-revalidate`, `proxy-revalidate`, or any `s-maxage` (which carries proxy-revalidate for a
+///   shared cache, §5.2.2.10): only while still fresh. Serving a fresh response is no stale serving
+///   (any cache could have answered with it without asking the origin); once stale these directives
+///   forbid it (§4.2.4), and `stale-if-error` does not lift that prohibition.
+/// - `stale-if-error=N` (RFC 5861 §4): until N seconds past the freshness lifetime.
+/// - otherwise: the rule's ttl.
+pub fn window(cc: &CacheControl, age: u64) -> Window {
+    if cc.no_store || cc.private || cc.no_cache {
+        return Window::Never;
+    }
+    let lifetime = cc.s_maxage.or(cc.max_age);
+    let until = |limit: u64| match limit.saturating_sub(age) {
+        0 => Window::Never,
+        left => Window::Secs(left),
+    };
+    if cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() {
+        return until(lifetime.unwrap_or(0));
+    }
+    match cc.stale_if_error {
+        Some(extra) => until(lifetime.unwrap_or(0).saturating_add(extra)),
+        None => Window::Ttl,
+    }
+}
+
+/// A response's `Age`, the largest valid value when it repeats (0 when absent or malformed).
+pub fn age<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    lines
+        .into_iter()
+        .filter_map(|v| delta_seconds(trim(v)))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The most bytes of `Vary` field names an entry keeps; a response varying on more is not stored.
+pub const MAX_VARY_BYTES: usize = 256;
+
+/// The request headers a response varies on (every `Vary` line; names lower case, each once, in
+/// order). `None` for `Vary: *`, a malformed name, or names longer than [`MAX_VARY_BYTES`] in all:
+/// such a response is not stored.
+pub fn vary_names<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    for line in lines {
+        for name in split_list(line) {
+            let name = trim(name);
+            if name.is_empty() {
+                continue;
+            }
+            let token = name
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b));
+            if name == b"*" || !token {
+                return None;
+            }
+            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+            if !names.contains(&name) {
+                bytes += name.len() + 1;
+                if bytes > MAX_VARY_BYTES {
+                    return None;
+                }
+                names.push(name);
+            }
+        }
+    }
+    Some(names)
+}
+
+/// The selecting values of a request for `names`, hashed (the stored entry keeps the hash, so its size
+/// does not depend on the values). Values are normalised as RFC 9111 §4.1 allows: the field's lines
+/// combined as one list and whitespace around its elements removed; case and order stay significant. An
+/// absent header differs from an empty one.
+pub fn vary_hash(names: &[String], request: &HeaderMap) -> u128 {
+    let values: Vec<Option<Vec<u8>>> = names
+        .iter()
+        .map(|name| {
+            let mut lines = request.get_all(name).peekable();
+            lines.peek()?;
+            let mut combined = Vec::new();
+            for (i, element) in lines.flat_map(split_list).enumerate() {
+                if i > 0 {
+                    combined.push(b',');
+                }
+                combined.extend_from_slice(trim(element));
+            }
+            Some(combined)
+        })
+        .collect();
+    let parts: Vec<Option<&[u8]>> = names
+        .iter()
+        .map(|n| Some(n.as_bytes()))
+        .chain(values.iter().map(|v| v.as_deref()))
+        .collect();
+    crate::cache::key(b"vary", b"", &parts)
+}
+
+/// Whether a request carries a header that makes its response its caller's own: one of
+/// `private_headers` that is not also a key header (a key header gives each value its own entry).
+pub fn is_private(request: &HeaderMap, private_headers: &[String], key_headers: &[String]) -> bool {
+    private_headers
+        .iter()
+        .any(|h| !key_headers.contains(h) && request.contains(h))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn cc(lines: &[&str]) -> CacheControl {
+        CacheControl::parse(lines.iter().map(|l| l.as_bytes()))
+    }
+
+    #[test]
+    fn directives_parse_across_lines_case_and_quotes() {
+        let c = cc(&[
+            "Max-Age=60, no-cache=\"set-cookie, x-a\"",
+            "S-MAXAGE=\"30\" , private=\"x\"",
+        ]);
+        assert!(c.no_cache && c.private && !c.no_store && !c.must_revalidate);
+        assert_eq!((c.max_age, c.s_maxage), (Some(60), Some(30)));
+        // The comma inside the quoted no-cache argument did not start a directive named `x-a"`.
+        let c = cc(&["no-cache=\"a, must-revalidate\""]);
+        assert!(c.no_cache && !c.must_revalidate);
+        let c = cc(&[
+            "max-age=60",
+            "max-age=10",
+            "stale-if-error=abc",
+            "must-revalidate",
+        ]);
+        assert_eq!(c.max_age, Some(10), "the stricter of two values");
+        assert_eq!(c.stale_if_error, Some(0), "malformed reads as 0");
+        assert!(c.must_revalidate);
+        assert_eq!(
+            cc(&["max-age=99999999999999999999999"]).max_age,
+            Some(DELTA_MAX)
+        );
+        assert_eq!(cc(&[]), CacheControl::default());
+        assert_eq!(cc(&["nostore, no-stores"]), CacheControl::default());
+    }
+
+    #[test]
+    fn windows_follow_rfc_9111_and_5861() {
+        let w = |lines: &[&str], age| window(&cc(lines), age);
+        for never in [
+            &["no-store"][..],
+            &["private, max-age=60"],
+            &["no-cache"],
+            &["max-age=60, no-cache=\"set-cookie\""],
+            &["must-revalidate"],
+            &["max-age=0, must-revalidate"],
+            &["max-age=0, proxy-revalidate"],
+            &["s-maxage=0, max-age=60"],
+            &["max-age=0, stale-if-error=0"],
+            &["max-age=0, must-revalidate, stale-if-error=60"],
+        ] {
+            assert_eq!(w(never, 0), Window::Never, "{never:?}");
+        }
+        assert_eq!(w(&[], 0), Window::Ttl);
+        assert_eq!(
+            w(&["max-age=0"], 0),
+            Window::Ttl,
+            "stale serving is the rule's ttl"
+        );
+        assert_eq!(w(&["max-age=60, public"], 500), Window::Ttl);
+        assert_eq!(
+            w(&["max-age=60, must-revalidate"], 0),
+            Window::Secs(60),
+            "fresh"
+        );
+        assert_eq!(w(&["max-age=60, must-revalidate"], 45), Window::Secs(15));
+        assert_eq!(w(&["max-age=60, must-revalidate"], 60), Window::Never);
+        assert_eq!(w(&["s-maxage=30, max-age=600"], 0), Window::Secs(30));
+        assert_eq!(w(&["stale-if-error=5"], 0), Window::Secs(5));
+        assert_eq!(w(&["max-age=10, stale-if-error=5"], 3), Window::Secs(12));
+        assert_eq!(w(&["max-age=2, stale-if-error=1"], 5), Window::Never);
+    }
+
+    #[test]
+    fn ages_take_the_largest_valid_value() {
+        assert_eq!(age([&b"5"[..], b" 7 ", b"x"]), 7);
+        assert_eq!(age([&b"-1"[..]]), 0);
+        assert_eq!(age(std::iter::empty()), 0);
+    }
+
+    #[test]
+    fn vary_names_are_lower_case_once_and_star_refuses() {
+        let v = |lines: &[&str]| vary_names(lines.iter().map(|l| l.as_bytes()));
+        assert_eq!(
+            v(&[
+                "Accept-Language, accept-encoding",
+                "ACCEPT-language,, X-Tenant"
+            ]),
+            Some(vec![
+                "accept-language".to_string(),
+                "accept-encoding".into(),
+                "x-tenant".into()
+            ])
+        );
+        assert_eq!(v(&[]), Some(vec![]));
+        assert_eq!(v(&["accept, *"]), None);
+        assert_eq!(v(&["a b"]), None, "not a token");
+        let long = "x".repeat(MAX_VARY_BYTES + 1);
+        assert_eq!(v(&[&long]), None);
+    }
+
+    #[test]
+    fn vary_values_normalise_whitespace_and_lines_only() {
+        let names = vec!["accept-language".to_string(), "x-tenant".to_string()];
+        let h = |pairs: &[(&str, &str)]| vary_hash(&names, &HeaderMap::from_strs(pairs));
+        let base = h(&[
+            ("accept-language", "fr"),
+            ("accept-language", "de"),
+            ("x-tenant", "a"),
+        ]);
+        assert_eq!(
+            base,
+            h(&[("accept-language", " fr ,\tde"), ("x-tenant", "a")])
+        );
+        assert_eq!(base, h(&[("x-tenant", "a"), ("accept-language", "fr,de")]));
+        assert_ne!(base, h(&[("accept-language", "de, fr"), ("x-tenant", "a")]));
+        assert_ne!(base, h(&[("accept-language", "FR, de"), ("x-tenant", "a")]));
+        assert_ne!(base, h(&[("accept-language", "fr, de")]), "absent tenant");
+        assert_ne!(
+            h(&[("x-tenant", "")]),
+            h(&[]),
+            "an empty value is not an absent one"
+        );
+        // The names are part of it: the same values under other names differ.
+        let other = vec!["accept".to_string(), "x-tenant".to_string()];
+        assert_ne!(
+            vary_hash(
+                &other,
+                &HeaderMap::from_strs(&[("accept", "fr"), ("x-tenant", "a")])
+            ),
+            vary_hash(
+                &names,
+                &HeaderMap::from_strs(&[("accept-language", "fr"), ("x-tenant", "a")])
+            )
+        );
+    }
+
+    #[test]
+    fn private_headers_exempt_key_headers() {
+        let list: Vec<String> = ["authorization", "x-api-key"].map(String::from).to_vec();
+        let req = HeaderMap::from_strs(&[("X-Api-Key", "alice")]);
+        assert!(is_private(&req, &list, &[]));
+        assert!(!is_private(&req, &list, &["x-api-key".to_string()]));
+        assert!(!is_private(
+            &HeaderMap::from_strs(&[("accept", "x")]),
+            &list,
+            &[]
+        ));
+    }
+}
