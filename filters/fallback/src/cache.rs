@@ -63,7 +63,7 @@ pub fn slot(key: u128, slots: u32) -> u32 {
 }
 
 /// Bytes of an entry besides its Vary names, content type and body.
-const FIXED: usize = 1 + 16 + 8 + 4 + 8 + 16 + 2 + 4;
+pub const FIXED: usize = 1 + 16 + 8 + 4 + 8 + 16 + 2 + 4;
 
 impl Entry {
     pub fn encode(&self) -> Vec<u8> {

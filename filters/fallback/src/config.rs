@@ -6,7 +6,10 @@ use filter_common::config::{
     check, check_names, lenient_u32, lenient_usize, ConfigError, Validate,
 };
 use filter_common::duration::ConfigDuration;
-use filter_common::matching::{is_header_name, Match};
+use filter_common::limits::{
+    byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_VALUE_LEN, MAX_MATCH_VALUE_LEN,
+};
+use filter_common::matching::{is_header_name, Match, HEADER_NAME_RULE};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -16,6 +19,9 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub cache: CacheConfig,
     pub trace: TraceConfig,
+    /// The most shared memory the configuration may need in the worst case (see `memory`).
+    #[serde(deserialize_with = "byte_size")]
+    pub max_shared_memory: u64,
 }
 
 impl Default for Config {
@@ -33,6 +39,7 @@ impl Default for Config {
             }],
             cache: CacheConfig::default(),
             trace: TraceConfig::default(),
+            max_shared_memory: DEFAULT_MAX_SHARED_MEMORY,
         }
     }
 }
@@ -213,26 +220,26 @@ fn validate_response(
             "must be between 200 and 599",
         )?;
     }
-    for name in r.headers.keys() {
+    for (name, value) in &r.headers {
         check(
             is_header_name(name) && !name.starts_with(':'),
             f("headers"),
-            "names must be lower-case header names",
+            HEADER_NAME_RULE,
         )?;
+        check_len(value, MAX_HEADER_VALUE_LEN, f(&format!("headers.{name}")))?;
+    }
+    if let Some(title) = &r.title {
+        check_len(title, MAX_HEADER_VALUE_LEN, f("title"))?;
+    }
+    check_len(&r.problem_type, MAX_HEADER_VALUE_LEN, f("type"))?;
+    if let Some(cluster) = &r.cluster {
+        check_len(cluster, MAX_MATCH_VALUE_LEN, f("cluster"))?;
     }
     for name in &r.key_headers {
-        check(
-            is_header_name(name),
-            f("keyHeaders"),
-            "names must be lower-case header names",
-        )?;
+        check(is_header_name(name), f("keyHeaders"), HEADER_NAME_RULE)?;
     }
     for name in &r.private_headers {
-        check(
-            is_header_name(name),
-            f("privateHeaders"),
-            "names must be header names (letters, digits, '-' and '_')",
-        )?;
+        check(is_header_name(name), f("privateHeaders"), HEADER_NAME_RULE)?;
     }
     match r.kind {
         Kind::Stale => {
@@ -295,7 +302,7 @@ impl Validate for Config {
         check(
             header.is_empty() || is_header_name(header),
             "trace.responseHeader",
-            "must be a lower-case header name or empty",
+            "must be empty or a header name: lower-case letters, digits, '-' and '_', at most 256",
         )?;
         check(
             !REPLY_HEADERS.contains(&header),
@@ -321,7 +328,12 @@ impl Validate for Config {
             )?;
             validate_response(&r.response, &f("response"), &self.cache, false)?;
         }
-        Ok(())
+        check_len(
+            &self.trace.filter_state_name,
+            MAX_MATCH_VALUE_LEN,
+            "trace.filterStateName",
+        )?;
+        crate::memory::budget(self).check(self.max_shared_memory)
     }
 }
 
@@ -402,10 +414,31 @@ mod tests {
             (br#"{"trace": {"responseHeader": "traceresponse"}}"#, "trace.responseHeader"),
             (br#"{"trace": {"responseHeader": "x-fallback"}}"#, "trace.responseHeader"),
             (br#"{"trace": {"filterStateName": "a b"}}"#, "trace.filterStateName"),
+            (br#"{"maxSharedMemory": -1}"#, "maxSharedMemory"),
+            (
+                br#"{"rules": [{"name": "s", "triggers": {"status": "503"}, "response": {"kind": "stale"}}], "cache": {"maxBytes": 134217728}}"#,
+                "cache.maxBytes",
+            ),
         ];
         for (json, field) in cases {
             let e = parse::<Config>(Some(json)).unwrap_err();
             assert_eq!(&e.field, field, "{}: {}", String::from_utf8_lossy(json), e);
         }
+    }
+
+    #[test]
+    fn long_header_values_and_a_raised_ceiling() {
+        let long = "v".repeat(MAX_HEADER_VALUE_LEN + 1);
+        let json = format!(
+            r#"{{"rules": [{{"name": "a", "triggers": {{"status": "500"}}, "response": {{"kind": "static", "headers": {{"x-a": "{long}"}}}}}}]}}"#
+        );
+        let e = parse::<Config>(Some(json.as_bytes())).unwrap_err();
+        assert_eq!(e.field, "rules[0].response.headers.x-a");
+        let big_cache = br#"{"rules": [{"name": "s", "triggers": {"status": "503"}, "response": {"kind": "stale"}}], "cache": {"maxBytes": 134217728}, "maxSharedMemory": "256Mi"}"#;
+        let c = parse::<Config>(Some(big_cache)).unwrap();
+        assert_eq!(c.max_shared_memory, 256 << 20);
+        // A cache nobody reads costs nothing: without a stale rule, any cache size fits.
+        let unused = br#"{"cache": {"maxBytes": 1073741824}, "maxSharedMemory": 1}"#;
+        assert!(parse::<Config>(Some(unused)).is_ok());
     }
 }

@@ -667,13 +667,18 @@ fn capture_for(facts: &RequestFacts, limit: usize) -> Option<Capture> {
             Window::Secs(s) => s.saturating_mul(1_000_000_000),
         };
     let vary = policy::vary_names(response.get_all("vary"))?;
+    let content_type = response
+        .get_first("content-type")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    // Entries stay within the size the memory ceiling counted.
+    if content_type.len() > crate::memory::MAX_CONTENT_TYPE_LEN {
+        return None;
+    }
     let empty = HeaderMap::default();
     let vary_hash = policy::vary_hash(&vary, facts.vary_source.as_ref().unwrap_or(&empty));
     Some(Capture {
-        content_type: response
-            .get_first("content-type")
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default(),
+        content_type,
         body: Vec::new(),
         limit,
         initial_age_s: u32::try_from(age).unwrap_or(u32::MAX),

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod memory;
 pub mod policy;
 pub mod render;
 pub mod trace;

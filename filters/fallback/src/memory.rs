@@ -1,0 +1,59 @@
+//! The worst-case shared memory of a configuration: the stale-if-error cache is a fixed number of slots
+//! (`cache.maxBytes / cache.maxBodyBytes`), each holding at most one entry of the largest size the store
+//! writes. Nothing is kept when no rule serves stale responses.
+
+use crate::config::{Config, Kind};
+use filter_common::limits::{shared_entry_bytes, MemoryBudget};
+
+/// Slot keys are counted as if the plugin's root id were this long (Istio's `pluginName`s are short).
+pub const ROOT_ID_ALLOWANCE: usize = 64;
+/// The longest `content-type` a cached entry keeps; a response with a longer one is not stored.
+pub const MAX_CONTENT_TYPE_LEN: usize = 256;
+/// An entry's largest size besides its body: fixed fields, the longest Vary list and content type.
+const ENTRY_FIXED: usize =
+    crate::cache::FIXED + crate::policy::MAX_VARY_BYTES + MAX_CONTENT_TYPE_LEN;
+
+pub fn budget(config: &Config) -> MemoryBudget {
+    let mut budget = MemoryBudget::default();
+    let stale = config.rules.iter().any(|r| {
+        r.response.kind == Kind::Stale
+            || r.response
+                .otherwise
+                .as_ref()
+                .is_some_and(|o| o.kind == Kind::Stale)
+    });
+    if stale {
+        let slots = config.cache.slots();
+        let key = "fallback//cache/".len() + ROOT_ID_ALLOWANCE + digits(slots);
+        let value = ENTRY_FIXED + config.cache.max_body_bytes;
+        budget.add(
+            "cache.maxBytes",
+            u64::from(slots).saturating_mul(shared_entry_bytes(key, value)),
+        );
+    }
+    budget
+}
+
+fn digits(n: u32) -> usize {
+    n.max(1).ilog10() as usize + 1
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use filter_common::config::parse;
+
+    #[test]
+    fn only_a_stale_rule_costs_shared_memory() {
+        let c: Config = parse(None).unwrap();
+        assert_eq!(budget(&c).total(), 0);
+        let c: Config = parse(Some(
+            br#"{"rules": [{"name": "s", "triggers": {"status": "503"}, "response": {"kind": "stale"}}]}"#,
+        ))
+        .unwrap();
+        let total = budget(&c).total();
+        // 128 slots of 64 KiB bodies: the configured bytes plus each slot's overhead.
+        assert!(total > 8 << 20 && total < 9 << 20, "{total}");
+    }
+}
