@@ -568,6 +568,26 @@ mod tests {
     }
 
     #[test]
+    fn item8_level2_keys_and_repeated_keys_keep_the_tracestate() {
+        let p = propagator(r#"{"participate": true, "tracestateKey": "mesh"}"#);
+        for (sent, kept) in [
+            ("foo@=1,bar=2", "foo@=1,bar=2"),
+            ("foo=1,foo=1", "foo=1"),
+            ("a=1,b=2,a=3", "a=1,b=2"),
+        ] {
+            let d = decide(&p, &[("traceparent", TP), ("tracestate", sent)]);
+            let ts = set_value(&d, "tracestate").unwrap();
+            assert_eq!(ts, format!("mesh={},{kept}", d.context.span_id_hex()));
+        }
+        // Forwarding without changing traceparent keeps tracestate byte-for-byte, repeats included.
+        let d = decide(
+            &propagator("{}"),
+            &[("traceparent", TP), ("tracestate", "foo=1,foo=1")],
+        );
+        assert_eq!(d.edits.get("tracestate"), None);
+    }
+
+    #[test]
     fn restored_context_is_used_when_none_arrived() {
         let p = propagator("{}");
         let restored = TraceContext {
