@@ -368,7 +368,7 @@ mod tests {
             "t@_v=1",
             "a@=1",
         ] {
-            let ts = parse_strs(&[v]).unwrap_or_else(|e| panic!("{v:?}: {e}"));
+            let ts = parse_strs(&[v]).map_err(|e| format!("{v:?}: {e}")).unwrap();
             assert_eq!(ts.to_header(usize::MAX).as_deref(), Some(v));
         }
     }
