@@ -666,6 +666,46 @@ async fn item10_live_correlation_entry_cannot_be_hijacked() {
     assert_eq!(stats.get("trace_context_restored"), Some(&3), "{stats:?}");
 }
 
+/// Item 10, collisions: with one slot every request id shares it. Another id replaces a live entry (newest
+/// wins, counted), and the evicted id is then not restored at all, never into the other request's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item10_another_request_id_in_a_live_slot_is_never_restored_into_its_trace() {
+    let (_upstream, envoy) =
+        sidecar(r#"{"correlation": {"enabled": true, "slots": 1, "ttl": "30s"}}"#).await;
+    let (inbound, outbound) = (envoy.port("inbound"), envoy.port("outbound"));
+    let first = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let second = "00-11111111111111111111111111111111-2222222222222222-01";
+    for (tp, id) in [(first, "item10-a"), (second, "item10-b")] {
+        let r = http1(
+            inbound,
+            "GET",
+            "/in",
+            &[("traceparent", tp), ("x-request-id", id)],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let r = http1(outbound, "GET", "/out", &[("x-request-id", "item10-a")], "").await;
+    let tp = r.echo_header("traceparent").unwrap();
+    assert_ne!(w3c_trace(&tp), w3c_trace(first));
+    assert_ne!(w3c_trace(&tp), w3c_trace(second));
+    let r = http1(outbound, "GET", "/out", &[("x-request-id", "item10-b")], "").await;
+    assert_eq!(r.echo_header("traceparent").as_deref(), Some(second));
+    let stats = tagged(&envoy).await;
+    assert_eq!(
+        stats.get("trace_context_correlation_evicted"),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.get("trace_context_correlation_refused"),
+        Some(&0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.get("trace_context_restored"), Some(&1), "{stats:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_render_as_labelled_prometheus_series() {
     let (_upstream, envoy) = setup(None).await;
