@@ -141,7 +141,8 @@ impl BaggageConfig {
     }
 }
 
-/// The largest number of correlation slots: 1 Mi slots of at most ~200 bytes stay near 200 MiB.
+/// The largest number of correlation slots: 1 Mi slots of at most `correlation::MAX_ENTRY_LEN` (715)
+/// bytes stay under 750 MiB of values (under 200 MiB when no entry carries a `tracestate`).
 pub const MAX_CORRELATION_SLOTS: u32 = 1 << 20;
 
 impl Validate for Config {

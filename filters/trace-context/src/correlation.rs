@@ -1,9 +1,18 @@
-//! Request-id correlation: the inbound side of a sidecar remembers each request's context under its
-//! `x-request-id`, and the outbound side restores it for a call from the workload that carried only that
-//! id. Entries live in a fixed number of shared-data slots (a slot is overwritten by the next request that
-//! hashes to it), so memory is `slots` times one small entry whatever the traffic.
+//! Request-id correlation: the inbound side of a sidecar remembers each request's context (and its
+//! `tracestate`) under its `x-request-id`, and the outbound side restores it for a call from the workload
+//! that carried only that id. Entries live in a fixed number of shared-data slots, so memory is `slots`
+//! times one entry of at most `MAX_ENTRY_LEN` bytes whatever the traffic.
+//!
+//! Who may write a slot (`admit`): the first request to claim a request id keeps it until its entry
+//! expires. Another request with the same id and the same trace is a retry and refreshes the entry; one
+//! with the same id and another trace is refused, so it cannot make the first request's outbound calls
+//! join its trace. A request with another id that hashes to a live slot replaces the entry (newest wins):
+//! a bounded table has to forget something, and the id is stored in the entry, so the evicted request is
+//! simply not restored any more, never restored into someone else's trace.
 
 use crate::context::TraceContext;
+use crate::propagation::Restored;
+use crate::tracestate::TraceState;
 
 /// Prefix of the slot keys; Istio gives every WasmPlugin one shared-data namespace, so keys say whose
 /// they are.
@@ -12,15 +21,31 @@ pub const KEY_PREFIX: &str = "trace-context/correlation/";
 /// Request ids longer than this are not correlated (Envoy's are 36-character UUIDs).
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// Longest `tracestate` stored with an entry: the 512 characters W3C asks every hop to propagate.
+/// A longer one is cut by the spec's rules (whole members, those over 128 characters first, then from
+/// the right), so what is restored is what a 512-character hop would have forwarded.
+pub const MAX_TRACESTATE_LEN: usize = crate::tracestate::PROPAGATE_MIN;
+
+/// Longest entry: request id, 32 + 16 hex digits, flags (at most 2 digits), expiry (at most 20 digits),
+/// tracestate, and the 5 newlines between them.
+pub const MAX_ENTRY_LEN: usize = MAX_REQUEST_ID_LEN + 32 + 16 + 2 + 20 + MAX_TRACESTATE_LEN + 5;
+
 /// The shared-data key of the slot for `request_id`.
 pub fn slot_key(request_id: &[u8], slots: u32) -> String {
     let slot = fnv1a(request_id) % u64::from(slots.max(1));
     format!("{KEY_PREFIX}{slot}")
 }
 
-/// Encodes an entry: `request_id \n trace_id \n span_id \n flags \n expiry`, all text, so the value stays
-/// readable in a dump and cannot be confused with another slot's entry.
-pub fn encode(request_id: &[u8], ctx: &TraceContext, expires_at_nanos: u64) -> Option<Vec<u8>> {
+/// Encodes an entry: `request_id \n trace_id \n span_id \n flags \n expiry [\n tracestate]`, all text, so
+/// the value stays readable in a dump and cannot be confused with another slot's entry. The tracestate
+/// field is written only when there is one, so an entry without it is exactly the earlier five-field
+/// format, which an older module sharing the data during an upgrade still reads.
+pub fn encode(
+    request_id: &[u8],
+    ctx: &TraceContext,
+    tracestate: &TraceState,
+    expires_at_nanos: u64,
+) -> Option<Vec<u8>> {
     if request_id.is_empty() || request_id.len() > MAX_REQUEST_ID_LEN || request_id.contains(&b'\n')
     {
         return None;
@@ -44,29 +69,91 @@ pub fn encode(request_id: &[u8], ctx: &TraceContext, expires_at_nanos: u64) -> O
         )
         .as_bytes(),
     );
+    // Rendered members are printable ASCII without newlines, so the field cannot split the entry.
+    if let Some(ts) = tracestate.to_header(MAX_TRACESTATE_LEN) {
+        out.push(b'\n');
+        out.extend_from_slice(ts.as_bytes());
+    }
     Some(out)
 }
 
-/// The context stored for `request_id`, if the slot holds that request's entry and it has not expired.
-pub fn decode(entry: &[u8], request_id: &[u8], now_nanos: u64) -> Option<TraceContext> {
+/// An entry's fields, checked.
+struct Entry<'a> {
+    request_id: &'a [u8],
+    context: TraceContext,
+    expires_at: u64,
+    tracestate: Option<&'a [u8]>,
+}
+
+fn parse(entry: &[u8]) -> Option<Entry<'_>> {
     let mut parts = entry.split(|b| *b == b'\n');
-    if parts.next()? != request_id {
-        return None;
-    }
+    let request_id = parts.next()?;
     let trace_id = u128::from_str_radix(std::str::from_utf8(parts.next()?).ok()?, 16).ok()?;
     let span_id = u64::from_str_radix(std::str::from_utf8(parts.next()?).ok()?, 16).ok()?;
     let flags: u8 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let expiry: u64 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    if now_nanos >= expiry || trace_id == 0 || span_id == 0 || parts.next().is_some() {
+    let expires_at: u64 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let tracestate = parts.next();
+    if request_id.is_empty() || trace_id == 0 || span_id == 0 || parts.next().is_some() {
         return None;
     }
-    Some(TraceContext {
-        trace_id,
-        span_id,
-        sampled: (flags & 8 != 0).then_some(flags & 1 != 0),
-        debug: flags & 2 != 0,
-        random: flags & 4 != 0,
+    Some(Entry {
+        request_id,
+        context: TraceContext {
+            trace_id,
+            span_id,
+            sampled: (flags & 8 != 0).then_some(flags & 1 != 0),
+            debug: flags & 2 != 0,
+            random: flags & 4 != 0,
+        },
+        expires_at,
+        tracestate,
     })
+}
+
+/// The context stored for `request_id`, if the slot holds that request's entry and it has not expired.
+/// A stored `tracestate` that does not parse is left out; the context is still restored.
+pub fn decode(entry: &[u8], request_id: &[u8], now_nanos: u64) -> Option<Restored> {
+    let e = parse(entry)?;
+    if e.request_id != request_id || now_nanos >= e.expires_at {
+        return None;
+    }
+    let tracestate = e
+        .tracestate
+        .and_then(|ts| TraceState::parse(std::iter::once(ts)).ok())
+        .unwrap_or_default();
+    Some(Restored {
+        context: e.context,
+        tracestate,
+    })
+}
+
+/// Whether an inbound request may write its entry over what its slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// The slot is free: empty, expired, unreadable, or holding this request id with the same trace (a
+    /// retry, which refreshes the expiry and span id).
+    Store,
+    /// The slot holds a live entry of another request id (a hash collision): replaced, newest wins.
+    Evict,
+    /// The slot holds a live entry of this request id with another trace: kept (first writer wins).
+    Refuse,
+}
+
+/// Decides whether the request `request_id` carrying `trace_id` may replace `current` (the slot's value,
+/// `None` when the key does not exist).
+pub fn admit(current: Option<&[u8]>, request_id: &[u8], trace_id: u128, now_nanos: u64) -> Admit {
+    let Some(e) = current.and_then(parse) else {
+        return Admit::Store;
+    };
+    if now_nanos >= e.expires_at {
+        Admit::Store
+    } else if e.request_id != request_id {
+        Admit::Evict
+    } else if e.context.trace_id == trace_id {
+        Admit::Store
+    } else {
+        Admit::Refuse
+    }
 }
 
 /// FNV-1a: cheap, stable across VMs and restarts, good enough to spread UUIDs over slots.
@@ -77,7 +164,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -91,19 +178,89 @@ mod tests {
         }
     }
 
+    fn ts(s: &str) -> TraceState {
+        TraceState::parse(std::iter::once(s.as_bytes())).unwrap()
+    }
+
+    fn none() -> TraceState {
+        TraceState::default()
+    }
+
     #[test]
     fn round_trip_before_expiry() {
-        let e = encode(b"req-1", &ctx(), 1_000).unwrap();
-        assert_eq!(decode(&e, b"req-1", 999), Some(ctx()));
+        let e = encode(b"req-1", &ctx(), &none(), 1_000).unwrap();
+        let r = decode(&e, b"req-1", 999).unwrap();
+        assert_eq!(r.context, ctx());
+        assert!(r.tracestate.is_empty());
         let mut deferred = ctx();
         deferred.sampled = None;
-        let e = encode(b"req-1", &deferred, 1_000).unwrap();
-        assert_eq!(decode(&e, b"req-1", 0).unwrap().sampled, None);
+        let e = encode(b"req-1", &deferred, &none(), 1_000).unwrap();
+        assert_eq!(decode(&e, b"req-1", 0).unwrap().context.sampled, None);
+    }
+
+    #[test]
+    fn item9_tracestate_round_trips() {
+        let state = ts("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,t@v=a b");
+        let e = encode(b"req-1", &ctx(), &state, 1_000).unwrap();
+        let r = decode(&e, b"req-1", 0).unwrap();
+        assert_eq!(r.context, ctx());
+        assert_eq!(r.tracestate, state);
+    }
+
+    #[test]
+    fn item9_long_tracestate_is_cut_by_whole_members_to_512() {
+        let large = format!("big={}", "x".repeat(196));
+        let small: Vec<String> = (0..20)
+            .map(|i| format!("k{i:02}={}", "y".repeat(16)))
+            .collect();
+        let state = ts(&format!("{large},{}", small.join(",")));
+        let e = encode(b"req-1", &ctx(), &state, 1_000).unwrap();
+        let r = decode(&e, b"req-1", 0).unwrap();
+        assert_eq!(r.tracestate.to_header(usize::MAX).unwrap(), small.join(","));
+
+        // The largest entry stays within MAX_ENTRY_LEN.
+        let members: Vec<String> = (0..32)
+            .map(|i| format!("k{i:02}={}", "v".repeat(200)))
+            .collect();
+        let rid = [b'r'; MAX_REQUEST_ID_LEN];
+        let mut widest = ctx();
+        widest.trace_id = u128::MAX;
+        widest.span_id = u64::MAX;
+        widest.debug = true;
+        let e = encode(&rid, &widest, &ts(&members.join(",")), u64::MAX).unwrap();
+        assert!(e.len() <= MAX_ENTRY_LEN, "{} > {MAX_ENTRY_LEN}", e.len());
+        let fits: Vec<String> = (0..24)
+            .map(|i| format!("k{i:02}={}", "v".repeat(16)))
+            .collect();
+        let e = encode(&rid, &widest, &ts(&fits.join(",")), u64::MAX).unwrap();
+        assert!(e.len() <= MAX_ENTRY_LEN, "{} > {MAX_ENTRY_LEN}", e.len());
+    }
+
+    #[test]
+    fn item9_old_five_field_entries_still_decode() {
+        // Written by the previous module: no tracestate field.
+        let old = b"req-1\n4bf92f3577b34da6a3ce929d0e0e4736\n00f067aa0ba902b7\n13\n1000";
+        let r = decode(old, b"req-1", 0).unwrap();
+        assert_eq!(r.context, ctx());
+        assert!(r.tracestate.is_empty());
+        // And an entry without tracestate is byte-for-byte the old format.
+        assert_eq!(
+            encode(b"req-1", &ctx(), &none(), 1000).unwrap(),
+            old.to_vec()
+        );
+        // A damaged tracestate field loses the tracestate, not the context.
+        let bad = [&old[..], b"\nNOT VALID"].concat();
+        let r = decode(&bad, b"req-1", 0).unwrap();
+        assert_eq!(r.context, ctx());
+        assert!(r.tracestate.is_empty());
+        // More fields than this module knows: ignored safely.
+        let future = [&old[..], b"\na=1\nmore"].concat();
+        assert!(decode(&future, b"req-1", 0).is_none());
     }
 
     #[test]
     fn other_request_or_expired_entry_is_not_restored() {
-        let e = encode(b"req-1", &ctx(), 1_000).unwrap();
+        let e = encode(b"req-1", &ctx(), &none(), 1_000).unwrap();
         assert_eq!(decode(&e, b"req-2", 0), None);
         assert_eq!(decode(&e, b"req-1", 1_000), None);
         assert_eq!(decode(b"garbage", b"garbage", 0), None);
@@ -111,10 +268,78 @@ mod tests {
     }
 
     #[test]
+    fn truncated_entries_never_restore_a_wrong_context() {
+        let state = ts("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+        let full = encode(b"req-1", &ctx(), &state, 1_000_000).unwrap();
+        // The expiry field starts after the fourth newline; cut before it, nothing is usable.
+        let expiry_at = full
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(3)
+            .unwrap()
+            .0
+            + 1;
+        for cut in 0..full.len() {
+            let part = &full[..cut];
+            let restored = decode(part, b"req-1", 0);
+            if cut <= expiry_at {
+                assert_eq!(restored, None, "cut at {cut}");
+                assert_eq!(admit(Some(part), b"req-1", 0x1111, 0), Admit::Store);
+                continue;
+            }
+            // Cut inside the expiry (an earlier expiry) or the tracestate (fewer or shorter members,
+            // or none when the cut leaves it invalid): the context itself is never damaged.
+            if let Some(r) = restored {
+                assert_eq!(r.context, ctx(), "cut at {cut}");
+            }
+        }
+        // Cut right after the expiry's newline: an empty tracestate field is not a valid entry's.
+        let cut_after_expiry = full.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+        assert!(
+            decode(&full[..cut_after_expiry], b"req-1", 0).is_none_or(|r| r.tracestate.is_empty())
+        );
+    }
+
+    #[test]
     fn unusable_request_ids_are_not_stored() {
-        assert!(encode(b"", &ctx(), 1).is_none());
-        assert!(encode(&[b'a'; 129], &ctx(), 1).is_none());
-        assert!(encode(b"a\nb", &ctx(), 1).is_none());
+        assert!(encode(b"", &ctx(), &none(), 1).is_none());
+        assert!(encode(&[b'a'; 129], &ctx(), &none(), 1).is_none());
+        assert!(encode(b"a\nb", &ctx(), &none(), 1).is_none());
+    }
+
+    #[test]
+    fn item10_first_writer_wins_until_expiry() {
+        let live = encode(b"req-1", &ctx(), &none(), 1_000).unwrap();
+        let other_trace = 0x1111_u128;
+        // Same id, another trace, while live: refused.
+        assert_eq!(
+            admit(Some(&live), b"req-1", other_trace, 999),
+            Admit::Refuse
+        );
+        // Same id, same trace: a retry refreshes.
+        assert_eq!(
+            admit(Some(&live), b"req-1", ctx().trace_id, 999),
+            Admit::Store
+        );
+        // Expired: anyone may take the slot.
+        assert_eq!(
+            admit(Some(&live), b"req-1", other_trace, 1_000),
+            Admit::Store
+        );
+        assert_eq!(
+            admit(Some(&live), b"req-2", other_trace, 1_000),
+            Admit::Store
+        );
+        // Another id hashing to the same live slot: newest wins, and req-1 is no longer restored.
+        assert_eq!(admit(Some(&live), b"req-2", other_trace, 0), Admit::Evict);
+        // Free, emptied or unreadable slots.
+        assert_eq!(admit(None, b"req-1", other_trace, 0), Admit::Store);
+        assert_eq!(admit(Some(b""), b"req-1", other_trace, 0), Admit::Store);
+        assert_eq!(admit(Some(b"junk"), b"req-1", other_trace, 0), Admit::Store);
+        // The previous module's entries are judged the same way.
+        let old = b"req-1\n4bf92f3577b34da6a3ce929d0e0e4736\n00f067aa0ba902b7\n13\n1000";
+        assert_eq!(admit(Some(old), b"req-1", other_trace, 0), Admit::Refuse);
     }
 
     #[test]

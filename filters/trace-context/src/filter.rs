@@ -7,6 +7,7 @@ use crate::correlation;
 use crate::formats::{w3c, Format};
 use crate::headers::{HeaderEdit, RequestHeaders};
 use crate::propagation::{Decision, Propagator, Source};
+use crate::tracestate::TraceState;
 use filter_common::host::{self, MapType};
 use filter_common::ids::IdGenerator;
 use filter_common::metrics::{tagged_name, Counter};
@@ -152,7 +153,8 @@ fn handle_request(shared: &Shared) -> TraceContext {
     shared.metrics.record(&decision, outbound);
     if direction == Some(LISTENER_INBOUND) && config.correlation.enabled {
         if let Some(rid) = request_id {
-            remember(config, rid, &decision.context, now);
+            let tracestate = shared.propagator.forwarded_tracestate(&decision, &headers);
+            remember(shared, rid, &decision.context, &tracestate, now);
         }
     }
     set_filter_state(config, &decision.context);
@@ -173,17 +175,57 @@ fn apply_edits(decision: &Decision) {
     }
 }
 
-/// Stores the inbound context under the request id so the workload's outbound call can be tied to it.
-fn remember(config: &Config, request_id: &[u8], context: &TraceContext, now: u64) {
+/// Bounded compare-and-set retries: another worker writing the same slot at the same moment is rare,
+/// and giving up only costs this request its correlation.
+const CAS_ATTEMPTS: usize = 4;
+
+/// Stores the inbound context under the request id so the workload's outbound call can be tied to it,
+/// unless the slot holds a live entry of the same id with another trace (see `correlation::admit`). The
+/// read and the write are one compare-and-set, so of two workers racing for a slot only one writes on
+/// what it read. (The host creates a missing key whatever the CAS, so the first write to a slot after
+/// Envoy starts cannot be guarded: see the README.)
+fn remember(
+    shared: &Shared,
+    request_id: &[u8],
+    context: &TraceContext,
+    tracestate: &TraceState,
+    now: u64,
+) {
+    let config = shared.propagator.config();
     let expiry = now.saturating_add(config.correlation.ttl.as_nanos_u64());
-    let Some(entry) = correlation::encode(request_id, context, expiry) else {
+    let Some(entry) = correlation::encode(request_id, context, tracestate, expiry) else {
         return;
     };
     let key = correlation::slot_key(request_id, config.correlation.slots);
-    // Last writer wins: a slot only ever holds the newest request that hashed to it.
-    if let host::SharedWrite::Failed(e) = host::set_shared_data(&key, &entry, 0) {
-        log::warn!("{FILTER}: could not store the correlation entry: {e}");
+    for _ in 0..CAS_ATTEMPTS {
+        let (current, cas) = match host::shared_data(&key) {
+            Ok(Some((value, cas))) => (Some(value), cas),
+            Ok(None) => (None, 0),
+            Err(e) => {
+                log::warn!("{FILTER}: could not read the correlation slot: {e}");
+                return;
+            }
+        };
+        let admit = correlation::admit(current.as_deref(), request_id, context.trace_id, now);
+        if admit == correlation::Admit::Refuse {
+            shared.metrics.correlation_refused.inc();
+            return;
+        }
+        match host::set_shared_data(&key, &entry, cas) {
+            host::SharedWrite::Written => {
+                if admit == correlation::Admit::Evict {
+                    shared.metrics.correlation_evicted.inc();
+                }
+                return;
+            }
+            host::SharedWrite::CasMismatch => continue,
+            host::SharedWrite::Failed(e) => {
+                log::warn!("{FILTER}: could not store the correlation entry: {e}");
+                return;
+            }
+        }
     }
+    log::debug!("{FILTER}: correlation slot contended, entry not stored");
 }
 
 fn set_filter_state(config: &Config, context: &TraceContext) {
@@ -214,6 +256,11 @@ struct Metrics {
     restored: Counter,
     outbound_without_context: Counter,
     baggage_dropped: Counter,
+    /// Inbound requests refused a correlation slot held by a live entry of the same request id with
+    /// another trace.
+    correlation_refused: Counter,
+    /// Live correlation entries replaced by another request id hashing to the same slot.
+    correlation_evicted: Counter,
 }
 
 impl Metrics {
@@ -237,6 +284,8 @@ impl Metrics {
             restored: Counter::define("trace_context_restored"),
             outbound_without_context: Counter::define("trace_context_outbound_without_context"),
             baggage_dropped: Counter::define("trace_context_baggage_dropped"),
+            correlation_refused: Counter::define("trace_context_correlation_refused"),
+            correlation_evicted: Counter::define("trace_context_correlation_evicted"),
         }
     }
 

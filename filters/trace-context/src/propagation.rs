@@ -26,6 +26,13 @@ pub enum Source {
     Started,
 }
 
+/// A context restored by `x-request-id`, with the `tracestate` that went with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub context: TraceContext,
+    pub tracestate: TraceState,
+}
+
 /// What to do with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -40,6 +47,8 @@ pub struct Decision {
     pub conflicting: Vec<Format>,
     /// Baggage members dropped by limits, filters or parsing.
     pub baggage_dropped: usize,
+    /// The forwarded `traceparent` is this context's, so the forwarded `tracestate` belongs to it too.
+    pub writes_w3c: bool,
 }
 
 /// The per-VM part of the decision: configuration plus derived values computed once.
@@ -71,7 +80,7 @@ impl Propagator {
         ids: &mut IdGenerator,
         egress: bool,
         now_secs: u64,
-        restore: impl FnOnce() -> Option<TraceContext>,
+        restore: impl FnOnce() -> Option<Restored>,
     ) -> Decision {
         let found = self.extract_all(headers);
         let winner = self
@@ -92,6 +101,7 @@ impl Propagator {
             })
             .collect();
 
+        let mut restored_state = None;
         let (mut context, source) = match winner {
             Some((format, ctx)) => (ctx, Source::Extracted(format)),
             // A trace id without a span id (an AWS load balancer's Root) is continued with a new span.
@@ -110,7 +120,10 @@ impl Propagator {
                     Source::Extracted(format),
                 ),
                 None => match restore() {
-                    Some(ctx) => (ctx, Source::Restored),
+                    Some(r) => {
+                        restored_state = Some(r.tracestate);
+                        (r.context, Source::Restored)
+                    }
                     None => (self.start(ids, now_secs), Source::Started),
                 },
             },
@@ -169,7 +182,14 @@ impl Propagator {
                 found_for(&found, Format::TraceContext),
                 Some(Extracted::Valid(ctx)) if ctx.trace_id == context.trace_id
             );
-            self.write_tracestate(headers, &context, w3c_in_step, incoming_span, &mut edits);
+            self.write_tracestate(
+                headers,
+                &context,
+                w3c_in_step,
+                incoming_span,
+                restored_state,
+                &mut edits,
+            );
         }
 
         let baggage_dropped = if self.config.baggage.enabled {
@@ -185,7 +205,27 @@ impl Propagator {
             invalid,
             conflicting,
             baggage_dropped,
+            writes_w3c,
         }
+    }
+
+    /// The `tracestate` the forwarded request carries for `decision.context` (for correlation): the
+    /// rewritten value, or the received one when it went on unchanged; empty when the forwarded
+    /// `tracestate` is not this context's or is not valid.
+    pub fn forwarded_tracestate(
+        &self,
+        decision: &Decision,
+        headers: &RequestHeaders,
+    ) -> TraceState {
+        if !decision.writes_w3c {
+            return TraceState::default();
+        }
+        match decision.edits.get(TRACESTATE) {
+            Some(Some(value)) => TraceState::parse(std::iter::once(value.as_bytes())),
+            Some(None) => return TraceState::default(),
+            None => TraceState::parse(headers.get_all(TRACESTATE)),
+        }
+        .unwrap_or_default()
     }
 
     /// Reads every format whose headers are present (absent ones are left out). One pass over the header
@@ -249,14 +289,16 @@ impl Propagator {
     }
 
     /// Keeps `tracestate` byte-for-byte when `traceparent` goes on unchanged (the spec forbids changing
-    /// one without the other); otherwise rebuilds it: kept when it belongs to this trace, dropped when it
-    /// belonged to another or to an invalid `traceparent`, with our own member first when configured.
+    /// one without the other); otherwise rebuilds it: kept when it belongs to this trace, the restored one
+    /// for a restored context, dropped when it belonged to another trace or to an invalid `traceparent`,
+    /// with our own member first when configured.
     fn write_tracestate(
         &self,
         headers: &RequestHeaders,
         context: &TraceContext,
         w3c_in_step: bool,
         incoming_span: u64,
+        restored: Option<TraceState>,
         edits: &mut HeaderEdits,
     ) {
         let own_member = match (&self.config.tracestate_key, self.config.participate) {
@@ -274,7 +316,7 @@ impl Propagator {
         let mut state = if w3c_in_step {
             TraceState::parse(headers.get_all(TRACESTATE)).unwrap_or_default()
         } else {
-            TraceState::default()
+            restored.unwrap_or_default()
         };
         if let Some((key, value)) = own_member {
             state.upsert(key, &value);
@@ -568,6 +610,26 @@ mod tests {
     }
 
     #[test]
+    fn item8_level2_keys_and_repeated_keys_keep_the_tracestate() {
+        let p = propagator(r#"{"participate": true, "tracestateKey": "mesh"}"#);
+        for (sent, kept) in [
+            ("foo@=1,bar=2", "foo@=1,bar=2"),
+            ("foo=1,foo=1", "foo=1"),
+            ("a=1,b=2,a=3", "a=1,b=2"),
+        ] {
+            let d = decide(&p, &[("traceparent", TP), ("tracestate", sent)]);
+            let ts = set_value(&d, "tracestate").unwrap();
+            assert_eq!(ts, format!("mesh={},{kept}", d.context.span_id_hex()));
+        }
+        // Forwarding without changing traceparent keeps tracestate byte-for-byte, repeats included.
+        let d = decide(
+            &propagator("{}"),
+            &[("traceparent", TP), ("tracestate", "foo=1,foo=1")],
+        );
+        assert_eq!(d.edits.get("tracestate"), None);
+    }
+
+    #[test]
     fn restored_context_is_used_when_none_arrived() {
         let p = propagator("{}");
         let restored = TraceContext {
@@ -583,7 +645,12 @@ mod tests {
             &mut ids,
             true,
             0,
-            || Some(restored.clone()),
+            || {
+                Some(Restored {
+                    context: restored.clone(),
+                    tracestate: TraceState::default(),
+                })
+            },
         );
         assert_eq!(d.source, Source::Restored);
         assert_eq!(
@@ -596,9 +663,74 @@ mod tests {
             &mut ids,
             true,
             0,
-            || Some(restored.clone()),
+            || {
+                Some(Restored {
+                    context: restored.clone(),
+                    tracestate: TraceState::default(),
+                })
+            },
         );
         assert_eq!(d.source, Source::Extracted(Format::TraceContext));
+    }
+
+    #[test]
+    fn item9_restored_context_brings_its_tracestate() {
+        let restored = Restored {
+            context: TraceContext {
+                trace_id: TRACE,
+                span_id: 7,
+                sampled: Some(true),
+                debug: false,
+                random: false,
+            },
+            tracestate: TraceState::parse(std::iter::once(&b"congo=t61,rojo=1"[..])).unwrap(),
+        };
+        let mut ids = IdGenerator::from_seed(1);
+        let headers = RequestHeaders::from_strs(&[("x-request-id", "r1"), ("tracestate", "x=1")]);
+        let d = propagator("{}").decide(&headers, &mut ids, true, 0, || Some(restored.clone()));
+        assert_eq!(set_value(&d, "tracestate"), Some("congo=t61,rojo=1"));
+        // Participating puts our member first, as for any other context.
+        let p = propagator(r#"{"participate": true, "tracestateKey": "mesh"}"#);
+        let d = p.decide(&headers, &mut ids, true, 0, || Some(restored.clone()));
+        assert_eq!(
+            set_value(&d, "tracestate").unwrap(),
+            format!("mesh={},congo=t61,rojo=1", d.context.span_id_hex())
+        );
+        // Nothing stored: a stray tracestate on the outbound request is still removed.
+        let mut empty = restored.clone();
+        empty.tracestate = TraceState::default();
+        let d = propagator("{}").decide(&headers, &mut ids, true, 0, || Some(empty.clone()));
+        assert_eq!(d.edits.get("tracestate"), Some(None));
+    }
+
+    #[test]
+    fn forwarded_tracestate_is_what_the_upstream_gets_for_this_context() {
+        let p = propagator("{}");
+        let ts = |headers: &[(&str, &str)]| {
+            let h = RequestHeaders::from_strs(headers);
+            let d = p.decide(&h, &mut IdGenerator::from_seed(1), false, 0, || None);
+            p.forwarded_tracestate(&d, &h).to_header(usize::MAX)
+        };
+        // Unchanged: the received list (repeats dropped for storage).
+        assert_eq!(
+            ts(&[("traceparent", TP), ("tracestate", "a=1,a=2,b=3")]).as_deref(),
+            Some("a=1,b=3")
+        );
+        // Another trace won: its tracestate is removed and nothing is stored.
+        assert_eq!(
+            ts(&[
+                ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+                ("tracestate", "a=1")
+            ]),
+            None
+        );
+        // Not valid: forwarded as received but not stored.
+        assert_eq!(ts(&[("traceparent", TP), ("tracestate", "A=1")]), None);
+        // No W3C written (b3 only, nothing W3C received): a stray tracestate is not this context's.
+        let p = propagator(r#"{"inject": ["b3"]}"#);
+        let h = RequestHeaders::from_strs(&[("tracestate", "a=1")]);
+        let d = p.decide(&h, &mut IdGenerator::from_seed(1), false, 0, || None);
+        assert!(p.forwarded_tracestate(&d, &h).is_empty());
     }
 
     #[test]

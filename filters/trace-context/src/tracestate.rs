@@ -1,8 +1,14 @@
 //! W3C Trace Context `tracestate` (<https://www.w3.org/TR/trace-context/#tracestate-header>): an ordered
 //! list of vendor `key=value` members, left-most most recently updated.
 //!
-//! Parsing is all-or-nothing: the spec lets a participant discard a `tracestate` it cannot fully
-//! validate, and forwarding a half-understood list risks mixing state from different vendors.
+//! Keys follow the Level 2 grammar (<https://www.w3.org/TR/trace-context-2/#key>):
+//! `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`, where `keychar` includes `@` anywhere after the first
+//! character; Level 1's `tenant@system` split and its 241/14 limits are gone.
+//!
+//! Parsing is all-or-nothing for invalid members: the spec lets a participant discard a `tracestate` it
+//! cannot fully validate, and forwarding a half-understood list risks mixing state from different
+//! vendors. A repeated key is not invalid syntax, so it does not cost the list: only one entry per key is
+//! allowed, and the left-most is the most recent position, so later repeats are dropped.
 
 use crate::headers::trim_ows;
 
@@ -12,9 +18,7 @@ pub const MAX_MEMBERS: usize = 32;
 /// The spec requires propagating at least this many characters; a smaller `to_header` limit breaks that.
 pub const PROPAGATE_MIN: usize = 512;
 
-const MAX_SIMPLE_KEY_LEN: usize = 256;
-const MAX_TENANT_ID_LEN: usize = 241;
-const MAX_SYSTEM_ID_LEN: usize = 14;
+const MAX_KEY_LEN: usize = 256;
 const MAX_VALUE_LEN: usize = 256;
 
 /// Members longer than this are the first to go when truncating (spec, "Mutating the tracestate Field").
@@ -32,8 +36,8 @@ impl TraceState {
     }
 
     /// Parses every `tracestate` header value, in order, as if they were joined with `,`. Empty and
-    /// whitespace-only members are skipped. Any invalid member, a duplicate key or more than 32 members
-    /// rejects the whole list.
+    /// whitespace-only members are skipped, and so is a later member whose key is already in the list
+    /// (the left-most entry wins). Any invalid member or more than 32 members rejects the whole list.
     pub fn parse<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<TraceState, &'static str> {
         let mut members: Vec<(String, String)> = Vec::new();
         // Splitting each header on its own is the same as splitting the joined string: the join adds a
@@ -43,10 +47,6 @@ impl TraceState {
                 let member = trim_ows(raw);
                 if member.is_empty() {
                     continue;
-                }
-                // Checked before any work on the member so a huge list stops early.
-                if members.len() == MAX_MEMBERS {
-                    return Err("tracestate has more than 32 members");
                 }
                 let mut kv = member.splitn(2, |&b| b == b'=');
                 let (Some(key), Some(value)) = (kv.next(), kv.next()) else {
@@ -59,7 +59,12 @@ impl TraceState {
                     return Err("invalid tracestate value");
                 }
                 if members.iter().any(|(k, _)| k.as_bytes() == key) {
-                    return Err("duplicate tracestate key");
+                    continue;
+                }
+                // Valid repeats do not count: the list forwarded has at most 32 distinct keys. At most
+                // 32 members are ever held, so a huge list costs at most 33 member checks per comma.
+                if members.len() == MAX_MEMBERS {
+                    return Err("tracestate has more than 32 members");
                 }
                 // Validation above admits ASCII only, so these cannot fail; no panic path either way.
                 let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value))
@@ -174,7 +179,7 @@ fn member_len((k, v): &(String, String)) -> usize {
     k.len() + 1 + v.len()
 }
 
-/// Checks a key: `simple-key` or `tenant@system`, within the spec's lengths (for configuration checks).
+/// Checks a key against the Level 2 grammar (for configuration checks).
 pub fn validate_key(key: &str) -> Result<(), &'static str> {
     if valid_key(key.as_bytes()) {
         Ok(())
@@ -200,35 +205,20 @@ pub fn is_valid_value(value: &str) -> bool {
     valid_value(value.as_bytes())
 }
 
+/// Level 2 `keychar`: `@` is an ordinary character after the first one.
 fn is_key_char(b: u8) -> bool {
-    matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/')
+    matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@')
 }
 
-/// The spec's ABNF says a simple key starts with `lcalpha`, but its prose (and the tenant-id rule) allow
-/// a digit; accepting digits is the lenient reading, so a key another vendor emits is not lost.
-fn lower_alnum(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit()
-}
-
-fn id_ok(id: &[u8], max_len: usize, first_ok: fn(u8) -> bool) -> bool {
-    match id.split_first() {
+/// `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`: at most 256 characters.
+fn valid_key(key: &[u8]) -> bool {
+    match key.split_first() {
         Some((&first, rest)) => {
-            id.len() <= max_len && first_ok(first) && rest.iter().all(|&b| is_key_char(b))
+            key.len() <= MAX_KEY_LEN
+                && (first.is_ascii_lowercase() || first.is_ascii_digit())
+                && rest.iter().all(|&b| is_key_char(b))
         }
         None => false,
-    }
-}
-
-fn valid_key(key: &[u8]) -> bool {
-    let mut parts = key.splitn(2, |&b| b == b'@');
-    match (parts.next(), parts.next()) {
-        (Some(simple), None) => id_ok(simple, MAX_SIMPLE_KEY_LEN, lower_alnum),
-        // A second `@` fails `is_key_char` in the system id.
-        (Some(tenant), Some(system)) => {
-            id_ok(tenant, MAX_TENANT_ID_LEN, lower_alnum)
-                && id_ok(system, MAX_SYSTEM_ID_LEN, |b| b.is_ascii_lowercase())
-        }
-        _ => false,
     }
 }
 
@@ -327,7 +317,7 @@ mod tests {
         let ts = parse_strs(&[&format!("{key}={value}")]).unwrap();
         assert_eq!(ts.get(&key), Some(value.as_str()));
 
-        let vendor_key = format!("{key}@a-z0-9_-*/");
+        let vendor_key = format!("{key}@a-z0-9_-*/@");
         let ts = parse_strs(&[&format!("{vendor_key}={value}")]).unwrap();
         assert_eq!(ts.get(&vendor_key), Some(value.as_str()));
     }
@@ -337,9 +327,12 @@ mod tests {
         let ok = |k: String| parse_strs(&["foo=1", &format!("{k}=1")]).is_ok();
         assert!(ok("z".repeat(256)));
         assert!(!ok("z".repeat(257)));
+        // Level 1's tenant (241) and system (14) limits are gone; only the 256 total remains.
         assert!(ok(format!("{}@{}", "t".repeat(241), "v".repeat(14))));
-        assert!(!ok(format!("{}@v", "t".repeat(242))));
-        assert!(!ok(format!("t@{}", "v".repeat(15))));
+        assert!(ok(format!("{}@v", "t".repeat(242))));
+        assert!(ok(format!("t@{}", "v".repeat(15))));
+        assert!(ok(format!("{}@{}", "t".repeat(200), "v".repeat(55))));
+        assert!(!ok(format!("{}@{}", "t".repeat(200), "v".repeat(56))));
         assert!(ok("t@v".to_string()));
     }
 
@@ -350,14 +343,13 @@ mod tests {
             "FOO=1",
             "Foo=1",
             "foo.bar=1",
-            "foo@=1,bar=2",
             "@foo=1,bar=2",
-            "foo@@bar=1,bar=2",
-            "foo@bar@baz=1,bar=2",
+            "@=1",
             "_foo=1",
             "-foo=1",
-            "t@1v=1",
-            "t@_v=1",
+            "*foo=1",
+            "/foo=1",
+            "foo@Bar=1",
             "=1",
             "foo",
             "foo,bar=2",
@@ -365,9 +357,20 @@ mod tests {
         ] {
             assert!(parse_strs(&[v]).is_err(), "{v:?} accepted");
         }
-        // Digit-first keys are accepted (see `lower_alnum`), tenant ids may start with a digit.
-        assert!(parse_strs(&["1foo=1"]).is_ok());
-        assert!(parse_strs(&["1t@v=1"]).is_ok());
+        // Level 2: a key may start with a digit, and `@` may appear anywhere after the first character.
+        for v in [
+            "1foo=1",
+            "1t@v=1",
+            "foo@=1,bar=2",
+            "foo@@bar=1,bar=2",
+            "foo@bar@baz=1,bar=2",
+            "t@1v=1",
+            "t@_v=1",
+            "a@=1",
+        ] {
+            let ts = parse_strs(&[v]).map_err(|e| format!("{v:?}: {e}")).unwrap();
+            assert_eq!(ts.to_header(usize::MAX).as_deref(), Some(v));
+        }
     }
 
     #[test]
@@ -405,11 +408,19 @@ mod tests {
 
     #[test]
     fn duplicate_keys() {
-        assert!(parse_strs(&["foo=1,foo=1"]).is_err());
-        assert!(parse_strs(&["foo=1,foo=2"]).is_err());
-        assert!(parse_strs(&["foo=1", "foo=1"]).is_err());
-        assert!(parse_strs(&["foo=1", "foo=2"]).is_err());
-        assert!(parse_strs(&["t@v=1,t@w=2,u@v=3"]).is_ok());
+        // Only one entry per key: the left-most (most recent position) is kept, the list survives.
+        let kept = |v: &[&str]| parse_strs(v).unwrap().to_header(usize::MAX).unwrap();
+        assert_eq!(kept(&["foo=1,foo=1"]), "foo=1");
+        assert_eq!(kept(&["foo=1,foo=2"]), "foo=1");
+        assert_eq!(kept(&["foo=1", "foo=1"]), "foo=1");
+        assert_eq!(kept(&["foo=1", "bar=2,foo=2"]), "foo=1,bar=2");
+        assert_eq!(kept(&["t@v=1,t@w=2,u@v=3"]), "t@v=1,t@w=2,u@v=3");
+        // A repeat still has to be valid: an invalid one rejects the list like any invalid member.
+        assert!(parse_strs(&["foo=1,foo=a=b"]).is_err());
+        assert!(parse_strs(&["foo=1,foo="]).is_err());
+        // Repeats do not count toward the 32 members.
+        let with_repeats = format!("{},bar01=x,bar02=y", numbered(1, 32));
+        assert_eq!(parse_strs(&[&with_repeats]).unwrap().len(), 32);
     }
 
     #[test]
@@ -436,8 +447,11 @@ mod tests {
 
     #[test]
     fn huge_input_stops_early() {
-        let huge = "a=1,".repeat(1 << 18);
+        let huge: String = (0..1 << 16).map(|i| format!("k{i}=1,")).collect();
         assert!(parse_strs(&[&huge]).is_err());
+        // Repeats of one key are dropped one by one: bounded work, one member left.
+        let repeats = "a=1,".repeat(1 << 18);
+        assert_eq!(parse_strs(&[&repeats]).unwrap().len(), 1);
         let huge_empty = ",".repeat(1 << 20);
         assert!(parse_strs(&[&huge_empty]).unwrap().is_empty());
     }
@@ -484,7 +498,8 @@ mod tests {
         assert_eq!(validate_key("tenant@sys"), Ok(()));
         assert_eq!(validate_key("Dd"), Err("invalid tracestate key"));
         assert!(validate_key("").is_err());
-        assert!(validate_key("a@b@c").is_err());
+        assert!(validate_key("a@b@c").is_ok());
+        assert!(validate_key("@a").is_err());
         assert_eq!(validate_value("s:1;o:rum"), Ok(()));
         assert_eq!(validate_value("a,b"), Err("invalid tracestate value"));
         assert!(is_valid_key("rojo") && !is_valid_key("ro jo"));
