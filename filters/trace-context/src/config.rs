@@ -5,6 +5,11 @@ use crate::baggage::BaggageLimits;
 use crate::formats::Format;
 use filter_common::config::{lenient_u32, lenient_usize, ConfigError, Validate};
 use filter_common::duration::ConfigDuration;
+use filter_common::limits::{
+    byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN,
+    MAX_MATCH_VALUE_LEN,
+};
+use filter_common::matching::is_header_name;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -41,6 +46,9 @@ pub struct Config {
     /// Which side of the workload this listener is: `auto` reads Envoy's `listener_direction`.
     pub direction: Direction,
     pub correlation: CorrelationConfig,
+    /// The most shared memory the configuration may need in the worst case (see `memory`).
+    #[serde(deserialize_with = "byte_size")]
+    pub max_shared_memory: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -100,6 +108,7 @@ impl Default for Config {
             filter_state_name: "trace_id".to_string(),
             direction: Direction::Auto,
             correlation: CorrelationConfig::default(),
+            max_shared_memory: DEFAULT_MAX_SHARED_MEMORY,
         }
     }
 }
@@ -141,6 +150,12 @@ impl BaggageConfig {
     }
 }
 
+/// The most baggage members kept: W3C asks for at least 64; beyond this a header is an attack.
+pub const MAX_BAGGAGE_MEMBERS: usize = 1024;
+/// The largest `baggage` header kept: W3C asks for at least 8192 bytes; Envoy's default limit for all
+/// request headers together is 60 KiB.
+pub const MAX_BAGGAGE_BYTES: usize = 65_536;
+
 /// The largest number of correlation slots: 1 Mi slots of at most `correlation::MAX_ENTRY_LEN` (715)
 /// bytes stay under 750 MiB of values (under 200 MiB when no entry carries a `tracestate`).
 pub const MAX_CORRELATION_SLOTS: u32 = 1 << 20;
@@ -159,10 +174,12 @@ impl Validate for Config {
         if self.extract.is_empty() {
             return Err(ConfigError::new("extract", "must name at least one format"));
         }
-        if self.tracestate_max_length < crate::tracestate::PROPAGATE_MIN {
+        if self.tracestate_max_length < crate::tracestate::PROPAGATE_MIN
+            || self.tracestate_max_length > MAX_HEADER_VALUE_LEN
+        {
             return Err(ConfigError::new(
                 "tracestateMaxLength",
-                "must be at least 512 (W3C Trace Context requires propagating 512 characters)",
+                "must be between 512 (W3C Trace Context requires propagating 512 characters) and 8192",
             ));
         }
         if let Some(key) = &self.tracestate_key {
@@ -179,16 +196,22 @@ impl Validate for Config {
                 ));
             }
         }
-        if self.baggage.max_members == 0 || self.baggage.max_bytes == 0 {
+        if self.baggage.max_members == 0 || self.baggage.max_members > MAX_BAGGAGE_MEMBERS {
             return Err(ConfigError::new(
-                "baggage",
-                "maxMembers and maxBytes must be positive",
+                "baggage.maxMembers",
+                "must be between 1 and 1024",
+            ));
+        }
+        if self.baggage.max_bytes == 0 || self.baggage.max_bytes > MAX_BAGGAGE_BYTES {
+            return Err(ConfigError::new(
+                "baggage.maxBytes",
+                "must be between 1 and 65536",
             ));
         }
         if !self.response_header.is_empty() && !is_header_name(&self.response_header) {
             return Err(ConfigError::new(
                 "responseHeader",
-                "must be a lower-case HTTP header name (letters, digits, '-', '_')",
+                "must be empty or a header name: lower-case letters, digits, '-' and '_', at most 256",
             ));
         }
         if self.correlation.slots == 0 || self.correlation.slots > MAX_CORRELATION_SLOTS {
@@ -200,14 +223,25 @@ impl Validate for Config {
         if self.correlation.ttl.0.is_zero() {
             return Err(ConfigError::new("correlation.ttl", "must be positive"));
         }
-        Ok(())
+        check_len(
+            &self.filter_state_name,
+            MAX_MATCH_VALUE_LEN,
+            "filterStateName",
+        )?;
+        let lists = [
+            (
+                "baggage.allowKeys",
+                self.baggage.allow_keys.as_deref().unwrap_or_default(),
+            ),
+            ("baggage.denyKeys", self.baggage.deny_keys.as_slice()),
+        ];
+        for (field, keys) in lists {
+            for (i, key) in keys.iter().enumerate() {
+                check_len(key, MAX_HEADER_NAME_LEN, format!("{field}[{i}]"))?;
+            }
+        }
+        crate::memory::budget(self).check(self.max_shared_memory)
     }
-}
-
-fn is_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// Reads a list of format names, naming the unknown one in the error.
@@ -288,6 +322,21 @@ mod tests {
             (br#"{"tracestateKey": "mesh"}"#, "tracestateKey"),
             (br#"{"tracestateMaxLength": 100}"#, "tracestateMaxLength"),
             (br#"{"unknown": 1}"#, "unknown"),
+            (br#"{"tracestateMaxLength": 10000}"#, "tracestateMaxLength"),
+            (
+                br#"{"baggage": {"maxMembers": 5000}}"#,
+                "baggage.maxMembers",
+            ),
+            (br#"{"baggage": {"maxBytes": 0}}"#, "baggage.maxBytes"),
+            (br#"{"maxSharedMemory": "64 pages"}"#, "maxSharedMemory"),
+            (
+                br#"{"correlation": {"enabled": true, "slots": 1048576}}"#,
+                "correlation.slots",
+            ),
+            (
+                br#"{"correlation": {"enabled": true}, "maxSharedMemory": 1000}"#,
+                "correlation.slots",
+            ),
         ];
         for (json, field) in cases {
             let e = parse::<Config>(Some(json)).unwrap_err();

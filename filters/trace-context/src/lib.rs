@@ -9,6 +9,7 @@ pub mod context;
 pub mod correlation;
 pub mod formats;
 pub mod headers;
+pub mod memory;
 pub mod propagation;
 pub mod tracestate;
 

@@ -1,0 +1,54 @@
+//! The worst-case shared memory of a configuration: with correlation on, a fixed number of slots, each
+//! holding at most one entry of `correlation::MAX_ENTRY_LEN` bytes. Nothing is kept otherwise.
+
+use crate::config::Config;
+use crate::correlation::{KEY_PREFIX, MAX_ENTRY_LEN};
+use filter_common::limits::{shared_entry_bytes, MemoryBudget};
+
+pub fn budget(config: &Config) -> MemoryBudget {
+    let mut budget = MemoryBudget::default();
+    if config.correlation.enabled {
+        let slots = config.correlation.slots;
+        let key = KEY_PREFIX.len() + digits(slots);
+        budget.add(
+            "correlation.slots",
+            u64::from(slots).saturating_mul(shared_entry_bytes(key, MAX_ENTRY_LEN)),
+        );
+    }
+    budget
+}
+
+fn digits(n: u32) -> usize {
+    n.max(1).ilog10() as usize + 1
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use filter_common::config::parse;
+    use filter_common::limits::{human, DEFAULT_MAX_SHARED_MEMORY};
+
+    /// The README's figures; `-- --nocapture` prints them.
+    #[test]
+    fn only_correlation_costs_shared_memory() {
+        let off: Config = parse(Some(br#"{"correlation": {"slots": 1048576}}"#)).unwrap();
+        assert_eq!(budget(&off).total(), 0);
+        let default: Config = parse(Some(br#"{"correlation": {"enabled": true}}"#)).unwrap();
+        let total = budget(&default).total();
+        println!("4096 slots: {}", human(total));
+        assert!(total > 4096 * MAX_ENTRY_LEN as u64 && total < DEFAULT_MAX_SHARED_MEMORY / 8);
+        let fitting = 65_536;
+        let c: Config = parse(Some(
+            format!(r#"{{"correlation": {{"enabled": true, "slots": {fitting}}}}}"#).as_bytes(),
+        ))
+        .unwrap();
+        println!("{fitting} slots: {}", human(budget(&c).total()));
+        let max: Config = parse(Some(
+            br#"{"correlation": {"enabled": true, "slots": 1048576}, "maxSharedMemory": "2Gi"}"#,
+        ))
+        .unwrap();
+        println!("1048576 slots: {}", human(budget(&max).total()));
+        assert!(budget(&max).total() > DEFAULT_MAX_SHARED_MEMORY);
+    }
+}
