@@ -7,18 +7,14 @@ use crate::config::{BreakerConfig, Config};
 use crate::leases::MAX_STRIPES;
 use crate::state::Record;
 use crate::window::Stripe;
-use filter_common::limits::{shared_entry_bytes, MemoryBudget};
+use filter_common::limits::{decimal_digits, shared_entry_bytes, MemoryBudget};
 
 /// Keys are counted as if the plugin's root id were this long (Istio's `pluginName`s are short).
 pub const ROOT_ID_ALLOWANCE: usize = 64;
 
 /// The longest state key of a breaker: `circuit-breaker/<root id>/<name>/<slot>`.
 fn state_key_len(b: &BreakerConfig) -> usize {
-    "circuit-breaker//".len() + ROOT_ID_ALLOWANCE + b.name.len() + 1 + digits(b.max_keys)
-}
-
-fn digits(n: u32) -> usize {
-    n.max(1).ilog10() as usize + 1
+    "circuit-breaker//".len() + ROOT_ID_ALLOWANCE + b.name.len() + 1 + decimal_digits(b.max_keys)
 }
 
 /// The largest stripe value of a breaker: the writer's owner id, then a full window and failure run.
@@ -32,7 +28,7 @@ fn stripe_value_len(b: &BreakerConfig) -> usize {
 pub fn breaker_bytes(b: &BreakerConfig) -> u64 {
     let key = state_key_len(b);
     let record = shared_entry_bytes(key, Record::default().encode().len());
-    let stripe_key = key + "/s/".len() + digits(MAX_STRIPES as u32);
+    let stripe_key = key + "/s/".len() + decimal_digits(MAX_STRIPES as u32);
     let stripes = MAX_STRIPES as u64 * shared_entry_bytes(stripe_key, stripe_value_len(b));
     u64::from(b.max_keys).saturating_mul(record.saturating_add(stripes))
 }

@@ -27,6 +27,20 @@ pub fn shared_entry_bytes(key_len: usize, value_len: usize) -> u64 {
     SHARED_ENTRY_OVERHEAD + key_len as u64 + value_len as u64
 }
 
+/// The host memory of a table of `slots` keys `<prefix><slot number>`, each holding at most `value_len`
+/// bytes: the shape of every fixed-size slot table the filters keep.
+pub fn slot_table_bytes(slots: u32, prefix_len: usize, value_len: usize) -> u64 {
+    u64::from(slots).saturating_mul(shared_entry_bytes(
+        prefix_len + decimal_digits(slots),
+        value_len,
+    ))
+}
+
+/// How many decimal digits the largest number below `n` (a slot number) may have.
+pub fn decimal_digits(n: u32) -> usize {
+    n.max(1).ilog10() as usize + 1
+}
+
 /// `Ok` when `value` is at most `max` bytes long, else the error for `field`.
 pub fn check_len(value: &str, max: usize, field: impl Into<String>) -> Result<(), ConfigError> {
     if value.len() <= max {

@@ -3,7 +3,7 @@
 //! writes. Nothing is kept when no rule serves stale responses.
 
 use crate::config::{Config, Kind};
-use filter_common::limits::{shared_entry_bytes, MemoryBudget};
+use filter_common::limits::{slot_table_bytes, MemoryBudget};
 
 /// Slot keys are counted as if the plugin's root id were this long (Istio's `pluginName`s are short).
 pub const ROOT_ID_ALLOWANCE: usize = 64;
@@ -23,19 +23,16 @@ pub fn budget(config: &Config) -> MemoryBudget {
                 .is_some_and(|o| o.kind == Kind::Stale)
     });
     if stale {
-        let slots = config.cache.slots();
-        let key = "fallback//cache/".len() + ROOT_ID_ALLOWANCE + digits(slots);
-        let value = ENTRY_FIXED + config.cache.max_body_bytes;
         budget.add(
             "cache.maxBytes",
-            u64::from(slots).saturating_mul(shared_entry_bytes(key, value)),
+            slot_table_bytes(
+                config.cache.slots(),
+                "fallback//cache/".len() + ROOT_ID_ALLOWANCE,
+                ENTRY_FIXED + config.cache.max_body_bytes,
+            ),
         );
     }
     budget
-}
-
-fn digits(n: u32) -> usize {
-    n.max(1).ilog10() as usize + 1
 }
 
 #[cfg(test)]

@@ -3,23 +3,17 @@
 
 use crate::config::Config;
 use crate::correlation::{KEY_PREFIX, MAX_ENTRY_LEN};
-use filter_common::limits::{shared_entry_bytes, MemoryBudget};
+use filter_common::limits::{slot_table_bytes, MemoryBudget};
 
 pub fn budget(config: &Config) -> MemoryBudget {
     let mut budget = MemoryBudget::default();
     if config.correlation.enabled {
-        let slots = config.correlation.slots;
-        let key = KEY_PREFIX.len() + digits(slots);
         budget.add(
             "correlation.slots",
-            u64::from(slots).saturating_mul(shared_entry_bytes(key, MAX_ENTRY_LEN)),
+            slot_table_bytes(config.correlation.slots, KEY_PREFIX.len(), MAX_ENTRY_LEN),
         );
     }
     budget
-}
-
-fn digits(n: u32) -> usize {
-    n.max(1).ilog10() as usize + 1
 }
 
 #[cfg(test)]
