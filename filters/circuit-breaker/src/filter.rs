@@ -4,10 +4,10 @@
 //! the call, records it in this worker's stripe and opens the breaker when the window says so.
 //! Every host call goes through `filter_common::host`, which never panics.
 
-use crate::classify::{classify, Call, Outcome};
+use crate::classify::{judge, Call, Outcome};
 use crate::config::{BreakerConfig, Config, Mode};
 use crate::matching::{needs, select, Needs, Selected};
-use crate::state::{self, Decision, ProbeOutcome, Record, State};
+use crate::state::{self, Decision, Record, State};
 use crate::store::{self, Cas, Keys, ADMIT_ATTEMPTS, RESULT_ATTEMPTS};
 use crate::window::{evaluate, totals, Trip};
 use filter_common::host::{self, MapType};
@@ -349,35 +349,31 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
         response_flags: host::property_u64(&["response", "flags"]).unwrap_or(0),
         local_reply: call.local_reply.unwrap_or_else(made_in_proxy),
     };
-    let outcome = classify(&b.classify, &finished);
     let elapsed = call
         .elapsed_ns
         .unwrap_or_else(|| now.saturating_sub(call.started_ns));
     let slow = b
         .slow_call_duration
         .is_some_and(|limit| elapsed > limit.as_nanos_u64());
-    match outcome {
+    let verdict = judge(&b.classify, &finished, slow);
+    match verdict.outcome {
+        _ if verdict.cancelled => metrics.cancelled.inc(),
         Outcome::Success => metrics.success.inc(),
         Outcome::Failure => metrics.failure.inc(),
         Outcome::Ignore => metrics.ignored.inc(),
     }
-    if slow && outcome != Outcome::Ignore {
+    if verdict.slow {
         metrics.slow.inc();
     }
     let key = shared.keys.state(b, slot);
     if call.probe {
-        // A slow probe fails too: a breaker that watches latency must not close on slow calls.
-        let probe = match outcome {
-            Outcome::Success if !slow => ProbeOutcome::Success,
-            Outcome::Ignore => ProbeOutcome::Ignored,
-            _ => ProbeOutcome::Failure,
-        };
+        let probe = verdict.probe();
         update_state(shared, b, slot, &key, metrics, None, |rec, jitter| {
             state::on_probe_result(rec, call.gen, probe, now, b, jitter)
         });
         return;
     }
-    if outcome == Outcome::Ignore || call.gen == 0 {
+    if verdict.outcome == Outcome::Ignore || call.gen == 0 {
         return;
     }
     let stripes = store::record_and_collect(
@@ -386,8 +382,8 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
         b,
         call.gen,
         now,
-        outcome == Outcome::Failure,
-        slow,
+        verdict.outcome == Outcome::Failure,
+        verdict.slow,
     );
     let Some(trip) = evaluate(&totals(&stripes, call.gen, now, b), b) else {
         return;
@@ -469,6 +465,7 @@ struct BreakerMetrics {
     rejected: Counter,
     would_reject: Counter,
     ignored: Counter,
+    cancelled: Counter,
     probe: Counter,
     to_open: Counter,
     to_half_open: Counter,
@@ -497,6 +494,7 @@ impl BreakerMetrics {
             rejected: calls("rejected"),
             would_reject: calls("would_reject"),
             ignored: calls("ignored"),
+            cancelled: calls("cancelled"),
             probe: calls("probe"),
             to_open: transitions("open"),
             to_half_open: transitions("half_open"),
