@@ -8,6 +8,7 @@ pub mod classify;
 pub mod config;
 pub mod leases;
 pub mod matching;
+pub mod slots;
 pub mod state;
 pub mod store;
 pub mod window;
