@@ -2,6 +2,7 @@
 //! success. Every signal a sidecar has is available: HTTP status, gRPC status (headers or trailers) and
 //! Envoy's response flags.
 
+use crate::state::ProbeOutcome;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
@@ -24,9 +25,17 @@ pub enum EnvoyReason {
     Reset,
     NoHealthyUpstream,
     Overflow,
-    /// The stream ended without any response (status 0).
+    /// The stream ended without any response (status 0), and not because the caller gave up.
     NoResponse,
+    /// The caller gave up before any response: it closed its connection (`DC`: an HTTP/1.1 client
+    /// timeout) or reset its stream (`DR`: an HTTP/2 `RST_STREAM`, a gRPC cancel or deadline).
+    DownstreamCancel,
 }
+
+/// `DC`, `CoreResponseFlag::DownstreamConnectionTermination`.
+pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 1 << 14;
+/// `DR`, `CoreResponseFlag::DownstreamRemoteReset` (Envoy 1.30 and later).
+pub const DOWNSTREAM_REMOTE_RESET: u64 = 1 << 28;
 
 use filter_common::response_flags::{
     NO_HEALTHY_UPSTREAM, RESET, TIMEOUT, UPSTREAM_CONNECTION_FAILURE, UPSTREAM_OVERFLOW,
@@ -41,7 +50,8 @@ impl EnvoyReason {
             EnvoyReason::Reset => flags & RESET != 0,
             EnvoyReason::NoHealthyUpstream => flags & NO_HEALTHY_UPSTREAM != 0,
             EnvoyReason::Overflow => flags & UPSTREAM_OVERFLOW != 0,
-            EnvoyReason::NoResponse => call.status.is_none(),
+            EnvoyReason::NoResponse => call.status.is_none() && !call.downstream_cancel(),
+            EnvoyReason::DownstreamCancel => call.downstream_cancel(),
         }
     }
 }
@@ -72,6 +82,58 @@ pub struct Call {
     pub local_reply: bool,
 }
 
+impl Call {
+    /// The caller went away before any response. Once a response has started, its status decides
+    /// (an upstream 503 the caller stopped reading is still a 503).
+    pub fn downstream_cancel(&self) -> bool {
+        self.status.is_none()
+            && self.response_flags & (DOWNSTREAM_CONNECTION_TERMINATION | DOWNSTREAM_REMOTE_RESET)
+                != 0
+    }
+}
+
+/// How a finished call counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// What the window records; `Ignore` records nothing.
+    pub outcome: Outcome,
+    /// Slower than `slowCallDuration` (never for an ignored call).
+    pub slow: bool,
+    /// The caller gave up and no rule made that a failure or success: counted as `cancelled`.
+    pub cancelled: bool,
+}
+
+impl Verdict {
+    /// What the call says as a half-open probe. A slow probe fails too: a breaker that watches latency
+    /// must not close on slow calls.
+    pub fn probe(&self) -> ProbeOutcome {
+        match self.outcome {
+            Outcome::Success if !self.slow => ProbeOutcome::Success,
+            Outcome::Ignore => ProbeOutcome::Ignored,
+            _ => ProbeOutcome::Failure,
+        }
+    }
+}
+
+/// Classifies a finished call; `slow`: it took longer than `slowCallDuration` (to its response
+/// headers, or to its end when it had none).
+pub fn judge(rules: &[Rule], call: &Call, slow: bool) -> Verdict {
+    let outcome = classify(rules, call);
+    let cancelled = outcome == Outcome::Ignore && call.downstream_cancel();
+    // A caller that gave up on a call already slower than slowCallDuration has seen a slow dependency:
+    // that much counts (as a slow call, not a failure). A quicker cancel counts for nothing.
+    let outcome = if cancelled && slow {
+        Outcome::Success
+    } else {
+        outcome
+    };
+    Verdict {
+        outcome,
+        slow: slow && outcome != Outcome::Ignore,
+        cancelled,
+    }
+}
+
 pub fn classify(rules: &[Rule], call: &Call) -> Outcome {
     // A reply made in this proxy without any upstream failure (a later filter's rejection, a rate limit,
     // a missing route) says nothing about the dependency: it must neither trip nor close a breaker.
@@ -88,7 +150,17 @@ pub fn classify(rules: &[Rule], call: &Call) -> Outcome {
             Condition::GrpcStatus(codes) => call.grpc_status.is_some_and(|g| codes.contains(&g)),
             Condition::Envoy(reasons) => reasons.iter().any(|r| r.matches(call)),
         })
-        .map_or(Outcome::Success, |rule| rule.outcome)
+        .map_or_else(
+            // No rule names it: a caller giving up is no evidence either way.
+            || {
+                if call.downstream_cancel() {
+                    Outcome::Ignore
+                } else {
+                    Outcome::Success
+                }
+            },
+            |rule| rule.outcome,
+        )
 }
 
 impl<'de> Deserialize<'de> for Rule {
@@ -214,6 +286,82 @@ mod tests {
             Outcome::Failure,
             "no response at all still counts"
         );
+    }
+
+    fn cancelled(flags: u64) -> Call {
+        Call {
+            status: None,
+            response_flags: flags,
+            ..Call::default()
+        }
+    }
+
+    #[test]
+    fn a_caller_giving_up_is_ignored_by_default() {
+        let rules = default_rules();
+        for flags in [DOWNSTREAM_CONNECTION_TERMINATION, DOWNSTREAM_REMOTE_RESET] {
+            let call = cancelled(flags);
+            assert_eq!(classify(&rules, &call), Outcome::Ignore, "{flags:#x}");
+            assert_eq!(
+                judge(&rules, &call, false),
+                Verdict {
+                    outcome: Outcome::Ignore,
+                    slow: false,
+                    cancelled: true
+                }
+            );
+            assert_eq!(judge(&rules, &call, false).probe(), ProbeOutcome::Ignored);
+        }
+        // Slower than slowCallDuration when the caller gave up: a slow call, not a failure.
+        let slow = judge(&rules, &cancelled(DOWNSTREAM_CONNECTION_TERMINATION), true);
+        assert_eq!(
+            slow,
+            Verdict {
+                outcome: Outcome::Success,
+                slow: true,
+                cancelled: true
+            }
+        );
+        assert_eq!(slow.probe(), ProbeOutcome::Failure, "a slow probe fails");
+        // Envoy's own upstream failure seen before the caller left still counts.
+        let refused = cancelled(DOWNSTREAM_CONNECTION_TERMINATION | UPSTREAM_CONNECTION_FAILURE);
+        assert_eq!(classify(&rules, &refused), Outcome::Failure);
+        assert!(!judge(&rules, &refused, false).cancelled);
+        // Once a response started, its status decides.
+        let answered = Call {
+            status: Some(503),
+            response_flags: DOWNSTREAM_CONNECTION_TERMINATION,
+            ..Call::default()
+        };
+        assert!(!answered.downstream_cancel());
+        assert_eq!(classify(&rules, &answered), Outcome::Failure);
+        // A stream that ends without a response and without a cancel is still noResponse.
+        assert_eq!(classify(&rules, &cancelled(0)), Outcome::Failure);
+    }
+
+    #[test]
+    fn rules_can_name_downstream_cancels() {
+        let rules: Vec<Rule> = serde_json::from_str(
+            r#"[{"envoy": ["downstreamCancel"], "outcome": "failure"},
+                {"envoy": ["noResponse"], "outcome": "success"}]"#,
+        )
+        .unwrap();
+        let call = cancelled(DOWNSTREAM_REMOTE_RESET);
+        assert_eq!(classify(&rules, &call), Outcome::Failure);
+        assert_eq!(
+            judge(&rules, &call, false),
+            Verdict {
+                outcome: Outcome::Failure,
+                slow: false,
+                cancelled: false
+            }
+        );
+        assert_eq!(classify(&rules, &cancelled(0)), Outcome::Success);
+        // Rules that do not name it (written before it existed) ignore a cancel, not count a success.
+        let rules: Vec<Rule> =
+            serde_json::from_str(r#"[{"envoy": ["noResponse"], "outcome": "failure"}]"#).unwrap();
+        assert_eq!(classify(&rules, &call), Outcome::Ignore);
+        assert_eq!(classify(&rules, &cancelled(0)), Outcome::Failure);
     }
 
     #[test]

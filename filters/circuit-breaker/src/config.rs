@@ -111,6 +111,11 @@ pub fn default_rules() -> Vec<Rule> {
                 NoResponse,
             ]),
         },
+        // After Envoy's upstream failures: a caller that leaves after one was seen does not hide it.
+        Rule {
+            outcome: Outcome::Ignore,
+            condition: Condition::Envoy(vec![DownstreamCancel]),
+        },
         Rule {
             outcome: Outcome::Success,
             condition: Condition::Status(StatusSet(vec![StatusRange(501, 501)])),

@@ -4,10 +4,11 @@
 //! the call, records it in this worker's stripe and opens the breaker when the window says so.
 //! Every host call goes through `filter_common::host`, which never panics.
 
-use crate::classify::{classify, Call, Outcome};
+use crate::classify::{judge, Call, Outcome};
 use crate::config::{BreakerConfig, Config, Mode};
 use crate::matching::{needs, select, Needs, Selected};
-use crate::state::{self, Decision, ProbeOutcome, Record, State};
+use crate::slots::{self, Admission, Seed};
+use crate::state::{self, Decision, Record, State};
 use crate::store::{self, Cas, Keys, ADMIT_ATTEMPTS, RESULT_ATTEMPTS};
 use crate::window::{evaluate, totals, Trip};
 use filter_common::host::{self, MapType};
@@ -16,7 +17,7 @@ use filter_common::metrics::{tagged_name, Counter, Gauge};
 use filter_common::plugin::load_config;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 const FILTER: &str = "circuit-breaker";
@@ -31,6 +32,8 @@ struct Shared {
     config: Config,
     needs: Needs,
     keys: Keys,
+    /// Keys every key's fingerprint (the same in every worker VM).
+    seed: Seed,
     metrics: Vec<BreakerMetrics>,
     ids: RefCell<IdGenerator>,
 }
@@ -59,6 +62,12 @@ impl RootContext for BreakerRoot {
         let root_id = host::plugin_root_id();
         let keys = Keys::new(&root_id);
         store::create_records(&keys, &config.breakers);
+        let seed = store::key_seed(&keys).unwrap_or_else(|| {
+            log::warn!(
+                "{FILTER}: no shared fingerprint seed; keys are fingerprinted with a fixed one"
+            );
+            Seed::default()
+        });
         if !host::set_tick_period(LEASE_TICK_MS) {
             log::warn!("{FILTER}: no timer: an idle worker's calls stop counting after 5 minutes");
         }
@@ -71,6 +80,7 @@ impl RootContext for BreakerRoot {
                 .collect(),
             ids: RefCell::new(IdGenerator::from_entropy(host::now_nanos())),
             keys,
+            seed,
             config,
         }));
         true
@@ -92,7 +102,9 @@ impl RootContext for BreakerRoot {
 
 /// A call this filter admitted, remembered until the stream ends.
 struct AdmittedCall {
-    selected: Selected,
+    breaker: usize,
+    /// The slot of the call's key, found at admission.
+    slot: u32,
     gen: u32,
     probe: bool,
     grpc: bool,
@@ -125,7 +137,7 @@ impl HttpContext for BreakerStream {
             return Action::Continue;
         };
         let info = shared.needs.load();
-        let Some(selected) = select(&shared.config, &info) else {
+        let Some(selected) = select(&shared.config, &info, &shared.seed) else {
             return Action::Continue;
         };
         let (Some(b), Some(metrics)) = (
@@ -145,8 +157,23 @@ impl HttpContext for BreakerStream {
             self.reject(&shared, b, grpc, "forced-open", None, now);
             return Action::Pause;
         }
+        let (slot, decision) = match admit(&shared, b, selected, now, metrics) {
+            Admission::Slot(slot, decision) => (slot, decision),
+            // No slot for this key: it passes unprotected rather than share another key's state.
+            Admission::Overflow => {
+                metrics.keys_overflow.inc();
+                if !metrics.warned_overflow.replace(true) {
+                    log::warn!(
+                        "{FILTER}: breaker {}: every slot a new key may use is owned by another key; such keys pass unprotected (counted in circuit_breaker_keys_overflow, raise maxKeys)",
+                        b.name
+                    );
+                }
+                return Action::Continue;
+            }
+        };
         let admitted = |gen, probe| AdmittedCall {
-            selected,
+            breaker: selected.breaker,
+            slot,
             gen,
             probe,
             grpc,
@@ -156,7 +183,7 @@ impl HttpContext for BreakerStream {
             local_reply: None,
             elapsed_ns: None,
         };
-        match admit(&shared, b, selected.slot, now, metrics) {
+        match decision {
             Decision::Admit { gen } => self.call = Some(admitted(gen, false)),
             Decision::Probe { gen } => {
                 metrics.probe.inc();
@@ -286,34 +313,26 @@ fn state_label(state: State) -> &'static str {
     }
 }
 
-/// Reads the key's record and applies `on_request`, writing any change with CAS.
+/// Finds the key's slot (claiming one if it has none) and applies `on_request` to its record,
+/// writing any change with CAS. A key in its home slot reads one record, as before slots had owners.
 fn admit(
     shared: &Shared,
     b: &BreakerConfig,
-    slot: u32,
+    selected: Selected,
     now: u64,
     metrics: &BreakerMetrics,
-) -> Decision {
-    let key = shared.keys.state(b, slot);
-    match store::update(&key, ADMIT_ATTEMPTS, |rec| {
-        let step = state::on_request(rec, now, b, jitter_unit(shared));
-        (step.decision, step.write)
-    }) {
-        Cas::Written(decision, before, Some(after)) => {
-            transitioned(b, slot, &before, &after, metrics, None);
-            decision
+) -> Admission {
+    let jitter = jitter_unit(shared);
+    slots::admit(selected.key, now, b, jitter, |slot, change| {
+        let key = shared.keys.state(b, slot);
+        match store::update(&key, ADMIT_ATTEMPTS, change) {
+            Cas::Written(look, before, Some(after)) => {
+                transitioned(b, slot, &before, &after, metrics, None);
+                Cas::Written(look, before, Some(after))
+            }
+            other => other,
         }
-        Cas::Written(decision, _, None) => decision,
-        // Every attempt lost a race for a state change or a probe permit: other workers are probing,
-        // so this request waits its turn like any request beyond the permits.
-        Cas::Exhausted(_) => Decision::Reject {
-            state: State::HalfOpen,
-            retry_at_ns: now.saturating_add(1_000_000_000),
-        },
-        // Shared data failed: a breaker that cannot read its state must not take traffic down.
-        // Generation 0 matches no record, so the call is counted in metrics but decides nothing.
-        Cas::Failed => Decision::Admit { gen: 0 },
-    }
+    })
 }
 
 fn jitter_unit(shared: &Shared) -> f64 {
@@ -330,7 +349,7 @@ fn made_in_proxy() -> bool {
 /// Classifies the finished call and records it: a probe decides the half-open breaker; another call goes
 /// into this worker's stripe of the closed window it was admitted in.
 fn record_call(shared: &Shared, call: &AdmittedCall) {
-    let Selected { breaker, slot } = call.selected;
+    let (breaker, slot) = (call.breaker, call.slot);
     let (Some(b), Some(metrics)) = (
         shared.config.breakers.get(breaker),
         shared.metrics.get(breaker),
@@ -349,35 +368,31 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
         response_flags: host::property_u64(&["response", "flags"]).unwrap_or(0),
         local_reply: call.local_reply.unwrap_or_else(made_in_proxy),
     };
-    let outcome = classify(&b.classify, &finished);
     let elapsed = call
         .elapsed_ns
         .unwrap_or_else(|| now.saturating_sub(call.started_ns));
     let slow = b
         .slow_call_duration
         .is_some_and(|limit| elapsed > limit.as_nanos_u64());
-    match outcome {
+    let verdict = judge(&b.classify, &finished, slow);
+    match verdict.outcome {
+        _ if verdict.cancelled => metrics.cancelled.inc(),
         Outcome::Success => metrics.success.inc(),
         Outcome::Failure => metrics.failure.inc(),
         Outcome::Ignore => metrics.ignored.inc(),
     }
-    if slow && outcome != Outcome::Ignore {
+    if verdict.slow {
         metrics.slow.inc();
     }
     let key = shared.keys.state(b, slot);
     if call.probe {
-        // A slow probe fails too: a breaker that watches latency must not close on slow calls.
-        let probe = match outcome {
-            Outcome::Success if !slow => ProbeOutcome::Success,
-            Outcome::Ignore => ProbeOutcome::Ignored,
-            _ => ProbeOutcome::Failure,
-        };
+        let probe = verdict.probe();
         update_state(shared, b, slot, &key, metrics, None, |rec, jitter| {
             state::on_probe_result(rec, call.gen, probe, now, b, jitter)
         });
         return;
     }
-    if outcome == Outcome::Ignore || call.gen == 0 {
+    if verdict.outcome == Outcome::Ignore || call.gen == 0 {
         return;
     }
     let stripes = store::record_and_collect(
@@ -386,8 +401,8 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
         b,
         call.gen,
         now,
-        outcome == Outcome::Failure,
-        slow,
+        verdict.outcome == Outcome::Failure,
+        verdict.slow,
     );
     let Some(trip) = evaluate(&totals(&stripes, call.gen, now, b), b) else {
         return;
@@ -469,7 +484,11 @@ struct BreakerMetrics {
     rejected: Counter,
     would_reject: Counter,
     ignored: Counter,
+    cancelled: Counter,
     probe: Counter,
+    keys_overflow: Counter,
+    /// Whether this VM has logged that keys overflow.
+    warned_overflow: Cell<bool>,
     to_open: Counter,
     to_half_open: Counter,
     to_closed: Counter,
@@ -497,7 +516,13 @@ impl BreakerMetrics {
             rejected: calls("rejected"),
             would_reject: calls("would_reject"),
             ignored: calls("ignored"),
+            cancelled: calls("cancelled"),
             probe: calls("probe"),
+            keys_overflow: Counter::define(&tagged_name(
+                "circuit_breaker_keys_overflow",
+                &[("breaker", breaker)],
+            )),
+            warned_overflow: Cell::new(false),
             to_open: transitions("open"),
             to_half_open: transitions("half_open"),
             to_closed: transitions("closed"),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod leases;
 pub mod matching;
 pub mod memory;
+pub mod slots;
 pub mod state;
 pub mod store;
 pub mod window;

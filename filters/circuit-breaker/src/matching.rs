@@ -2,6 +2,7 @@
 //! attributes some breaker needs, once per request.
 
 use crate::config::{BreakerConfig, Config, KeyBy};
+use crate::slots::{fingerprint, Seed};
 pub use filter_common::matching::{Needs, RequestInfo};
 
 /// The attributes a configuration needs: those its matches and keys name.
@@ -20,14 +21,15 @@ pub fn needs(config: &Config) -> Needs {
     n
 }
 
-/// The breaker a request belongs to: its index and key slot.
+/// The breaker a request belongs to: its index and its key's fingerprint
+/// ([`crate::slots::fingerprint`]; an unkeyed breaker has one key, the empty one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Selected {
     pub breaker: usize,
-    pub slot: u32,
+    pub key: u64,
 }
 
-pub fn select(config: &Config, info: &RequestInfo) -> Option<Selected> {
+pub fn select(config: &Config, info: &RequestInfo, seed: &Seed) -> Option<Selected> {
     config
         .breakers
         .iter()
@@ -35,24 +37,20 @@ pub fn select(config: &Config, info: &RequestInfo) -> Option<Selected> {
         .and_then(|i| {
             config.breakers.get(i).map(|b| Selected {
                 breaker: i,
-                slot: slot(b, info),
+                key: fingerprint(seed, key(b, info)),
             })
         })
 }
 
-/// Keys hash into `maxKeys` slots, which bounds memory whatever the key values are.
-fn slot(b: &BreakerConfig, info: &RequestInfo) -> u32 {
-    let key: &[u8] = match &b.key_by {
-        None => return 0,
+/// The key's value; a missing attribute is the empty key.
+fn key<'a>(b: &BreakerConfig, info: &'a RequestInfo) -> &'a [u8] {
+    match &b.key_by {
+        None => b"",
         Some(KeyBy::Cluster) => info.cluster.as_deref().unwrap_or("").as_bytes(),
         Some(KeyBy::Route) => info.route.as_deref().unwrap_or("").as_bytes(),
         Some(KeyBy::Authority) => info.authority.as_deref().unwrap_or("").as_bytes(),
         Some(KeyBy::Header(h)) => info.header(h).unwrap_or(b""),
-    };
-    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    (hash % u64::from(b.max_keys.max(1))) as u32
+    }
 }
 
 #[cfg(test)]
@@ -60,6 +58,8 @@ fn slot(b: &BreakerConfig, info: &RequestInfo) -> u32 {
 mod tests {
     use super::*;
     use filter_common::config::parse;
+
+    const SEED: Seed = Seed([3, 4]);
 
     fn config(json: &str) -> Config {
         parse(Some(json.as_bytes())).unwrap()
@@ -85,32 +85,34 @@ mod tests {
                   "header": {"name": "x-tenant", "value": "acme"}}},
                 {"name": "all"}]}"#,
         );
-        assert_eq!(select(&c, &info()).unwrap().breaker, 1);
+        assert_eq!(select(&c, &info(), &SEED).unwrap().breaker, 1);
         let mut other = info();
         other.headers.clear();
-        assert_eq!(select(&c, &other).unwrap().breaker, 2, "header required");
+        assert_eq!(
+            select(&c, &other, &SEED).unwrap().breaker,
+            2,
+            "header required"
+        );
         let c = config(r#"{"breakers": [{"name": "x", "match": {"route": "other"}}]}"#);
-        assert_eq!(select(&c, &info()), None);
+        assert_eq!(select(&c, &info(), &SEED), None);
     }
 
     #[test]
-    fn keys_split_a_breaker_within_bounds() {
+    fn keys_are_fingerprinted_per_breaker_key() {
         let c =
             config(r#"{"breakers": [{"name": "t", "keyBy": "header:x-tenant", "maxKeys": 1000}]}"#);
         let mut a = info();
-        let s1 = select(&c, &a).unwrap().slot;
+        let k1 = select(&c, &a, &SEED).unwrap().key;
+        assert_eq!(k1, fingerprint(&SEED, b"acme"));
         a.headers = vec![("x-tenant".into(), b"globex".to_vec())];
-        let s2 = select(&c, &a).unwrap().slot;
-        assert_ne!(s1, s2);
-        let c =
-            config(r#"{"breakers": [{"name": "t", "keyBy": "header:x-tenant", "maxKeys": 4}]}"#);
-        for i in 0..100 {
-            let mut r = info();
-            r.headers = vec![("x-tenant".into(), format!("t{i}").into_bytes())];
-            assert!(select(&c, &r).unwrap().slot < 4);
-        }
+        assert_ne!(select(&c, &a, &SEED).unwrap().key, k1);
+        a.headers.clear();
+        assert_eq!(select(&c, &a, &SEED).unwrap().key, fingerprint(&SEED, b""));
         let c = config(r#"{"breakers": [{"name": "one"}]}"#);
-        assert_eq!(select(&c, &info()).unwrap().slot, 0);
+        assert_eq!(
+            select(&c, &info(), &SEED).unwrap().key,
+            fingerprint(&SEED, b"")
+        );
     }
 
     #[test]

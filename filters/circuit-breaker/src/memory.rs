@@ -39,10 +39,13 @@ pub fn budget(config: &Config) -> MemoryBudget {
     for (i, b) in config.breakers.iter().enumerate() {
         budget.add(format!("breakers[{i}].maxKeys"), breaker_bytes(b));
     }
+    // The lease table and the key fingerprint seed, one entry each.
     let lease_key = "circuit-breaker//leases".len() + ROOT_ID_ALLOWANCE;
+    let seed_key = "circuit-breaker//seed".len() + ROOT_ID_ALLOWANCE;
     budget.add(
         "maxSharedMemory",
-        shared_entry_bytes(lease_key, 1 + 16 * MAX_STRIPES),
+        shared_entry_bytes(lease_key, 1 + 16 * MAX_STRIPES)
+            + shared_entry_bytes(seed_key, crate::slots::Seed::default().encode().len()),
     );
     budget
 }

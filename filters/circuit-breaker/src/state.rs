@@ -1,6 +1,7 @@
 //! The breaker's state machine, shared by every worker through one small shared-data record per breaker
 //! key. Each function takes the record as read and returns the record to write (with compare-and-swap),
-//! or `None` when nothing changes. The closed state needs no write at all, so healthy traffic only reads.
+//! or `None` when nothing changes. The closed state writes only to mark its slot in use, once in a
+//! while, so healthy traffic nearly only reads.
 
 use crate::config::BreakerConfig;
 
@@ -33,6 +34,11 @@ pub struct Record {
     pub until_ns: u64,
     pub probes_admitted: u32,
     pub probes_succeeded: u32,
+    /// Fingerprint of the key that owns this slot ([`crate::slots::fingerprint`]); 0: no key.
+    pub owner: u64,
+    /// When the owner last used the slot: refreshed by an admitted call at most every
+    /// [`crate::slots::touch_interval_ns`], and by every transition. Frees an idle closed slot.
+    pub used_ns: u64,
 }
 
 impl Default for Record {
@@ -44,6 +50,8 @@ impl Default for Record {
             until_ns: 0,
             probes_admitted: 0,
             probes_succeeded: 0,
+            owner: 0,
+            used_ns: 0,
         }
     }
 }
@@ -91,24 +99,36 @@ fn deadline_passed(rec: &Record, now_ns: u64, cfg: &BreakerConfig) -> bool {
     now_ns >= rec.until_ns || rec.until_ns - now_ns > longest
 }
 
+/// The generation after `gen`. Never 0: generation 0 marks calls that decide nothing.
+fn next_gen(gen: u32) -> u32 {
+    gen.wrapping_add(1).max(1)
+}
+
 fn opened(rec: &Record, now_ns: u64, cfg: &BreakerConfig, jitter_unit: f64) -> Record {
     let trips = rec.trips.saturating_add(1);
     Record {
         state: State::Open,
-        gen: rec.gen.wrapping_add(1),
+        gen: next_gen(rec.gen),
         trips,
         until_ns: now_ns.saturating_add(open_duration_ns(cfg, trips, jitter_unit)),
         probes_admitted: 0,
         probes_succeeded: 0,
+        used_ns: now_ns,
+        ..*rec
     }
 }
 
 /// Admission of a new request.
 pub fn on_request(rec: &Record, now_ns: u64, cfg: &BreakerConfig, jitter_unit: f64) -> Step {
     match rec.state {
+        // Healthy traffic only reads, but for marking the slot in use every so often.
         State::Closed => Step {
             decision: Decision::Admit { gen: rec.gen },
-            write: None,
+            write: (now_ns.abs_diff(rec.used_ns) >= crate::slots::touch_interval_ns(cfg))
+                .then_some(Record {
+                    used_ns: now_ns,
+                    ..*rec
+                }),
         },
         State::Open if !deadline_passed(rec, now_ns, cfg) => Step {
             decision: Decision::Reject {
@@ -120,11 +140,12 @@ pub fn on_request(rec: &Record, now_ns: u64, cfg: &BreakerConfig, jitter_unit: f
         State::Open => {
             let half_open = Record {
                 state: State::HalfOpen,
-                gen: rec.gen.wrapping_add(1),
-                trips: rec.trips,
+                gen: next_gen(rec.gen),
                 until_ns: now_ns.saturating_add(cfg.max_half_open_duration.as_nanos_u64()),
                 probes_admitted: 1,
                 probes_succeeded: 0,
+                used_ns: now_ns,
+                ..*rec
             };
             Step {
                 decision: Decision::Probe { gen: half_open.gen },
@@ -176,11 +197,13 @@ pub fn on_probe_result(
         ProbeOutcome::Failure => opened(rec, now_ns, cfg, jitter_unit),
         ProbeOutcome::Success if rec.probes_succeeded + 1 >= cfg.half_open_probes => Record {
             state: State::Closed,
-            gen: rec.gen.wrapping_add(1),
+            gen: next_gen(rec.gen),
             trips: 0,
             until_ns: 0,
             probes_admitted: 0,
             probes_succeeded: 0,
+            used_ns: now_ns,
+            ..*rec
         },
         ProbeOutcome::Success => Record {
             probes_succeeded: rec.probes_succeeded + 1,
@@ -212,7 +235,33 @@ pub fn on_trip(
     (rec.state == State::Closed && rec.gen == gen).then(|| opened(rec, now_ns, cfg, jitter_unit))
 }
 
-const RECORD_LEN: usize = 25;
+/// The slot is free for another key: no key owns it, or its owner's breaker is closed and was not
+/// used for a full window (so its window is empty too).
+pub fn is_free(rec: &Record, now_ns: u64, cfg: &BreakerConfig) -> bool {
+    rec.owner == 0
+        || (rec.state == State::Closed
+            && now_ns.saturating_sub(rec.used_ns) >= crate::slots::idle_after_ns(cfg))
+}
+
+/// `rec`'s slot taken by the key `owner`: a new closed breaker, in a new generation, so every window
+/// stripe of the slot starts empty and calls of the previous owner still in flight count nowhere.
+pub fn claimed(rec: &Record, owner: u64, now_ns: u64) -> Record {
+    Record {
+        state: State::Closed,
+        gen: next_gen(rec.gen),
+        trips: 0,
+        until_ns: 0,
+        probes_admitted: 0,
+        probes_succeeded: 0,
+        owner,
+        used_ns: now_ns,
+    }
+}
+
+/// Records written before slots had owners (no owner, no use time): read as free slots.
+const LEGACY_RECORD_LEN: usize = 25;
+/// Bytes of one record in shared data.
+pub const RECORD_LEN: usize = LEGACY_RECORD_LEN + 16;
 
 impl Record {
     pub fn encode(&self) -> [u8; RECORD_LEN] {
@@ -222,13 +271,15 @@ impl Record {
             State::Open => 1,
             State::HalfOpen => 2,
         };
-        let parts: [&[u8]; 6] = [
+        let parts: [&[u8]; 8] = [
             &[state],
             &self.gen.to_le_bytes(),
             &self.trips.to_le_bytes(),
             &self.until_ns.to_le_bytes(),
             &self.probes_admitted.to_le_bytes(),
             &self.probes_succeeded.to_le_bytes(),
+            &self.owner.to_le_bytes(),
+            &self.used_ns.to_le_bytes(),
         ];
         for (dst, src) in out.iter_mut().zip(parts.iter().flat_map(|p| p.iter())) {
             *dst = *src;
@@ -237,13 +288,18 @@ impl Record {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Record> {
-        let b: &[u8; RECORD_LEN] = bytes.try_into().ok()?;
-        let (state, rest) = b.split_first()?;
+        if bytes.len() != RECORD_LEN && bytes.len() != LEGACY_RECORD_LEN {
+            return None;
+        }
+        let (state, rest) = bytes.split_first()?;
         let (gen, rest) = rest.split_first_chunk::<4>()?;
         let (trips, rest) = rest.split_first_chunk::<4>()?;
         let (until, rest) = rest.split_first_chunk::<8>()?;
         let (admitted, rest) = rest.split_first_chunk::<4>()?;
-        let (succeeded, _) = rest.split_first_chunk::<4>()?;
+        let (succeeded, rest) = rest.split_first_chunk::<4>()?;
+        // A legacy record has neither: no owner, so its slot is free.
+        let (owner, rest) = rest.split_first_chunk::<8>().unwrap_or((&[0; 8], rest));
+        let (used, _) = rest.split_first_chunk::<8>().unwrap_or((&[0; 8], rest));
         Some(Record {
             state: match state {
                 0 => State::Closed,
@@ -256,6 +312,8 @@ impl Record {
             until_ns: u64::from_le_bytes(*until),
             probes_admitted: u32::from_le_bytes(*admitted),
             probes_succeeded: u32::from_le_bytes(*succeeded),
+            owner: u64::from_le_bytes(*owner),
+            used_ns: u64::from_le_bytes(*used),
         })
     }
 }
@@ -393,6 +451,76 @@ mod tests {
     }
 
     #[test]
+    fn closed_traffic_marks_the_slot_in_use_every_so_often() {
+        // Window 8 s: touched at most every 2 s, free 10 s after the last touch.
+        let c = cfg(r#"{"window": {"duration": "8s"}}"#);
+        let rec = claimed(&Record::default(), 7, 100 * SEC);
+        assert_eq!(
+            (rec.state, rec.gen, rec.owner, rec.used_ns),
+            (State::Closed, 2, 7, 100 * SEC)
+        );
+        assert_eq!(on_request(&rec, 101 * SEC, &c, 0.0).write, None);
+        let touched = on_request(&rec, 102 * SEC, &c, 0.0).write.unwrap();
+        assert_eq!(
+            touched,
+            Record {
+                used_ns: 102 * SEC,
+                ..rec
+            }
+        );
+        assert!(!is_free(&touched, 111 * SEC, &c));
+        assert!(is_free(&touched, 112 * SEC, &c));
+        // A clock stepping back re-marks the slot rather than freezing the mark in the future.
+        assert!(on_request(&touched, 50 * SEC, &c, 0.0).write.is_some());
+    }
+
+    #[test]
+    fn only_closed_idle_or_unowned_slots_are_free_and_claims_start_afresh() {
+        let c = cfg(r#"{"window": {"duration": "4s"}, "openDuration": "1s", "openJitter": 0}"#);
+        assert!(is_free(&Record::default(), 0, &c), "never owned");
+        let rec = claimed(&Record::default(), 9, 0);
+        assert!(
+            !is_free(&rec, 4 * SEC, &c),
+            "used within the window and a quarter"
+        );
+        assert!(is_free(&rec, 5 * SEC, &c));
+        let open = on_trip(&rec, rec.gen, 0, &c, 0.0).unwrap();
+        assert_eq!(
+            (open.owner, open.used_ns),
+            (9, 0),
+            "transitions keep the owner"
+        );
+        assert!(
+            !is_free(&open, 3_600 * SEC, &c),
+            "an open key keeps its slot"
+        );
+        let taken = claimed(&open, 11, 3_600 * SEC);
+        assert_eq!(
+            taken,
+            Record {
+                state: State::Closed,
+                gen: open.gen + 1,
+                trips: 0,
+                until_ns: 0,
+                probes_admitted: 0,
+                probes_succeeded: 0,
+                owner: 11,
+                used_ns: 3_600 * SEC
+            }
+        );
+        // Generations skip 0, which marks calls that decide nothing.
+        let wrapped = claimed(
+            &Record {
+                gen: u32::MAX,
+                ..rec
+            },
+            1,
+            0,
+        );
+        assert_eq!(wrapped.gen, 1);
+    }
+
+    #[test]
     fn jitter_stays_within_bounds() {
         let c = cfg(r#"{"openDuration": "10s", "openJitter": 0.2}"#);
         assert_eq!(open_duration_ns(&c, 1, -1.0), 8 * SEC);
@@ -431,9 +559,25 @@ mod tests {
             until_ns: 99,
             probes_admitted: 3,
             probes_succeeded: 1,
+            owner: 0xfeed_beef_0000_0001,
+            used_ns: 12,
         };
         assert_eq!(Record::decode(&r.encode()), Some(r));
         assert_eq!(Record::decode(&[0; 24]), None);
+        assert_eq!(Record::decode(&[0; 26]), None);
+        assert_eq!(Record::decode(&[0; 40]), None);
+        // A record of an earlier version (25 bytes): its state, no owner, so a free slot.
+        let legacy = &r.encode()[..25];
+        let read = Record::decode(legacy).unwrap();
+        assert_eq!(
+            read,
+            Record {
+                owner: 0,
+                used_ns: 0,
+                ..r
+            }
+        );
+        assert!(is_free(&read, 0, &cfg("{}")));
         let mut bad = r.encode();
         bad[0] = 9;
         assert_eq!(Record::decode(&bad), None);

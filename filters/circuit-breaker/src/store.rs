@@ -4,6 +4,7 @@
 
 use crate::config::BreakerConfig;
 use crate::leases::Table;
+use crate::slots::Seed;
 use crate::state::Record;
 use crate::window::Stripe;
 use filter_common::host::{self, SharedWrite};
@@ -61,6 +62,32 @@ impl Keys {
 
     fn leases(&self) -> &str {
         &self.leases
+    }
+
+    fn seed(&self) -> String {
+        format!("{}seed", self.prefix)
+    }
+}
+
+/// The sidecar's fingerprint seed: the one in shared data, or a new random one stored there by the
+/// first VM to configure (Envoy's canary, before any worker serves), so every worker fingerprints keys
+/// alike, across configuration pushes too. `None` when shared data fails.
+pub fn key_seed(keys: &Keys) -> Option<Seed> {
+    let key = keys.seed();
+    if let Ok(Some((bytes, _))) = host::shared_data(&key) {
+        if let Some(seed) = Seed::decode(&bytes) {
+            return Some(seed);
+        }
+    }
+    let mut ids = IdGenerator::from_entropy(host::now_nanos());
+    let fresh = Seed([ids.next_u64(), ids.next_u64()]);
+    if let SharedWrite::Failed(e) = host::set_shared_data(&key, &fresh.encode(), 0) {
+        log::warn!("circuit-breaker: could not create {key}: {e}");
+    }
+    // Read back: whichever VM wrote last, every VM uses the stored seed.
+    match host::shared_data(&key) {
+        Ok(Some((bytes, _))) => Seed::decode(&bytes),
+        _ => None,
     }
 }
 

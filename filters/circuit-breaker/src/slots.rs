@@ -1,0 +1,359 @@
+//! Which of a breaker's `maxKeys` slots holds a key's state. A slot remembers the 64-bit fingerprint of
+//! the key that owns it, so two keys never share a breaker: a key looks in its home slot and the next
+//! few ([`PROBES`]), uses the one it owns, else claims the first free one (with compare-and-swap on the
+//! record, so two workers cannot both claim it), else passes unprotected (an overflow). A slot is free
+//! when no key owns it, or when its owner's breaker is closed and was not used for a full window.
+
+use crate::config::BreakerConfig;
+use crate::state::{self, Decision, Record, State};
+use crate::store::Cas;
+
+/// Slots a key may live in: its home slot and the next ones. Few, so that a key that is nowhere costs
+/// a bounded number of reads.
+pub const PROBES: u32 = 4;
+
+/// The secret that keys fingerprints, one per sidecar (kept in shared data): callers that choose key
+/// values cannot compute colliding ones, nor aim at a victim's slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Seed(pub [u64; 2]);
+
+impl Seed {
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0; 16];
+        for (dst, src) in out
+            .iter_mut()
+            .zip(self.0.iter().flat_map(|k| k.to_le_bytes()))
+        {
+            *dst = src;
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Seed> {
+        let (k0, rest) = bytes.split_first_chunk::<8>()?;
+        let k1: &[u8; 8] = rest.try_into().ok()?;
+        Some(Seed([u64::from_le_bytes(*k0), u64::from_le_bytes(*k1)]))
+    }
+}
+
+/// A key's fingerprint: keyed SipHash-2-4 of its bytes, never 0 (0 marks a slot nobody owns).
+pub fn fingerprint(seed: &Seed, key: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    // `SipHasher` is deprecated only in favour of `DefaultHasher`, whose keys cannot be chosen; every
+    // worker VM must compute the same fingerprint.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new_with_keys(seed.0[0], seed.0[1]);
+    h.write(key);
+    h.finish().max(1)
+}
+
+/// The slots `fingerprint` may live in, home slot first (distinct, fewer when `maxKeys` is smaller).
+pub fn probes(fingerprint: u64, max_keys: u32) -> impl Iterator<Item = u32> {
+    let n = u64::from(max_keys.max(1));
+    let home = fingerprint % n;
+    (0..u64::from(PROBES).min(n)).map(move |i| ((home + i) % n) as u32)
+}
+
+/// How often an owner's admitted calls mark its slot in use: a quarter of the window, so that healthy
+/// traffic writes the record at most four times a window (per sidecar: the mark is shared).
+pub fn touch_interval_ns(cfg: &BreakerConfig) -> u64 {
+    (cfg.window.duration.as_nanos_u64() / 4).max(1)
+}
+
+/// How long a closed slot must go unused before another key may take it: a full window after the
+/// owner's last admitted call (its mark may lag by up to one touch interval). A count window has no
+/// duration of its own: `window.duration` is used for it too.
+pub fn idle_after_ns(cfg: &BreakerConfig) -> u64 {
+    cfg.window
+        .duration
+        .as_nanos_u64()
+        .saturating_add(touch_interval_ns(cfg))
+}
+
+/// What one slot tells a key looking for its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// The key owns the slot: the admission decision there.
+    Mine(Decision),
+    /// Another key owns it, or owned it and left it idle: the slot may be claimed.
+    Free,
+    Taken,
+}
+
+/// Looks at a slot: admits there if the key owns it (and writes what admission writes), else only
+/// reads.
+pub fn look(
+    rec: &Record,
+    fp: u64,
+    now_ns: u64,
+    cfg: &BreakerConfig,
+    jitter_unit: f64,
+) -> (Look, Option<Record>) {
+    if rec.owner == fp {
+        let step = state::on_request(rec, now_ns, cfg, jitter_unit);
+        (Look::Mine(step.decision), step.write)
+    } else if state::is_free(rec, now_ns, cfg) {
+        (Look::Free, None)
+    } else {
+        (Look::Taken, None)
+    }
+}
+
+/// Claims a slot seen free: the key owns a new closed breaker there and is admitted. A slot another
+/// worker claimed meanwhile for the same key is simply used; one taken by another key is `Taken`.
+pub fn claim(
+    rec: &Record,
+    fp: u64,
+    now_ns: u64,
+    cfg: &BreakerConfig,
+    jitter_unit: f64,
+) -> (Look, Option<Record>) {
+    if rec.owner != fp && state::is_free(rec, now_ns, cfg) {
+        let taken = state::claimed(rec, fp, now_ns);
+        let step = state::on_request(&taken, now_ns, cfg, jitter_unit);
+        (Look::Mine(step.decision), Some(step.write.unwrap_or(taken)))
+    } else {
+        look(rec, fp, now_ns, cfg, jitter_unit)
+    }
+}
+
+/// Where a request's key was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// In the breaker of the key's slot (generation 0 when shared data failed: the call decides
+    /// nothing).
+    Slot(u32, Decision),
+    /// Every slot the key may use is owned by another key: it passes unprotected.
+    Overflow,
+}
+
+/// Finds the key's slot and admits the request there. `update(slot, change)` is a CAS loop on the
+/// slot's record ([`crate::store::update`]). The key's own slot is searched for in every probe before
+/// any is claimed, so a key never takes a second slot while it owns one; a key at home costs one read.
+pub fn admit(
+    fp: u64,
+    now_ns: u64,
+    cfg: &BreakerConfig,
+    jitter_unit: f64,
+    mut update: impl FnMut(u32, &mut dyn FnMut(&Record) -> (Look, Option<Record>)) -> Cas<Look>,
+) -> Admission {
+    let failed = |slot| Admission::Slot(slot, Decision::Admit { gen: 0 });
+    let mut free = Vec::new();
+    for slot in probes(fp, cfg.max_keys) {
+        match update(slot, &mut |rec| look(rec, fp, now_ns, cfg, jitter_unit)) {
+            Cas::Written(Look::Mine(decision), ..) => return Admission::Slot(slot, decision),
+            Cas::Exhausted(_) => return busy(slot, now_ns),
+            Cas::Written(Look::Free, ..) => free.push(slot),
+            Cas::Written(Look::Taken, ..) => {}
+            Cas::Failed => return failed(slot),
+        }
+    }
+    for slot in free {
+        match update(slot, &mut |rec| claim(rec, fp, now_ns, cfg, jitter_unit)) {
+            Cas::Written(Look::Mine(decision), ..) => return Admission::Slot(slot, decision),
+            // Another key won the slot (or kept winning it): try the next.
+            Cas::Written(..) | Cas::Exhausted(_) => {}
+            Cas::Failed => return failed(slot),
+        }
+    }
+    Admission::Overflow
+}
+
+/// Every attempt on the key's own slot lost a race for a state change or a probe permit: other
+/// workers are probing, so this request waits its turn like any request beyond the permits.
+fn busy(slot: u32, now_ns: u64) -> Admission {
+    Admission::Slot(
+        slot,
+        Decision::Reject {
+            state: State::HalfOpen,
+            retry_at_ns: now_ns.saturating_add(1_000_000_000),
+        },
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use filter_common::config::parse;
+    use std::cell::RefCell;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn cfg(json: &str) -> BreakerConfig {
+        let c: crate::config::Config =
+            parse(Some(format!(r#"{{"breakers": [{json}]}}"#).as_bytes())).unwrap();
+        c.breakers[0].clone()
+    }
+
+    /// Shared records with real CAS semantics; `race` runs once before the first write of a slot, as
+    /// another worker writing between this worker's read and its write.
+    struct Store {
+        records: RefCell<Vec<(Record, u32)>>,
+        race: RefCell<Option<(u32, Record)>>,
+        reads: RefCell<u32>,
+    }
+
+    impl Store {
+        fn new(n: usize) -> Store {
+            Store {
+                records: RefCell::new(vec![(Record::default(), 1); n]),
+                race: RefCell::new(None),
+                reads: RefCell::new(0),
+            }
+        }
+
+        fn get(&self, slot: u32) -> Record {
+            self.records.borrow()[slot as usize].0
+        }
+
+        fn set(&self, slot: u32, rec: Record) {
+            let mut r = self.records.borrow_mut();
+            let cas = r[slot as usize].1 + 1;
+            r[slot as usize] = (rec, cas);
+        }
+
+        fn update(
+            &self,
+            slot: u32,
+            change: &mut dyn FnMut(&Record) -> (Look, Option<Record>),
+        ) -> Cas<Look> {
+            let mut last = None;
+            for _ in 0..8 {
+                *self.reads.borrow_mut() += 1;
+                let (rec, cas) = self.records.borrow()[slot as usize];
+                let (value, next) = change(&rec);
+                let Some(next) = next else {
+                    return Cas::Written(value, rec, None);
+                };
+                if let Some((s, other)) = self.race.borrow_mut().take_if(|(s, _)| *s == slot) {
+                    self.set(s, other);
+                }
+                if self.records.borrow()[slot as usize].1 == cas {
+                    self.set(slot, next);
+                    return Cas::Written(value, rec, Some(next));
+                }
+                last = Some(value);
+            }
+            last.map_or(Cas::Failed, Cas::Exhausted)
+        }
+
+        fn admit(&self, fp: u64, now: u64, c: &BreakerConfig) -> Admission {
+            *self.reads.borrow_mut() = 0;
+            admit(fp, now, c, 0.0, |slot, change| self.update(slot, change))
+        }
+    }
+
+    fn admitted(a: Admission) -> u32 {
+        match a {
+            Admission::Slot(slot, Decision::Admit { .. }) => slot,
+            other => panic!("not admitted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_and_never_zero() {
+        let s = Seed([1, 2]);
+        assert_eq!(fingerprint(&s, b"acme"), fingerprint(&s, b"acme"));
+        assert_ne!(fingerprint(&s, b"acme"), fingerprint(&s, b"evil-160"));
+        assert_ne!(
+            fingerprint(&s, b"acme"),
+            fingerprint(&Seed([1, 3]), b"acme")
+        );
+        assert_ne!(fingerprint(&s, b""), 0);
+        assert_eq!(Seed::decode(&s.encode()), Some(s));
+        assert_eq!(Seed::decode(&[0; 15]), None);
+        assert_eq!(Seed::decode(&[0; 17]), None);
+    }
+
+    #[test]
+    fn probes_are_distinct_and_bounded_by_max_keys() {
+        assert_eq!(probes(7, 100).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+        assert_eq!(probes(99, 100).collect::<Vec<_>>(), vec![99, 0, 1, 2]);
+        assert_eq!(probes(5, 2).collect::<Vec<_>>(), vec![1, 0]);
+        assert_eq!(probes(5, 1).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(probes(5, 0).collect::<Vec<_>>(), vec![0]);
+    }
+
+    #[test]
+    fn colliding_keys_get_their_own_slots_and_state() {
+        let c = cfg(r#"{"maxKeys": 100, "window": {"duration": "10s"}}"#);
+        let store = Store::new(100);
+        // 187 and 287 share home slot 87.
+        assert_eq!(admitted(store.admit(187, SEC, &c)), 87);
+        assert_eq!(admitted(store.admit(287, SEC, &c)), 88);
+        assert_eq!((store.get(87).owner, store.get(88).owner), (187, 287));
+        // Opening 187's breaker leaves 287 closed.
+        let open = state::on_trip(&store.get(87), store.get(87).gen, SEC, &c, 0.0).unwrap();
+        store.set(87, open);
+        assert!(matches!(
+            store.admit(187, 2 * SEC, &c),
+            Admission::Slot(87, Decision::Reject { .. })
+        ));
+        assert_eq!(admitted(store.admit(287, 2 * SEC, &c)), 88);
+        // The healthy path of a key at home is one read, as before slots had owners.
+        store.set(88, Record::default());
+        assert_eq!(admitted(store.admit(87 + 100 * 5, 2 * SEC, &c)), 88);
+        assert_eq!(admitted(store.admit(188, 2 * SEC, &c)), 89);
+        store.admit(187, 2 * SEC, &c);
+        assert_eq!(*store.reads.borrow(), 1);
+    }
+
+    #[test]
+    fn a_key_finds_its_slot_past_a_freed_one() {
+        let c = cfg(r#"{"maxKeys": 10, "window": {"duration": "4s"}}"#);
+        let store = Store::new(10);
+        admitted(store.admit(3, 0, &c));
+        assert_eq!(admitted(store.admit(13, 0, &c)), 4);
+        // 3 goes idle and 13 keeps its slot busy: 13 must not claim slot 3 as a second slot.
+        assert_eq!(admitted(store.admit(13, 5 * SEC, &c)), 4);
+        assert_eq!(store.get(3).owner, 3);
+        assert_eq!(*store.reads.borrow(), 2);
+    }
+
+    #[test]
+    fn keys_beyond_the_probes_overflow_until_a_slot_is_idle() {
+        let c = cfg(r#"{"maxKeys": 2, "window": {"duration": "4s"}}"#);
+        let store = Store::new(2);
+        admitted(store.admit(10, 0, &c));
+        admitted(store.admit(11, 0, &c));
+        assert_eq!(store.admit(12, SEC, &c), Admission::Overflow);
+        assert_eq!(*store.reads.borrow(), 2, "each probe read once");
+        // 11 stays in use (touched every second), 10 does not: after a window and a quarter, 12 takes
+        // 10's slot, with a new generation so its window starts empty.
+        for s in 1..=5 {
+            admitted(store.admit(11, s * SEC, &c));
+        }
+        assert_eq!(store.admit(12, 4 * SEC, &c), Admission::Overflow);
+        let before = store.get(0);
+        assert_eq!(admitted(store.admit(12, 5 * SEC, &c)), 0);
+        let after = store.get(0);
+        assert_eq!((after.owner, after.gen), (12, before.gen + 1));
+        assert_eq!(store.admit(10, 5 * SEC, &c), Admission::Overflow);
+    }
+
+    #[test]
+    fn an_open_breaker_keeps_its_slot() {
+        let c = cfg(r#"{"maxKeys": 1, "window": {"duration": "1s"}, "maxOpenDuration": "1h"}"#);
+        let store = Store::new(1);
+        admitted(store.admit(10, 0, &c));
+        let open = state::on_trip(&store.get(0), store.get(0).gen, 0, &c, 0.0).unwrap();
+        store.set(0, open);
+        assert_eq!(store.admit(11, 3_000 * SEC, &c), Admission::Overflow);
+    }
+
+    #[test]
+    fn two_workers_cannot_both_claim_a_slot() {
+        let c = cfg(r#"{"maxKeys": 2}"#);
+        let store = Store::new(2);
+        // Between this worker's read of slot 0 and its write, another worker claims it for key 20.
+        *store.race.borrow_mut() = Some((0, state::claimed(&Record::default(), 20, 0)));
+        assert_eq!(admitted(store.admit(10, 0, &c)), 1, "lost slot 0, took 1");
+        assert_eq!((store.get(0).owner, store.get(1).owner), (20, 10));
+        // The same race for the same key: both workers end up in the one slot.
+        let store = Store::new(2);
+        *store.race.borrow_mut() = Some((0, state::claimed(&Record::default(), 10, 0)));
+        assert_eq!(admitted(store.admit(10, 0, &c)), 0);
+        assert_eq!(store.get(1).owner, 0, "no second slot");
+    }
+}
