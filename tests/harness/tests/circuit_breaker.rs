@@ -1504,6 +1504,8 @@ async fn invalid_configuration_is_rejected_naming_the_field() {
 async fn every_documented_field_is_accepted() {
     let config = json!({
         "statusHeader": "x-breaker",
+        // The first breaker (10000 keys, a 60-bucket window) needs about 920 MiB in the worst case.
+        "maxSharedMemory": "1Gi",
         "breakers": [
             {
                 "name": "full_1",

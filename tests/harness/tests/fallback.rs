@@ -1511,6 +1511,7 @@ async fn every_documented_field_is_accepted() {
                           "otherwise": {"kind": "problem"}}}
         ],
         "cache": {"maxBytes": 1048576, "maxBodyBytes": 4096},
+        "maxSharedMemory": "16Mi",
         "trace": {"responseHeader": "x-trace-id", "traceResponse": true, "filterStateName": "trace_id"}
     });
     validate_yaml(&yaml_with(&config)).unwrap();
