@@ -14,17 +14,15 @@ pub enum Outcome {
     Ignore,
 }
 
+use filter_common::failure::{reason_from_label, UpstreamFailure, MAX_GRPC_CODE};
+use filter_common::response_flags::DOWNSTREAM_CANCEL;
 pub use filter_common::status::{StatusRange, StatusSet};
 
-/// Envoy's own reasons a call failed, from the response flags (`envoy/stream_info/stream_info.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Envoy's own reasons a call failed: the upstream failures every filter reads from the response flags,
+/// and two of the breaker's own about streams that ended without a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvoyReason {
-    ConnectionFailure,
-    Timeout,
-    Reset,
-    NoHealthyUpstream,
-    Overflow,
+    Upstream(UpstreamFailure),
     /// The stream ended without any response (status 0), and not because the caller gave up.
     NoResponse,
     /// The caller gave up before any response: it closed its connection (`DC`: an HTTP/1.1 client
@@ -32,27 +30,27 @@ pub enum EnvoyReason {
     DownstreamCancel,
 }
 
-/// `DC`, `CoreResponseFlag::DownstreamConnectionTermination`.
-pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 1 << 14;
-/// `DR`, `CoreResponseFlag::DownstreamRemoteReset` (Envoy 1.30 and later).
-pub const DOWNSTREAM_REMOTE_RESET: u64 = 1 << 28;
-
-use filter_common::response_flags::{
-    NO_HEALTHY_UPSTREAM, RESET, TIMEOUT, UPSTREAM_CONNECTION_FAILURE, UPSTREAM_OVERFLOW,
-};
-
 impl EnvoyReason {
     fn matches(self, call: &Call) -> bool {
-        let flags = call.response_flags;
         match self {
-            EnvoyReason::ConnectionFailure => flags & UPSTREAM_CONNECTION_FAILURE != 0,
-            EnvoyReason::Timeout => flags & TIMEOUT != 0,
-            EnvoyReason::Reset => flags & RESET != 0,
-            EnvoyReason::NoHealthyUpstream => flags & NO_HEALTHY_UPSTREAM != 0,
-            EnvoyReason::Overflow => flags & UPSTREAM_OVERFLOW != 0,
+            EnvoyReason::Upstream(failure) => failure.in_flags(call.response_flags),
             EnvoyReason::NoResponse => call.status.is_none() && !call.downstream_cancel(),
             EnvoyReason::DownstreamCancel => call.downstream_cancel(),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvoyReason {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let label = String::deserialize(d)?;
+        reason_from_label(
+            &label,
+            EnvoyReason::Upstream,
+            &[
+                ("noResponse", EnvoyReason::NoResponse),
+                ("downstreamCancel", EnvoyReason::DownstreamCancel),
+            ],
+        )
     }
 }
 
@@ -86,9 +84,7 @@ impl Call {
     /// The caller went away before any response. Once a response has started, its status decides
     /// (an upstream 503 the caller stopped reading is still a 503).
     pub fn downstream_cancel(&self) -> bool {
-        self.status.is_none()
-            && self.response_flags & (DOWNSTREAM_CONNECTION_TERMINATION | DOWNSTREAM_REMOTE_RESET)
-                != 0
+        self.status.is_none() && self.response_flags & DOWNSTREAM_CANCEL != 0
     }
 }
 
@@ -177,7 +173,7 @@ impl<'de> Deserialize<'de> for Rule {
         let condition = match (raw.status, raw.grpc_status, raw.envoy) {
             (Some(set), None, None) => Condition::Status(set),
             (None, Some(codes), None) => {
-                if codes.is_empty() || codes.iter().any(|c| *c > 16) {
+                if codes.is_empty() || codes.iter().any(|c| *c > MAX_GRPC_CODE) {
                     return Err(D::Error::custom(
                         "grpcStatus must list gRPC codes between 0 and 16",
                     ));
@@ -203,6 +199,10 @@ impl<'de> Deserialize<'de> for Rule {
 mod tests {
     use super::*;
     use crate::config::default_rules;
+    use filter_common::response_flags::{
+        DOWNSTREAM_CONNECTION_TERMINATION, DOWNSTREAM_REMOTE_RESET, UPSTREAM_CONNECTION_FAILURE,
+        UPSTREAM_OVERFLOW,
+    };
 
     fn http(status: u16) -> Call {
         Call {

@@ -95,19 +95,20 @@ impl Default for BreakerConfig {
 
 /// The documented default outcome rules.
 pub fn default_rules() -> Vec<Rule> {
-    use EnvoyReason::*;
+    use filter_common::failure::UpstreamFailure::*;
+    use EnvoyReason::{DownstreamCancel, NoResponse, Upstream};
     vec![
         Rule {
             outcome: Outcome::Ignore,
-            condition: Condition::Envoy(vec![Overflow]),
+            condition: Condition::Envoy(vec![Upstream(Overflow)]),
         },
         Rule {
             outcome: Outcome::Failure,
             condition: Condition::Envoy(vec![
-                ConnectionFailure,
-                Timeout,
-                Reset,
-                NoHealthyUpstream,
+                Upstream(ConnectionFailure),
+                Upstream(Timeout),
+                Upstream(Reset),
+                Upstream(NoHealthyUpstream),
                 NoResponse,
             ]),
         },

@@ -11,6 +11,7 @@ use crate::slots::{self, Admission, Seed};
 use crate::state::{self, Decision, Record, State};
 use crate::store::{self, Cas, Keys, ADMIT_ATTEMPTS, RESULT_ATTEMPTS};
 use crate::window::{evaluate, totals, Trip};
+use filter_common::failure::is_upstream_answer;
 use filter_common::host::{self, MapType};
 use filter_common::ids::IdGenerator;
 use filter_common::metrics::{tagged_name, Counter, Gauge};
@@ -340,10 +341,9 @@ fn jitter_unit(shared: &Shared) -> f64 {
     (ids.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
 }
 
-/// The response was made by Envoy or a filter, not received from the upstream (the router marks an
-/// upstream's answer `via_upstream`). Unreadable details count as an upstream answer.
+/// The response was made by Envoy or a filter, not received from the upstream.
 fn made_in_proxy() -> bool {
-    host::property(&["response", "code_details"]).is_some_and(|d| d != b"via_upstream")
+    !is_upstream_answer(host::property(&["response", "code_details"]).as_deref())
 }
 
 /// Classifies the finished call and records it: a probe decides the half-open breaker; another call goes

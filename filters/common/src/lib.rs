@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod failure;
 pub mod headers;
 pub mod host;
 pub mod ids;

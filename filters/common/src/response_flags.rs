@@ -17,3 +17,10 @@ pub const UPSTREAM_FAILURES: u64 =
     NO_HEALTHY_UPSTREAM | TIMEOUT | RESET | UPSTREAM_CONNECTION_FAILURE | UPSTREAM_OVERFLOW;
 pub const RESET: u64 =
     UPSTREAM_REMOTE_RESET | UPSTREAM_CONNECTION_TERMINATION | UPSTREAM_PROTOCOL_ERROR;
+
+/// `DC`, `DownstreamConnectionTermination`: the caller closed its connection.
+pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 1 << 14;
+/// `DR`, `DownstreamRemoteReset` (Envoy 1.30 and later): the caller reset its stream.
+pub const DOWNSTREAM_REMOTE_RESET: u64 = 1 << 28;
+/// Every flag that says the caller gave up.
+pub const DOWNSTREAM_CANCEL: u64 = DOWNSTREAM_CONNECTION_TERMINATION | DOWNSTREAM_REMOTE_RESET;

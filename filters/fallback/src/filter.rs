@@ -10,6 +10,7 @@ use crate::policy::{self, CacheControl, Window};
 use crate::render::{self, grpc_status_for, negotiate, Rendered, Vars};
 use crate::trace::{self, well_formed_traceparent};
 use crate::trigger::{fire, Observed, Reason};
+use filter_common::failure::is_upstream_answer;
 use filter_common::headers::HeaderMap;
 use filter_common::host::{self, Buffer, MapType, SharedWrite};
 use filter_common::matching::Needs;
@@ -272,7 +273,6 @@ impl HttpContext for FallbackStream {
         };
         let status =
             host::header_number::<u16>(MapType::HttpResponseHeaders, ":status").unwrap_or(0);
-        // Unreadable details count as an upstream answer: never mistake an application error for Envoy's.
         let details = host::property(&["response", "code_details"]);
         let observed = Observed {
             status,
@@ -282,7 +282,7 @@ impl HttpContext for FallbackStream {
                 None
             },
             response_flags: host::property_u64(&["response", "flags"]).unwrap_or(0),
-            from_upstream: details.as_deref().is_none_or(|d| d == b"via_upstream"),
+            from_upstream: is_upstream_answer(details.as_deref()),
             circuit_breaker: details.as_deref() == Some(CIRCUIT_BREAKER_DETAILS),
         };
         if let Some(reason) = fire(&rule.triggers, &observed) {

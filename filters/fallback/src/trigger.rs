@@ -1,57 +1,55 @@
 //! What fires a rule, checked on the response: the upstream's status or gRPC status, Envoy's own failure,
 //! or a circuit-breaker rejection.
 
-use filter_common::response_flags::{
-    NO_HEALTHY_UPSTREAM, RESET, TIMEOUT, UPSTREAM_CONNECTION_FAILURE, UPSTREAM_OVERFLOW,
-};
+use filter_common::failure::{grpc_codes, reason_from_label, UpstreamFailure};
 use filter_common::status::StatusSet;
 use serde::{Deserialize, Deserializer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Envoy's own failures a rule can name: the upstream failures every filter reads from the response
+/// flags, and any other reply Envoy made itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvoyReason {
-    ConnectionFailure,
-    Timeout,
-    Reset,
-    NoHealthyUpstream,
-    Overflow,
+    Upstream(UpstreamFailure),
     /// Any other 5xx reply that did not come from the upstream.
     LocalReply,
 }
 
 impl EnvoyReason {
     pub const ALL: [EnvoyReason; 6] = [
-        EnvoyReason::ConnectionFailure,
-        EnvoyReason::Timeout,
-        EnvoyReason::Reset,
-        EnvoyReason::NoHealthyUpstream,
-        EnvoyReason::Overflow,
+        EnvoyReason::Upstream(UpstreamFailure::ConnectionFailure),
+        EnvoyReason::Upstream(UpstreamFailure::Timeout),
+        EnvoyReason::Upstream(UpstreamFailure::Reset),
+        EnvoyReason::Upstream(UpstreamFailure::NoHealthyUpstream),
+        EnvoyReason::Upstream(UpstreamFailure::Overflow),
         EnvoyReason::LocalReply,
     ];
 
     pub fn label(self) -> &'static str {
         match self {
-            EnvoyReason::ConnectionFailure => "connectionFailure",
-            EnvoyReason::Timeout => "timeout",
-            EnvoyReason::Reset => "reset",
-            EnvoyReason::NoHealthyUpstream => "noHealthyUpstream",
-            EnvoyReason::Overflow => "overflow",
+            EnvoyReason::Upstream(failure) => failure.label(),
             EnvoyReason::LocalReply => "localReply",
         }
     }
 
     fn matches(self, r: &Observed) -> bool {
         match self {
-            EnvoyReason::ConnectionFailure => r.response_flags & UPSTREAM_CONNECTION_FAILURE != 0,
-            EnvoyReason::Timeout => r.response_flags & TIMEOUT != 0,
-            EnvoyReason::Reset => r.response_flags & RESET != 0,
-            EnvoyReason::NoHealthyUpstream => r.response_flags & NO_HEALTHY_UPSTREAM != 0,
-            EnvoyReason::Overflow => r.response_flags & UPSTREAM_OVERFLOW != 0,
+            EnvoyReason::Upstream(failure) => failure.in_flags(r.response_flags),
             // Envoy answers gRPC callers HTTP 200 with a gRPC status: a non-OK one is its failure.
             EnvoyReason::LocalReply => {
                 !r.from_upstream && (r.status >= 500 || r.grpc_status.is_some_and(|g| g != 0))
             }
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvoyReason {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let label = String::deserialize(d)?;
+        reason_from_label(
+            &label,
+            EnvoyReason::Upstream,
+            &[("localReply", EnvoyReason::LocalReply)],
+        )
     }
 }
 
@@ -64,14 +62,6 @@ pub struct Triggers {
     pub grpc_status: Vec<u32>,
     pub envoy: Vec<EnvoyReason>,
     pub circuit_breaker: bool,
-}
-
-fn grpc_codes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
-    let codes = Vec::<u32>::deserialize(d)?;
-    if codes.iter().any(|c| *c > 16) {
-        return Err(serde::de::Error::custom("gRPC codes are between 0 and 16"));
-    }
-    Ok(codes)
 }
 
 impl Triggers {
@@ -138,6 +128,7 @@ pub fn fire(t: &Triggers, r: &Observed) -> Option<Reason> {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use filter_common::response_flags::{TIMEOUT, UPSTREAM_CONNECTION_FAILURE};
 
     fn t(json: &str) -> Triggers {
         serde_json::from_str(json).unwrap()
@@ -177,7 +168,9 @@ mod tests {
         };
         assert_eq!(
             fire(&tr, &refused),
-            Some(Reason::Envoy(EnvoyReason::ConnectionFailure))
+            Some(Reason::Envoy(EnvoyReason::Upstream(
+                UpstreamFailure::ConnectionFailure
+            )))
         );
         let timeout = Observed {
             status: 504,
@@ -186,7 +179,9 @@ mod tests {
         };
         assert_eq!(
             fire(&tr, &timeout),
-            Some(Reason::Envoy(EnvoyReason::Timeout))
+            Some(Reason::Envoy(EnvoyReason::Upstream(
+                UpstreamFailure::Timeout
+            )))
         );
         let other = Observed {
             status: 500,
