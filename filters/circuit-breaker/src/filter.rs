@@ -325,7 +325,7 @@ fn admit(
 ) -> Admission {
     let jitter = jitter_unit(shared);
     slots::admit(selected.key, now, b, jitter, |slot, change| {
-        let key = shared.keys.state(b, slot);
+        let key = shared.keys.state(&b.name, slot);
         match store::update(&key, ADMIT_ATTEMPTS, change) {
             Cas::Written(look, before, Some(after)) => {
                 transitioned(b, slot, &before, &after, metrics, None);
@@ -384,7 +384,7 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
     if verdict.slow {
         metrics.slow.inc();
     }
-    let key = shared.keys.state(b, slot);
+    let key = shared.keys.state(&b.name, slot);
     if call.probe {
         let probe = verdict.probe();
         update_state(shared, b, slot, &key, metrics, None, |rec, jitter| {

@@ -7,6 +7,7 @@ use crate::config::{BreakerConfig, Config};
 use crate::leases::MAX_STRIPES;
 use crate::state::Record;
 use crate::window::Stripe;
+use filter_common::keys::BREAKER_PREFIX;
 use filter_common::limits::{decimal_digits, shared_entry_bytes, MemoryBudget};
 
 /// Keys are counted as if the plugin's root id were this long (Istio's `pluginName`s are short).
@@ -14,7 +15,7 @@ pub const ROOT_ID_ALLOWANCE: usize = 64;
 
 /// The longest state key of a breaker: `circuit-breaker/<root id>/<name>/<slot>`.
 fn state_key_len(b: &BreakerConfig) -> usize {
-    "circuit-breaker//".len() + ROOT_ID_ALLOWANCE + b.name.len() + 1 + decimal_digits(b.max_keys)
+    BREAKER_PREFIX.len() + ROOT_ID_ALLOWANCE + 1 + b.name.len() + 1 + decimal_digits(b.max_keys)
 }
 
 /// The largest stripe value of a breaker: the writer's owner id, then a full window and failure run.
@@ -40,8 +41,8 @@ pub fn budget(config: &Config) -> MemoryBudget {
         budget.add(format!("breakers[{i}].maxKeys"), breaker_bytes(b));
     }
     // The lease table and the key fingerprint seed, one entry each.
-    let lease_key = "circuit-breaker//leases".len() + ROOT_ID_ALLOWANCE;
-    let seed_key = "circuit-breaker//seed".len() + ROOT_ID_ALLOWANCE;
+    let lease_key = BREAKER_PREFIX.len() + ROOT_ID_ALLOWANCE + "/leases".len();
+    let seed_key = BREAKER_PREFIX.len() + ROOT_ID_ALLOWANCE + "/seed".len();
     budget.add(
         "maxSharedMemory",
         shared_entry_bytes(lease_key, 1 + 16 * MAX_STRIPES)

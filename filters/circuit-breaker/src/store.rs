@@ -32,42 +32,7 @@ thread_local! {
     static LOCAL: RefCell<HashMap<String, Stripe>> = RefCell::new(HashMap::new());
 }
 
-/// Key names, prefixed by the plugin's root id: Istio gives every WasmPlugin one shared-data namespace.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    prefix: String,
-    /// The lease table's key, read on every recorded call.
-    leases: String,
-}
-
-impl Keys {
-    pub fn new(root_id: &str) -> Keys {
-        let prefix = format!("circuit-breaker/{root_id}/");
-        Keys {
-            leases: format!("{prefix}leases"),
-            prefix,
-        }
-    }
-
-    pub fn state(&self, b: &BreakerConfig, slot: u32) -> String {
-        format!("{}{}/{slot}", self.prefix, b.name)
-    }
-
-    /// A stripe of the breaker key whose record is `state_key`. `s/`: stripes that start with their
-    /// writer's owner id (modules before leases used `w/`, without it, so the two never read each
-    /// other's during an upgrade).
-    fn stripe(state_key: &str, stripe: usize) -> String {
-        format!("{state_key}/s/{stripe}")
-    }
-
-    fn leases(&self) -> &str {
-        &self.leases
-    }
-
-    fn seed(&self) -> String {
-        format!("{}seed", self.prefix)
-    }
-}
+pub use filter_common::keys::BreakerKeys as Keys;
 
 /// The sidecar's fingerprint seed: the one in shared data, or a new random one stored there by the
 /// first VM to configure (Envoy's canary, before any worker serves), so every worker fingerprints keys
@@ -96,22 +61,16 @@ pub fn key_seed(keys: &Keys) -> Option<Seed> {
 /// configure (Envoy's canary, on the main thread) does it before any worker serves a request.
 pub fn create_records(keys: &Keys, breakers: &[BreakerConfig]) {
     let leases = keys.leases();
-    if let Ok(None) = host::shared_data(leases) {
-        if let SharedWrite::Failed(e) = host::set_shared_data(leases, &Table::default().encode(), 0)
-        {
-            log::warn!("circuit-breaker: could not create {leases}: {e}");
-        }
+    if let Err(e) = host::create_shared_key(leases, &Table::default().encode()) {
+        log::warn!("circuit-breaker: could not create {leases}: {e}");
     }
+    let empty = Record::default().encode();
     for b in breakers {
         for slot in 0..b.max_keys {
-            let key = keys.state(b, slot);
-            if let Ok(None) = host::shared_data(&key) {
-                if let SharedWrite::Failed(e) =
-                    host::set_shared_data(&key, &Record::default().encode(), 0)
-                {
-                    log::warn!("circuit-breaker: could not create {key}: {e}");
-                    return;
-                }
+            let key = keys.state(&b.name, slot);
+            if let Err(e) = host::create_shared_key(&key, &empty) {
+                log::warn!("circuit-breaker: could not create {key}: {e}");
+                return;
             }
         }
     }

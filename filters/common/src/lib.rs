@@ -6,9 +6,11 @@
 pub mod config;
 pub mod duration;
 pub mod failure;
+pub mod hash;
 pub mod headers;
 pub mod host;
 pub mod ids;
+pub mod keys;
 pub mod limits;
 pub mod matching;
 pub mod metrics;

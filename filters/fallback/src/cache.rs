@@ -2,6 +2,8 @@
 //! memory is bounded by configuration whatever the traffic; a key that hashes to a taken slot evicts the
 //! older entry.
 
+use filter_common::hash::Fnv1a;
+
 const VERSION: u8 = 2;
 
 /// A cached good response. The key is kept as a 128-bit hash, so an entry's size does not depend on how
@@ -26,8 +28,8 @@ pub struct Entry {
 /// The cache key: authority, path (with its query) and the raw values of the rule's key headers, each
 /// framed so that no two different requests run together, hashed to 128 bits (two FNV-1a streams).
 pub fn key(authority: &[u8], path: &[u8], header_values: &[Option<&[u8]>]) -> u128 {
-    let mut lo = Fnv(0xcbf2_9ce4_8422_2325);
-    let mut hi = Fnv(0x6c62_272e_07bb_0142);
+    let mut lo = Fnv1a::default();
+    let mut hi = Fnv1a::with_offset(0x6c62_272e_07bb_0142);
     let mut feed = |part: Option<&[u8]>| {
         let (tag, bytes): (u8, &[u8]) = match part {
             Some(b) => (1, b),
@@ -44,17 +46,7 @@ pub fn key(authority: &[u8], path: &[u8], header_values: &[Option<&[u8]>]) -> u1
     for v in header_values {
         feed(*v);
     }
-    (u128::from(hi.0) << 64) | u128::from(lo.0)
-}
-
-struct Fnv(u64);
-
-impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
+    (u128::from(hi.finish()) << 64) | u128::from(lo.finish())
 }
 
 /// The slot of a key, among `slots`.

@@ -56,7 +56,7 @@ impl RootContext for FallbackRoot {
             needs.add_match(&r.matcher);
         }
         let root_id = host::plugin_root_id();
-        let cache_prefix = format!("fallback/{root_id}/cache/");
+        let cache_prefix = filter_common::keys::fallback_cache_prefix(&root_id);
         create_slots(&cache_prefix, &config);
         self.shared = Some(Rc::new(Shared {
             needs,
@@ -759,19 +759,16 @@ fn slot_key(shared: &Shared, key: u128) -> String {
     )
 }
 
-/// Creates every cache slot before traffic (empty), so every later write is a real compare-and-swap (the
-/// host skips the check for a key that does not exist).
+/// Creates every cache slot before traffic (empty), so every later write is a real compare-and-swap.
 fn create_slots(prefix: &str, config: &Config) {
     if !config.rules.iter().any(|r| r.response.kind == Kind::Stale) {
         return;
     }
     for slot in 0..config.cache.slots() {
         let key = format!("{prefix}{slot}");
-        if let Ok(None) = host::shared_data(&key) {
-            if let SharedWrite::Failed(e) = host::set_shared_data(&key, b"", 0) {
-                log::warn!("{FILTER}: could not create cache slot {key}: {e}");
-                return;
-            }
+        if let Err(e) = host::create_shared_key(&key, b"") {
+            log::warn!("{FILTER}: could not create cache slot {key}: {e}");
+            return;
         }
     }
 }

@@ -27,7 +27,7 @@ pub fn budget(config: &Config) -> MemoryBudget {
             "cache.maxBytes",
             slot_table_bytes(
                 config.cache.slots(),
-                "fallback//cache/".len() + ROOT_ID_ALLOWANCE,
+                filter_common::keys::fallback_cache_prefix("").len() + ROOT_ID_ALLOWANCE,
                 ENTRY_FIXED + config.cache.max_body_bytes,
             ),
         );

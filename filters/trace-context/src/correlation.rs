@@ -14,9 +14,8 @@ use crate::context::TraceContext;
 use crate::propagation::Restored;
 use crate::tracestate::TraceState;
 
-/// Prefix of the slot keys; Istio gives every WasmPlugin one shared-data namespace, so keys say whose
-/// they are.
-pub const KEY_PREFIX: &str = "trace-context/correlation/";
+use filter_common::hash::fnv1a;
+pub use filter_common::keys::CORRELATION_PREFIX as KEY_PREFIX;
 
 /// Request ids longer than this are not correlated (Envoy's are 36-character UUIDs).
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -32,8 +31,7 @@ pub const MAX_ENTRY_LEN: usize = MAX_REQUEST_ID_LEN + 32 + 16 + 2 + 20 + MAX_TRA
 
 /// The shared-data key of the slot for `request_id`.
 pub fn slot_key(request_id: &[u8], slots: u32) -> String {
-    let slot = fnv1a(request_id) % u64::from(slots.max(1));
-    format!("{KEY_PREFIX}{slot}")
+    filter_common::keys::correlation_slot(fnv1a(request_id) % u64::from(slots.max(1)))
 }
 
 /// Encodes an entry: `request_id \n trace_id \n span_id \n flags \n expiry [\n tracestate]`, all text, so
@@ -154,13 +152,6 @@ pub fn admit(current: Option<&[u8]>, request_id: &[u8], trace_id: u128, now_nano
     } else {
         Admit::Refuse
     }
-}
-
-/// FNV-1a: cheap, stable across VMs and restarts, good enough to spread UUIDs over slots.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
