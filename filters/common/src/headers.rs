@@ -103,6 +103,17 @@ impl HeaderMap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Duplicate;
 
+/// Strips RFC 7230 OWS (space and tab only) from both ends.
+pub fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

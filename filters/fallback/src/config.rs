@@ -10,6 +10,10 @@ use filter_common::limits::{
     byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_VALUE_LEN, MAX_MATCH_VALUE_LEN,
 };
 use filter_common::matching::{is_header_name, Match, HEADER_NAME_RULE};
+use filter_common::w3c::{
+    check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
+    DEFAULT_RESPONSE_HEADER,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -58,9 +62,9 @@ pub struct TraceConfig {
 impl Default for TraceConfig {
     fn default() -> Self {
         TraceConfig {
-            response_header: "x-trace-id".to_string(),
+            response_header: DEFAULT_RESPONSE_HEADER.to_string(),
             trace_response: true,
-            filter_state_name: "trace_id".to_string(),
+            filter_state_name: DEFAULT_FILTER_STATE_NAME.to_string(),
         }
     }
 }
@@ -299,24 +303,13 @@ impl Validate for Config {
             "divided by cache.maxBodyBytes gives more than 65536 slots",
         )?;
         let header = self.trace.response_header.as_str();
-        check(
-            header.is_empty() || is_header_name(header),
-            "trace.responseHeader",
-            "must be empty or a header name: lower-case letters, digits, '-' and '_', at most 256",
-        )?;
+        check_response_header(header, "trace.responseHeader")?;
         check(
             !REPLY_HEADERS.contains(&header),
             "trace.responseHeader",
             "names a header the fallback reply sets itself",
         )?;
-        check(
-            self.trace
-                .filter_state_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')),
-            "trace.filterStateName",
-            "may hold only letters, digits, '_', '.' and '-'",
-        )?;
+        check_filter_state_name(&self.trace.filter_state_name, "trace.filterStateName")?;
         check_names(self.rules.iter().map(|x| x.name.as_str()), "rules")?;
         for (i, r) in self.rules.iter().enumerate() {
             let f = |name: &str| format!("rules[{i}].{name}");
@@ -328,11 +321,6 @@ impl Validate for Config {
             )?;
             validate_response(&r.response, &f("response"), &self.cache, false)?;
         }
-        check_len(
-            &self.trace.filter_state_name,
-            MAX_MATCH_VALUE_LEN,
-            "trace.filterStateName",
-        )?;
         crate::memory::budget(self).check(self.max_shared_memory)
     }
 }

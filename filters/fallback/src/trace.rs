@@ -5,28 +5,13 @@
 //! state).
 
 use crate::config::TraceConfig;
+use filter_common::w3c::TRACERESPONSE;
 
-/// `traceparent` (version 00 shape: `00-<32 hex>-<16 hex>-<2 hex>`, lower case, ids not zero), or
-/// `None`.
+/// The `traceparent` forwarded upstream, as `traceresponse` echoes it (version 00), when it is valid.
 pub fn well_formed_traceparent(value: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(value).ok()?.trim();
-    let mut parts = text.split('-');
-    let (version, trace_id, span_id, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    let ok = parts.next().is_none()
-        && version == "00"
-        && hex(trace_id, 32)
-        && nonzero(trace_id)
-        && hex(span_id, 16)
-        && nonzero(span_id)
-        && hex(flags, 2);
-    ok.then(|| text.to_string())
+    filter_common::w3c::parse_traceparent(value)
+        .ok()
+        .map(|tp| tp.render())
 }
 
 /// The trace id of a well-formed `traceparent`.
@@ -54,8 +39,8 @@ pub fn response_headers(
         out.push((header.to_string(), trace_id.to_string()));
     }
     if let Some(tp) = traceparent.filter(|_| config.trace_response) {
-        if !already_set("traceresponse") {
-            out.push(("traceresponse".to_string(), tp.to_string()));
+        if !already_set(TRACERESPONSE) {
+            out.push((TRACERESPONSE.to_string(), tp.to_string()));
         }
     }
     out
@@ -69,7 +54,7 @@ mod tests {
     const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
     #[test]
-    fn accepts_only_the_version_00_shape() {
+    fn accepts_what_trace_context_accepts_and_echoes_version_00() {
         assert_eq!(well_formed_traceparent(TP.as_bytes()).as_deref(), Some(TP));
         assert_eq!(
             well_formed_traceparent(format!(" {TP} ").as_bytes()).as_deref(),
@@ -80,7 +65,6 @@ mod tests {
             "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
             "00-00000000000000000000000000000000-b7ad6b7169203331-01",
             "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
-            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
             "00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
@@ -88,6 +72,12 @@ mod tests {
             assert_eq!(well_formed_traceparent(bad.as_bytes()), None, "{bad}");
         }
         assert_eq!(well_formed_traceparent(&[0xff, b'-', 0xfe]), None);
+        // A later version is read by its version-00 prefix, and answered in version 00.
+        let later = format!("01{}-extra", &TP[2..]);
+        assert_eq!(
+            well_formed_traceparent(later.as_bytes()).as_deref(),
+            Some(TP)
+        );
         assert_eq!(trace_id(TP), Some("0af7651916cd43dd8448eb211c80319c"));
     }
 

@@ -7,9 +7,11 @@ use filter_common::config::{lenient_u32, lenient_usize, ConfigError, Validate};
 use filter_common::duration::ConfigDuration;
 use filter_common::limits::{
     byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN,
-    MAX_MATCH_VALUE_LEN,
 };
-use filter_common::matching::is_header_name;
+use filter_common::w3c::{
+    check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
+    DEFAULT_RESPONSE_HEADER,
+};
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -103,9 +105,9 @@ impl Default for Config {
             tracestate_key: None,
             tracestate_max_length: crate::tracestate::PROPAGATE_MIN,
             baggage: BaggageConfig::default(),
-            response_header: "x-trace-id".to_string(),
+            response_header: DEFAULT_RESPONSE_HEADER.to_string(),
             trace_response: true,
-            filter_state_name: "trace_id".to_string(),
+            filter_state_name: DEFAULT_FILTER_STATE_NAME.to_string(),
             direction: Direction::Auto,
             correlation: CorrelationConfig::default(),
             max_shared_memory: DEFAULT_MAX_SHARED_MEMORY,
@@ -208,12 +210,7 @@ impl Validate for Config {
                 "must be between 1 and 65536",
             ));
         }
-        if !self.response_header.is_empty() && !is_header_name(&self.response_header) {
-            return Err(ConfigError::new(
-                "responseHeader",
-                "must be empty or a header name: lower-case letters, digits, '-' and '_', at most 256",
-            ));
-        }
+        check_response_header(&self.response_header, "responseHeader")?;
         if self.correlation.slots == 0 || self.correlation.slots > MAX_CORRELATION_SLOTS {
             return Err(ConfigError::new(
                 "correlation.slots",
@@ -223,11 +220,7 @@ impl Validate for Config {
         if self.correlation.ttl.0.is_zero() {
             return Err(ConfigError::new("correlation.ttl", "must be positive"));
         }
-        check_len(
-            &self.filter_state_name,
-            MAX_MATCH_VALUE_LEN,
-            "filterStateName",
-        )?;
+        check_filter_state_name(&self.filter_state_name, "filterStateName")?;
         let lists = [
             (
                 "baggage.allowKeys",

@@ -48,16 +48,7 @@ impl RequestHeaders {
     }
 }
 
-/// Strips RFC 7230 OWS (space and tab only) from both ends.
-pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
+pub(crate) use filter_common::headers::trim_ows;
 
 /// Header edits, applied in order by the adapter: `Set` replaces every value of the header, `Remove`
 /// deletes every value.

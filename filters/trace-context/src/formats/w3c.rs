@@ -5,16 +5,13 @@
 //! it to `traceparent` (drop it when `traceparent` is invalid, keep it byte-identical when `traceparent`
 //! is passed through), and that decision belongs to the caller.
 
-use crate::context::{parse_lower_hex_u128, parse_lower_hex_u64, TraceContext};
+use crate::context::TraceContext;
 use crate::formats::Extracted;
-use crate::headers::{trim_ows, HeaderEdits, RequestHeaders};
+use crate::headers::{HeaderEdits, RequestHeaders};
 
 pub const HEADERS: &[&str] = &["traceparent", "tracestate"];
 
-const TRACEPARENT: &str = "traceparent";
-
-/// `VV-<32 hex>-<16 hex>-FF`: the whole of a version-00 header and the prefix every later version keeps.
-const V00_LEN: usize = 55;
+use filter_common::w3c::TRACEPARENT;
 
 const FLAG_SAMPLED: u8 = 0x01;
 /// Level 2: the trace id's low 56 bits are random.
@@ -49,62 +46,23 @@ pub fn format_traceparent(ctx: &TraceContext) -> String {
     if ctx.random {
         flags |= FLAG_RANDOM;
     }
-    format!(
-        "00-{:032x}-{:016x}-{:02x}",
-        ctx.trace_id, ctx.span_id, flags
-    )
+    filter_common::w3c::TraceParent {
+        trace_id: ctx.trace_id,
+        span_id: ctx.span_id,
+        flags,
+    }
+    .render()
 }
 
-/// Parses one `traceparent` value strictly. OWS (space, tab) around the value is ignored.
+/// Parses one `traceparent` value strictly (see [`filter_common::w3c::parse_traceparent`]).
 pub fn parse_traceparent(value: &[u8]) -> Result<TraceContext, &'static str> {
-    let value = trim_ows(value);
-    let Some((head, rest)) = value.split_at_checked(V00_LEN) else {
-        // Also covers future versions: shorter than 55 means restart.
-        return Err("traceparent too short");
-    };
-
-    // With the total fixed at 55, four dash-separated fields of 2, 32, 16 and 2 hex digits are the only
-    // way to pass the exact-length parses below.
-    let mut fields = head.split(|&b| b == b'-');
-    let (Some(version), Some(trace_id), Some(parent_id), Some(flags), None) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-    ) else {
-        return Err("malformed traceparent");
-    };
-
-    let version = parse_lower_hex_u64(version, 2).ok_or("invalid traceparent version")?;
-    if version == 0xff {
-        return Err("traceparent version ff");
-    }
-    if version == 0 {
-        if !rest.is_empty() {
-            return Err("traceparent version 00 with trailing data");
-        }
-    } else if !rest.is_empty() && rest.first() != Some(&b'-') {
-        // A future version may append fields, but only after another dash.
-        return Err("malformed traceparent");
-    }
-
-    let trace_id = parse_lower_hex_u128(trace_id, 32).ok_or("invalid traceparent trace id")?;
-    if trace_id == 0 {
-        return Err("all-zero traceparent trace id");
-    }
-    let span_id = parse_lower_hex_u64(parent_id, 16).ok_or("invalid traceparent parent id")?;
-    if span_id == 0 {
-        return Err("all-zero traceparent parent id");
-    }
-    let flags = parse_lower_hex_u64(flags, 2).ok_or("invalid traceparent flags")?;
-
+    let tp = filter_common::w3c::parse_traceparent(value)?;
     Ok(TraceContext {
-        trace_id,
-        span_id,
-        sampled: Some(flags & u64::from(FLAG_SAMPLED) != 0),
+        trace_id: tp.trace_id,
+        span_id: tp.span_id,
+        sampled: Some(tp.flags & FLAG_SAMPLED != 0),
         debug: false,
-        random: flags & u64::from(FLAG_RANDOM) != 0,
+        random: tp.flags & FLAG_RANDOM != 0,
     })
 }
 
