@@ -13,8 +13,9 @@ WASM_TARGET   := wasm32-wasip1
 WASM_RUNTIME  ?= v8
 CONCURRENCY   ?= 2
 
-# Every directory under filters/ except the shared crates is a filter; its module is dist/<crate_name>.wasm.
-FILTER_CRATES := $(filter-out common empty,$(notdir $(wildcard filters/*)))
+# Every directory under filters/ is a crate of the same name; all but the shared crate and the benchmark's
+# empty filter are filters, whose module is dist/<crate_name>.wasm.
+FILTER_CRATES := $(filter-out filter-common empty-filter,$(notdir $(wildcard filters/*)))
 FILTER_MODULES := $(foreach c,$(FILTER_CRATES),dist/$(subst -,_,$(c)).wasm)
 
 export ENVOY_BIN WASM_RUNTIME
@@ -33,7 +34,7 @@ wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
 build: wasm-target
-	cargo build --release --target $(WASM_TARGET) $(foreach c,$(FILTER_CRATES) empty,-p $(if $(filter empty,$(c)),empty-filter,$(c)))
+	cargo build --release --target $(WASM_TARGET) $(foreach c,$(FILTER_CRATES) empty-filter,-p $(c))
 	@mkdir -p dist/bench
 	@for c in $(FILTER_CRATES); do m=$${c//-/_}; cp target/$(WASM_TARGET)/release/$$m.wasm dist/$$m.wasm; done
 	@cp target/$(WASM_TARGET)/release/empty_filter.wasm dist/bench/empty_filter.wasm

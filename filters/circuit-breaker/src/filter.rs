@@ -17,7 +17,7 @@ use filter_common::ids::IdGenerator;
 use filter_common::metrics::{tagged_name, Counter, Gauge};
 use filter_common::plugin::load_config;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -25,11 +25,11 @@ const FILTER: &str = "circuit-breaker";
 const GRPC_UNAVAILABLE: i32 = 14;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_log_level(filter_common::plugin::LOG_LEVEL);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(BreakerRoot::default()) });
 }}
 
-struct Shared {
+struct VmState {
     config: Config,
     needs: Needs,
     keys: Keys,
@@ -41,7 +41,7 @@ struct Shared {
 
 #[derive(Default)]
 struct BreakerRoot {
-    shared: Option<Rc<Shared>>,
+    vm: Option<Rc<VmState>>,
 }
 
 impl Context for BreakerRoot {}
@@ -51,8 +51,8 @@ const LEASE_TICK_MS: u32 = 30_000;
 
 impl RootContext for BreakerRoot {
     fn on_tick(&mut self) {
-        if let Some(shared) = &self.shared {
-            store::renew_lease(&shared.keys);
+        if let Some(vm) = &self.vm {
+            store::renew_lease(&vm.keys);
         }
     }
 
@@ -72,7 +72,7 @@ impl RootContext for BreakerRoot {
         if !host::set_tick_period(LEASE_TICK_MS) {
             log::warn!("{FILTER}: no timer: an idle worker's calls stop counting after 5 minutes");
         }
-        self.shared = Some(Rc::new(Shared {
+        self.vm = Some(Rc::new(VmState {
             needs: needs(&config),
             metrics: config
                 .breakers
@@ -93,7 +93,7 @@ impl RootContext for BreakerRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(BreakerStream {
-            shared: self.shared.clone(),
+            vm: self.vm.clone(),
             call: None,
             dry_run_mark: None,
             rejected: false,
@@ -122,7 +122,7 @@ struct AdmittedCall {
 }
 
 struct BreakerStream {
-    shared: Option<Rc<Shared>>,
+    vm: Option<Rc<VmState>>,
     call: Option<AdmittedCall>,
     /// Dry-run: the header value marking a response the breaker would have rejected.
     dry_run_mark: Option<String>,
@@ -134,16 +134,16 @@ impl Context for BreakerStream {}
 
 impl HttpContext for BreakerStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.clone() else {
+        let Some(vm) = self.vm.clone() else {
             return Action::Continue;
         };
-        let info = shared.needs.load();
-        let Some(selected) = select(&shared.config, &info, &shared.seed) else {
+        let info = vm.needs.load();
+        let Some(selected) = select(&vm.config, &info, &vm.seed) else {
             return Action::Continue;
         };
         let (Some(b), Some(metrics)) = (
-            shared.config.breakers.get(selected.breaker),
-            shared.metrics.get(selected.breaker),
+            vm.config.breakers.get(selected.breaker),
+            vm.metrics.get(selected.breaker),
         ) else {
             return Action::Continue;
         };
@@ -155,10 +155,10 @@ impl HttpContext for BreakerStream {
         let now = host::now_nanos();
         if b.mode == Mode::ForcedOpen {
             metrics.rejected.inc();
-            self.reject(&shared, b, grpc, "forced-open", None, now);
+            self.reject(&vm, b, grpc, "forced-open", None, now);
             return Action::Pause;
         }
-        let (slot, decision) = match admit(&shared, b, selected, now, metrics) {
+        let (slot, decision) = match admit(&vm, b, selected, now, metrics) {
             Admission::Slot(slot, decision) => (slot, decision),
             // No slot for this key: it passes unprotected rather than share another key's state.
             Admission::Overflow => {
@@ -191,7 +191,7 @@ impl HttpContext for BreakerStream {
                 self.call = Some(admitted(gen, true));
             }
             Decision::Reject { state, retry_at_ns } => {
-                let label = state_label(state);
+                let label = state.header_label();
                 if b.mode == Mode::DryRun {
                     metrics.would_reject.inc();
                     self.dry_run_mark = Some(format!("{}; state={label}; dry-run", b.name));
@@ -199,7 +199,7 @@ impl HttpContext for BreakerStream {
                     return Action::Continue;
                 }
                 metrics.rejected.inc();
-                self.reject(&shared, b, grpc, label, Some(retry_at_ns), now);
+                self.reject(&vm, b, grpc, label, Some(retry_at_ns), now);
                 return Action::Pause;
             }
         }
@@ -215,10 +215,10 @@ impl HttpContext for BreakerStream {
             }
             call.local_reply = Some(made_in_proxy());
         }
-        if let (Some(mark), Some(shared)) = (&self.dry_run_mark, &self.shared) {
+        if let (Some(mark), Some(vm)) = (&self.dry_run_mark, &self.vm) {
             host::set_header(
                 MapType::HttpResponseHeaders,
-                &shared.config.status_header,
+                &vm.config.status_header,
                 mark.as_bytes(),
             );
         }
@@ -239,8 +239,8 @@ impl HttpContext for BreakerStream {
         if self.rejected {
             return;
         }
-        if let (Some(shared), Some(call)) = (self.shared.clone(), self.call.take()) {
-            record_call(&shared, &call);
+        if let (Some(vm), Some(call)) = (self.vm.clone(), self.call.take()) {
+            record_call(&vm, &call);
         }
     }
 }
@@ -249,7 +249,7 @@ impl BreakerStream {
     /// Answers at once: the request never reaches the upstream.
     fn reject(
         &mut self,
-        shared: &Shared,
+        vm: &VmState,
         b: &BreakerConfig,
         grpc: bool,
         label: &str,
@@ -264,10 +264,8 @@ impl BreakerStream {
                 .max(1)
                 .to_string()
         });
-        let mut headers: Vec<(&str, &[u8])> = vec![(
-            shared.config.status_header.as_str(),
-            status_value.as_bytes(),
-        )];
+        let mut headers: Vec<(&str, &[u8])> =
+            vec![(vm.config.status_header.as_str(), status_value.as_bytes())];
         if let (true, Some(secs)) = (b.retry_after, &retry_after) {
             headers.push(("retry-after", secs.as_bytes()));
         }
@@ -306,26 +304,18 @@ impl BreakerStream {
     }
 }
 
-fn state_label(state: State) -> &'static str {
-    match state {
-        State::Closed => "closed",
-        State::Open => "open",
-        State::HalfOpen => "half-open",
-    }
-}
-
 /// Finds the key's slot (claiming one if it has none) and applies `on_request` to its record,
 /// writing any change with CAS. A key in its home slot reads one record, as before slots had owners.
 fn admit(
-    shared: &Shared,
+    vm: &VmState,
     b: &BreakerConfig,
     selected: Selected,
     now: u64,
     metrics: &BreakerMetrics,
 ) -> Admission {
-    let jitter = jitter_unit(shared);
+    let jitter = jitter_unit(vm);
     slots::admit(selected.key, now, b, jitter, |slot, change| {
-        let key = shared.keys.state(&b.name, slot);
+        let key = vm.keys.state(&b.name, slot);
         match store::update(&key, ADMIT_ATTEMPTS, change) {
             Cas::Written(look, before, Some(after)) => {
                 transitioned(b, slot, &before, &after, metrics, None);
@@ -336,8 +326,8 @@ fn admit(
     })
 }
 
-fn jitter_unit(shared: &Shared) -> f64 {
-    let mut ids = shared.ids.borrow_mut();
+fn jitter_unit(vm: &VmState) -> f64 {
+    let mut ids = vm.ids.borrow_mut();
     (ids.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
 }
 
@@ -348,12 +338,10 @@ fn made_in_proxy() -> bool {
 
 /// Classifies the finished call and records it: a probe decides the half-open breaker; another call goes
 /// into this worker's stripe of the closed window it was admitted in.
-fn record_call(shared: &Shared, call: &AdmittedCall) {
+fn record_call(vm: &VmState, call: &AdmittedCall) {
     let (breaker, slot) = (call.breaker, call.slot);
-    let (Some(b), Some(metrics)) = (
-        shared.config.breakers.get(breaker),
-        shared.metrics.get(breaker),
-    ) else {
+    let (Some(b), Some(metrics)) = (vm.config.breakers.get(breaker), vm.metrics.get(breaker))
+    else {
         return;
     };
     let now = host::now_nanos();
@@ -384,10 +372,10 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
     if verdict.slow {
         metrics.slow.inc();
     }
-    let key = shared.keys.state(&b.name, slot);
+    let key = vm.keys.state(&b.name, slot);
     if call.probe {
         let probe = verdict.probe();
-        update_state(shared, b, slot, &key, metrics, None, |rec, jitter| {
+        update_state(vm, b, slot, &key, metrics, None, |rec, jitter| {
             state::on_probe_result(rec, call.gen, probe, now, b, jitter)
         });
         return;
@@ -396,7 +384,7 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
         return;
     }
     let stripes = store::record_and_collect(
-        &shared.keys,
+        &vm.keys,
         &key,
         b,
         call.gen,
@@ -408,14 +396,14 @@ fn record_call(shared: &Shared, call: &AdmittedCall) {
         return;
     };
     // Only a closed breaker of this generation opens (checked under CAS), so a late call cannot re-trip.
-    update_state(shared, b, slot, &key, metrics, Some(trip), |rec, jitter| {
+    update_state(vm, b, slot, &key, metrics, Some(trip), |rec, jitter| {
         state::on_trip(rec, call.gen, now, b, jitter)
     });
 }
 
 /// A CAS loop applying `change` to the key's record; the worker whose write lands logs the transition.
 fn update_state(
-    shared: &Shared,
+    vm: &VmState,
     b: &BreakerConfig,
     slot: u32,
     key: &str,
@@ -424,7 +412,7 @@ fn update_state(
     change: impl Fn(&Record, f64) -> Option<Record>,
 ) {
     let result = store::update(key, RESULT_ATTEMPTS, |rec| {
-        ((), change(rec, jitter_unit(shared)))
+        ((), change(rec, jitter_unit(vm)))
     });
     match result {
         Cas::Written((), before, Some(after)) => {

@@ -12,12 +12,24 @@ pub enum State {
     HalfOpen,
 }
 
+/// A state has two public spellings, both kept because users depend on them: metric labels use
+/// Prometheus' underscore (`circuit_breaker_transitions{state="half_open"}`), the rejection header the
+/// prose form (`x-circuit-breaker: <breaker>; state=half-open`). Both are written here only.
 impl State {
+    /// The metric label.
     pub fn label(self) -> &'static str {
         match self {
             State::Closed => "closed",
             State::Open => "open",
             State::HalfOpen => "half_open",
+        }
+    }
+
+    /// The value of `state=` in the status header.
+    pub fn header_label(self) -> &'static str {
+        match self {
+            State::HalfOpen => "half-open",
+            other => other.label(),
         }
     }
 }

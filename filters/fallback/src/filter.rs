@@ -17,7 +17,7 @@ use filter_common::matching::Needs;
 use filter_common::metrics::{tagged_name, Counter, Gauge};
 use filter_common::plugin::load_config;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -28,11 +28,11 @@ const MARKER: &str = "x-fallback";
 const CIRCUIT_BREAKER_DETAILS: &[u8] = b"circuit_breaker_open";
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_log_level(filter_common::plugin::LOG_LEVEL);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FallbackRoot::default()) });
 }}
 
-struct Shared {
+struct VmState {
     config: Config,
     needs: Needs,
     cache_prefix: String,
@@ -41,7 +41,7 @@ struct Shared {
 
 #[derive(Default)]
 struct FallbackRoot {
-    shared: Option<Rc<Shared>>,
+    vm: Option<Rc<VmState>>,
 }
 
 impl Context for FallbackRoot {}
@@ -58,7 +58,7 @@ impl RootContext for FallbackRoot {
         let root_id = host::plugin_root_id();
         let cache_prefix = filter_common::keys::fallback_cache_prefix(&root_id);
         create_slots(&cache_prefix, &config);
-        self.shared = Some(Rc::new(Shared {
+        self.vm = Some(Rc::new(VmState {
             needs,
             cache_prefix,
             metrics: Metrics::define(),
@@ -73,7 +73,7 @@ impl RootContext for FallbackRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(FallbackStream {
-            shared: self.shared.clone(),
+            vm: self.vm.clone(),
             request: None,
             own_reply: false,
             pending: None,
@@ -124,7 +124,7 @@ struct Capture {
 }
 
 struct FallbackStream {
-    shared: Option<Rc<Shared>>,
+    vm: Option<Rc<VmState>>,
     request: Option<RequestFacts>,
     /// Our own reply is passing through this filter: never wrap it again.
     own_reply: bool,
@@ -155,11 +155,11 @@ impl Context for FallbackStream {
         let Some(pending) = self.pending.take() else {
             return;
         };
-        let (Some(shared), Some(facts)) = (self.shared.clone(), self.request.as_ref()) else {
+        let (Some(vm), Some(facts)) = (self.vm.clone(), self.request.as_ref()) else {
             host::resume_response();
             return;
         };
-        let Some(rule) = shared.config.rules.get(facts.rule) else {
+        let Some(rule) = vm.config.rules.get(facts.rule) else {
             host::resume_response();
             return;
         };
@@ -189,7 +189,7 @@ impl Context for FallbackStream {
                     body: String::new(),
                 };
                 self.send(
-                    &shared,
+                    &vm,
                     rule,
                     pending.reason,
                     Kind::Alternate,
@@ -199,7 +199,7 @@ impl Context for FallbackStream {
             }
             _ => {
                 let fallback = otherwise(&rule.response);
-                self.serve_simple(&shared, rule, &fallback, pending.reason, pending.status);
+                self.serve_simple(&vm, rule, &fallback, pending.reason, pending.status);
             }
         }
     }
@@ -207,14 +207,14 @@ impl Context for FallbackStream {
 
 impl HttpContext for FallbackStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.clone() else {
+        let Some(vm) = self.vm.clone() else {
             return Action::Continue;
         };
         // One host call for every header this filter may need, looked up in place.
         let headers =
             HeaderMap::from_encoded(host::header_map_encoded(MapType::HttpRequestHeaders));
-        let info = shared.needs.load_from(&headers);
-        let Some(rule_index) = shared
+        let info = vm.needs.load_from(&headers);
+        let Some(rule_index) = vm
             .config
             .rules
             .iter()
@@ -222,7 +222,7 @@ impl HttpContext for FallbackStream {
         else {
             return Action::Continue;
         };
-        let Some(rule) = shared.config.rules.get(rule_index) else {
+        let Some(rule) = vm.config.rules.get(rule_index) else {
             return Action::Continue;
         };
         let req = |name: &str| headers.get_first(name);
@@ -265,10 +265,10 @@ impl HttpContext for FallbackStream {
         if self.own_reply {
             return Action::Continue;
         }
-        let (Some(shared), Some(facts)) = (self.shared.clone(), self.request.as_ref()) else {
+        let (Some(vm), Some(facts)) = (self.vm.clone(), self.request.as_ref()) else {
             return Action::Continue;
         };
-        let Some(rule) = shared.config.rules.get(facts.rule) else {
+        let Some(rule) = vm.config.rules.get(facts.rule) else {
             return Action::Continue;
         };
         let status =
@@ -290,7 +290,7 @@ impl HttpContext for FallbackStream {
             self.original_status = status;
             // One more host call, only for a response being replaced.
             self.retry_after = host::header(MapType::HttpResponseHeaders, "retry-after");
-            return self.serve(&shared, rule, reason, status);
+            return self.serve(&vm, rule, reason, status);
         }
         if rule.response.kind == Kind::Stale
             && status == 200
@@ -323,12 +323,10 @@ impl HttpContext for FallbackStream {
             }
         }
         if end_of_stream {
-            if let (Some(shared), Some(capture), Some(facts)) = (
-                self.shared.clone(),
-                self.capture.take(),
-                self.request.as_ref(),
-            ) {
-                store(&shared, facts, capture);
+            if let (Some(vm), Some(capture), Some(facts)) =
+                (self.vm.clone(), self.capture.take(), self.request.as_ref())
+            {
+                store(&vm, facts, capture);
             }
         }
         Action::Continue
@@ -337,13 +335,13 @@ impl HttpContext for FallbackStream {
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         // A gRPC failure that arrives only in trailers: the headers are gone, so the status stands; the
         // message and marker say the mesh saw it.
-        let (Some(shared), Some(facts)) = (self.shared.clone(), self.request.as_ref()) else {
+        let (Some(vm), Some(facts)) = (self.vm.clone(), self.request.as_ref()) else {
             return Action::Continue;
         };
         if self.own_reply || !facts.grpc {
             return Action::Continue;
         }
-        let Some(rule) = shared.config.rules.get(facts.rule) else {
+        let Some(rule) = vm.config.rules.get(facts.rule) else {
             return Action::Continue;
         };
         let observed = Observed {
@@ -355,7 +353,7 @@ impl HttpContext for FallbackStream {
         if let Some(reason) = fire(&rule.triggers, &observed) {
             let marker = marker(rule, reason, rule.response.kind);
             host::set_header(MapType::HttpResponseTrailers, MARKER, marker.as_bytes());
-            shared.metrics.served(&rule.name, reason, "trailers");
+            vm.metrics.served(&rule.name, reason, "trailers");
         }
         Action::Continue
     }
@@ -363,7 +361,7 @@ impl HttpContext for FallbackStream {
 
 impl FallbackStream {
     /// Answers for a fired rule: at once, or after the alternate call.
-    fn serve(&mut self, shared: &Shared, rule: &RuleConfig, reason: Reason, status: u16) -> Action {
+    fn serve(&mut self, vm: &VmState, rule: &RuleConfig, reason: Reason, status: u16) -> Action {
         let facts_grpc = self.request.as_ref().is_some_and(|f| f.grpc);
         match rule.response.kind {
             Kind::Alternate if !facts_grpc => {
@@ -376,29 +374,29 @@ impl FallbackStream {
                     return Action::Pause;
                 }
                 let fallback = otherwise(&rule.response);
-                self.serve_simple(shared, rule, &fallback, reason, status);
+                self.serve_simple(vm, rule, &fallback, reason, status);
             }
             Kind::Stale if !facts_grpc => {
-                if !self.serve_stale(shared, rule, reason) {
+                if !self.serve_stale(vm, rule, reason) {
                     let fallback = otherwise(&rule.response);
-                    self.serve_simple(shared, rule, &fallback, reason, status);
+                    self.serve_simple(vm, rule, &fallback, reason, status);
                 }
             }
             // gRPC callers of a stale or alternate rule get its `otherwise` (as a gRPC status).
             Kind::Stale | Kind::Alternate => {
                 let fallback = otherwise(&rule.response);
-                self.serve_simple(shared, rule, &fallback, reason, status);
+                self.serve_simple(vm, rule, &fallback, reason, status);
             }
             Kind::Problem | Kind::Static => {
                 let response = rule.response.clone();
-                self.serve_simple(shared, rule, &response, reason, status);
+                self.serve_simple(vm, rule, &response, reason, status);
             }
         }
         Action::Pause
     }
 
     /// The trace id: from the forwarded `traceparent`, else from trace-context's filter state.
-    fn trace_id(&self, shared: &Shared) -> &str {
+    fn trace_id(&self, vm: &VmState) -> &str {
         self.trace_id.get_or_init(|| {
             let facts = self.request.as_ref();
             if let Some(id) = facts
@@ -407,7 +405,7 @@ impl FallbackStream {
             {
                 return id.to_string();
             }
-            let state = shared.config.trace.filter_state_name.as_str();
+            let state = vm.config.trace.filter_state_name.as_str();
             if state.is_empty() {
                 return String::new();
             }
@@ -417,10 +415,10 @@ impl FallbackStream {
         })
     }
 
-    fn vars(&self, shared: &Shared, reason: Reason, status: u16) -> Vars {
+    fn vars(&self, vm: &VmState, reason: Reason, status: u16) -> Vars {
         let facts = self.request.as_ref();
         Vars {
-            trace_id: self.trace_id(shared).to_string(),
+            trace_id: self.trace_id(vm).to_string(),
             request_id: facts.map(|f| f.request_id.clone()).unwrap_or_default(),
             status,
             reason: reason.label().to_string(),
@@ -430,13 +428,13 @@ impl FallbackStream {
     /// A problem or static response (gRPC callers: a gRPC status).
     fn serve_simple(
         &mut self,
-        shared: &Shared,
+        vm: &VmState,
         rule: &RuleConfig,
         response: &ResponseConfig,
         reason: Reason,
         status: u16,
     ) {
-        let vars = self.vars(shared, reason, status);
+        let vars = self.vars(vm, reason, status);
         let accept = self.request.as_ref().and_then(|f| f.accept.clone());
         let rendered = match response.kind {
             Kind::Static => render::static_response(response, &vars),
@@ -447,11 +445,11 @@ impl FallbackStream {
         } else {
             Kind::Problem
         };
-        self.send(shared, rule, reason, kind, rendered, None);
+        self.send(vm, rule, reason, kind, rendered, None);
     }
 
     /// The cached good response, if one is fresh.
-    fn serve_stale(&mut self, shared: &Shared, rule: &RuleConfig, reason: Reason) -> bool {
+    fn serve_stale(&mut self, vm: &VmState, rule: &RuleConfig, reason: Reason) -> bool {
         let Some(facts) = self.request.as_ref() else {
             return false;
         };
@@ -463,7 +461,7 @@ impl FallbackStream {
             return false;
         }
         let key = cache_key(facts);
-        let slot_key = slot_key(shared, key);
+        let slot_key = slot_key(vm, key);
         let now = host::now_nanos();
         let empty = HeaderMap::default();
         let request = facts.vary_source.as_ref().unwrap_or(&empty);
@@ -478,10 +476,10 @@ impl FallbackStream {
             // The variant this request selects, or none (RFC 9111 §4.1).
             .filter(|(e, _)| policy::vary_hash(&e.vary_names(), request) == e.vary_hash);
         let Some((entry, age)) = hit else {
-            shared.metrics.cache_misses.inc();
+            vm.metrics.cache_misses.inc();
             return false;
         };
-        shared.metrics.cache_hits.inc();
+        vm.metrics.cache_hits.inc();
         let headers = vec![
             ("content-type".to_string(), entry.content_type.clone()),
             ("age".to_string(), age.to_string()),
@@ -500,7 +498,7 @@ impl FallbackStream {
             headers,
             body: String::new(),
         };
-        self.send(shared, rule, reason, Kind::Stale, answer, Some(body));
+        self.send(vm, rule, reason, Kind::Stale, answer, Some(body));
         true
     }
 
@@ -541,7 +539,7 @@ impl FallbackStream {
     /// Sends the fallback as a local reply, marked, counted; gRPC callers get a trailers-only status.
     fn send(
         &mut self,
-        shared: &Shared,
+        vm: &VmState,
         rule: &RuleConfig,
         reason: Reason,
         kind: Kind,
@@ -549,16 +547,16 @@ impl FallbackStream {
         raw_body: Option<Vec<u8>>,
     ) {
         self.own_reply = true;
-        shared.metrics.served(&rule.name, reason, kind.label());
+        vm.metrics.served(&rule.name, reason, kind.label());
         let marker = marker(rule, reason, kind);
         let grpc = self.request.as_ref().is_some_and(|f| f.grpc);
         // A static rule's own headers win; an alternate upstream's trace headers speak of another
         // trace (or its own hop) and give way to the caller's.
         let rule_headers_win = kind == Kind::Static;
         let trace_headers = trace::response_headers(
-            &shared.config.trace,
+            &vm.config.trace,
             self.request.as_ref().and_then(|f| f.traceparent.as_deref()),
-            self.trace_id(shared),
+            self.trace_id(vm),
             |name| rule_headers_win && rendered.headers.iter().any(|(n, _)| n == name),
         );
         let replaced = |name: &str| trace_headers.iter().any(|(t, _)| t == name);
@@ -704,9 +702,9 @@ fn is_hop_by_hop(name: &str) -> bool {
 /// Writes a good response into its slot, counting evictions and the bytes held across workers. The write
 /// is a compare-and-swap against the value read, so the byte count stays exact when workers race; the
 /// loser skips its store (the slot was just refreshed).
-fn store(shared: &Shared, facts: &RequestFacts, capture: Capture) {
+fn store(vm: &VmState, facts: &RequestFacts, capture: Capture) {
     let key = cache_key(facts);
-    let slot_key = slot_key(shared, key);
+    let slot_key = slot_key(vm, key);
     let now = host::now_nanos();
     let Ok(current) = host::shared_data(&slot_key) else {
         return;
@@ -741,21 +739,21 @@ fn store(shared: &Shared, facts: &RequestFacts, capture: Capture) {
             return;
         }
     }
-    shared.metrics.cache_stores.inc();
+    vm.metrics.cache_stores.inc();
     let before = previous.as_ref().map_or(0, Entry::size);
     if previous.is_some_and(|p| p.key != entry.key) {
-        shared.metrics.cache_evictions.inc();
+        vm.metrics.cache_evictions.inc();
     }
     let delta =
         i64::try_from(entry.size()).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(0);
-    shared.metrics.cache_bytes.add(delta);
+    vm.metrics.cache_bytes.add(delta);
 }
 
-fn slot_key(shared: &Shared, key: u128) -> String {
+fn slot_key(vm: &VmState, key: u128) -> String {
     format!(
         "{}{}",
-        shared.cache_prefix,
-        cache::slot(key, shared.config.cache.slots())
+        vm.cache_prefix,
+        cache::slot(key, vm.config.cache.slots())
     )
 }
 

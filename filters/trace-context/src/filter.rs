@@ -13,7 +13,7 @@ use filter_common::ids::IdGenerator;
 use filter_common::metrics::{tagged_name, Counter};
 use filter_common::plugin::load_config;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -25,12 +25,12 @@ const LISTENER_INBOUND: u64 = 1;
 const LISTENER_OUTBOUND: u64 = 2;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Debug);
+    proxy_wasm::set_log_level(filter_common::plugin::LOG_LEVEL);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TraceRoot::default()) });
 }}
 
 /// Per-VM state shared by every stream of a worker thread.
-struct Shared {
+struct VmState {
     propagator: Propagator,
     metrics: Metrics,
     ids: RefCell<IdGenerator>,
@@ -38,7 +38,7 @@ struct Shared {
 
 #[derive(Default)]
 struct TraceRoot {
-    shared: Option<Rc<Shared>>,
+    vm: Option<Rc<VmState>>,
 }
 
 impl Context for TraceRoot {}
@@ -48,7 +48,7 @@ impl RootContext for TraceRoot {
         let Some(config) = load_config::<Config>(FILTER) else {
             return false;
         };
-        self.shared = Some(Rc::new(Shared {
+        self.vm = Some(Rc::new(VmState {
             metrics: Metrics::define(),
             ids: RefCell::new(IdGenerator::from_entropy(host::now_nanos())),
             propagator: Propagator::new(config),
@@ -63,14 +63,14 @@ impl RootContext for TraceRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK requires a context; without a configuration the stream just passes through.
         Some(Box::new(TraceStream {
-            shared: self.shared.clone(),
+            vm: self.vm.clone(),
             context: None,
         }))
     }
 }
 
 struct TraceStream {
-    shared: Option<Rc<Shared>>,
+    vm: Option<Rc<VmState>>,
     /// The context forwarded, kept for the response (request headers are unreadable by then).
     context: Option<TraceContext>,
 }
@@ -79,24 +79,24 @@ impl Context for TraceStream {}
 
 impl HttpContext for TraceStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(shared) = self.shared.clone() {
-            self.context = Some(handle_request(&shared));
+        if let Some(vm) = self.vm.clone() {
+            self.context = Some(handle_request(&vm));
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.as_ref() else {
+        let Some(vm) = self.vm.as_ref() else {
             return Action::Continue;
         };
-        let config = shared.propagator.config();
+        let config = vm.propagator.config();
         let context = match &self.context {
             Some(ctx) => ctx.clone(),
             // A local reply sent before our request callback ran (an earlier filter rejected the
             // request): give the caller an id that the access log shows too.
             None => {
-                let ctx = shared.propagator.start_for_response(
-                    &mut shared.ids.borrow_mut(),
+                let ctx = vm.propagator.start_for_response(
+                    &mut vm.ids.borrow_mut(),
                     host::now_nanos() / 1_000_000_000,
                 );
                 set_filter_state(config, &ctx);
@@ -121,15 +121,15 @@ impl HttpContext for TraceStream {
     }
 }
 
-fn handle_request(shared: &Shared) -> TraceContext {
-    let config = shared.propagator.config();
+fn handle_request(vm: &VmState) -> TraceContext {
+    let config = vm.propagator.config();
     let headers =
         RequestHeaders::from_encoded(host::header_map_encoded(MapType::HttpRequestHeaders));
     // Read per request: one root context may serve listeners of both directions.
     let direction = listener_direction(config.direction);
     let outbound = direction == Some(LISTENER_OUTBOUND);
     let request_id = headers.get_first(REQUEST_ID);
-    let needs_clock = config.correlation.enabled || shared.propagator.needs_clock();
+    let needs_clock = config.correlation.enabled || vm.propagator.needs_clock();
     let now = if needs_clock { host::now_nanos() } else { 0 };
 
     let restore = || {
@@ -141,20 +141,20 @@ fn handle_request(shared: &Shared) -> TraceContext {
         let (entry, _cas) = host::shared_data(&key).ok()??;
         correlation::decode(&entry, rid, now)
     };
-    let decision = shared.propagator.decide(
+    let decision = vm.propagator.decide(
         &headers,
-        &mut shared.ids.borrow_mut(),
+        &mut vm.ids.borrow_mut(),
         outbound,
         now / 1_000_000_000,
         restore,
     );
 
     apply_edits(&decision);
-    shared.metrics.record(&decision, outbound);
+    vm.metrics.record(&decision, outbound);
     if direction == Some(LISTENER_INBOUND) && config.correlation.enabled {
         if let Some(rid) = request_id {
-            let tracestate = shared.propagator.forwarded_tracestate(&decision, &headers);
-            remember(shared, rid, &decision.context, &tracestate, now);
+            let tracestate = vm.propagator.forwarded_tracestate(&decision, &headers);
+            remember(vm, rid, &decision.context, &tracestate, now);
         }
     }
     set_filter_state(config, &decision.context);
@@ -185,13 +185,13 @@ const CAS_ATTEMPTS: usize = 4;
 /// what it read. (The host creates a missing key whatever the CAS, so the first write to a slot after
 /// Envoy starts cannot be guarded: see the README.)
 fn remember(
-    shared: &Shared,
+    vm: &VmState,
     request_id: &[u8],
     context: &TraceContext,
     tracestate: &TraceState,
     now: u64,
 ) {
-    let config = shared.propagator.config();
+    let config = vm.propagator.config();
     let expiry = now.saturating_add(config.correlation.ttl.as_nanos_u64());
     let Some(entry) = correlation::encode(request_id, context, tracestate, expiry) else {
         return;
@@ -208,13 +208,13 @@ fn remember(
         };
         let admit = correlation::admit(current.as_deref(), request_id, context.trace_id, now);
         if admit == correlation::Admit::Refuse {
-            shared.metrics.correlation_refused.inc();
+            vm.metrics.correlation_refused.inc();
             return;
         }
         match host::set_shared_data(&key, &entry, cas) {
             host::SharedWrite::Written => {
                 if admit == correlation::Admit::Evict {
-                    shared.metrics.correlation_evicted.inc();
+                    vm.metrics.correlation_evicted.inc();
                 }
                 return;
             }

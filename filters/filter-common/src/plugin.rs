@@ -2,7 +2,13 @@
 
 use crate::config::{parse, Validate};
 use crate::host;
+use proxy_wasm::types::LogLevel;
 use serde::de::DeserializeOwned;
+
+/// The level every filter logs at: configuration errors, transitions and one-off warnings, never a line
+/// per request. Envoy's own `wasm` log level filters further; a message below this one costs no host
+/// call at all.
+pub const LOG_LEVEL: LogLevel = LogLevel::Info;
 
 /// Reads and checks the plugin configuration. On error it logs exactly one line naming the filter, the
 /// field and the reason, and returns `None`; the filter then returns `false` from `on_configure`, which
