@@ -137,7 +137,7 @@ impl HttpContext for BreakerStream {
         let Some(vm) = self.vm.clone() else {
             return Action::Continue;
         };
-        let info = vm.needs.load();
+        let info = filter_common::request::load(&vm.needs);
         let Some(selected) = select(&vm.config, &info, &vm.seed) else {
             return Action::Continue;
         };

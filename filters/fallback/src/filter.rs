@@ -213,7 +213,7 @@ impl HttpContext for FallbackStream {
         // One host call for every header this filter may need, looked up in place.
         let headers =
             HeaderMap::from_encoded(host::header_map_encoded(MapType::HttpRequestHeaders));
-        let info = vm.needs.load_from(&headers);
+        let info = filter_common::request::load_from(&vm.needs, &headers);
         let Some(rule_index) = vm
             .config
             .rules

@@ -1,7 +1,10 @@
-//! Pieces every filter shares: configuration parsing with field-named errors, a host-call layer that
-//! never panics, Istio-style metric names, and id generation.
+//! Pieces every filter shares: configuration parsing with field-named errors and limits, a host-call
+//! layer that never panics, the rules the filters must apply alike (Envoy's failure reasons, W3C
+//! `traceparent`, request matching, shared-data key names), Istio-style metric names, and id generation.
 //!
-//! Everything except `host` is plain Rust, unit-tested natively.
+//! Modules that touch the host: `host` (the only one calling the ABI), and through it `plugin`
+//! (configuration loading), `request` (request attributes) and `metrics` (`Counter`, `Gauge`). Every
+//! other module is plain Rust, unit-tested natively.
 
 pub mod config;
 pub mod duration;
@@ -16,6 +19,7 @@ pub mod limits;
 pub mod matching;
 pub mod metrics;
 pub mod plugin;
+pub mod request;
 pub mod response_flags;
 pub mod status;
 pub mod w3c;

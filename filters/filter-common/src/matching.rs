@@ -1,8 +1,6 @@
 //! Request matching shared by the filters: which rule or breaker a request belongs to. Filters load only
-//! the request attributes their configuration names, once per request.
+//! the request attributes their configuration names, once per request (read by `request`).
 
-use crate::headers::HeaderMap;
-use crate::host::{self, MapType};
 use serde::Deserialize;
 
 /// Every field given must match; an empty match matches every request.
@@ -156,26 +154,22 @@ impl Needs {
         }
     }
 
-    /// Loads what is needed from the host (one call per attribute).
-    pub fn load(&self) -> RequestInfo {
-        self.load_with(|name| host::header(MapType::HttpRequestHeaders, name))
-    }
-
-    /// Like [`Needs::load`], with the request headers already read.
-    pub fn load_from(&self, headers: &HeaderMap) -> RequestInfo {
-        self.load_with(|name| headers.get_first(name).map(<[u8]>::to_vec))
-    }
-
-    fn load_with(&self, header: impl Fn(&str) -> Option<Vec<u8>>) -> RequestInfo {
+    /// The needed attributes, read through `header` (a request header's first value) and `property`
+    /// (an Envoy attribute); `request::load` gives them the host's.
+    pub fn load_with(
+        &self,
+        header: impl Fn(&str) -> Option<Vec<u8>>,
+        property: impl Fn(&[&str]) -> Option<Vec<u8>>,
+    ) -> RequestInfo {
         let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
         RequestInfo {
             cluster: self
                 .cluster
-                .then(|| text(host::property(&["xds", "cluster_name"])))
+                .then(|| text(property(&["xds", "cluster_name"])))
                 .flatten(),
             route: self
                 .route
-                .then(|| text(host::property(&["xds", "route_name"])))
+                .then(|| text(property(&["xds", "route_name"])))
                 .flatten(),
             authority: self.authority.then(|| text(header(":authority"))).flatten(),
             path: self.path.then(|| text(header(":path"))).flatten(),
