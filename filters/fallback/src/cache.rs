@@ -126,6 +126,14 @@ impl Entry {
             .collect()
     }
 
+    /// The same variant of the same key, stored less than a second before `newer`: rewriting it would
+    /// only take shared data's one global lock again.
+    pub fn is_recent_copy_of(&self, newer: &Entry) -> bool {
+        self.key == newer.key
+            && self.vary_hash == newer.vary_hash
+            && newer.stored_at_ns.saturating_sub(self.stored_at_ns) < 1_000_000_000
+    }
+
     /// Shared-data bytes this entry takes.
     pub fn size(&self) -> usize {
         FIXED + self.vary.len() + self.content_type.len() + self.body.len()

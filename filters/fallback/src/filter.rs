@@ -3,27 +3,33 @@
 //! fires, replaces the response before anything was sent downstream. Good responses pass untouched; a
 //! `stale` rule copies them into the cache as they stream by. Every host call goes through
 //! `filter_common::host`, which never panics.
+//!
+//! Decisions are made elsewhere (`trigger`, `policy`, `render`, `reply`, `alternate`; shared-data I/O in
+//! `store`). This file is longer than the other adapters because a fallback spans five callbacks
+//! (request headers, response headers, body, trailers, the alternate call's answer) and keeps, between
+//! them, the request facts a reply needs after the request headers are gone.
 
+use crate::alternate;
 use crate::cache::{self, Entry};
 use crate::config::{otherwise, Config, Kind, ResponseConfig, RuleConfig};
-use crate::policy::{self, CacheControl, Window};
-use crate::render::{self, grpc_status_for, negotiate, Rendered, Vars};
+use crate::metrics::Metrics;
+use crate::policy;
+use crate::render::{self, negotiate, Rendered, Vars};
+use crate::reply::{self, Parts, MARKER};
+use crate::store;
 use crate::trace::{self, well_formed_traceparent};
 use crate::trigger::{fire, Observed, Reason};
 use filter_common::failure::is_upstream_answer;
 use filter_common::headers::HeaderMap;
-use filter_common::host::{self, Buffer, MapType, SharedWrite};
+use filter_common::host::{self, Buffer, MapType};
 use filter_common::matching::Needs;
-use filter_common::metrics::{tagged_name, Counter, Gauge};
 use filter_common::plugin::load_config;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
-use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
+use std::cell::OnceCell;
 use std::rc::Rc;
 
 const FILTER: &str = "fallback";
-const MARKER: &str = "x-fallback";
 /// Response code details of the circuit-breaker filter's rejections.
 const CIRCUIT_BREAKER_DETAILS: &[u8] = b"circuit_breaker_open";
 
@@ -57,7 +63,7 @@ impl RootContext for FallbackRoot {
         }
         let root_id = host::plugin_root_id();
         let cache_prefix = filter_common::keys::fallback_cache_prefix(&root_id);
-        create_slots(&cache_prefix, &config);
+        store::create_slots(&cache_prefix, &config);
         self.vm = Some(Rc::new(VmState {
             needs,
             cache_prefix,
@@ -169,25 +175,10 @@ impl Context for FallbackStream {
         } else {
             host::header_pairs(MapType::HttpCallResponseHeaders)
         };
-        let status = headers
-            .iter()
-            .find(|(n, _)| n == ":status")
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u32>().ok());
-        match status {
-            // A bounded answer only: it is copied into this VM's memory.
-            Some(s) if s < 500 && body_size <= rule.response.max_body_bytes => {
+        match alternate::answer(headers, body_size, rule.response.max_body_bytes) {
+            Some(answer) => {
                 let body =
                     host::buffer(Buffer::HttpCallResponseBody, 0, body_size).unwrap_or_default();
-                let kept: Vec<(String, String)> = headers
-                    .into_iter()
-                    .filter(|(n, _)| !n.starts_with(':') && !is_hop_by_hop(n) && n != MARKER)
-                    .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
-                    .collect();
-                let answer = Rendered {
-                    status: s,
-                    headers: kept,
-                    body: String::new(),
-                };
                 self.send(
                     &vm,
                     rule,
@@ -197,7 +188,7 @@ impl Context for FallbackStream {
                     Some(body),
                 );
             }
-            _ => {
+            None => {
                 let fallback = otherwise(&rule.response);
                 self.serve_simple(&vm, rule, &fallback, pending.reason, pending.status);
             }
@@ -326,7 +317,7 @@ impl HttpContext for FallbackStream {
             if let (Some(vm), Some(capture), Some(facts)) =
                 (self.vm.clone(), self.capture.take(), self.request.as_ref())
             {
-                store(&vm, facts, capture);
+                store_capture(&vm, facts, capture);
             }
         }
         Action::Continue
@@ -351,7 +342,7 @@ impl HttpContext for FallbackStream {
             ..Observed::default()
         };
         if let Some(reason) = fire(&rule.triggers, &observed) {
-            let marker = marker(rule, reason, rule.response.kind);
+            let marker = reply::marker(&rule.name, reason, rule.response.kind);
             host::set_header(MapType::HttpResponseTrailers, MARKER, marker.as_bytes());
             vm.metrics.served(&rule.name, reason, "trailers");
         }
@@ -461,14 +452,11 @@ impl FallbackStream {
             return false;
         }
         let key = cache_key(facts);
-        let slot_key = slot_key(vm, key);
+        let slot_key = store::slot_key(&vm.cache_prefix, key, &vm.config);
         let now = host::now_nanos();
         let empty = HeaderMap::default();
         let request = facts.vary_source.as_ref().unwrap_or(&empty);
-        let hit = host::shared_data(&slot_key)
-            .ok()
-            .flatten()
-            .and_then(|(bytes, _)| Entry::decode(&bytes))
+        let hit = store::read(&slot_key)
             .and_then(|e| {
                 e.servable_age(key, now, rule.response.ttl.as_nanos_u64())
                     .map(|age| (e, age))
@@ -480,23 +468,11 @@ impl FallbackStream {
             return false;
         };
         vm.metrics.cache_hits.inc();
-        let headers = vec![
-            ("content-type".to_string(), entry.content_type.clone()),
-            ("age".to_string(), age.to_string()),
-            (
-                "warning".to_string(),
-                "110 - \"Response is Stale\"".to_string(),
-            ),
-        ];
+        let answer = reply::stale_answer(&entry.content_type, age);
         let body = if facts.method == "HEAD" {
             Vec::new()
         } else {
             entry.body
-        };
-        let answer = Rendered {
-            status: 200,
-            headers,
-            body: String::new(),
         };
         self.send(vm, rule, reason, Kind::Stale, answer, Some(body));
         true
@@ -505,27 +481,21 @@ impl FallbackStream {
     fn dispatch_alternate(&self, r: &ResponseConfig) -> Option<u32> {
         let facts = self.request.as_ref()?;
         let cluster = r.cluster.as_deref()?;
-        let mut headers: Vec<(&str, String)> = vec![
-            (":method", facts.method.clone()),
-            (":path", facts.path.clone()),
-            (":authority", facts.authority.clone()),
-        ];
-        for (name, value) in &facts.key_headers {
-            if let Some(v) = value {
-                headers.push((name.as_str(), String::from_utf8_lossy(v).into_owned()));
-            }
-        }
-        // The alternate call is part of the caller's trace.
-        if let Some(tp) = &facts.traceparent {
-            if !headers.iter().any(|(n, _)| *n == "traceparent") {
-                headers.push(("traceparent", tp.clone()));
-            }
-        }
+        let headers = alternate::request_headers(
+            &facts.method,
+            &facts.path,
+            &facts.authority,
+            &facts.key_headers,
+            facts.traceparent.as_deref(),
+        );
         // The SDK's call registers the token with its dispatcher, which routes the answer back to this
         // context (a raw host call would make the dispatcher reject the answer). It returns an error for
         // the statuses Envoy uses (unknown cluster, bad headers); it panics only on statuses Envoy never
         // returns for this call.
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         match proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, None, vec![], r.timeout.0)
         {
             Ok(token) => Some(token),
@@ -548,68 +518,33 @@ impl FallbackStream {
     ) {
         self.own_reply = true;
         vm.metrics.served(&rule.name, reason, kind.label());
-        let marker = marker(rule, reason, kind);
-        let grpc = self.request.as_ref().is_some_and(|f| f.grpc);
-        // A static rule's own headers win; an alternate upstream's trace headers speak of another
-        // trace (or its own hop) and give way to the caller's.
-        let rule_headers_win = kind == Kind::Static;
-        let trace_headers = trace::response_headers(
-            &vm.config.trace,
-            self.request.as_ref().and_then(|f| f.traceparent.as_deref()),
-            self.trace_id(vm),
-            |name| rule_headers_win && rendered.headers.iter().any(|(n, _)| n == name),
-        );
-        let replaced = |name: &str| trace_headers.iter().any(|(t, _)| t == name);
-        // The replaced response's `retry-after` still holds for the caller; a static rule's own (or an
-        // alternate upstream's own) wins.
-        let own_retry_after = rendered
+        let facts = self.request.as_ref();
+        let reply = reply::build(Parts {
+            rule: &rule.name,
+            reason,
+            kind,
+            rendered,
+            raw_body,
+            grpc: facts.is_some_and(|f| f.grpc),
+            trace: &vm.config.trace,
+            traceparent: facts.and_then(|f| f.traceparent.as_deref()),
+            trace_id: self.trace_id(vm),
+            replaced_retry_after: self.retry_after.as_deref(),
+            original_status: self.original_status,
+            upstream_grpc_status: self.upstream_grpc_status,
+        });
+        let headers: Vec<(&str, &[u8])> = reply
             .headers
             .iter()
-            .find(|(n, _)| n == "retry-after")
-            .map(|(_, v)| v.as_bytes());
-        let retry_after = own_retry_after.or(self.retry_after.as_deref());
-        let trace_pairs = trace_headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()));
-        let sent = if grpc {
-            let mut headers: Vec<(&str, &[u8])> = vec![(MARKER, marker.as_bytes())];
-            headers.extend(trace_pairs);
-            if let Some(v) = retry_after {
-                headers.push(("retry-after", v));
-            }
-            // What failed, not what the HTTP fallback says: a static 200 still tells a gRPC caller the
-            // call failed, with the upstream's gRPC status or its HTTP status mapped as gRPC does.
-            let failed = match (u32::from(self.original_status), rendered.status) {
-                (original, _) if original >= 400 => original,
-                (_, configured) if configured >= 400 => configured,
-                _ => 503,
-            };
-            let message = format!(
-                "{} (fallback rule {}, {})",
-                render::reason_phrase(failed),
-                rule.name,
-                reason.label()
-            );
-            let code = self
-                .upstream_grpc_status
-                .and_then(|g| i32::try_from(g).ok())
-                .unwrap_or_else(|| grpc_status_for(failed));
-            host::send_local_response(200, "fallback", &headers, message.as_bytes(), code)
-        } else {
-            let mut headers: Vec<(&str, &[u8])> = rendered
-                .headers
-                .iter()
-                .filter(|(n, _)| !replaced(n))
-                .map(|(n, v)| (n.as_str(), v.as_bytes()))
-                .collect();
-            headers.push((MARKER, marker.as_bytes()));
-            headers.extend(trace_pairs);
-            if let (None, Some(v)) = (own_retry_after, retry_after) {
-                headers.push(("retry-after", v));
-            }
-            let body = raw_body.unwrap_or_else(|| rendered.body.into_bytes());
-            host::send_local_response(rendered.status, "fallback", &headers, &body, -1)
-        };
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        let sent = host::send_local_response(
+            reply.status,
+            "fallback",
+            &headers,
+            &reply.body,
+            reply.grpc_status,
+        );
         if !sent {
             // The stream is gone or the host refused: let the original response go on rather than hang.
             log::warn!(
@@ -622,15 +557,6 @@ impl FallbackStream {
     }
 }
 
-fn marker(rule: &RuleConfig, reason: Reason, kind: Kind) -> String {
-    format!(
-        "{}; rule={}; reason={}",
-        kind.label(),
-        rule.name,
-        reason.label()
-    )
-}
-
 fn cache_key(facts: &RequestFacts) -> u128 {
     let values: Vec<Option<&[u8]>> = facts
         .key_headers
@@ -640,90 +566,30 @@ fn cache_key(facts: &RequestFacts) -> u128 {
     cache::key(facts.authority.as_bytes(), facts.path.as_bytes(), &values)
 }
 
-/// The capture of a good response another caller may be served, or `None`: not private, not `no-store`
-/// or `no-cache`, servable on error per its own directives for some time (`policy::window`), not
-/// `Vary: *`, not setting cookies, not encoded (the encoding is not part of the key), and not announced
-/// larger than the limit. The response headers are read in one host call (every `Cache-Control`,
-/// `Vary` and `Age` line counts).
+/// The capture of a good response another caller may be served (`policy::storable`), reading the
+/// response headers in one host call (every `Cache-Control`, `Vary` and `Age` line counts).
 fn capture_for(facts: &RequestFacts, limit: usize) -> Option<Capture> {
     let response = HeaderMap::from_encoded(host::header_map_encoded(MapType::HttpResponseHeaders));
-    let encoded = response
-        .get_all("content-encoding")
-        .any(|e| !e.eq_ignore_ascii_case(b"identity"));
-    let too_long = response
-        .get_first("content-length")
-        .and_then(|l| std::str::from_utf8(l).ok()?.trim().parse::<usize>().ok())
-        .is_some_and(|l| l > limit);
-    if encoded || too_long || response.contains("set-cookie") {
-        return None;
-    }
-    let age = policy::age(response.get_all("age"));
-    let serve_for_ns =
-        match policy::window(&CacheControl::parse(response.get_all("cache-control")), age) {
-            Window::Never => return None,
-            Window::Ttl => u64::MAX,
-            Window::Secs(s) => s.saturating_mul(1_000_000_000),
-        };
-    let vary = policy::vary_names(response.get_all("vary"))?;
-    let content_type = response
-        .get_first("content-type")
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default();
-    // Entries stay within the size the memory ceiling counted.
-    if content_type.len() > crate::memory::MAX_CONTENT_TYPE_LEN {
-        return None;
-    }
+    let storable = policy::storable(&response, limit)?;
     let empty = HeaderMap::default();
-    let vary_hash = policy::vary_hash(&vary, facts.vary_source.as_ref().unwrap_or(&empty));
+    let vary_hash = policy::vary_hash(&storable.vary, facts.vary_source.as_ref().unwrap_or(&empty));
     Some(Capture {
-        content_type,
+        content_type: storable.content_type,
         body: Vec::new(),
         limit,
-        initial_age_s: u32::try_from(age).unwrap_or(u32::MAX),
-        serve_for_ns,
-        vary,
+        initial_age_s: storable.initial_age_s,
+        serve_for_ns: storable.serve_for_ns,
+        vary: storable.vary,
         vary_hash,
     })
 }
 
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "transfer-encoding"
-            | "content-length"
-            | "upgrade"
-            | "proxy-connection"
-            | "te"
-    )
-}
-
-/// Writes a good response into its slot, counting evictions and the bytes held across workers. The write
-/// is a compare-and-swap against the value read, so the byte count stays exact when workers race; the
-/// loser skips its store (the slot was just refreshed).
-fn store(vm: &VmState, facts: &RequestFacts, capture: Capture) {
+/// Stores a completed capture, counting stores, evictions and the bytes held across workers.
+fn store_capture(vm: &VmState, facts: &RequestFacts, capture: Capture) {
     let key = cache_key(facts);
-    let slot_key = slot_key(vm, key);
-    let now = host::now_nanos();
-    let Ok(current) = host::shared_data(&slot_key) else {
-        return;
-    };
-    let (previous, cas) = match current {
-        Some((bytes, cas)) => (Entry::decode(&bytes), cas),
-        None => (None, 0),
-    };
-    // The same variant stored under a second ago: skip the write (shared data is one global lock).
-    if previous.as_ref().is_some_and(|p| {
-        p.key == key
-            && p.vary_hash == capture.vary_hash
-            && now.saturating_sub(p.stored_at_ns) < 1_000_000_000
-    }) {
-        return;
-    }
     let entry = Entry {
         key,
-        stored_at_ns: now,
+        stored_at_ns: host::now_nanos(),
         initial_age_s: capture.initial_age_s,
         serve_for_ns: capture.serve_for_ns,
         vary: capture.vary.join(","),
@@ -731,79 +597,12 @@ fn store(vm: &VmState, facts: &RequestFacts, capture: Capture) {
         content_type: capture.content_type,
         body: capture.body,
     };
-    match host::set_shared_data(&slot_key, &entry.encode(), cas) {
-        SharedWrite::Written => {}
-        SharedWrite::CasMismatch => return,
-        SharedWrite::Failed(e) => {
-            log::warn!("{FILTER}: could not cache a response: {e}");
-            return;
+    let slot_key = store::slot_key(&vm.cache_prefix, key, &vm.config);
+    if let Some(written) = store::write(&slot_key, &entry) {
+        vm.metrics.cache_stores.inc();
+        if written.evicted {
+            vm.metrics.cache_evictions.inc();
         }
-    }
-    vm.metrics.cache_stores.inc();
-    let before = previous.as_ref().map_or(0, Entry::size);
-    if previous.is_some_and(|p| p.key != entry.key) {
-        vm.metrics.cache_evictions.inc();
-    }
-    let delta =
-        i64::try_from(entry.size()).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(0);
-    vm.metrics.cache_bytes.add(delta);
-}
-
-fn slot_key(vm: &VmState, key: u128) -> String {
-    format!(
-        "{}{}",
-        vm.cache_prefix,
-        cache::slot(key, vm.config.cache.slots())
-    )
-}
-
-/// Creates every cache slot before traffic (empty), so every later write is a real compare-and-swap.
-fn create_slots(prefix: &str, config: &Config) {
-    if !config.rules.iter().any(|r| r.response.kind == Kind::Stale) {
-        return;
-    }
-    for slot in 0..config.cache.slots() {
-        let key = format!("{prefix}{slot}");
-        if let Err(e) = host::create_shared_key(&key, b"") {
-            log::warn!("{FILTER}: could not create cache slot {key}: {e}");
-            return;
-        }
-    }
-}
-
-/// Metrics with Istio-style tags. Served counters are defined on first use (bounded by rules x triggers x
-/// kinds).
-struct Metrics {
-    served: RefCell<HashMap<(String, &'static str, &'static str), Counter>>,
-    cache_hits: Counter,
-    cache_misses: Counter,
-    cache_stores: Counter,
-    cache_evictions: Counter,
-    cache_bytes: Gauge,
-}
-
-impl Metrics {
-    fn define() -> Self {
-        Metrics {
-            served: RefCell::new(HashMap::new()),
-            cache_hits: Counter::define("fallback_cache_hits"),
-            cache_misses: Counter::define("fallback_cache_misses"),
-            cache_stores: Counter::define("fallback_cache_stores"),
-            cache_evictions: Counter::define("fallback_cache_evictions"),
-            cache_bytes: Gauge::define("fallback_cache_bytes"),
-        }
-    }
-
-    fn served(&self, rule: &str, reason: Reason, kind: &'static str) {
-        let mut served = self.served.borrow_mut();
-        let counter = served
-            .entry((rule.to_string(), reason.label(), kind))
-            .or_insert_with(|| {
-                Counter::define(&tagged_name(
-                    "fallback_served",
-                    &[("rule", rule), ("trigger", reason.label()), ("kind", kind)],
-                ))
-            });
-        counter.inc();
+        vm.metrics.cache_bytes.add(written.bytes_delta);
     }
 }

@@ -7,11 +7,9 @@ use filter_common::limits::{slot_table_bytes, MemoryBudget};
 
 /// Slot keys are counted as if the plugin's root id were this long (Istio's `pluginName`s are short).
 pub const ROOT_ID_ALLOWANCE: usize = 64;
-/// The longest `content-type` a cached entry keeps; a response with a longer one is not stored.
-pub const MAX_CONTENT_TYPE_LEN: usize = 256;
 /// An entry's largest size besides its body: fixed fields, the longest Vary list and content type.
 const ENTRY_FIXED: usize =
-    crate::cache::FIXED + crate::policy::MAX_VARY_BYTES + MAX_CONTENT_TYPE_LEN;
+    crate::cache::FIXED + crate::policy::MAX_VARY_BYTES + crate::policy::MAX_CONTENT_TYPE_LEN;
 
 pub fn budget(config: &Config) -> MemoryBudget {
     let mut budget = MemoryBudget::default();

@@ -3,7 +3,7 @@
 //! only when the upstream fails; serving them stale at all is the operator's out-of-band permission (the
 //! rule's `ttl`, RFC 9111 §4.2.4), which the response's own directives can only narrow.
 
-use filter_common::headers::HeaderMap;
+use filter_common::headers::{trim_ows as trim, HeaderMap};
 
 /// The response directives that decide storing and serving. Names are case-insensitive; a directive
 /// given twice keeps its most restrictive value.
@@ -33,16 +33,6 @@ fn delta_seconds(s: &[u8]) -> Option<u64> {
     Some(s.iter().fold(0u64, |acc, d| {
         (acc * 10 + u64::from(d - b'0')).min(DELTA_MAX)
     }))
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// Splits a list field value at commas outside quoted strings.
@@ -216,6 +206,58 @@ pub fn vary_hash(names: &[String], request: &HeaderMap) -> u128 {
         .chain(values.iter().map(|v| v.as_deref()))
         .collect();
     crate::cache::key(b"vary", b"", &parts)
+}
+
+/// The longest `content-type` a cached entry keeps; a response with a longer one is not stored (the
+/// memory ceiling counts entries at this size).
+pub const MAX_CONTENT_TYPE_LEN: usize = 256;
+
+/// What the cache keeps of a storable response besides its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storable {
+    pub content_type: String,
+    /// Its `Age` when it arrived.
+    pub initial_age_s: u32,
+    /// How long after storing it may be served at most; `u64::MAX` when only the rule's ttl bounds it.
+    pub serve_for_ns: u64,
+    pub vary: Vec<String>,
+}
+
+/// Whether a good response (its headers) may be stored for other callers, and what of it: not
+/// `no-store`/`no-cache`/`private`, servable on error for some time ([`window`]), not `Vary: *`, not
+/// setting cookies, not encoded (the encoding is not part of the key), not announced larger than
+/// `limit`, and with a content type of at most [`MAX_CONTENT_TYPE_LEN`].
+pub fn storable(response: &HeaderMap, limit: usize) -> Option<Storable> {
+    let encoded = response
+        .get_all("content-encoding")
+        .any(|e| !e.eq_ignore_ascii_case(b"identity"));
+    let too_long = response
+        .get_first("content-length")
+        .and_then(|l| std::str::from_utf8(l).ok()?.trim().parse::<usize>().ok())
+        .is_some_and(|l| l > limit);
+    if encoded || too_long || response.contains("set-cookie") {
+        return None;
+    }
+    let age = age(response.get_all("age"));
+    let serve_for_ns = match window(&CacheControl::parse(response.get_all("cache-control")), age) {
+        Window::Never => return None,
+        Window::Ttl => u64::MAX,
+        Window::Secs(s) => s.saturating_mul(1_000_000_000),
+    };
+    let vary = vary_names(response.get_all("vary"))?;
+    let content_type = response
+        .get_first("content-type")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    if content_type.len() > MAX_CONTENT_TYPE_LEN {
+        return None;
+    }
+    Some(Storable {
+        content_type,
+        initial_age_s: u32::try_from(age).unwrap_or(u32::MAX),
+        serve_for_ns,
+        vary,
+    })
 }
 
 /// Whether a request carries a header that makes its response its caller's own: one of
