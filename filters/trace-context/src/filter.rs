@@ -3,14 +3,14 @@
 
 use crate::config::{Config, Direction};
 use crate::context::TraceContext;
-use crate::correlation;
-use crate::formats::{w3c, Format};
+use crate::formats::w3c;
 use crate::headers::{HeaderEdit, RequestHeaders};
-use crate::propagation::{Decision, Propagator, Source};
+use crate::metrics::Metrics;
+use crate::propagation::{Decision, Propagator};
+use crate::store::{self, Remembered};
 use crate::tracestate::TraceState;
 use filter_common::host::{self, MapType};
 use filter_common::ids::IdGenerator;
-use filter_common::metrics::{tagged_name, Counter};
 use filter_common::plugin::load_config;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -48,6 +48,7 @@ impl RootContext for TraceRoot {
         let Some(config) = load_config::<Config>(FILTER) else {
             return false;
         };
+        store::create_slots(&config);
         self.vm = Some(Rc::new(VmState {
             metrics: Metrics::define(),
             ids: RefCell::new(IdGenerator::from_entropy(host::now_nanos())),
@@ -136,10 +137,7 @@ fn handle_request(vm: &VmState) -> TraceContext {
         if !(outbound && config.correlation.enabled) {
             return None;
         }
-        let rid = request_id?;
-        let key = correlation::slot_key(rid, config.correlation.slots);
-        let (entry, _cas) = host::shared_data(&key).ok()??;
-        correlation::decode(&entry, rid, now)
+        store::restore(config, request_id?, now)
     };
     let decision = vm.propagator.decide(
         &headers,
@@ -175,15 +173,8 @@ fn apply_edits(decision: &Decision) {
     }
 }
 
-/// Bounded compare-and-set retries: another worker writing the same slot at the same moment is rare,
-/// and giving up only costs this request its correlation.
-const CAS_ATTEMPTS: usize = 4;
-
-/// Stores the inbound context under the request id so the workload's outbound call can be tied to it,
-/// unless the slot holds a live entry of the same id with another trace (see `correlation::admit`). The
-/// read and the write are one compare-and-set, so of two workers racing for a slot only one writes on
-/// what it read. (The host creates a missing key whatever the CAS, so the first write to a slot after
-/// Envoy starts cannot be guarded: see the README.)
+/// Stores the inbound context under its request id (see `store::remember`), counting refusals and
+/// evictions.
 fn remember(
     vm: &VmState,
     request_id: &[u8],
@@ -191,41 +182,11 @@ fn remember(
     tracestate: &TraceState,
     now: u64,
 ) {
-    let config = vm.propagator.config();
-    let expiry = now.saturating_add(config.correlation.ttl.as_nanos_u64());
-    let Some(entry) = correlation::encode(request_id, context, tracestate, expiry) else {
-        return;
-    };
-    let key = correlation::slot_key(request_id, config.correlation.slots);
-    for _ in 0..CAS_ATTEMPTS {
-        let (current, cas) = match host::shared_data(&key) {
-            Ok(Some((value, cas))) => (Some(value), cas),
-            Ok(None) => (None, 0),
-            Err(e) => {
-                log::warn!("{FILTER}: could not read the correlation slot: {e}");
-                return;
-            }
-        };
-        let admit = correlation::admit(current.as_deref(), request_id, context.trace_id, now);
-        if admit == correlation::Admit::Refuse {
-            vm.metrics.correlation_refused.inc();
-            return;
-        }
-        match host::set_shared_data(&key, &entry, cas) {
-            host::SharedWrite::Written => {
-                if admit == correlation::Admit::Evict {
-                    vm.metrics.correlation_evicted.inc();
-                }
-                return;
-            }
-            host::SharedWrite::CasMismatch => continue,
-            host::SharedWrite::Failed(e) => {
-                log::warn!("{FILTER}: could not store the correlation entry: {e}");
-                return;
-            }
-        }
+    match store::remember(vm.propagator.config(), request_id, context, tracestate, now) {
+        Remembered::Refused => vm.metrics.correlation_refused.inc(),
+        Remembered::Evicted => vm.metrics.correlation_evicted.inc(),
+        Remembered::Stored | Remembered::NotStored => {}
     }
-    log::debug!("{FILTER}: correlation slot contended, entry not stored");
 }
 
 fn set_filter_state(config: &Config, context: &TraceContext) {
@@ -244,73 +205,5 @@ fn listener_direction(configured: Direction) -> Option<u64> {
         // Envoy 1.3x+ names it `xds.listener_direction`; older ones (and Istio's docs) `listener_direction`.
         Direction::Auto => host::property_u64(&["xds", "listener_direction"])
             .or_else(|| host::property_u64(&["listener_direction"])),
-    }
-}
-
-/// Counters, defined once per VM. Names carry Istio-style tags (see `filter_common::metrics`).
-struct Metrics {
-    extracted: Vec<(Format, Counter)>,
-    invalid: Vec<(Format, Counter)>,
-    conflicts: Vec<(Format, Counter)>,
-    started: Counter,
-    restored: Counter,
-    outbound_without_context: Counter,
-    baggage_dropped: Counter,
-    /// Inbound requests refused a correlation slot held by a live entry of the same request id with
-    /// another trace.
-    correlation_refused: Counter,
-    /// Live correlation entries replaced by another request id hashing to the same slot.
-    correlation_evicted: Counter,
-}
-
-impl Metrics {
-    fn define() -> Self {
-        let per_format = |base: &str| -> Vec<(Format, Counter)> {
-            Format::ALL
-                .iter()
-                .map(|f| {
-                    (
-                        *f,
-                        Counter::define(&tagged_name(base, &[("format", f.name())])),
-                    )
-                })
-                .collect()
-        };
-        Metrics {
-            extracted: per_format("trace_context_extracted"),
-            invalid: per_format("trace_context_invalid"),
-            conflicts: per_format("trace_context_conflicts"),
-            started: Counter::define("trace_context_started"),
-            restored: Counter::define("trace_context_restored"),
-            outbound_without_context: Counter::define("trace_context_outbound_without_context"),
-            baggage_dropped: Counter::define("trace_context_baggage_dropped"),
-            correlation_refused: Counter::define("trace_context_correlation_refused"),
-            correlation_evicted: Counter::define("trace_context_correlation_evicted"),
-        }
-    }
-
-    fn record(&self, decision: &Decision, outbound: bool) {
-        match decision.source {
-            Source::Extracted(format) => inc(&self.extracted, format),
-            Source::Restored => self.restored.inc(),
-            Source::Started => self.started.inc(),
-        }
-        // An outbound call with no context of its own means the workload did not propagate it.
-        if outbound && !matches!(decision.source, Source::Extracted(_)) {
-            self.outbound_without_context.inc();
-        }
-        for f in &decision.invalid {
-            inc(&self.invalid, *f);
-        }
-        for f in &decision.conflicting {
-            inc(&self.conflicts, *f);
-        }
-        self.baggage_dropped.add(decision.baggage_dropped as u64);
-    }
-}
-
-fn inc(counters: &[(Format, Counter)], format: Format) {
-    if let Some((_, c)) = counters.iter().find(|(f, _)| *f == format) {
-        c.inc();
     }
 }

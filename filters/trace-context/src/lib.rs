@@ -1,7 +1,11 @@
 //! The trace-context filter: one trace across services whatever tracing library (or none) each uses.
 //!
-//! Pure logic (formats, tracestate, baggage, the per-request decision, correlation entries) is plain Rust
-//! tested natively; `filter` is the thin proxy-wasm adapter.
+//! Parse, decide, render in plain Rust, tested natively: `formats` (every trace header format),
+//! `tracestate`, `baggage`, `propagation` (the per-request decision and its header edits), `correlation`
+//! (entries and who owns a request id), `config` and `memory` (its worst-case shared memory).
+//!
+//! Modules that touch the host: `filter` (the proxy-wasm adapter), `store` (correlation's shared-data
+//! I/O) and `metrics`.
 
 pub mod baggage;
 pub mod config;
@@ -14,3 +18,5 @@ pub mod propagation;
 pub mod tracestate;
 
 mod filter;
+mod metrics;
+mod store;
