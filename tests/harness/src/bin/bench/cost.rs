@@ -1,0 +1,348 @@
+//! The cost table: one Envoy with a listener per variant, the same closed-loop load on every
+//! listener in interleaved rounds, and Envoy's CPU time per request.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e_harness::{try_http1, Cluster, Envoy, EnvoyConfig, Listener, Route, Upstream, WasmFilter};
+use tokio::task::JoinSet;
+
+use crate::clock::EnvoyClock;
+use crate::envoy::{self, Setup};
+use crate::load::{self, Failures, Load, Proto, Tally, TraceHeader, PATH};
+use crate::report;
+use crate::settings::Settings;
+use crate::stats::percentile;
+
+/// Filters that get a listener (default configuration) when their module is in dist/.
+const OPTIONAL_FILTERS: &[&str] = &["circuit_breaker", "fallback"];
+
+/// Upper bound for one batch; a stuck Envoy fails the run instead of hanging it.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Variant {
+    /// Listener name, plugin name, vm_id and table row.
+    pub name: String,
+    /// Wasm module; `None` is the baseline with the router only.
+    module: Option<PathBuf>,
+    trace: TraceHeader,
+    pub what: String,
+}
+
+impl Variant {
+    fn new(name: &str, module: Option<PathBuf>, trace: TraceHeader, what: &str) -> Variant {
+        Variant {
+            name: name.to_string(),
+            module,
+            trace,
+            what: what.to_string(),
+        }
+    }
+
+    /// Whether this listener runs the trace-context filter (checked before measuring).
+    fn is_trace_context(&self) -> bool {
+        self.name.starts_with("trace_context")
+    }
+}
+
+/// The cost-table variants; `only` keeps `none`, `empty` and the named ones.
+pub fn variants(only: Option<&[String]>) -> Result<Vec<Variant>, String> {
+    let trace = envoy::module("trace_context.wasm");
+    let mut all = vec![
+        Variant::new(
+            "none",
+            None,
+            TraceHeader::TraceParent,
+            "router only (traceparent in)",
+        ),
+        Variant::new(
+            "empty",
+            Some(envoy::module("bench/empty_filter.wasm")),
+            TraceHeader::TraceParent,
+            "Rust filter that does nothing (traceparent in)",
+        ),
+        Variant::new(
+            "trace_context",
+            Some(trace.clone()),
+            TraceHeader::TraceParent,
+            "default config, traceparent in: extract, forward, x-trace-id + traceresponse out",
+        ),
+        Variant::new(
+            "trace_context_convert",
+            Some(trace),
+            TraceHeader::B3,
+            "default config, b3 in: converted, traceparent written",
+        ),
+    ];
+    for m in all.iter().filter_map(|v| v.module.as_ref()) {
+        envoy::require(m, "")?;
+    }
+    for name in OPTIONAL_FILTERS {
+        let module = envoy::module(&format!("{name}.wasm"));
+        if module.is_file() {
+            all.push(Variant::new(
+                name,
+                Some(module),
+                TraceHeader::TraceParent,
+                "default config (traceparent in)",
+            ));
+        }
+    }
+    if let Some(only) = only {
+        for name in only {
+            if !all.iter().any(|v| &v.name == name) {
+                let known: Vec<&str> = all.iter().map(|v| v.name.as_str()).collect();
+                return Err(format!(
+                    "BENCH_VARIANTS: no variant {name:?} (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+        // `none` and `empty` stay first: every other row is a difference against them.
+        all.retain(|v| v.name == "none" || v.name == "empty" || only.contains(&v.name));
+    }
+    Ok(all)
+}
+
+fn envoy_config(s: &Settings, variants: &[Variant], upstream_port: u16) -> EnvoyConfig {
+    let mut config = envoy::base_config(s).cluster(Cluster::new("upstream", upstream_port));
+    for v in variants {
+        let mut listener = Listener::new(&v.name).route(Route::to(&v.name, "/", "upstream"));
+        if let Some(module) = &v.module {
+            // Own vm_id per listener: each filter gets its own VM, as separate plugins would.
+            listener = listener.filter(WasmFilter::new(&v.name, module).vm_id(&v.name));
+        }
+        config = config.listener(listener);
+    }
+    config
+}
+
+/// One request through each listener before measuring: a 200, and for the trace-context listeners
+/// proof that the filter ran (a converted B3 header, the response header), so no variant silently
+/// measures a filter that does nothing.
+async fn check(envoy: &Envoy, v: &Variant) -> Result<(), String> {
+    let (name, value, trace_id) = v.trace.header(0);
+    let r = try_http1(envoy.port(&v.name), "GET", PATH, &[(name, &value)], "")
+        .await
+        .map_err(|e| format!("check of {}: {e}", v.name))?;
+    if r.status != 200 {
+        return Err(format!(
+            "check of {}: status {}: {}",
+            v.name,
+            r.status,
+            r.text()
+        ));
+    }
+    if v.is_trace_context() {
+        let forwarded = r.echo_header("traceparent").unwrap_or_default();
+        if !forwarded.contains(&trace_id) || r.header("x-trace-id") != Some(trace_id.as_str()) {
+            return Err(format!(
+                "check of {}: the filter did not act (upstream traceparent {forwarded:?}, \
+                 x-trace-id {:?}, expected trace {trace_id})",
+                v.name,
+                r.header("x-trace-id")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One measured batch.
+#[derive(Clone)]
+pub struct Batch {
+    requests: u64,
+    wall: Duration,
+    envoy_cpu: Duration,
+    /// CPU time of this process (client and upstream) over the batch.
+    bench_cpu: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    non_200: Failures,
+    /// Connections each Envoy worker accepted for the batch (only with several workers).
+    pub per_worker: Vec<u64>,
+}
+
+impl Batch {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.wall.as_secs_f64()
+    }
+
+    pub fn cpu_us_per_request(&self) -> f64 {
+        self.envoy_cpu.as_secs_f64() * 1e6 / self.requests as f64
+    }
+
+    /// Envoy's CPU use during the batch, in cores (1.0 = one core busy all the time).
+    pub fn cores(&self) -> f64 {
+        self.envoy_cpu.as_secs_f64() / self.wall.as_secs_f64()
+    }
+
+    /// The same for the bench process (client and upstream).
+    pub fn bench_cores(&self) -> f64 {
+        self.bench_cpu.as_secs_f64() / self.wall.as_secs_f64()
+    }
+}
+
+/// `n` requests over `connections` fresh keep-alive connections; Envoy's CPU time is read right
+/// before the first request and right after the last response.
+async fn batch(
+    load: &Arc<Load>,
+    n: u64,
+    connections: usize,
+    clock: &EnvoyClock,
+) -> Result<Batch, String> {
+    let measured = async {
+        let conns = load::open_connections(load, connections).await?;
+        let next = Arc::new(AtomicU64::new(0));
+        let cpu_before = clock.read()?;
+        let bench_before = clock.read_bench()?;
+        let start = Instant::now();
+        let mut workers = JoinSet::new();
+        for conn in conns {
+            workers.spawn(load::closed_loop(conn, load.clone(), next.clone(), n));
+        }
+        let mut tally = Tally::default();
+        // An error returns early; dropping the JoinSet aborts the other workers.
+        while let Some(joined) = workers.join_next().await {
+            tally.merge(joined.map_err(|e| format!("load worker: {e}"))??);
+        }
+        let wall = start.elapsed();
+        let envoy_cpu = clock.read()?.saturating_sub(cpu_before);
+        let bench_cpu = clock.read_bench()?.saturating_sub(bench_before);
+        tally.latencies_ns.sort_unstable();
+        Ok(Batch {
+            requests: n,
+            wall,
+            envoy_cpu,
+            bench_cpu,
+            p50: percentile(&tally.latencies_ns, 50.0),
+            p99: percentile(&tally.latencies_ns, 99.0),
+            non_200: tally.non_200,
+            per_worker: Vec::new(),
+        })
+    };
+    tokio::time::timeout(BATCH_TIMEOUT, measured)
+        .await
+        .map_err(|_| format!("a batch of {n} requests took longer than {BATCH_TIMEOUT:?}"))?
+}
+
+/// Runs warm-up and the interleaved rounds for one protocol; `results[v][round]`.
+async fn measure(
+    proto: Proto,
+    s: &Settings,
+    variants: &[Variant],
+    envoy: &Envoy,
+    upstream: &Upstream,
+    clock: &EnvoyClock,
+    errors: &mut Vec<String>,
+) -> Result<Vec<Vec<Batch>>, String> {
+    let loads = variants
+        .iter()
+        .map(|v| Load::new(proto, envoy.port(&v.name), v.trace).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tally = |v: &Variant, when: &str, b: &Batch| {
+        if b.non_200.count > 0 {
+            errors.push(format!(
+                "{} {} {when}: {} of {} responses not 200, first: {}",
+                proto.label(),
+                v.name,
+                b.non_200.count,
+                b.requests,
+                b.non_200.first()
+            ));
+        }
+    };
+    // V8 compiles lazily and tiers up hot code, Envoy fills its upstream pool: not measured.
+    if s.warmup > 0 {
+        for (v, load) in variants.iter().zip(&loads) {
+            let b = batch(load, s.warmup, s.connections, clock).await?;
+            tally(v, "warm-up", &b);
+            upstream.clear();
+        }
+    }
+    let mut results: Vec<Vec<Batch>> = vec![Vec::new(); variants.len()];
+    for round in 0..s.rounds {
+        // Rotate the order each round so that no variant always runs first.
+        for k in 0..variants.len() {
+            let i = (k + round) % variants.len();
+            // Outside the batch's CPU window: the admin call costs Envoy some CPU too.
+            let cx_before = if s.concurrency > 1 {
+                worker_connections(envoy, s.concurrency).await
+            } else {
+                Vec::new()
+            };
+            let mut b = batch(&loads[i], s.requests, s.connections, clock).await?;
+            if s.concurrency > 1 {
+                let cx_after = worker_connections(envoy, s.concurrency).await;
+                b.per_worker = cx_after
+                    .iter()
+                    .zip(cx_before)
+                    .map(|(a, b)| a.saturating_sub(b))
+                    .collect();
+            }
+            eprintln!(
+                "bench: {} round {}/{} {:<24} {:>8.0} req/s  Envoy {:>6.1} µs/req",
+                proto.label(),
+                round + 1,
+                s.rounds,
+                variants[i].name,
+                b.rps(),
+                b.cpu_us_per_request()
+            );
+            tally(&variants[i], &format!("round {}", round + 1), &b);
+            // The upstream records every request; forget them so memory stays flat.
+            upstream.clear();
+            results[i].push(b);
+        }
+    }
+    Ok(results)
+}
+
+/// Downstream connections each Envoy worker accepted so far, over all listeners (with port-0
+/// listeners every listener has the same stat prefix, `listener.127.0.0.1_0.`); the admin listener
+/// has no per-worker stats. Batches run one at a time, so the difference around a batch is that
+/// batch's.
+async fn worker_connections(envoy: &Envoy, workers: u32) -> Vec<u64> {
+    let stats = envoy.stats().await;
+    (0..workers)
+        .map(|w| {
+            let suffix = format!(".worker_{w}.downstream_cx_total");
+            stats
+                .iter()
+                .filter(|(name, _)| name.starts_with("listener.") && name.ends_with(&suffix))
+                .map(|(_, v)| *v)
+                .sum()
+        })
+        .collect()
+}
+
+/// The cost table: one Envoy with a listener per variant. Returns the report section and the
+/// Envoy's setup (for the header).
+pub async fn run(
+    s: &Settings,
+    variants: &[Variant],
+    upstream: &Upstream,
+    errors: &mut Vec<String>,
+) -> Result<(String, Setup), String> {
+    let (envoy, setup) = envoy::start(envoy_config(s, variants, upstream.port())).await?;
+    for v in variants {
+        check(&envoy, v).await?;
+    }
+    upstream.clear();
+    let mut section = String::new();
+    let protos: &[Proto] = if s.http2 {
+        &[Proto::H1, Proto::H2]
+    } else {
+        &[Proto::H1]
+    };
+    for &proto in protos {
+        let results = measure(proto, s, variants, &envoy, upstream, &setup.clock, errors).await?;
+        section.push_str(&report::cost_table(proto, s, variants, &results));
+        section.push('\n');
+    }
+    if errors.is_empty() {
+        section.push_str("Every response was a 200.\n");
+    }
+    Ok((section, setup))
+}
