@@ -9,16 +9,13 @@ use e2e_harness::*;
 use tokio::task::JoinSet;
 
 pub const STATUS_HEADER: &str = "x-circuit-breaker";
-
 /// Request headers as the harness clients take them.
 pub type Headers<'a> = &'a [(&'a str, &'a str)];
 
 /// The upstream answers 500.
 pub const FAIL: &[(&str, &str)] = &[("x-upstream-status", "500")];
-
 /// The upstream answers 200 at once.
 pub const OK: &[(&str, &str)] = &[];
-
 /// The upstream never answers (the route timeout cuts the call).
 pub const HANG: &[(&str, &str)] = &[("x-upstream-action", "hang")];
 

@@ -56,7 +56,6 @@ const UNAVAILABLE_IN_TRAILERS: &[(&str, &str)] = &[
     ("x-upstream-grpc-status", "14"),
     ("x-upstream-grpc-in", "trailers"),
 ];
-
 const UNAVAILABLE_TRAILERS_ONLY: &[(&str, &str)] = &[
     ("x-upstream-grpc-status", "14"),
     ("x-upstream-grpc-in", "headers"),

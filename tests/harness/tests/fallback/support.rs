@@ -8,19 +8,14 @@ use e2e_harness::*;
 
 /// A W3C trace context and its trace id.
 pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
 pub const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-
 pub const FALLBACK_HEADER: &str = "x-fallback";
-
 /// Route timeout of the `/slow` route.
 pub const ROUTE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The upstream answers 500 / 503.
 pub const FAIL_500: &[(&str, &str)] = &[("x-upstream-status", "500")];
-
 pub const FAIL_503: &[(&str, &str)] = &[("x-upstream-status", "503")];
-
 /// The upstream answers 200 at once.
 pub const OK: &[(&str, &str)] = &[];
 
