@@ -35,8 +35,8 @@ pub use client::{
     GrpcResponse, Response, CLIENT_TIMEOUT, INGRESS,
 };
 pub use config::{
-    dist, stat_tag_regex, stats_tags_yaml, wasm_runtime, workspace_root, Cluster, EnvoyConfig,
-    HttpFilter, Listener, Route, RouteAction, WasmFilter, STAT_TAGS,
+    dist, stat_tag_regex, stats_tags_yaml, validation_yaml, wasm_runtime, workspace_root, Cluster,
+    EnvoyConfig, HttpFilter, Listener, Route, RouteAction, WasmFilter, STAT_TAGS,
 };
 pub use envoy::{envoy_bin, validate, validate_yaml, Envoy, READY_TIMEOUT, RECORD_WAIT};
 pub use prom::{assert_series, prom_lines, prom_sum, wait_series, Absent, Series};

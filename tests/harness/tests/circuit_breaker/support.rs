@@ -24,8 +24,7 @@ pub const HANG: &[(&str, &str)] = &[("x-upstream-action", "hang")];
 pub const SETTLE: Duration = Duration::from_millis(150);
 
 pub fn cb_filter(config: Option<&Value>) -> WasmFilter {
-    let f =
-        WasmFilter::new("circuit-breaker", dist("circuit_breaker.wasm")).vm_id("circuit-breaker");
+    let f = WasmFilter::project("circuit-breaker");
     match config {
         Some(c) => f.configuration(c.to_string()),
         None => f,

@@ -8,9 +8,7 @@ use crate::support::*;
 
 /// A configuration with the filter configured as `config`, only to be validated (no upstream).
 fn yaml_with(config: &Value) -> String {
-    EnvoyConfig::simple(INGRESS, 1)
-        .filter_all(fallback_filter(Some(config)))
-        .render()
+    validation_yaml(fallback_filter(Some(config)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

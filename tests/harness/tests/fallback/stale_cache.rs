@@ -187,11 +187,7 @@ async fn stale_cache_never_leaks_across_hosts_or_callers() {
         EnvoyConfig::new()
             .listener(
                 Listener::new("ingress")
-                    .filter(
-                        WasmFilter::new("fallback", dist("fallback.wasm"))
-                            .vm_id("fallback")
-                            .configuration(config),
-                    )
+                    .filter(WasmFilter::project("fallback").configuration(config))
                     .route(Route::to("default", "/", "upstream")),
             )
             .cluster(Cluster::new("upstream", upstream.port())),

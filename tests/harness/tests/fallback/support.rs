@@ -20,7 +20,7 @@ pub const FAIL_503: &[(&str, &str)] = &[("x-upstream-status", "503")];
 pub const OK: &[(&str, &str)] = &[];
 
 pub fn fallback_filter(config: Option<&Value>) -> WasmFilter {
-    let f = WasmFilter::new("fallback", dist("fallback.wasm")).vm_id("fallback");
+    let f = WasmFilter::project("fallback");
     match config {
         Some(c) => f.configuration(c.to_string()),
         None => f,
@@ -28,9 +28,7 @@ pub fn fallback_filter(config: Option<&Value>) -> WasmFilter {
 }
 
 pub fn breaker_filter(config: &Value) -> WasmFilter {
-    WasmFilter::new("circuit-breaker", dist("circuit_breaker.wasm"))
-        .vm_id("circuit-breaker")
-        .configuration(config.to_string())
+    WasmFilter::project("circuit-breaker").config_json(config)
 }
 
 /// The listener `ingress` with `filters` (in order) and the three routes described at the top; the

@@ -9,9 +9,7 @@ use e2e_harness::*;
 use crate::support::*;
 
 fn trace_filter(config: &Value) -> WasmFilter {
-    WasmFilter::new("trace-context", dist("trace_context.wasm"))
-        .vm_id("trace-context")
-        .configuration(config.to_string())
+    WasmFilter::project("trace-context").config_json(config)
 }
 
 /// The shipped chain (trace-context, fallback, circuit-breaker) behind one listener.

@@ -7,9 +7,7 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_is_rejected_naming_the_field() {
     // Only validated: no upstream is needed.
-    let yaml = EnvoyConfig::simple(INGRESS, 1)
-        .filter_all(trace_filter(Some(r#"{"samplingRatio": 2}"#)))
-        .render();
+    let yaml = validation_yaml(trace_filter(Some(r#"{"samplingRatio": 2}"#)));
     let err = validate_yaml(&yaml).expect_err("Envoy must refuse the configuration");
     assert!(
         err.contains("trace-context: invalid configuration: field `samplingRatio`: must be between 0.0 and 1.0"),

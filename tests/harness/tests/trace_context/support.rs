@@ -11,7 +11,7 @@ pub const TRACE_B3: &str = "80f198ee56343ba864fe8b2a57d3eff7";
 pub const B3_SINGLE: &str = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
 
 pub fn trace_filter(config: Option<&str>) -> WasmFilter {
-    let f = WasmFilter::new("trace-context", dist("trace_context.wasm")).vm_id("trace-context");
+    let f = WasmFilter::project("trace-context");
     match config {
         Some(c) => f.configuration(c),
         None => f,
