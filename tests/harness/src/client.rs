@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::envoy::Envoy;
@@ -49,6 +50,16 @@ impl Response {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Status, headers and body on one line, for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "status {} headers {:?} body {:?}",
+            self.status,
+            self.headers,
+            self.text()
+        )
     }
 
     /// Body as JSON; panics with the body when it is not JSON.
@@ -141,6 +152,19 @@ fn find_all<'a>(pairs: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
         .collect()
+}
+
+/// One HTTP/1.1 request written by hand (for header bytes the clients refuse to send); returns the
+/// whole response as text. Panics on transport errors or after [`CLIENT_TIMEOUT`].
+pub async fn raw_http1(port: u16, request: &[u8]) -> String {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(CLIENT_TIMEOUT, conn.read_to_end(&mut response))
+        .await
+        .expect("raw response within the client timeout")
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// The listener name of the tests' usual single listener (`EnvoyConfig::simple(INGRESS, ..)`).

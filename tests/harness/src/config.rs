@@ -351,6 +351,14 @@ impl HttpFilter {
     }
 }
 
+/// A configuration with `filter` in front of a cluster nobody serves: only for `envoy --mode
+/// validate`, which loads every plugin's configuration.
+pub fn validation_yaml(filter: impl Into<HttpFilter>) -> String {
+    EnvoyConfig::simple(crate::client::INGRESS, 1)
+        .filter_all(filter)
+        .render()
+}
+
 /// `envoy.filters.http.wasm` with a local module, rendered the way istiod does it.
 #[derive(Debug, Clone)]
 pub struct WasmFilter {
@@ -379,6 +387,12 @@ impl WasmFilter {
             configuration: None,
             fail_open: false,
         }
+    }
+
+    /// One of this project's filters by its plugin name (`circuit-breaker`, `fallback`,
+    /// `trace-context`): the built `dist/<name with underscores>.wasm`, in a VM of the same name.
+    pub fn project(name: &str) -> Self {
+        Self::new(name, dist(&format!("{}.wasm", name.replace('-', "_")))).vm_id(name)
     }
 
     pub fn root_id(mut self, root_id: impl Into<String>) -> Self {

@@ -15,6 +15,9 @@ use crate::config::{workspace_root, EnvoyConfig};
 
 /// How long Envoy gets to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a test waits for what Envoy records after the client has its response (stats, a filter's
+/// decision at the end of a stream, a cache store).
+pub const RECORD_WAIT: Duration = Duration::from_secs(2);
 
 /// The Envoy binary: `ENVOY_BIN`, else `<workspace root>/.venv/bin/envoy`.
 pub fn envoy_bin() -> PathBuf {
@@ -362,42 +365,4 @@ impl Drop for Envoy {
             );
         }
     }
-}
-
-/// Sum of the Prometheus series `metric` whose labels include all of `labels`; `None` when no series
-/// matches.
-pub fn prom_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<u64> {
-    let mut sum = None;
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (name, label_text) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if name != metric {
-            continue;
-        }
-        let have: Vec<(&str, &str)> = label_text
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
-            .collect();
-        if labels.iter().all(|l| have.contains(l)) {
-            let v: f64 = value.trim().parse().unwrap_or(0.0);
-            *sum.get_or_insert(0) += v as u64;
-        }
-    }
-    sum
-}
-
-pub fn prom_lines(text: &str, needle: &str) -> String {
-    text.lines()
-        .filter(|l| l.contains(needle))
-        .collect::<Vec<_>>()
-        .join("\n")
 }

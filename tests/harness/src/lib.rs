@@ -27,18 +27,20 @@
 pub mod client;
 pub mod config;
 pub mod envoy;
+pub mod prom;
 pub mod upstream;
 
 pub use client::{
-    get, get_h2, grpc_unary, http1, http2, try_grpc_unary, try_http1, try_http2, GrpcResponse,
-    Response, CLIENT_TIMEOUT, INGRESS,
+    get, get_h2, grpc_unary, http1, http2, raw_http1, try_grpc_unary, try_http1, try_http2,
+    GrpcResponse, Response, CLIENT_TIMEOUT, INGRESS,
 };
 pub use config::{
-    dist, stat_tag_regex, stats_tags_yaml, wasm_runtime, workspace_root, Cluster, EnvoyConfig,
-    HttpFilter, Listener, Route, RouteAction, WasmFilter, STAT_TAGS,
+    dist, stat_tag_regex, stats_tags_yaml, validation_yaml, wasm_runtime, workspace_root, Cluster,
+    EnvoyConfig, HttpFilter, Listener, Route, RouteAction, WasmFilter, STAT_TAGS,
 };
-pub use envoy::{envoy_bin, prom_lines, prom_sum, validate, validate_yaml, Envoy, READY_TIMEOUT};
-pub use upstream::{grpc_frame, Recorded, Upstream};
+pub use envoy::{envoy_bin, validate, validate_yaml, Envoy, READY_TIMEOUT, RECORD_WAIT};
+pub use prom::{assert_series, prom_lines, prom_sum, wait_series, Absent, Series};
+pub use upstream::{closed_port, grpc_frame, Recorded, Upstream};
 
 pub use bytes::Bytes;
 pub use serde_json;

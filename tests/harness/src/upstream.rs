@@ -34,6 +34,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// A local port nothing listens on, for a cluster whose connections are refused.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// Chunk size for `x-upstream-body-size` bodies.
 const CHUNK: usize = 16 * 1024;
 

@@ -13,22 +13,10 @@ use e2e_harness::*;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-/// The filters by log prefix, module and the VM id the other e2e files use.
-const FILTERS: [(&str, &str); 3] = [
-    ("circuit-breaker", "circuit_breaker.wasm"),
-    ("fallback", "fallback.wasm"),
-    ("trace-context", "trace_context.wasm"),
-];
-
+/// A configuration with the filter named `filter` (its log prefix) configured as `config`, only to be
+/// validated.
 fn yaml_for(filter: &str, config: &Value) -> String {
-    let (_, module) = FILTERS.iter().find(|(name, _)| *name == filter).unwrap();
-    EnvoyConfig::simple(INGRESS, 1)
-        .filter_all(
-            WasmFilter::new(filter, dist(module))
-                .vm_id(filter)
-                .configuration(config.to_string()),
-        )
-        .render()
+    validation_yaml(WasmFilter::project(filter).config_json(config))
 }
 
 /// The field the one `invalid configuration` log line names, and the line.
@@ -223,11 +211,8 @@ async fn item3_configurations_within_the_limits_load_and_serve() {
     let mut config = breakers(10, 1000);
     config["maxSharedMemory"] = json!("512Mi");
     let envoy = Envoy::start(
-        EnvoyConfig::simple(INGRESS, upstream.port()).filter_all(
-            WasmFilter::new("circuit-breaker", dist("circuit_breaker.wasm"))
-                .vm_id("circuit-breaker")
-                .configuration(config.to_string()),
-        ),
+        EnvoyConfig::simple(INGRESS, upstream.port())
+            .filter_all(WasmFilter::project("circuit-breaker").config_json(&config)),
     )
     .await;
     let r = get(&envoy, "/b3/ok", &[]).await;

@@ -1,0 +1,157 @@
+//! One trace across formats: B3, W3C, Jaeger and `grpc-trace-bin` callers and upstreams, conflicts
+//! repaired, the sampling decision kept, and a participating hop's own span.
+
+use e2e_harness::*;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_client_and_w3c_upstream_share_one_trace() {
+    let (_upstream, envoy) = setup(None).await;
+    let port = envoy.port("ingress");
+    for use_h2 in [false, true] {
+        let headers = [("b3", B3_SINGLE)];
+        let r = if use_h2 {
+            http2(port, "GET", "/", &headers, "").await
+        } else {
+            http1(port, "GET", "/", &headers, "").await
+        };
+        assert_eq!(r.status, 200);
+        let tp = r
+            .echo_header("traceparent")
+            .expect("upstream got a traceparent");
+        assert_eq!(tp, format!("00-{TRACE_B3}-e457b5a2e4d86bd1-01"));
+        // The b3 header was already in step and is forwarded untouched.
+        assert_eq!(r.echo_header("b3").as_deref(), Some(B3_SINGLE));
+        assert_eq!(r.header("x-trace-id"), Some(TRACE_B3));
+        assert_eq!(r.header("traceresponse"), Some(tp.as_str()));
+    }
+    assert_eq!(
+        tagged(&envoy)
+            .await
+            .get("format.b3.trace_context_extracted")
+            .copied(),
+        Some(2),
+        "{:?}",
+        tagged(&envoy).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w3c_client_and_b3_upstream_share_one_trace() {
+    let (_upstream, envoy) = setup(Some(r#"{"inject": ["b3multi"]}"#)).await;
+    let r = get(&envoy, "/h2", &[("traceparent", TRACEPARENT)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    assert_eq!(r.echo_header("x-b3-traceid").as_deref(), Some(TRACE_W3C));
+    assert_eq!(
+        r.echo_header("x-b3-spanid").as_deref(),
+        Some("b7ad6b7169203331")
+    );
+    assert_eq!(r.echo_header("x-b3-sampled").as_deref(), Some("1"));
+    // The received W3C header stays in step (keepReceivedFormats).
+    assert_eq!(r.echo_header("traceparent").as_deref(), Some(TRACEPARENT));
+    assert_eq!(r.header("x-trace-id"), Some(TRACE_W3C));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_formats_are_repaired_to_one_trace() {
+    let (_upstream, envoy) = setup(None).await;
+    let r = get(
+        &envoy,
+        "/",
+        &[
+            ("traceparent", TRACEPARENT),
+            ("b3", B3_SINGLE),
+            ("uber-trace-id", "abc:def:0:1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.echo_header("traceparent").as_deref(), Some(TRACEPARENT));
+    assert_eq!(
+        r.echo_header("b3").as_deref(),
+        Some(format!("{TRACE_W3C}-b7ad6b7169203331-1").as_str())
+    );
+    assert_eq!(
+        r.echo_header("uber-trace-id").as_deref(),
+        Some(format!("{TRACE_W3C}:b7ad6b7169203331:0:1").as_str())
+    );
+    let stats = tagged(&envoy).await;
+    assert_eq!(
+        stats.get("format.b3.trace_context_conflicts"),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.get("format.jaeger.trace_context_conflicts"),
+        Some(&1),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_do_not_sample_header_alone_is_honoured() {
+    let (_upstream, envoy) = setup(None).await;
+    let r = get(&envoy, "/", &[("b3", "0")]).await;
+    let tp = r.echo_header("traceparent").unwrap();
+    assert!(tp.ends_with("-02"), "not sampled, random: {tp}");
+    let b3 = r.echo_header("b3").unwrap();
+    assert_eq!(
+        b3,
+        format!("{}-{}-0", w3c_trace(&tp), tp.split('-').nth(2).unwrap())
+    );
+    assert_eq!(
+        tagged(&envoy).await.get("format.b3.trace_context_invalid"),
+        Some(&0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participating_hop_mints_a_span_and_keeps_tracestate_rules() {
+    let config =
+        r#"{"participate": true, "tracestateKey": "mesh", "inject": ["tracecontext", "b3multi"]}"#;
+    let (_upstream, envoy) = setup(Some(config)).await;
+    let r = get(
+        &envoy,
+        "/",
+        &[
+            ("traceparent", TRACEPARENT),
+            ("tracestate", "vendor=a,mesh=old"),
+        ],
+    )
+    .await;
+    let tp = r.echo_header("traceparent").unwrap();
+    let span = tp.split('-').nth(2).unwrap().to_string();
+    assert_eq!(w3c_trace(&tp), TRACE_W3C);
+    assert_ne!(span, "b7ad6b7169203331", "a new parent id");
+    assert_eq!(
+        r.echo_header("tracestate").unwrap(),
+        format!("mesh={span},vendor=a")
+    );
+    assert_eq!(r.echo_header("x-b3-spanid").unwrap(), span);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_callers_are_traced_from_grpc_trace_bin() {
+    let (_upstream, envoy) = setup(None).await;
+    // OpenCensus binary context: trace 0af7...319c, span b7ad...3331, sampled.
+    let bin = "AAAK92UZFs1D3YRI6yEcgDGcAbeta3FpIDMxAgE=";
+    let r = grpc_unary(
+        envoy.port("ingress"),
+        "/h2.Echo/Call",
+        &[("grpc-trace-bin", bin)],
+        b"hi",
+    )
+    .await;
+    assert_eq!(r.grpc_status, Some(0));
+    assert_eq!(r.header("x-trace-id"), Some(TRACE_W3C));
+    let echo = r.message_json();
+    let tp = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "traceparent")
+        .map(|h| h[1].as_str().unwrap().to_string())
+        .expect("traceparent forwarded to the gRPC upstream");
+    assert_eq!(tp, TRACEPARENT);
+}
