@@ -49,21 +49,13 @@
 )]
 
 // The modules live in bench/ next to this file; Cargo.toml names this file as the binary's root.
-#[path = "bench/clock.rs"]
 mod clock;
-#[path = "bench/cost.rs"]
 mod cost;
-#[path = "bench/envoy.rs"]
 mod envoy;
-#[path = "bench/load.rs"]
 mod load;
-#[path = "bench/outage.rs"]
 mod outage;
-#[path = "bench/report.rs"]
 mod report;
-#[path = "bench/settings.rs"]
 mod settings;
-#[path = "bench/stats.rs"]
 mod stats;
 
 use std::process::ExitCode;
