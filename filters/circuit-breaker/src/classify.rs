@@ -111,6 +111,21 @@ impl Verdict {
     }
 }
 
+impl Verdict {
+    /// Whether the call goes into the window of generation `gen` (0: admitted while no closed window
+    /// counted, as a key without a slot). Ignored calls count nowhere.
+    pub fn counts_in_window(&self, gen: u32) -> bool {
+        self.outcome != Outcome::Ignore && gen != 0
+    }
+}
+
+/// A call that took `elapsed_ns` (to its response headers, or to its end when it had none) is slow
+/// when the breaker watches latency and it exceeded `slowCallDuration`.
+pub fn is_slow(b: &crate::config::BreakerConfig, elapsed_ns: u64) -> bool {
+    b.slow_call_duration
+        .is_some_and(|limit| elapsed_ns > limit.as_nanos_u64())
+}
+
 /// Classifies a finished call; `slow`: it took longer than `slowCallDuration` (to its response
 /// headers, or to its end when it had none).
 pub fn judge(rules: &[Rule], call: &Call, slow: bool) -> Verdict {

@@ -3,10 +3,17 @@
 //! upstream said, before any earlier filter can rewrite it; when the stream ends (`on_log`) it classifies
 //! the call, records it in this worker's stripe and opens the breaker when the window says so.
 //! Every host call goes through `filter_common::host`, which never panics.
+//!
+//! Decisions are made elsewhere (`matching`, `slots`, `state`, `classify`, `window`, `reject`; the
+//! shared-data loops in `store`). This file is longer than ~300 lines because a call's life spans four
+//! callbacks and the transitions it causes are logged and counted here, by the one worker whose
+//! compare-and-swap landed.
 
-use crate::classify::{judge, Call, Outcome};
+use crate::classify::{is_slow, judge, Call, Outcome};
 use crate::config::{BreakerConfig, Config, Mode};
 use crate::matching::{needs, select, Needs, Selected};
+use crate::metrics::BreakerMetrics;
+use crate::reject;
 use crate::slots::{self, Admission, Seed};
 use crate::state::{self, Decision, Record, State};
 use crate::store::{self, Cas, Keys, ADMIT_ATTEMPTS, RESULT_ATTEMPTS};
@@ -14,15 +21,13 @@ use crate::window::{evaluate, totals, Trip};
 use filter_common::failure::is_upstream_answer;
 use filter_common::host::{self, MapType};
 use filter_common::ids::IdGenerator;
-use filter_common::metrics::{tagged_name, Counter, Gauge};
 use filter_common::plugin::load_config;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 const FILTER: &str = "circuit-breaker";
-const GRPC_UNAVAILABLE: i32 = 14;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(filter_common::plugin::LOG_LEVEL);
@@ -257,41 +262,19 @@ impl BreakerStream {
         now: u64,
     ) {
         self.rejected = true;
-        let status_value = format!("{}; state={label}", b.name);
-        let retry_after = retry_at_ns.map(|at| {
-            at.saturating_sub(now)
-                .div_ceil(1_000_000_000)
-                .max(1)
-                .to_string()
-        });
-        let mut headers: Vec<(&str, &[u8])> =
-            vec![(vm.config.status_header.as_str(), status_value.as_bytes())];
-        if let (true, Some(secs)) = (b.retry_after, &retry_after) {
-            headers.push(("retry-after", secs.as_bytes()));
-        }
-        if b.envoy_overloaded {
-            headers.push(("x-envoy-overloaded", b"true"));
-        }
-        let message = format!("circuit breaker '{}' is {label}", b.name);
-        let sent = if grpc {
-            host::send_local_response(
-                200,
-                "circuit_breaker_open",
-                &headers,
-                message.as_bytes(),
-                GRPC_UNAVAILABLE,
-            )
-        } else {
-            headers.push(("content-type", b"text/plain"));
-            let body = format!("{message}\n");
-            host::send_local_response(
-                b.reject_status,
-                "circuit_breaker_open",
-                &headers,
-                body.as_bytes(),
-                -1,
-            )
-        };
+        let r = reject::rejection(&vm.config.status_header, b, grpc, label, retry_at_ns, now);
+        let headers: Vec<(&str, &[u8])> = r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let sent = host::send_local_response(
+            r.status,
+            reject::DETAILS,
+            &headers,
+            r.body.as_bytes(),
+            r.grpc_status,
+        );
         if !sent {
             // The stream is gone or the host refused: let it continue rather than hang.
             log::warn!(
@@ -359,10 +342,7 @@ fn record_call(vm: &VmState, call: &AdmittedCall) {
     let elapsed = call
         .elapsed_ns
         .unwrap_or_else(|| now.saturating_sub(call.started_ns));
-    let slow = b
-        .slow_call_duration
-        .is_some_and(|limit| elapsed > limit.as_nanos_u64());
-    let verdict = judge(&b.classify, &finished, slow);
+    let verdict = judge(&b.classify, &finished, is_slow(b, elapsed));
     match verdict.outcome {
         _ if verdict.cancelled => metrics.cancelled.inc(),
         Outcome::Success => metrics.success.inc(),
@@ -380,7 +360,7 @@ fn record_call(vm: &VmState, call: &AdmittedCall) {
         });
         return;
     }
-    if verdict.outcome == Outcome::Ignore || call.gen == 0 {
+    if !verdict.counts_in_window(call.gen) {
         return;
     }
     let stripes = store::record_and_collect(
@@ -462,62 +442,4 @@ fn transitioned(
         from.state.label(),
         to.state.label()
     );
-}
-
-/// Per-breaker metrics with Istio-style tags (bounded: breaker names come from configuration).
-struct BreakerMetrics {
-    success: Counter,
-    failure: Counter,
-    slow: Counter,
-    rejected: Counter,
-    would_reject: Counter,
-    ignored: Counter,
-    cancelled: Counter,
-    probe: Counter,
-    keys_overflow: Counter,
-    /// Whether this VM has logged that keys overflow.
-    warned_overflow: Cell<bool>,
-    to_open: Counter,
-    to_half_open: Counter,
-    to_closed: Counter,
-    open_keys: Gauge,
-}
-
-impl BreakerMetrics {
-    fn define(breaker: &str) -> Self {
-        let calls = |outcome: &str| {
-            Counter::define(&tagged_name(
-                "circuit_breaker_calls",
-                &[("breaker", breaker), ("outcome", outcome)],
-            ))
-        };
-        let transitions = |state: &str| {
-            Counter::define(&tagged_name(
-                "circuit_breaker_transitions",
-                &[("breaker", breaker), ("state", state)],
-            ))
-        };
-        BreakerMetrics {
-            success: calls("success"),
-            failure: calls("failure"),
-            slow: calls("slow"),
-            rejected: calls("rejected"),
-            would_reject: calls("would_reject"),
-            ignored: calls("ignored"),
-            cancelled: calls("cancelled"),
-            probe: calls("probe"),
-            keys_overflow: Counter::define(&tagged_name(
-                "circuit_breaker_keys_overflow",
-                &[("breaker", breaker)],
-            )),
-            warned_overflow: Cell::new(false),
-            to_open: transitions("open"),
-            to_half_open: transitions("half_open"),
-            to_closed: transitions("closed"),
-            open_keys: Gauge::define(&tagged_name(
-                "circuit_breaker_open",
-                &[("breaker", breaker)],
-            )),
-        }
-    }
 }

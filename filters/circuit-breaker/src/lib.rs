@@ -1,17 +1,24 @@
 //! The circuit-breaker filter: sidecar-wide breakers on failure rate, slow-call rate and consecutive
 //! failures, shared by every Envoy worker thread.
 //!
-//! Pure logic (configuration, outcome rules, windows, the state machine, matching) is plain Rust tested
-//! natively; `filter` is the thin proxy-wasm adapter.
+//! Parse, decide, render in plain Rust, tested natively: `config` (and `memory`, its worst-case shared
+//! memory), `matching` (which breaker and key a request has), `classify` (how a finished call counts),
+//! `window` (failure and slow rates per worker stripe), `state` (the breaker state machine), `slots`
+//! (which slot a key owns), `leases` (which worker writes which stripe), `reject` (the rejection).
+//!
+//! Modules that touch the host: `filter` (the proxy-wasm adapter), `store` (the records, stripes,
+//! leases and seed in shared data, with their compare-and-swap loops) and `metrics`.
 
 pub mod classify;
 pub mod config;
 pub mod leases;
 pub mod matching;
 pub mod memory;
+pub mod reject;
 pub mod slots;
 pub mod state;
 pub mod store;
 pub mod window;
 
 mod filter;
+mod metrics;

@@ -19,7 +19,7 @@ use crate::reply::{self, Parts, MARKER};
 use crate::store;
 use crate::trace::{self, well_formed_traceparent};
 use crate::trigger::{fire, Observed, Reason};
-use filter_common::failure::is_upstream_answer;
+use filter_common::failure::{is_upstream_answer, CIRCUIT_BREAKER_DETAILS};
 use filter_common::headers::HeaderMap;
 use filter_common::host::{self, Buffer, MapType};
 use filter_common::matching::Needs;
@@ -30,8 +30,6 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 const FILTER: &str = "fallback";
-/// Response code details of the circuit-breaker filter's rejections.
-const CIRCUIT_BREAKER_DETAILS: &[u8] = b"circuit_breaker_open";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(filter_common::plugin::LOG_LEVEL);
@@ -274,7 +272,7 @@ impl HttpContext for FallbackStream {
             },
             response_flags: host::property_u64(&["response", "flags"]).unwrap_or(0),
             from_upstream: is_upstream_answer(details.as_deref()),
-            circuit_breaker: details.as_deref() == Some(CIRCUIT_BREAKER_DETAILS),
+            circuit_breaker: details.as_deref() == Some(CIRCUIT_BREAKER_DETAILS.as_bytes()),
         };
         if let Some(reason) = fire(&rule.triggers, &observed) {
             self.upstream_grpc_status = observed.grpc_status.filter(|g| *g != 0);

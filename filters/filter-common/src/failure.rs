@@ -84,6 +84,10 @@ pub fn is_upstream_answer(code_details: Option<&[u8]>) -> bool {
     code_details.is_none_or(|d| d == b"via_upstream")
 }
 
+/// `response.code_details` of the circuit breaker's rejections: how the fallback (and an access log)
+/// tells them from other local replies.
+pub const CIRCUIT_BREAKER_DETAILS: &str = "circuit_breaker_open";
+
 /// The largest gRPC status code (`UNAUTHENTICATED`).
 pub const MAX_GRPC_CODE: u32 = 16;
 

@@ -1,0 +1,61 @@
+//! Per-breaker metrics with Istio-style tags (bounded: breaker names come from configuration).
+
+use filter_common::metrics::{tagged_name, Counter, Gauge};
+use std::cell::Cell;
+
+pub struct BreakerMetrics {
+    pub success: Counter,
+    pub failure: Counter,
+    pub slow: Counter,
+    pub rejected: Counter,
+    pub would_reject: Counter,
+    pub ignored: Counter,
+    pub cancelled: Counter,
+    pub probe: Counter,
+    pub keys_overflow: Counter,
+    /// Whether this VM has logged that keys overflow.
+    pub warned_overflow: Cell<bool>,
+    pub to_open: Counter,
+    pub to_half_open: Counter,
+    pub to_closed: Counter,
+    pub open_keys: Gauge,
+}
+
+impl BreakerMetrics {
+    pub fn define(breaker: &str) -> Self {
+        let calls = |outcome: &str| {
+            Counter::define(&tagged_name(
+                "circuit_breaker_calls",
+                &[("breaker", breaker), ("outcome", outcome)],
+            ))
+        };
+        let transitions = |state: &str| {
+            Counter::define(&tagged_name(
+                "circuit_breaker_transitions",
+                &[("breaker", breaker), ("state", state)],
+            ))
+        };
+        BreakerMetrics {
+            success: calls("success"),
+            failure: calls("failure"),
+            slow: calls("slow"),
+            rejected: calls("rejected"),
+            would_reject: calls("would_reject"),
+            ignored: calls("ignored"),
+            cancelled: calls("cancelled"),
+            probe: calls("probe"),
+            keys_overflow: Counter::define(&tagged_name(
+                "circuit_breaker_keys_overflow",
+                &[("breaker", breaker)],
+            )),
+            warned_overflow: Cell::new(false),
+            to_open: transitions("open"),
+            to_half_open: transitions("half_open"),
+            to_closed: transitions("closed"),
+            open_keys: Gauge::define(&tagged_name(
+                "circuit_breaker_open",
+                &[("breaker", breaker)],
+            )),
+        }
+    }
+}
