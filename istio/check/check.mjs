@@ -1,11 +1,11 @@
-// Validates every manifest in istio/ against Istio's WasmPlugin CRD schema (@kubernetes-models/istio),
+// Validates every manifest in istio/base/ against Istio's WasmPlugin CRD schema (@kubernetes-models/istio),
 // plus the rules the schema cannot express. Run by `make istio-check` (part of `make test`).
 import { WasmPlugin } from "@kubernetes-models/istio/extensions.istio.io/v1alpha1/WasmPlugin";
 import { parseAllDocuments } from "yaml";
 import fs from "node:fs";
 import path from "node:path";
 
-const dir = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+const dir = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "base");
 
 /** Problems with one WasmPlugin object; empty when it is valid. */
 function problems(obj) {
@@ -47,17 +47,17 @@ function selfTest(good) {
 let failed = false;
 let checked = 0;
 let first;
-for (const file of fs.readdirSync(dir).filter((f) => f.endsWith(".yaml")).sort()) {
+for (const file of fs.readdirSync(dir).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml").sort()) {
   const docs = parseAllDocuments(fs.readFileSync(path.join(dir, file), "utf8"));
   for (const doc of docs) {
     if (doc.errors.length > 0) {
-      console.error(`istio/${file}: ${doc.errors.map((e) => e.message).join("; ")}`);
+      console.error(`istio/base/${file}: ${doc.errors.map((e) => e.message).join("; ")}`);
       failed = true;
       continue;
     }
     const obj = doc.toJS();
     if (obj === null) continue;
-    const name = `istio/${file} (${obj.kind ?? "?"} ${obj.metadata?.name ?? "?"})`;
+    const name = `istio/base/${file} (${obj.kind ?? "?"} ${obj.metadata?.name ?? "?"})`;
     if (obj.apiVersion !== "extensions.istio.io/v1alpha1" || obj.kind !== "WasmPlugin") {
       console.error(`${name}: expected an extensions.istio.io/v1alpha1 WasmPlugin`);
       failed = true;

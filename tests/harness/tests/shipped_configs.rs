@@ -39,9 +39,9 @@ fn docker_compose_uses_the_shared_envoy_config() {
 async fn istio_plugin_configs_are_accepted_by_their_filters() {
     let upstream = Upstream::start().await;
     for (manifest, module) in [
-        ("istio/trace-context.yaml", "trace_context.wasm"),
-        ("istio/circuit-breaker.yaml", "circuit_breaker.wasm"),
-        ("istio/fallback.yaml", "fallback.wasm"),
+        ("istio/base/trace-context.yaml", "trace_context.wasm"),
+        ("istio/base/circuit-breaker.yaml", "circuit_breaker.wasm"),
+        ("istio/base/fallback.yaml", "fallback.wasm"),
     ] {
         let text = std::fs::read_to_string(workspace_root().join(manifest)).unwrap();
         let start = text
