@@ -22,6 +22,7 @@ use filter_common::failure::is_upstream_answer;
 use filter_common::host::{self, MapType};
 use filter_common::ids::IdGenerator;
 use filter_common::plugin::load_config;
+use filter_common::shared::HostSharedData;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
@@ -57,7 +58,7 @@ const LEASE_TICK_MS: u32 = 30_000;
 impl RootContext for BreakerRoot {
     fn on_tick(&mut self) {
         if let Some(vm) = &self.vm {
-            store::renew_lease(&vm.keys);
+            store::renew_lease(&HostSharedData, &vm.keys);
         }
     }
 
@@ -67,8 +68,8 @@ impl RootContext for BreakerRoot {
         };
         let root_id = host::plugin_root_id();
         let keys = Keys::new(&root_id);
-        store::create_records(&keys, &config.breakers);
-        let seed = store::key_seed(&keys).unwrap_or_else(|| {
+        store::create_records(&HostSharedData, &keys, &config.breakers);
+        let seed = store::key_seed(&HostSharedData, &keys).unwrap_or_else(|| {
             log::warn!(
                 "{FILTER}: no shared fingerprint seed; keys are fingerprinted with a fixed one"
             );
@@ -299,7 +300,7 @@ fn admit(
     let jitter = jitter_unit(vm);
     slots::admit(selected.key, now, b, jitter, |slot, change| {
         let key = vm.keys.state(&b.name, slot);
-        match store::update(&key, ADMIT_ATTEMPTS, change) {
+        match store::update(&HostSharedData, &key, ADMIT_ATTEMPTS, change) {
             Cas::Written(look, before, Some(after)) => {
                 transitioned(b, slot, &before, &after, metrics, None);
                 Cas::Written(look, before, Some(after))
@@ -364,13 +365,17 @@ fn record_call(vm: &VmState, call: &AdmittedCall) {
         return;
     }
     let stripes = store::record_and_collect(
+        &HostSharedData,
+        store::owner_id(),
         &vm.keys,
         &key,
         b,
-        call.gen,
-        now,
-        verdict.outcome == Outcome::Failure,
-        verdict.slow,
+        store::Finished {
+            gen: call.gen,
+            now,
+            failure: verdict.outcome == Outcome::Failure,
+            slow: verdict.slow,
+        },
     );
     let Some(trip) = evaluate(&totals(&stripes, call.gen, now, b), b) else {
         return;
@@ -391,7 +396,7 @@ fn update_state(
     trip: Option<Trip>,
     change: impl Fn(&Record, f64) -> Option<Record>,
 ) {
-    let result = store::update(key, RESULT_ATTEMPTS, |rec| {
+    let result = store::update(&HostSharedData, key, RESULT_ATTEMPTS, |rec| {
         ((), change(rec, jitter_unit(vm)))
     });
     match result {

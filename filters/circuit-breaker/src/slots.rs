@@ -176,7 +176,8 @@ fn busy(slot: u32, now_ns: u64) -> Admission {
 mod tests {
     use super::*;
     use filter_common::config::parse;
-    use std::cell::RefCell;
+    use filter_common::shared::{MemoryStore, SharedData};
+    use std::cell::Cell;
 
     const SEC: u64 = 1_000_000_000;
 
@@ -186,61 +187,59 @@ mod tests {
         c.breakers[0].clone()
     }
 
-    /// Shared records with real CAS semantics; `race` runs once before the first write of a slot, as
-    /// another worker writing between this worker's read and its write.
-    struct Store {
-        records: RefCell<Vec<(Record, u32)>>,
-        race: RefCell<Option<(u32, Record)>>,
-        reads: RefCell<u32>,
+    /// A breaker's slot records in shared data, admitted through the filter's own CAS loop
+    /// (`store::update`).
+    struct Store<'a> {
+        mem: MemoryStore<'a>,
+        reads_before: Cell<u32>,
     }
 
-    impl Store {
-        fn new(n: usize) -> Store {
+    fn key(slot: u32) -> String {
+        format!("circuit-breaker/cb/b/{slot}")
+    }
+
+    impl<'a> Store<'a> {
+        fn new(n: u32) -> Store<'a> {
+            let mem = MemoryStore::new();
+            for slot in 0..n {
+                mem.set(&key(slot), &Record::default().encode(), 0);
+            }
             Store {
-                records: RefCell::new(vec![(Record::default(), 1); n]),
-                race: RefCell::new(None),
-                reads: RefCell::new(0),
+                mem,
+                reads_before: Cell::new(0),
             }
         }
 
         fn get(&self, slot: u32) -> Record {
-            self.records.borrow()[slot as usize].0
+            Record::decode(&self.mem.value(&key(slot)).unwrap()).unwrap()
         }
 
         fn set(&self, slot: u32, rec: Record) {
-            let mut r = self.records.borrow_mut();
-            let cas = r[slot as usize].1 + 1;
-            r[slot as usize] = (rec, cas);
+            self.mem.set(&key(slot), &rec.encode(), 0);
         }
 
-        fn update(
-            &self,
-            slot: u32,
-            change: &mut dyn FnMut(&Record) -> (Look, Option<Record>),
-        ) -> Cas<Look> {
-            let mut last = None;
-            for _ in 0..8 {
-                *self.reads.borrow_mut() += 1;
-                let (rec, cas) = self.records.borrow()[slot as usize];
-                let (value, next) = change(&rec);
-                let Some(next) = next else {
-                    return Cas::Written(value, rec, None);
-                };
-                if let Some((s, other)) = self.race.borrow_mut().take_if(|(s, _)| *s == slot) {
-                    self.set(s, other);
+        /// Between this worker's first read of `slot` and its write, another worker writes `other`.
+        fn race(&self, slot: u32, other: Record) {
+            let mut pending = Some(other);
+            self.mem.before_write(move |k, mem| {
+                if k == key(slot) {
+                    if let Some(other) = pending.take() {
+                        mem.set(k, &other.encode(), 0);
+                    }
                 }
-                if self.records.borrow()[slot as usize].1 == cas {
-                    self.set(slot, next);
-                    return Cas::Written(value, rec, Some(next));
-                }
-                last = Some(value);
-            }
-            last.map_or(Cas::Failed, Cas::Exhausted)
+            });
+        }
+
+        /// Record reads of the last admission.
+        fn reads(&self) -> u32 {
+            self.mem.calls().0 - self.reads_before.get()
         }
 
         fn admit(&self, fp: u64, now: u64, c: &BreakerConfig) -> Admission {
-            *self.reads.borrow_mut() = 0;
-            admit(fp, now, c, 0.0, |slot, change| self.update(slot, change))
+            self.reads_before.set(self.mem.calls().0);
+            admit(fp, now, c, 0.0, |slot, change| {
+                crate::store::update(&self.mem, &key(slot), 8, change)
+            })
         }
     }
 
@@ -296,7 +295,7 @@ mod tests {
         assert_eq!(admitted(store.admit(87 + 100 * 5, 2 * SEC, &c)), 88);
         assert_eq!(admitted(store.admit(188, 2 * SEC, &c)), 89);
         store.admit(187, 2 * SEC, &c);
-        assert_eq!(*store.reads.borrow(), 1);
+        assert_eq!(store.reads(), 1);
     }
 
     #[test]
@@ -308,7 +307,7 @@ mod tests {
         // 3 goes idle and 13 keeps its slot busy: 13 must not claim slot 3 as a second slot.
         assert_eq!(admitted(store.admit(13, 5 * SEC, &c)), 4);
         assert_eq!(store.get(3).owner, 3);
-        assert_eq!(*store.reads.borrow(), 2);
+        assert_eq!(store.reads(), 2);
     }
 
     #[test]
@@ -318,7 +317,7 @@ mod tests {
         admitted(store.admit(10, 0, &c));
         admitted(store.admit(11, 0, &c));
         assert_eq!(store.admit(12, SEC, &c), Admission::Overflow);
-        assert_eq!(*store.reads.borrow(), 2, "each probe read once");
+        assert_eq!(store.reads(), 2, "each probe read once");
         // 11 stays in use (touched every second), 10 does not: after a window and a quarter, 12 takes
         // 10's slot, with a new generation so its window starts empty.
         for s in 1..=5 {
@@ -347,12 +346,12 @@ mod tests {
         let c = cfg(r#"{"maxKeys": 2}"#);
         let store = Store::new(2);
         // Between this worker's read of slot 0 and its write, another worker claims it for key 20.
-        *store.race.borrow_mut() = Some((0, state::claimed(&Record::default(), 20, 0)));
+        store.race(0, state::claimed(&Record::default(), 20, 0));
         assert_eq!(admitted(store.admit(10, 0, &c)), 1, "lost slot 0, took 1");
         assert_eq!((store.get(0).owner, store.get(1).owner), (20, 10));
         // The same race for the same key: both workers end up in the one slot.
         let store = Store::new(2);
-        *store.race.borrow_mut() = Some((0, state::claimed(&Record::default(), 10, 0)));
+        store.race(0, state::claimed(&Record::default(), 10, 0));
         assert_eq!(admitted(store.admit(10, 0, &c)), 0);
         assert_eq!(store.get(1).owner, 0, "no second slot");
     }

@@ -9,6 +9,7 @@ use crate::state::Record;
 use crate::window::Stripe;
 use filter_common::host::{self, SharedWrite};
 use filter_common::ids::IdGenerator;
+use filter_common::shared::{create_key, SharedData};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
@@ -37,20 +38,20 @@ pub use filter_common::keys::BreakerKeys as Keys;
 /// The sidecar's fingerprint seed: the one in shared data, or a new random one stored there by the
 /// first VM to configure (Envoy's canary, before any worker serves), so every worker fingerprints keys
 /// alike, across configuration pushes too. `None` when shared data fails.
-pub fn key_seed(keys: &Keys) -> Option<Seed> {
+pub fn key_seed(store: &impl SharedData, keys: &Keys) -> Option<Seed> {
     let key = keys.seed();
-    if let Ok(Some((bytes, _))) = host::shared_data(&key) {
+    if let Ok(Some((bytes, _))) = store.get(&key) {
         if let Some(seed) = Seed::decode(&bytes) {
             return Some(seed);
         }
     }
     let mut ids = IdGenerator::from_entropy(host::now_nanos());
     let fresh = Seed([ids.next_u64(), ids.next_u64()]);
-    if let SharedWrite::Failed(e) = host::set_shared_data(&key, &fresh.encode(), 0) {
+    if let SharedWrite::Failed(e) = store.set(&key, &fresh.encode(), 0) {
         log::warn!("circuit-breaker: could not create {key}: {e}");
     }
     // Read back: whichever VM wrote last, every VM uses the stored seed.
-    match host::shared_data(&key) {
+    match store.get(&key) {
         Ok(Some((bytes, _))) => Seed::decode(&bytes),
         _ => None,
     }
@@ -59,16 +60,16 @@ pub fn key_seed(keys: &Keys) -> Option<Seed> {
 /// Creates every breaker key's record before traffic, so that every later write is a real
 /// compare-and-swap (the host skips the CAS check for a key that does not exist yet). The first VM to
 /// configure (Envoy's canary, on the main thread) does it before any worker serves a request.
-pub fn create_records(keys: &Keys, breakers: &[BreakerConfig]) {
+pub fn create_records(store: &impl SharedData, keys: &Keys, breakers: &[BreakerConfig]) {
     let leases = keys.leases();
-    if let Err(e) = host::create_shared_key(leases, &Table::default().encode()) {
+    if let Err(e) = create_key(store, leases, &Table::default().encode()) {
         log::warn!("circuit-breaker: could not create {leases}: {e}");
     }
     let empty = Record::default().encode();
     for b in breakers {
         for slot in 0..b.max_keys {
             let key = keys.state(&b.name, slot);
-            if let Err(e) = host::create_shared_key(&key, &empty) {
+            if let Err(e) = create_key(store, &key, &empty) {
                 log::warn!("circuit-breaker: could not create {key}: {e}");
                 return;
             }
@@ -78,8 +79,8 @@ pub fn create_records(keys: &Keys, breakers: &[BreakerConfig]) {
 
 /// The record and its CAS token; a missing or unreadable value reads as a new closed breaker.
 /// `None` when shared data itself failed.
-pub fn read_record(key: &str) -> Option<(Record, u32)> {
-    match host::shared_data(key) {
+pub fn read_record(store: &impl SharedData, key: &str) -> Option<(Record, u32)> {
+    match store.get(key) {
         Ok(Some((bytes, cas))) => Some((Record::decode(&bytes).unwrap_or_default(), cas)),
         Ok(None) => Some((Record::default(), 0)),
         Err(_) => None,
@@ -98,20 +99,21 @@ pub enum Cas<T> {
 
 /// Reads the record, lets `change` compute (value, record to write), and writes with CAS, retrying.
 pub fn update<T>(
+    store: &impl SharedData,
     key: &str,
     attempts: u32,
     mut change: impl FnMut(&Record) -> (T, Option<Record>),
 ) -> Cas<T> {
     let mut last = None;
     for _ in 0..attempts {
-        let Some((record, cas)) = read_record(key) else {
+        let Some((record, cas)) = read_record(store, key) else {
             return Cas::Failed;
         };
         let (value, next) = change(&record);
         let Some(next) = next else {
             return Cas::Written(value, record, None);
         };
-        match host::set_shared_data(key, &next.encode(), cas) {
+        match store.set(key, &next.encode(), cas) {
             SharedWrite::Written => return Cas::Written(value, record, Some(next)),
             SharedWrite::CasMismatch => last = Some(value),
             SharedWrite::Failed(e) => {
@@ -126,21 +128,35 @@ pub fn update<T>(
     }
 }
 
+/// A finished call as a window records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    /// The closed period it was admitted in.
+    pub gen: u32,
+    pub now: u64,
+    pub failure: bool,
+    pub slow: bool,
+}
+
 /// Records a finished call of generation `gen` in this worker's stripe, publishes it, and returns every
 /// live worker's stripe of the key (this worker's last). `state_key` is `keys.state(b, slot)`.
 pub fn record_and_collect(
+    store: &impl SharedData,
+    owner: u64,
     keys: &Keys,
     state_key: &str,
     b: &BreakerConfig,
-    gen: u32,
-    now: u64,
-    failure: bool,
-    slow: bool,
+    call: Finished,
 ) -> Vec<Stripe> {
+    let Finished {
+        gen,
+        now,
+        failure,
+        slow,
+    } = call;
     let now_s = now / 1_000_000_000;
-    let owner = owner_id();
-    let mut table = read_leases(keys);
-    let mine = lease(keys, owner, now_s, &mut table, true);
+    let mut table = read_leases(store, keys);
+    let mine = lease(store, keys, owner, now_s, &mut table, true);
     let Some(own) = LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         // Looked up before inserting: the key is only copied for a breaker key's first call.
@@ -166,12 +182,12 @@ pub fn record_and_collect(
         let mut value = Vec::with_capacity(8 + own.encoded_len_hint());
         value.extend_from_slice(&owner.to_le_bytes());
         own.encode_into(&mut value);
-        let _ = host::set_shared_data(&Keys::stripe(state_key, i), &value, 0);
+        let _ = store.set(&Keys::stripe(state_key, i), &value, 0);
     }
     let mut all = Vec::new();
     if let Some((table, _)) = &table {
         for (i, holder) in table.live(now_s).filter(|(i, _)| Some(*i) != mine) {
-            if let Ok(Some((bytes, _))) = host::shared_data(&Keys::stripe(state_key, i)) {
+            if let Ok(Some((bytes, _))) = store.get(&Keys::stripe(state_key, i)) {
                 if let Some((written_by, stripe)) = bytes.split_first_chunk::<8>() {
                     if u64::from_le_bytes(*written_by) == holder {
                         all.extend(Stripe::decode(stripe));
@@ -191,8 +207,8 @@ fn newer(a: u32, b: u32) -> bool {
 
 /// The lease table and its CAS token; `None` when shared data failed or the table is missing (it is
 /// created at configuration; writing it here would need CAS 0, which overwrites unconditionally).
-fn read_leases(keys: &Keys) -> Option<(Table, u32)> {
-    match host::shared_data(keys.leases()) {
+fn read_leases(store: &impl SharedData, keys: &Keys) -> Option<(Table, u32)> {
+    match store.get(keys.leases()) {
         Ok(Some((bytes, cas))) => Some((Table::decode(&bytes), cas)),
         Ok(None) | Err(_) => None,
     }
@@ -200,11 +216,18 @@ fn read_leases(keys: &Keys) -> Option<(Table, u32)> {
 
 /// Renews this VM's lease in `keys`' table when due, from the root context's timer: a VM that records
 /// no calls for a while keeps its lease (and its calls stay counted); only a stopped VM's lease ends.
-pub fn renew_lease(keys: &Keys) {
+pub fn renew_lease(store: &impl SharedData, keys: &Keys) {
     let held = STRIPES.with(|s| s.borrow().contains_key(keys.leases()));
     if held {
         let now_s = host::now_nanos() / 1_000_000_000;
-        lease(keys, owner_id(), now_s, &mut read_leases(keys), false);
+        lease(
+            store,
+            keys,
+            owner_id(),
+            now_s,
+            &mut read_leases(store, keys),
+            false,
+        );
     }
 }
 
@@ -212,6 +235,7 @@ pub fn renew_lease(keys: &Keys) {
 /// newly leased one. `None` when none can be had (shared data failed, every number is live): this
 /// call then counts only in this worker's own decisions.
 fn lease(
+    store: &impl SharedData,
     keys: &Keys,
     owner: u64,
     now_s: u64,
@@ -244,13 +268,13 @@ fn lease(
                 }
             },
         };
-        match host::set_shared_data(table_key, &next_table.encode(), cas) {
+        match store.set(table_key, &next_table.encode(), cas) {
             SharedWrite::Written => {
                 *table = Some((next_table, cas));
                 STRIPES.with(|s| s.borrow_mut().insert(table_key.to_string(), next));
                 return Some(next);
             }
-            SharedWrite::CasMismatch => *table = read_leases(keys),
+            SharedWrite::CasMismatch => *table = read_leases(store, keys),
             SharedWrite::Failed(_) => break,
         }
     }
@@ -263,11 +287,243 @@ fn lease(
 }
 
 /// This VM's random lease owner id.
-fn owner_id() -> u64 {
+pub fn owner_id() -> u64 {
     OWNER.with(|o| {
         if o.get() == 0 {
             o.set(IdGenerator::from_entropy(host::now_nanos()).next_u64() | 1);
         }
         o.get()
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::state::{self, Decision, ProbeOutcome, State};
+    use filter_common::config::parse;
+    use filter_common::shared::{Fault, MemoryStore};
+    use std::cell::Cell;
+
+    const SEC: u64 = 1_000_000_000;
+    const KEY: &str = "circuit-breaker/cb/b/0";
+
+    fn breaker(json: &str) -> BreakerConfig {
+        let c: Config = parse(Some(format!(r#"{{"breakers": [{json}]}}"#).as_bytes())).unwrap();
+        c.breakers[0].clone()
+    }
+
+    fn record(store: &MemoryStore) -> Record {
+        Record::decode(&store.value(KEY).unwrap()).unwrap()
+    }
+
+    /// Writes `rec` as a new value of the key.
+    fn put(store: &MemoryStore, rec: &Record) {
+        assert_eq!(store.set(KEY, &rec.encode(), 0), SharedWrite::Written);
+    }
+
+    fn admit(store: &MemoryStore, b: &BreakerConfig, now: u64) -> Cas<Decision> {
+        update(store, KEY, ADMIT_ATTEMPTS, |rec| {
+            let step = state::on_request(rec, now, b, 0.0);
+            (step.decision, step.write)
+        })
+    }
+
+    #[test]
+    fn records_are_created_once_and_kept() {
+        let store = MemoryStore::new();
+        let keys = Keys::new("cb");
+        let b = breaker(r#"{"name": "b", "maxKeys": 3}"#);
+        create_records(&store, &keys, std::slice::from_ref(&b));
+        assert_eq!(store.len(), 4, "three records and the lease table");
+        let open = state::on_trip(&Record::default(), 1, 0, &b, 0.0).unwrap();
+        put(&store, &open);
+        create_records(&store, &keys, &[b]);
+        assert_eq!(
+            record(&store),
+            open,
+            "a second VM does not reset live state"
+        );
+    }
+
+    #[test]
+    fn update_retries_lost_races_and_reports_what_it_could_not_do() {
+        let store = MemoryStore::new();
+        let b = breaker(r#"{"name": "b", "openDuration": "1s", "openJitter": 0}"#);
+        put(
+            &store,
+            &state::on_trip(&Record::default(), 1, 0, &b, 0.0).unwrap(),
+        );
+        // One lost race, then the probe permit is taken.
+        store.inject(KEY, Fault::CasMismatch);
+        assert!(matches!(
+            admit(&store, &b, 2 * SEC),
+            Cas::Written(Decision::Probe { .. }, _, Some(_))
+        ));
+        assert_eq!(record(&store).state, State::HalfOpen);
+        // Every attempt lost: the decision computed last, nothing written.
+        let before = record(&store);
+        for _ in 0..ADMIT_ATTEMPTS {
+            store.inject(KEY, Fault::CasMismatch);
+        }
+        let b3 = breaker(r#"{"name": "b", "halfOpenProbes": 3}"#);
+        assert!(matches!(
+            admit(&store, &b3, 2 * SEC),
+            Cas::Exhausted(Decision::Probe { .. })
+        ));
+        assert_eq!(record(&store), before);
+        // Shared data failing is not a decision.
+        store.inject(KEY, Fault::ReadError);
+        assert!(matches!(admit(&store, &b, 2 * SEC), Cas::Failed));
+        store.inject(KEY, Fault::WriteError);
+        assert!(matches!(admit(&store, &b3, 2 * SEC), Cas::Failed));
+        // A missing or unreadable record reads as a new closed breaker: admitted, nothing written.
+        store.inject(KEY, Fault::Missing);
+        assert!(matches!(
+            admit(&store, &b, 2 * SEC),
+            Cas::Written(Decision::Admit { .. }, _, None)
+        ));
+    }
+
+    /// xorshift64*: a deterministic schedule per seed.
+    fn rng(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed.max(1);
+        move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    /// Two workers admit requests to one open breaker whose deadline has passed, and report probe
+    /// results, in random interleavings: another worker's whole step may land between any read and its
+    /// write. Whatever the schedule: never more probes than `halfOpenProbes` in one half-open period,
+    /// every granted probe is in the record (no lost update), and the breaker ends closed after the
+    /// probes succeed, with exactly one transition written per state change.
+    #[test]
+    fn two_workers_never_admit_more_probes_than_allowed() {
+        let b = breaker(
+            r#"{"name": "b", "halfOpenProbes": 3, "openDuration": "1s", "openJitter": 0, "maxHalfOpenDuration": "1h"}"#,
+        );
+        for seed in 1..300u64 {
+            let now = 2 * SEC;
+            let probes = Cell::new(0u32);
+            let transitions = Cell::new(0u32);
+            let granted: std::cell::RefCell<Vec<u32>> = Default::default();
+            let mut next = rng(seed);
+            let racing = Cell::new(true);
+            let step = |store: &MemoryStore| match admit(store, &b, now) {
+                Cas::Written(Decision::Probe { gen }, before, after) => {
+                    probes.set(probes.get() + 1);
+                    granted.borrow_mut().push(gen);
+                    if after.is_some_and(|a| a.state != before.state) {
+                        transitions.set(transitions.get() + 1);
+                    }
+                }
+                Cas::Written(..) | Cas::Exhausted(_) => {}
+                Cas::Failed => panic!("the store does not fail here"),
+            };
+            let store = MemoryStore::new();
+            put(
+                &store,
+                &state::on_trip(&Record::default(), 1, 0, &b, 0.0).unwrap(),
+            );
+            // The other worker: at random, one whole admission lands before this worker's write.
+            store.before_write(|_, s| {
+                if racing.get() && next().is_multiple_of(3) {
+                    step(s);
+                }
+            });
+            for _ in 0..6 {
+                step(&store);
+            }
+            racing.set(false);
+            let rec = record(&store);
+            assert!(probes.get() <= 3, "seed {seed}: {} probes", probes.get());
+            assert_eq!(
+                rec.probes_admitted,
+                probes.get(),
+                "seed {seed}: lost update"
+            );
+            assert_eq!(transitions.get(), 1, "seed {seed}: open -> half-open once");
+            // The probes succeed, reported by both workers in turn: one close, written once.
+            let closes = Cell::new(0u32);
+            for gen in granted.borrow().iter() {
+                if let Cas::Written((), before, Some(after)) =
+                    update(&store, KEY, RESULT_ATTEMPTS, |rec| {
+                        (
+                            (),
+                            state::on_probe_result(rec, *gen, ProbeOutcome::Success, now, &b, 0.0),
+                        )
+                    })
+                {
+                    if before.state != after.state {
+                        closes.set(closes.get() + 1);
+                    }
+                }
+            }
+            assert_eq!(record(&store).state, State::Closed, "seed {seed}");
+            assert_eq!(closes.get(), 1, "seed {seed}");
+        }
+    }
+
+    /// Two workers find the same closed window over the threshold at once: exactly one opens the
+    /// breaker (the other's trip, of the same generation, writes nothing), whatever the interleaving.
+    #[test]
+    fn a_breaker_opens_once_when_two_workers_trip_it() {
+        let b = breaker(r#"{"name": "b", "openJitter": 0}"#);
+        for seed in 1..100u64 {
+            let opened = Cell::new(0u32);
+            let mut next = rng(seed);
+            let once = Cell::new(true);
+            let gen = Record::default().gen;
+            let trip = |store: &MemoryStore| {
+                if let Cas::Written((), before, Some(after)) =
+                    update(store, KEY, RESULT_ATTEMPTS, |rec| {
+                        ((), state::on_trip(rec, gen, SEC, &b, 0.0))
+                    })
+                {
+                    if before.state == State::Closed && after.state == State::Open {
+                        opened.set(opened.get() + 1);
+                    }
+                }
+            };
+            let store = MemoryStore::new();
+            put(&store, &Record::default());
+            store.before_write(|_, s| {
+                if once.replace(false) && next().is_multiple_of(2) {
+                    trip(s);
+                }
+            });
+            trip(&store);
+            trip(&store);
+            assert_eq!(opened.get(), 1, "seed {seed}");
+            assert_eq!(record(&store).trips, 1, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_lost_lease_race_rereads_the_table_and_takes_another_number() {
+        let keys = Keys::new("cb");
+        let once = Cell::new(true);
+        let other = |s: &MemoryStore| {
+            let (mut t, cas) = read_leases(s, &keys).unwrap();
+            t.claim(77, 100).unwrap();
+            assert_eq!(s.set(keys.leases(), &t.encode(), cas), SharedWrite::Written);
+        };
+        let store = MemoryStore::new();
+        create_records(&store, &keys, &[]);
+        store.before_write(|_, s| {
+            if once.replace(false) {
+                other(s);
+            }
+        });
+        let mut table = read_leases(&store, &keys);
+        let mine = lease(&store, &keys, 5, 100, &mut table, true);
+        assert_eq!(mine, Some(1), "number 0 went to the other worker first");
+        let (t, _) = read_leases(&store, &keys).unwrap();
+        assert!(t.holds(0, 77, 100) && t.holds(1, 5, 100));
+    }
 }

@@ -24,6 +24,7 @@ use filter_common::headers::HeaderMap;
 use filter_common::host::{self, Buffer, MapType};
 use filter_common::matching::Needs;
 use filter_common::plugin::load_config;
+use filter_common::shared::HostSharedData;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::OnceCell;
@@ -61,7 +62,7 @@ impl RootContext for FallbackRoot {
         }
         let root_id = host::plugin_root_id();
         let cache_prefix = filter_common::keys::fallback_cache_prefix(&root_id);
-        store::create_slots(&cache_prefix, &config);
+        store::create_slots(&HostSharedData, &cache_prefix, &config);
         self.vm = Some(Rc::new(VmState {
             needs,
             cache_prefix,
@@ -454,7 +455,7 @@ impl FallbackStream {
         let now = host::now_nanos();
         let empty = HeaderMap::default();
         let request = facts.vary_source.as_ref().unwrap_or(&empty);
-        let hit = store::read(&slot_key)
+        let hit = store::read(&HostSharedData, &slot_key)
             .and_then(|e| {
                 e.servable_age(key, now, rule.response.ttl.as_nanos_u64())
                     .map(|age| (e, age))
@@ -596,7 +597,7 @@ fn store_capture(vm: &VmState, facts: &RequestFacts, capture: Capture) {
         body: capture.body,
     };
     let slot_key = store::slot_key(&vm.cache_prefix, key, &vm.config);
-    if let Some(written) = store::write(&slot_key, &entry) {
+    if let Some(written) = store::write(&HostSharedData, &slot_key, &entry) {
         vm.metrics.cache_stores.inc();
         if written.evicted {
             vm.metrics.cache_evictions.inc();

@@ -4,7 +4,8 @@
 
 use crate::cache::{self, Entry};
 use crate::config::{Config, Kind};
-use filter_common::host::{self, SharedWrite};
+use filter_common::host::SharedWrite;
+use filter_common::shared::{create_key, SharedData};
 
 const FILTER: &str = "fallback";
 
@@ -15,13 +16,13 @@ pub fn slot_key(prefix: &str, key: u128, config: &Config) -> String {
 
 /// Creates every cache slot before traffic (empty), so every later write is a real compare-and-swap.
 /// Nothing when no rule serves stale responses.
-pub fn create_slots(prefix: &str, config: &Config) {
+pub fn create_slots(store: &impl SharedData, prefix: &str, config: &Config) {
     if !config.rules.iter().any(|r| r.response.kind == Kind::Stale) {
         return;
     }
     for slot in 0..config.cache.slots() {
         let key = format!("{prefix}{slot}");
-        if let Err(e) = host::create_shared_key(&key, b"") {
+        if let Err(e) = create_key(store, &key, b"") {
             log::warn!("{FILTER}: could not create cache slot {key}: {e}");
             return;
         }
@@ -29,8 +30,9 @@ pub fn create_slots(prefix: &str, config: &Config) {
 }
 
 /// The entry in a slot, if it holds a readable one.
-pub fn read(slot_key: &str) -> Option<Entry> {
-    host::shared_data(slot_key)
+pub fn read(store: &impl SharedData, slot_key: &str) -> Option<Entry> {
+    store
+        .get(slot_key)
         .ok()
         .flatten()
         .and_then(|(bytes, _)| Entry::decode(&bytes))
@@ -45,8 +47,8 @@ pub struct Written {
 /// Writes `entry` into its slot unless the slot holds the same variant stored moments ago. The write is
 /// a compare-and-swap against the value read, so the byte count stays exact when workers race; the loser
 /// skips its store (the slot was just refreshed).
-pub fn write(slot_key: &str, entry: &Entry) -> Option<Written> {
-    let (previous, cas) = match host::shared_data(slot_key).ok()? {
+pub fn write(store: &impl SharedData, slot_key: &str, entry: &Entry) -> Option<Written> {
+    let (previous, cas) = match store.get(slot_key).ok()? {
         Some((bytes, cas)) => (Entry::decode(&bytes), cas),
         None => (None, 0),
     };
@@ -56,7 +58,7 @@ pub fn write(slot_key: &str, entry: &Entry) -> Option<Written> {
     {
         return None;
     }
-    match host::set_shared_data(slot_key, &entry.encode(), cas) {
+    match store.set(slot_key, &entry.encode(), cas) {
         SharedWrite::Written => {}
         SharedWrite::CasMismatch => return None,
         SharedWrite::Failed(e) => {
@@ -70,4 +72,86 @@ pub fn write(slot_key: &str, entry: &Entry) -> Option<Written> {
         bytes_delta: i64::try_from(entry.size()).unwrap_or(i64::MAX)
             - i64::try_from(before).unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use filter_common::config::parse;
+    use filter_common::shared::{Fault, MemoryStore};
+    use std::cell::Cell;
+
+    const SLOT: &str = "fallback/fb/cache/0";
+    const SEC: u64 = 1_000_000_000;
+
+    fn entry(key: u128, body: &[u8], at: u64) -> Entry {
+        Entry {
+            key,
+            stored_at_ns: at,
+            initial_age_s: 0,
+            serve_for_ns: u64::MAX,
+            vary: String::new(),
+            vary_hash: 0,
+            content_type: "text/plain".into(),
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn slots_exist_only_for_a_stale_rule() {
+        let store = MemoryStore::new();
+        create_slots(&store, "fallback/fb/cache/", &Config::default());
+        assert!(store.is_empty());
+        let stale: Config = parse(Some(
+            br#"{"rules": [{"name": "s", "triggers": {"status": "503"}, "response": {"kind": "stale", "maxBodyBytes": 1024}}], "cache": {"maxBytes": 4096, "maxBodyBytes": 1024}}"#,
+        ))
+        .unwrap();
+        create_slots(&store, "fallback/fb/cache/", &stale);
+        assert_eq!(store.len(), 4);
+    }
+
+    #[test]
+    fn writes_count_bytes_and_evictions_and_skip_a_fresh_copy() {
+        let store = MemoryStore::new();
+        let first = entry(1, b"abc", 0);
+        let w = write(&store, SLOT, &first).unwrap();
+        assert_eq!((w.evicted, w.bytes_delta), (false, first.size() as i64));
+        assert!(
+            write(&store, SLOT, &entry(1, b"abc", SEC / 2)).is_none(),
+            "stored a moment ago"
+        );
+        let other = entry(2, b"a", 2 * SEC);
+        let w = write(&store, SLOT, &other).unwrap();
+        assert_eq!((w.evicted, w.bytes_delta), (true, -2));
+        assert_eq!(read(&store, SLOT).unwrap(), other);
+    }
+
+    #[test]
+    fn a_write_that_loses_a_race_or_fails_changes_nothing() {
+        let raced = Cell::new(false);
+        let store = MemoryStore::new();
+        store.set(SLOT, b"", 0);
+        store.before_write(|key, s| {
+            if !raced.replace(true) {
+                s.set(key, &entry(9, b"theirs", 0).encode(), 0);
+            }
+        });
+        assert!(write(&store, SLOT, &entry(1, b"mine", 0)).is_none());
+        assert_eq!(
+            read(&store, SLOT).unwrap().key,
+            9,
+            "the other worker's entry stays"
+        );
+        store.inject(SLOT, Fault::WriteError);
+        assert!(write(&store, SLOT, &entry(1, b"mine", 5 * SEC)).is_none());
+        store.inject(SLOT, Fault::ReadError);
+        assert!(write(&store, SLOT, &entry(1, b"mine", 5 * SEC)).is_none());
+        store.inject(SLOT, Fault::ReadError);
+        assert!(read(&store, SLOT).is_none());
+        // Garbage in a slot reads as nothing and is replaced.
+        store.set(SLOT, b"\x07garbage", 0);
+        assert!(read(&store, SLOT).is_none());
+        assert!(write(&store, SLOT, &entry(1, b"mine", 5 * SEC)).is_some());
+    }
 }

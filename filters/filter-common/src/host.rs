@@ -301,19 +301,6 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> SharedWrite {
     }
 }
 
-/// Creates `key` with `initial` unless it exists. The host checks a CAS token only on keys that exist,
-/// so the filters create their keys before traffic (from the first VM to configure, Envoy's canary on
-/// the main thread) to make every later compare-and-swap real.
-pub fn create_shared_key(key: &str, initial: &[u8]) -> Result<(), HostError> {
-    match shared_data(key)? {
-        Some(_) => Ok(()),
-        None => match set_shared_data(key, initial, 0) {
-            SharedWrite::Failed(e) => Err(e),
-            SharedWrite::Written | SharedWrite::CasMismatch => Ok(()),
-        },
-    }
-}
-
 /// Wall-clock time in nanoseconds since the Unix epoch (0 if the host refuses).
 pub fn now_nanos() -> u64 {
     let mut t = 0u64;

@@ -3,7 +3,8 @@
 //! `traceparent`, request matching, shared-data key names), Istio-style metric names, and id generation.
 //!
 //! Modules that touch the host: `host` (the only one calling the ABI), and through it `plugin`
-//! (configuration loading), `request` (request attributes) and `metrics` (`Counter`, `Gauge`). Every
+//! (configuration loading), `request` (request attributes), `metrics` (`Counter`, `Gauge`) and
+//! `shared` (shared data behind a trait, with an in-memory store for tests). Every
 //! other module is plain Rust, unit-tested natively.
 
 pub mod config;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod request;
 pub mod response_flags;
+pub mod shared;
 pub mod status;
 pub mod w3c;
 pub mod wire;

@@ -12,6 +12,7 @@ use crate::tracestate::TraceState;
 use filter_common::host::{self, MapType};
 use filter_common::ids::IdGenerator;
 use filter_common::plugin::load_config;
+use filter_common::shared::HostSharedData;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
@@ -48,7 +49,7 @@ impl RootContext for TraceRoot {
         let Some(config) = load_config::<Config>(FILTER) else {
             return false;
         };
-        store::create_slots(&config);
+        store::create_slots(&HostSharedData, &config);
         self.vm = Some(Rc::new(VmState {
             metrics: Metrics::define(),
             ids: RefCell::new(IdGenerator::from_entropy(host::now_nanos())),
@@ -137,7 +138,7 @@ fn handle_request(vm: &VmState) -> TraceContext {
         if !(outbound && config.correlation.enabled) {
             return None;
         }
-        store::restore(config, request_id?, now)
+        store::restore(&HostSharedData, config, request_id?, now)
     };
     let decision = vm.propagator.decide(
         &headers,
@@ -182,7 +183,14 @@ fn remember(
     tracestate: &TraceState,
     now: u64,
 ) {
-    match store::remember(vm.propagator.config(), request_id, context, tracestate, now) {
+    match store::remember(
+        &HostSharedData,
+        vm.propagator.config(),
+        request_id,
+        context,
+        tracestate,
+        now,
+    ) {
         Remembered::Refused => vm.metrics.correlation_refused.inc(),
         Remembered::Evicted => vm.metrics.correlation_evicted.inc(),
         Remembered::Stored | Remembered::NotStored => {}
