@@ -185,28 +185,29 @@ async fn the_required_wasm_prefix_is_what_keeps_the_metrics() {
         without_wasm_prefix: true,
         ..SidecarStats::with_filter_tags()
     };
-    let (_upstream, envoy) = start_sidecar(&without).await;
-    let text = envoy.prometheus().await;
-    assert!(
-        filter_lines(&text).is_empty(),
-        "{}",
-        filter_lines(&text).join("\n")
-    );
-    assert!(prom_sum(&text, "envoy_server_live", &[]).is_some());
-    drop(envoy);
     // A user's own inclusion prefixes (`proxyStatsMatcher` or `sidecar.istio.io/statsInclusionPrefixes`)
     // come on top of the required ones, never instead of them.
     let user = SidecarStats {
         inclusion_prefixes: vec!["http.outbound.".to_string()],
         ..SidecarStats::with_filter_tags()
     };
-    let (_upstream, envoy) = start_sidecar(&user).await;
-    let text = envoy.prometheus().await;
+    let ((_u1, without), (_u2, user)) = tokio::join!(start_sidecar(&without), start_sidecar(&user));
+
+    let text = without.prometheus().await;
+    assert!(
+        filter_lines(&text).is_empty(),
+        "{}",
+        filter_lines(&text).join("\n")
+    );
+    assert!(prom_sum(&text, "envoy_server_live", &[]).is_some());
+
+    let text = user.prometheus().await;
     assert!(
         prom_sum(&text, "trace_context_started", &[]).is_some(),
         "{text}"
     );
-    // Istio's `http_conn_manager_prefix` tag only lifts IP-and-port prefixes, so this one stays in the name.
+    // Istio's `http_conn_manager_prefix` tag only lifts IP-and-port prefixes, so this one stays in the
+    // name.
     assert!(
         prom_sum(&text, "envoy_http_outbound_downstream_rq_total", &[]).is_some(),
         "{}",
