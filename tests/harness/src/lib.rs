@@ -27,7 +27,9 @@
 pub mod client;
 pub mod config;
 pub mod envoy;
+pub mod istio_stats;
 pub mod prom;
+pub mod prometheus;
 pub mod upstream;
 
 pub use client::{
@@ -39,7 +41,9 @@ pub use config::{
     EnvoyConfig, HttpFilter, Listener, Route, RouteAction, WasmFilter, STAT_TAGS,
 };
 pub use envoy::{envoy_bin, validate, validate_yaml, Envoy, READY_TIMEOUT, RECORD_WAIT};
+pub use istio_stats::{SidecarStats, FILTER_STAT_TAGS};
 pub use prom::{assert_series, prom_lines, prom_sum, wait_series, Absent, Series};
+pub use prometheus::{percent_encode, prometheus_bin, Prometheus};
 pub use upstream::{closed_port, grpc_frame, Recorded, Upstream};
 
 pub use bytes::Bytes;
