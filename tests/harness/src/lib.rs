@@ -27,6 +27,7 @@
 pub mod client;
 pub mod config;
 pub mod envoy;
+pub mod istio;
 pub mod prom;
 pub mod upstream;
 
