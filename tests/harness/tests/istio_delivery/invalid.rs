@@ -67,7 +67,7 @@ async fn an_invalid_plugin_config_at_first_delivery_fails_the_listeners_requests
         .find(|p| p.name == "circuit-breaker")
         .unwrap();
     cb.plugin_config = Some(invalid_config("circuit-breaker"));
-    let s = Sidecar::start_with(plugins, |_| {}).await;
+    let s = Sidecar::start_with(plugins).await;
     assert_eq!(s.ecds_counters(s.plugin("circuit-breaker")).await, (0, 1));
     // Outbound (where the breaker is): even the healthy upstream is unreachable. The fallback,
     // before the missing filter, turns Envoy's 500 into its problem response.

@@ -37,17 +37,16 @@ pub fn module_bytes(plugin: &WasmPlugin) -> Vec<u8> {
 impl Sidecar {
     /// The shipped manifests, published, and Envoy started on them.
     pub async fn start() -> Sidecar {
-        Self::start_with(WasmPlugin::base(NAMESPACE), |_| {}).await
+        Self::start_with(WasmPlugin::base(NAMESPACE)).await
     }
 
-    /// `plugins` published (after `edit` changed the ECDS files as it likes), then Envoy started.
-    pub async fn start_with(plugins: Vec<WasmPlugin>, edit: impl FnOnce(&Ecds)) -> Sidecar {
+    /// `plugins` published, then Envoy started.
+    pub async fn start_with(plugins: Vec<WasmPlugin>) -> Sidecar {
         let upstream = Upstream::start().await;
         let ecds = Ecds::new();
         for p in &plugins {
             ecds.publish(p, &ecds.module(&module_bytes(p)));
         }
-        edit(&ecds);
         let mut config = EnvoyConfig::new()
             .concurrency(2)
             // xDS subscriptions need a node; this is the shape of a sidecar's.
