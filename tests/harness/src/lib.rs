@@ -27,6 +27,7 @@
 pub mod client;
 pub mod config;
 pub mod envoy;
+pub mod istio;
 pub mod istio_stats;
 pub mod prom;
 pub mod prometheus;
