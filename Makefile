@@ -26,7 +26,7 @@ FILTER_MODULES := $(foreach c,$(FILTER_CRATES),dist/$(subst -,_,$(c)).wasm)
 
 export ENVOY_BIN WASM_RUNTIME
 
-.PHONY: matrix matrix-smoke matrix-run help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
+.PHONY: matrix matrix-smoke matrix-run print-oldest-envoy help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
@@ -112,6 +112,9 @@ MATRIX_SMOKE_VERSIONS ?= $(filter-out $(ENVOY_VERSION),$(MATRIX_VERSIONS))
 matrix-smoke: build $(foreach v,$(MATRIX_SMOKE_VERSIONS),.venv-matrix/$(v)/.installed)
 	@$(MAKE) --no-print-directory matrix-run MATRIX_TESTS="$(MATRIX_SMOKE_TESTS)" MATRIX_VERSIONS="$(MATRIX_SMOKE_VERSIONS)"
 
+print-oldest-envoy:
+	@echo $(firstword $(MATRIX_VERSIONS))
+
 matrix-run:
 	@mkdir -p target; echo "| Envoy | result |" > target/matrix.md; echo "|---|---|" >> target/matrix.md; \
 	failed=0; for v in $(MATRIX_VERSIONS); do \
@@ -151,7 +154,7 @@ istio/check/node_modules/.installed: istio/check/package-lock.json
 	cd istio/check && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: unit lint istio-check e2e
+test: unit lint istio-check e2e matrix-smoke
 
 bench: build envoy
 	cargo run --release -p e2e-harness --bin bench

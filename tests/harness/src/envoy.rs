@@ -27,6 +27,32 @@ pub fn envoy_bin() -> PathBuf {
     }
 }
 
+/// The version of the Envoy under test, `(major, minor, patch)`, for the few tests whose expectation
+/// depends on behaviour that changed between the versions a mesh runs (`make matrix`).
+pub fn envoy_version() -> (u32, u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let out = Command::new(checked_envoy_bin())
+            .arg("--version")
+            .output()
+            .expect("envoy --version runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+        let number = text
+            .split('/')
+            .find(|part| {
+                part.split('.').count() == 3 && part.split('.').all(|n| n.parse::<u32>().is_ok())
+            })
+            .unwrap_or_else(|| panic!("no version in {text:?}"));
+        let mut n = number.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (
+            n.next().unwrap_or(0),
+            n.next().unwrap_or(0),
+            n.next().unwrap_or(0),
+        )
+    })
+}
+
 fn checked_envoy_bin() -> PathBuf {
     let bin = envoy_bin();
     if !bin.exists() {

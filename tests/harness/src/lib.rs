@@ -41,7 +41,9 @@ pub use config::{
     dist, stat_tag_regex, stats_tags_yaml, validation_yaml, wasm_runtime, workspace_root, Cluster,
     EnvoyConfig, HttpFilter, Listener, Route, RouteAction, WasmFilter, STAT_TAGS,
 };
-pub use envoy::{envoy_bin, validate, validate_yaml, Envoy, READY_TIMEOUT, RECORD_WAIT};
+pub use envoy::{
+    envoy_bin, envoy_version, validate, validate_yaml, Envoy, READY_TIMEOUT, RECORD_WAIT,
+};
 pub use istio_stats::{SidecarStats, FILTER_STAT_TAGS};
 pub use prom::{assert_series, prom_lines, prom_sum, wait_series, Absent, Series};
 pub use prometheus::{percent_encode, prometheus_bin, Prometheus};

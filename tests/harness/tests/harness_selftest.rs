@@ -144,7 +144,20 @@ async fn upstream_reset_gives_503() {
     let err = try_http1(port, "GET", "/", &[("x-upstream-action", "close")], "").await;
     assert!(err.is_err(), "{err:?}");
     let err = try_http2(port, "GET", "/h2/", &[("x-upstream-action", "close")], "").await;
-    assert!(err.is_err(), "{err:?}");
+    if envoy_version() < (1, 37, 0) {
+        // Envoy 1.36 ends an HTTP/2 downstream stream cleanly when the upstream aborts mid-body: the
+        // caller sees a complete 200 with a truncated body. 1.37 and later reset the stream.
+        match &err {
+            Err(_) => {}
+            Ok(r) => assert_eq!(
+                (r.status, r.body.as_ref()),
+                (200, &b"partial"[..]),
+                "{err:?}"
+            ),
+        }
+    } else {
+        assert!(err.is_err(), "{err:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
