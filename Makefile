@@ -119,7 +119,7 @@ matrix-run:
 	@mkdir -p target; echo "| Envoy | result |" > target/matrix.md; echo "|---|---|" >> target/matrix.md; \
 	failed=0; for v in $(MATRIX_VERSIONS); do \
 	  echo "== Envoy $$v"; \
-	  if ENVOY_BIN=$(CURDIR)/.venv-matrix/$$v/bin/envoy cargo test -q -p e2e-harness $(MATRIX_TESTS) -- --test-threads 4 > target/matrix-$$v.log 2>&1; \
+	  if ENVOY_BIN=$(CURDIR)/.venv-matrix/$$v/bin/envoy cargo test -q --no-fail-fast -p e2e-harness $(MATRIX_TESTS) -- --test-threads 4 > target/matrix-$$v.log 2>&1; \
 	  then r=pass; else r="FAIL (target/matrix-$$v.log)"; failed=1; fi; \
 	  grep -h "test result" target/matrix-$$v.log | awk '{p+=$$4; f+=$$6} END {print "  " p " passed, " f " failed"}'; \
 	  echo "| $$v | $$r |" >> target/matrix.md; \

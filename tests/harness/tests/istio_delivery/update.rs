@@ -58,8 +58,15 @@ async fn a_new_plugin_config_takes_effect_in_new_vms_without_failing_requests() 
     let cb = quicker_breaker(&s, "2");
     let module = module_bytes(&cb);
     let built = update_under_traffic(&mut s, cb, &module).await;
-    // A new base VM and its clones: canary, main thread, 2 workers.
-    assert_eq!((built.bases, built.vms), (1, 5));
+    if envoy_version() >= (1, 39, 0) {
+        // A new base VM and its clones: canary, main thread, 2 workers. Since Envoy 1.39 the VM's
+        // environment (Istio's resource version) is part of the VM key.
+        assert_eq!((built.bases, built.vms), (1, 5));
+    } else {
+        // Envoy 1.36 to 1.38 key VMs by vm_id, VM configuration and code only: the existing VMs get a
+        // new root context; only the configuration canary is built.
+        assert_eq!((built.bases, built.vms), (0, 1));
+    }
     assert_quicker_breaker(&s).await;
     // Same process, listeners untouched (ECDS does not drain them).
     assert_eq!(s.envoy.pid(), pid);
