@@ -21,7 +21,7 @@ FILTER_MODULES := $(foreach c,$(FILTER_CRATES),dist/$(subst -,_,$(c)).wasm)
 export ENVOY_BIN WASM_RUNTIME
 
 .PHONY: help build wasm-target envoy run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
-.PHONY: wasm-image image push pin
+.PHONY: wasm-image image push pin registry-args
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
@@ -110,7 +110,6 @@ bench: build envoy
 IMAGE_FORMAT  ?= compat
 WASM_IMAGE    := target/debug/wasm-image
 RELEASE_OVERLAY := istio/overlays/release/kustomization.yaml
-need-registry = @test -n "$(REGISTRY)" -a -n "$(TAG)" || { echo "usage: make $@ REGISTRY=host[:port][/path] TAG=0.1.0"; exit 2; }
 
 wasm-image:
 	cargo build -p wasm-image
@@ -118,12 +117,14 @@ wasm-image:
 image: build wasm-image
 	$(WASM_IMAGE) build --format $(IMAGE_FORMAT) --out dist/images $(foreach c,$(FILTER_CRATES),$(c)=dist/$(subst -,_,$(c)).wasm)
 
-push: image
-	$(need-registry)
+# Checked before anything is built.
+registry-args:
+	@test -n "$(REGISTRY)" -a -n "$(TAG)" || { echo "usage: make $(MAKECMDGOALS) REGISTRY=host[:port][/path] TAG=0.1.0"; exit 2; }
+
+push: registry-args image
 	$(WASM_IMAGE) push --registry $(REGISTRY) --tag $(TAG) --layouts dist/images $(FILTER_CRATES)
 
-pin: wasm-image
-	$(need-registry)
+pin: registry-args wasm-image
 	$(WASM_IMAGE) pin --registry $(REGISTRY) --tag $(TAG) --overlay $(RELEASE_OVERLAY) $(FILTER_CRATES)
 
 docker-up: build
