@@ -87,6 +87,26 @@ fn tool_ok(docker_config: &Path, args: &[&str]) -> String {
     run_tool(docker_config, args).unwrap_or_else(|e| panic!("wasm-image {args:?} failed:\n{e}"))
 }
 
+/// `wasm-image COMMAND --registry REGISTRY --tag TAG OPTIONS... NAMES...` (what `make push` / `make pin`
+/// run); stdout on success, stderr on failure.
+fn registry_command(
+    docker_config: &Path,
+    command: &str,
+    registry: &str,
+    tag: &str,
+    options: &[&str],
+    names: &[&str],
+) -> Result<String, String> {
+    let mut args = vec![command, "--registry", registry, "--tag", tag];
+    args.extend(options);
+    args.extend(names);
+    run_tool(docker_config, &args)
+}
+
+fn all_filters() -> [&'static str; 3] {
+    FILTERS.map(|(n, _)| n)
+}
+
 /// A registry on 127.0.0.1 with htpasswd authentication and its storage in a temp dir; killed on drop.
 struct Registry {
     child: Child,
@@ -345,27 +365,25 @@ async fn every_image_in_every_format_round_trips_through_a_real_registry() {
         // Two builds of the same modules: the same digests (the image is reproducible).
         let first = build_images(format, &work.join(format), &docker);
         let again = build_images(format, &work.join(format!("{format}-again")), &docker);
-        assert_eq!(first, again, "{format}: two builds, two digests");
-        let names: Vec<&str> = first.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
-            names,
-            FILTERS.map(|(n, _)| n),
-            "{format}: one image per filter"
+            first, again,
+            "{format}: two builds of the same modules gave different images"
         );
+        let names: Vec<&str> = first.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, all_filters(), "{format}: one image per filter");
 
         let registry = format!("{}/mesh-{format}", reg.host());
-        let mut args = vec![
-            "push",
-            "--registry",
-            &registry,
-            "--tag",
-            "0.1.0",
-            "--layouts",
-        ];
         let layouts = work.join(format).display().to_string();
-        args.push(&layouts);
-        args.extend(FILTERS.map(|(n, _)| n));
-        let pushed = name_digest_lines(&tool_ok(&docker, &args));
+        let pushed = registry_command(
+            &docker,
+            "push",
+            &registry,
+            "0.1.0",
+            &["--layouts", &layouts],
+            &all_filters(),
+        )
+        .unwrap_or_else(|e| panic!("push: {e}"));
+        let pushed = name_digest_lines(&pushed);
 
         for (i, (name, file)) in FILTERS.iter().enumerate() {
             let module = std::fs::read(dist(file)).unwrap();
@@ -413,27 +431,27 @@ async fn pushing_uses_the_docker_config_credentials() {
     build_images("compat", &work.join("images"), &docker);
     let layouts = work.join("images").display().to_string();
     let registry = reg.host();
-    let push = [
-        "push",
-        "--registry",
-        &registry,
-        "--tag",
-        "1",
-        "--layouts",
-        &layouts,
-        "fallback",
-    ];
+    let push = |docker_config: &Path| {
+        registry_command(
+            docker_config,
+            "push",
+            &registry,
+            "1",
+            &["--layouts", &layouts],
+            &["fallback"],
+        )
+    };
 
     // No credentials for this registry: refused (an empty DOCKER_CONFIG directory).
     let empty = work.join("no-docker-config");
     std::fs::create_dir_all(&empty).unwrap();
-    let refused = run_tool(&empty, &push).expect_err("a push without credentials");
+    let refused = push(&empty).expect_err("a push without credentials");
     assert!(
         refused.contains("401") || refused.to_lowercase().contains("unauthorized"),
         "{refused}"
     );
     // The same push with the `auths` entry `docker login` would write.
-    tool_ok(&docker, &push);
+    push(&docker).unwrap_or_else(|e| panic!("push with credentials: {e}"));
     std::fs::remove_dir_all(&work).unwrap();
 }
 
@@ -463,31 +481,27 @@ async fn pin_writes_the_digest_istio_checks_for_what_was_pushed() {
     let built = build_images("compat", &work.join("images"), &docker);
     let layouts = work.join("images").display().to_string();
     let registry = format!("{}/mesh-filters", reg.host());
-    let mut push = vec![
+    registry_command(
+        &docker,
         "push",
-        "--registry",
         &registry,
-        "--tag",
         "0.2.0",
-        "--layouts",
-        &layouts,
-    ];
-    push.extend(FILTERS.map(|(n, _)| n));
-    tool_ok(&docker, &push);
+        &["--layouts", &layouts],
+        &all_filters(),
+    )
+    .unwrap_or_else(|e| panic!("push: {e}"));
 
     let overlay = work.join("release/kustomization.yaml");
     let overlay_arg = overlay.display().to_string();
-    let mut pin = vec![
+    registry_command(
+        &docker,
         "pin",
-        "--registry",
         &registry,
-        "--tag",
         "0.2.0",
-        "--overlay",
-        &overlay_arg,
-    ];
-    pin.extend(FILTERS.map(|(n, _)| n));
-    tool_ok(&docker, &pin);
+        &["--overlay", &overlay_arg],
+        &all_filters(),
+    )
+    .unwrap_or_else(|e| panic!("pin: {e}"));
     let text = std::fs::read_to_string(&overlay).unwrap();
     assert!(text.contains("resources:\n  - ../../base\n"), "{text}");
     let sources = overlay_sources(&text);
@@ -512,18 +526,9 @@ async fn pin_writes_the_digest_istio_checks_for_what_was_pushed() {
 
     // --layouts pins the same digests before any push: the build is reproducible.
     let offline = work.join("offline.yaml").display().to_string();
-    let mut pin = vec![
-        "pin",
-        "--registry",
-        &registry,
-        "--tag",
-        "0.2.0",
-        "--layouts",
-        &layouts,
-    ];
-    pin.extend(["--overlay", &offline]);
-    pin.extend(FILTERS.map(|(n, _)| n));
-    tool_ok(&docker, &pin);
+    let options = ["--layouts", layouts.as_str(), "--overlay", offline.as_str()];
+    registry_command(&docker, "pin", &registry, "0.2.0", &options, &all_filters())
+        .unwrap_or_else(|e| panic!("pin --layouts: {e}"));
     let offline_sources = overlay_sources(&std::fs::read_to_string(&offline).unwrap());
     assert_eq!(offline_sources, sources);
     std::fs::remove_dir_all(&work).unwrap();
@@ -538,7 +543,7 @@ fn the_release_overlay_pins_every_base_plugin() {
     let sources = overlay_sources(&text);
     let mut names: Vec<&str> = sources.iter().map(|(n, _, _)| n.as_str()).collect();
     names.sort();
-    let mut want = FILTERS.map(|(n, _)| n);
+    let mut want = all_filters();
     want.sort();
     assert_eq!(names, want);
     for (name, url, sha) in &sources {
