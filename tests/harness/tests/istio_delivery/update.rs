@@ -1,6 +1,7 @@
 //! Changing a WasmPlugin while traffic flows: a new pluginConfig (so a new resource version) and a
 //! new module, delivered by ECDS to the running Envoy.
 
+use e2e_harness::envoy_version;
 use e2e_harness::istio::{sha256_hex, WasmPlugin};
 use e2e_harness::serde_json::json;
 
