@@ -149,6 +149,21 @@ impl Sidecar {
             .unwrap_or(0)
     }
 
+    /// [`Sidecar::vms_created`] once it has stopped moving: worker threads build their VMs for an
+    /// accepted update on their own schedule, later on a loaded machine.
+    pub async fn vms_created_settled(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = self.vms_created().await;
+        let mut same = 0;
+        while same < 5 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.vms_created().await;
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+        }
+        last
+    }
+
     /// The ECDS resource Envoy holds for `plugin`: (version_info, the Wasm filter config).
     pub async fn held(&self, plugin: &WasmPlugin) -> Option<(String, Value)> {
         let dump = self

@@ -31,9 +31,10 @@ async fn update_under_traffic(s: &mut Sidecar, plugin: WasmPlugin, module: &[u8]
     let (created, bases) = (s.vms_created().await, base_vms(s));
     let calls = in_flight(s, 6, 1500).await;
     assert_eq!(s.publish(plugin, module).await, Update::Accepted);
+    let vms = s.vms_created_settled().await - created;
     let built = Built {
         bases: base_vms(s) - bases,
-        vms: s.vms_created().await - created,
+        vms,
     };
     assert_all_ok(calls).await;
     // The breaker's record is in shared data, which outlives root contexts and VMs.
