@@ -45,10 +45,12 @@ wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
 build: wasm-target
-	cargo build --release --target $(WASM_TARGET) $(foreach c,$(FILTER_CRATES) empty-filter,-p $(c))
-	@mkdir -p dist/bench
+	cargo build --release --target $(WASM_TARGET) $(foreach c,$(FILTER_CRATES) empty-filter trap-filter,-p $(c))
+	@mkdir -p dist/bench dist/test
 	@for c in $(FILTER_CRATES); do m=$${c//-/_}; cp target/$(WASM_TARGET)/release/$$m.wasm dist/$$m.wasm; done
 	@cp target/$(WASM_TARGET)/release/empty_filter.wasm dist/bench/empty_filter.wasm
+	@# Test-only: traps on command, for the failure-policy tests; never shipped (tests/trap-filter).
+	@cp target/$(WASM_TARGET)/release/trap_filter.wasm dist/test/trap_filter.wasm
 	@ls -l dist/*.wasm | awk '{print "  " $$NF ": " $$5 " bytes"}'
 
 $(ENVOY_STAMP):
