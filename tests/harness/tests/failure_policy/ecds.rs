@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_harness::istio::{Ecds, ProxyVersion, WasmPlugin};
+use e2e_harness::istio::{ecds_counters as counters, Ecds, ProxyVersion, WasmPlugin};
 use e2e_harness::serde_json::{json, Value};
 use e2e_harness::*;
 
@@ -38,23 +38,6 @@ fn publish(ecds: &Ecds, p: &WasmPlugin, trap: Option<&str>) {
     }
     let response: Value = json!({"version_info": p.resource_version, "resources": [resource]});
     ecds.publish_raw(p, &response.to_string());
-}
-
-/// (`update_success`, `update_rejected`) of the plugin's ECDS subscription.
-async fn counters(envoy: &Envoy, p: &WasmPlugin) -> (u64, u64) {
-    let stats = envoy.stats().await;
-    let sum = |suffix: &str| {
-        stats
-            .iter()
-            .filter(|(k, _)| {
-                k.starts_with("extension_config_discovery.")
-                    && k.contains(&p.resource_name())
-                    && k.ends_with(suffix)
-            })
-            .map(|(_, v)| *v)
-            .sum::<u64>()
-    };
-    (sum(".update_success"), sum(".update_rejected"))
 }
 
 /// Waits until Envoy has taken a position on one more update than `before`.

@@ -51,9 +51,7 @@ async fn a_trap_at_start_or_configuration_stops_envoy_whatever_the_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_a_mid_request_trap_fails_that_request_then_skips_the_filter() {
     let upstream = Upstream::start().await;
-    let envoy = Envoy::start(config(&upstream, trap_filter("FAIL_OPEN"), 1)).await;
-    let port = envoy.port(INGRESS);
-    vm(&call(port, &upstream, None).await);
+    let (envoy, port, _) = serving(&upstream, "FAIL_OPEN").await;
     let created = stat(&envoy, "wasm.envoy.wasm.runtime.v8.created").await;
     assert_eq!(call(port, &upstream, Some("request-headers")).await, Failed);
     for _ in 0..5 {
@@ -87,9 +85,7 @@ async fn fail_open_a_mid_request_trap_fails_that_request_then_skips_the_filter()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_closed_a_mid_request_trap_fails_every_later_request() {
     let upstream = Upstream::start().await;
-    let envoy = Envoy::start(config(&upstream, trap_filter("FAIL_CLOSED"), 1)).await;
-    let port = envoy.port(INGRESS);
-    vm(&call(port, &upstream, None).await);
+    let (_envoy, port, _) = serving(&upstream, "FAIL_CLOSED").await;
     let reached = upstream.count();
     assert_eq!(call(port, &upstream, Some("request-headers")).await, Failed);
     for _ in 0..5 {
@@ -112,9 +108,7 @@ async fn fail_closed_a_mid_request_trap_fails_every_later_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_reload_a_mid_request_trap_fails_that_request_then_a_new_vm_serves() {
     let upstream = Upstream::start().await;
-    let envoy = Envoy::start(config(&upstream, trap_filter("FAIL_RELOAD"), 1)).await;
-    let port = envoy.port(INGRESS);
-    let first = vm(&call(port, &upstream, None).await);
+    let (envoy, port, first) = serving(&upstream, "FAIL_RELOAD").await;
     let created = stat(&envoy, "wasm.envoy.wasm.runtime.v8.created").await;
     assert_eq!(call(port, &upstream, Some("request-headers")).await, Failed);
     let (waits, second) = until_new_vm(port, &upstream, &first).await;
@@ -153,9 +147,7 @@ async fn a_trap_after_the_upstream_answered_follows_the_same_policy() {
     for policy in POLICIES {
         for point in ["response-headers", "log"] {
             let upstream = Upstream::start().await;
-            let envoy = Envoy::start(config(&upstream, trap_filter(policy), 1)).await;
-            let port = envoy.port(INGRESS);
-            let first = vm(&call(port, &upstream, None).await);
+            let (envoy, port, first) = serving(&upstream, policy).await;
             let (trapping, callback) = match point {
                 "log" => (Filtered(first.clone()), "proxy_on_log"),
                 _ => (FailedAfterUpstream, "proxy_on_response_headers"),
@@ -191,9 +183,7 @@ async fn a_trap_after_the_upstream_answered_follows_the_same_policy() {
 async fn a_vm_that_cannot_start_again() {
     for (policy, after) in [("FAIL_RELOAD", Failed), ("FAIL_OPEN", Skipped)] {
         let upstream = Upstream::start().await;
-        let envoy = Envoy::start(config(&upstream, trap_filter(policy), 1)).await;
-        let port = envoy.port(INGRESS);
-        vm(&call(port, &upstream, None).await);
+        let (envoy, port, _) = serving(&upstream, policy).await;
         assert_eq!(call(port, &upstream, Some("restarts")).await, Failed);
         // Past the backoff, so that FAIL_RELOAD does try.
         for _ in 0..4 {

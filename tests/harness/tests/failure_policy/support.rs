@@ -22,6 +22,15 @@ pub fn config(upstream: &Upstream, filter: WasmFilter, concurrency: u32) -> Envo
         .filter_all(filter)
 }
 
+/// Envoy (`--concurrency 1`) with the trap filter under `policy`, its listener port, and the id of
+/// the VM that served a first call.
+pub async fn serving(upstream: &Upstream, policy: &str) -> (Envoy, u16, String) {
+    let envoy = Envoy::start(config(upstream, trap_filter(policy), 1)).await;
+    let port = envoy.port(INGRESS);
+    let first = vm(&call(port, upstream, None).await);
+    (envoy, port, first)
+}
+
 /// What one call got, from the caller's side and the upstream's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
