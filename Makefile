@@ -51,10 +51,12 @@ wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
 build: wasm-target
-	cargo build --profile wasm --target $(WASM_TARGET) $(foreach c,$(FILTER_CRATES) empty-filter,-p $(c))
-	@mkdir -p dist/bench
+	cargo build --profile wasm --target $(WASM_TARGET) $(foreach c,$(FILTER_CRATES) empty-filter trap-filter,-p $(c))
+	@mkdir -p dist/bench dist/test
 	@for c in $(FILTER_CRATES); do m=$${c//-/_}; cp target/$(WASM_TARGET)/wasm/$$m.wasm dist/$$m.wasm; done
 	@cp target/$(WASM_TARGET)/wasm/empty_filter.wasm dist/bench/empty_filter.wasm
+	@# Test-only: traps on command, for the failure-policy tests; never shipped (tests/trap-filter).
+	@cp target/$(WASM_TARGET)/wasm/trap_filter.wasm dist/test/trap_filter.wasm
 	@if command -v $(WASM_OPT) >/dev/null 2>&1; then \
 	  for m in $(FILTER_MODULES) dist/bench/empty_filter.wasm; do $(WASM_OPT) $(WASM_OPT_FLAGS) $$m -o $$m; done; \
 	else echo "note: '$(WASM_OPT)' not found (Debian: apt-get install binaryen): modules are not size-optimized"; fi

@@ -371,8 +371,10 @@ pub struct WasmFilter {
     /// Plugin configuration JSON; `None` renders no `configuration` at all (as istiod does for an
     /// empty `pluginConfig`).
     pub configuration: Option<String>,
-    /// `failure_policy: FAIL_OPEN` instead of `FAIL_CLOSED`.
-    pub fail_open: bool,
+    /// `failure_policy`: `FAIL_CLOSED` (Envoy's default), `FAIL_OPEN` or `FAIL_RELOAD`.
+    pub failure_policy: String,
+    /// `vm_config.configuration` (what the module reads in `on_vm_start`); `None` renders none.
+    pub vm_configuration: Option<String>,
 }
 
 impl WasmFilter {
@@ -385,7 +387,8 @@ impl WasmFilter {
             module_path: module_path.into(),
             vm_id: String::new(),
             configuration: None,
-            fail_open: false,
+            failure_policy: "FAIL_CLOSED".to_string(),
+            vm_configuration: None,
         }
     }
 
@@ -416,8 +419,24 @@ impl WasmFilter {
         self.configuration(value.to_string())
     }
 
-    pub fn fail_open(mut self, fail_open: bool) -> Self {
-        self.fail_open = fail_open;
+    /// `FAIL_OPEN` when true, else `FAIL_CLOSED`.
+    pub fn fail_open(self, fail_open: bool) -> Self {
+        self.failure_policy(if fail_open {
+            "FAIL_OPEN"
+        } else {
+            "FAIL_CLOSED"
+        })
+    }
+
+    /// `failure_policy` by its enum name (`FAIL_CLOSED`, `FAIL_OPEN`, `FAIL_RELOAD`).
+    pub fn failure_policy(mut self, policy: impl Into<String>) -> Self {
+        self.failure_policy = policy.into();
+        self
+    }
+
+    /// `vm_config.configuration` as a `StringValue`.
+    pub fn vm_configuration(mut self, text: impl Into<String>) -> Self {
+        self.vm_configuration = Some(text.into());
         self
     }
 
@@ -435,6 +454,14 @@ impl WasmFilter {
         let _ = writeln!(y, "{pad}      vm_config:");
         let _ = writeln!(y, "{pad}        runtime: {}", q(runtime));
         let _ = writeln!(y, "{pad}        vm_id: {}", q(&self.vm_id));
+        if let Some(conf) = &self.vm_configuration {
+            let _ = writeln!(y, "{pad}        configuration:");
+            let _ = writeln!(
+                y,
+                "{pad}          \"@type\": type.googleapis.com/google.protobuf.StringValue"
+            );
+            let _ = writeln!(y, "{pad}          value: {}", q(conf));
+        }
         let _ = writeln!(y, "{pad}        code:");
         let _ = writeln!(y, "{pad}          local:");
         let _ = writeln!(
@@ -450,12 +477,7 @@ impl WasmFilter {
             );
             let _ = writeln!(y, "{pad}        value: {}", q(conf));
         }
-        let policy = if self.fail_open {
-            "FAIL_OPEN"
-        } else {
-            "FAIL_CLOSED"
-        };
-        let _ = writeln!(y, "{pad}      failure_policy: {policy}");
+        let _ = writeln!(y, "{pad}      failure_policy: {}", self.failure_policy);
     }
 }
 

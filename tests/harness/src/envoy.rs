@@ -155,6 +155,14 @@ impl Envoy {
     /// log levels, extra args) are used. The bootstrap's admin and listeners should bind port 0, or
     /// tests running in parallel collide.
     pub async fn start_yaml(yaml: &str, opts: &EnvoyConfig) -> Envoy {
+        let mut envoy = Self::spawn(yaml, opts);
+        envoy.wait_ready().await;
+        envoy.ports = envoy.listener_ports().await;
+        envoy
+    }
+
+    /// Starts the process on `yaml` without waiting for it.
+    fn spawn(yaml: &str, opts: &EnvoyConfig) -> Envoy {
         let bin = checked_envoy_bin();
         let dir = TempDir::new("run");
         let config_path = dir.path.join("envoy.yaml");
@@ -181,25 +189,44 @@ impl Envoy {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        // Built before waiting so that Drop kills the process and dumps the log if waiting panics.
-        let mut envoy = Envoy {
+        // Returned before waiting so that Drop kills the process and dumps the log if waiting panics.
+        Envoy {
             child,
             config_yaml: yaml.to_string(),
             admin_port: 0,
             ports: HashMap::new(),
             dir,
-        };
-        envoy.wait_ready().await;
+        }
+    }
+
+    /// [`Self::start`] for a config Envoy may refuse: `Err` with Envoy's exit status and log when it
+    /// exits before it is ready (it still panics when Envoy hangs).
+    pub async fn try_start(config: EnvoyConfig) -> Result<Envoy, String> {
+        let yaml = config.render();
+        let mut envoy = Self::spawn(&yaml, &config);
+        if let Err(status) = envoy.wait_ready_or_exit().await {
+            let log = envoy.log();
+            // Not a failure of the test: nothing to dump on drop.
+            drop(envoy);
+            return Err(format!("Envoy exited with {status}:\n{log}"));
+        }
         envoy.ports = envoy.listener_ports().await;
-        envoy
+        Ok(envoy)
     }
 
     async fn wait_ready(&mut self) {
+        if let Err(status) = self.wait_ready_or_exit().await {
+            panic!("Envoy exited with {status} before it was ready (config and log below)");
+        }
+    }
+
+    /// Waits until `/ready` answers 200; `Err` with the exit status when Envoy exits first.
+    async fn wait_ready_or_exit(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let address_file = self.dir.path.join("admin_address");
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("Envoy exited with {status} before it was ready (config and log below)");
+                return Err(status);
             }
             if self.admin_port == 0 {
                 self.admin_port = fs::read_to_string(&address_file)
@@ -210,7 +237,7 @@ impl Envoy {
             if self.admin_port != 0 {
                 if let Ok(r) = try_http1(self.admin_port, "GET", "/ready", &[], "").await {
                     if r.status == 200 {
-                        return;
+                        return Ok(());
                     }
                 }
             }

@@ -396,6 +396,24 @@ impl Drop for Ecds {
     }
 }
 
+/// (`update_success`, `update_rejected`) of `plugin`'s ECDS subscription in `envoy`. (`config_reload`
+/// counts attempts: it moves for a rejected update too.)
+pub async fn ecds_counters(envoy: &crate::envoy::Envoy, plugin: &WasmPlugin) -> (u64, u64) {
+    let stats = envoy.stats().await;
+    let sum = |suffix: &str| {
+        stats
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("extension_config_discovery.")
+                    && k.contains(&plugin.resource_name())
+                    && k.ends_with(suffix)
+            })
+            .map(|(_, v)| *v)
+            .sum::<u64>()
+    };
+    (sum(".update_success"), sum(".update_rejected"))
+}
+
 /// SHA-256 as lower hex (the `sha256` field's form).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;

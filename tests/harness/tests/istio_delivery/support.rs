@@ -125,19 +125,7 @@ impl Sidecar {
     /// (`update_success`, `update_rejected`) of a plugin's ECDS subscription. (`config_reload` counts
     /// attempts: it moves for a rejected update too.)
     pub async fn ecds_counters(&self, plugin: &WasmPlugin) -> (u64, u64) {
-        let stats = self.envoy.stats().await;
-        let sum = |suffix: &str| {
-            stats
-                .iter()
-                .filter(|(k, _)| {
-                    k.starts_with("extension_config_discovery.")
-                        && k.contains(&plugin.resource_name())
-                        && k.ends_with(suffix)
-                })
-                .map(|(_, v)| *v)
-                .sum::<u64>()
-        };
-        (sum(".update_success"), sum(".update_rejected"))
+        e2e_harness::istio::ecds_counters(&self.envoy, plugin).await
     }
 
     /// Wasm VMs Envoy has created so far (`wasm.envoy.wasm.runtime.v8.created`): base VMs, the
