@@ -49,8 +49,10 @@
 )]
 
 // The modules live in bench/ next to this file; Cargo.toml names this file as the binary's root.
+mod chart;
 mod clock;
 mod cost;
+mod dependency;
 mod envoy;
 mod load;
 mod outage;
@@ -83,7 +85,7 @@ async fn run(started: Instant) -> Result<bool, String> {
         setup = Some(cost_setup);
     }
     if s.outage() {
-        let (section, outage_setup) = outage::run(&s, &upstream, &mut errors).await?;
+        let (section, outage_setup) = outage::run(&s, &mut errors).await?;
         sections.push(section);
         setup.get_or_insert(outage_setup);
     }
