@@ -95,7 +95,7 @@ impl Scenario {
             Scenario::Partial => Mode::Partial(PARTIAL_PER_MILLE),
             Scenario::Flap => {
                 let half = (t.as_secs_f64() / s.flap_period.as_secs_f64()) as u64;
-                if half % 2 == 0 {
+                if half.is_multiple_of(2) {
                     Mode::Errors
                 } else {
                     Mode::Healthy
