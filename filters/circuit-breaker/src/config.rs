@@ -78,7 +78,7 @@ impl Default for BreakerConfig {
             failure_rate_threshold: 50.0,
             slow_call_duration: None,
             slow_call_rate_threshold: 100.0,
-            consecutive_failures: 0,
+            consecutive_failures: 5,
             classify: default_rules(),
             open_duration: ConfigDuration::from_millis(5_000),
             open_duration_multiplier: 2.0,
@@ -320,6 +320,7 @@ mod tests {
         assert_eq!(b.window.duration.0.as_secs(), 10);
         assert_eq!(b.minimum_calls, 20);
         assert_eq!(b.failure_rate_threshold, 50.0);
+        assert_eq!(b.consecutive_failures, 5);
         assert_eq!(b.open_duration.0.as_secs(), 5);
         assert_eq!(b.max_open_duration.0.as_secs(), 60);
         assert_eq!(b.half_open_probes, 3);

@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_count_window_smaller_than_the_minimum_decides_when_full() {
-        let c = cfg(r#"{"window": {"type": "count", "size": 10}}"#);
+        let c = cfg(r#"{"window": {"type": "count", "size": 10}, "consecutiveFailures": 0}"#);
         let mut s = Stripe::new(1, &c);
         record_all(&mut s, SEC, &[true; 9], &c);
         assert_eq!(evaluate(&totals(&[s.clone()], 1, SEC, &c), &c), None);

@@ -82,7 +82,7 @@ async fn until_finished(envoy: &Envoy, name: &str, n: u64) {
 async fn item1_downstream_cancel_does_not_open_breaker() {
     let (upstream, envoy) = setup(one(json!({
         "name": "patient",
-        "minimumCalls": 5,
+        "minimumCalls": 5, "consecutiveFailures": 0,
         "openDuration": "5s",
         "openJitter": 0
     })))
@@ -139,7 +139,7 @@ async fn item1_downstream_cancel_does_not_open_breaker() {
 async fn item1_cancel_after_slow_call_duration_counts_as_slow() {
     let (_upstream, envoy) = setup(one(json!({
         "name": "sluggish",
-        "minimumCalls": 4,
+        "minimumCalls": 4, "consecutiveFailures": 0,
         "slowCallDuration": "1s",
         "slowCallRateThreshold": 50,
         "openDuration": "5s",
@@ -204,7 +204,7 @@ async fn item1_cancel_after_slow_call_duration_counts_as_slow() {
 async fn item1_cancelled_probe_gives_its_permit_back() {
     let (upstream, envoy) = setup(one(json!({
         "name": "probing",
-        "minimumCalls": 2,
+        "minimumCalls": 2, "consecutiveFailures": 0,
         "openDuration": "500ms",
         "openDurationMultiplier": 2.0,
         "openJitter": 0,

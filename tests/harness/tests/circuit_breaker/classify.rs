@@ -14,7 +14,7 @@ async fn setup_grpc(name: &str) -> (Upstream, Envoy) {
     let envoy = start_routed(
         Some(&one(json!({
             "name": name,
-            "minimumCalls": 6,
+            "minimumCalls": 6, "consecutiveFailures": 0,
             "failureRateThreshold": 50,
             "openDuration": "5s",
             "openJitter": 0
@@ -100,7 +100,7 @@ async fn classify_rules_replace_the_defaults() {
             "name": "flags",
             "match": {"pathPrefix": "/flags"},
             "keyBy": "route",
-            "minimumCalls": 3,
+            "minimumCalls": 3, "consecutiveFailures": 0,
             "openDuration": "5s",
             "openJitter": 0,
             "classify": [{"envoy": ["connectionFailure", "timeout"], "outcome": "failure"}]
@@ -108,7 +108,7 @@ async fn classify_rules_replace_the_defaults() {
         {
             "name": "ignoring",
             "match": {"pathPrefix": "/ign"},
-            "minimumCalls": 4,
+            "minimumCalls": 4, "consecutiveFailures": 0,
             "openDuration": "5s",
             "openJitter": 0,
             "classify": [
@@ -178,7 +178,7 @@ async fn setup_broken() -> (Upstream, Envoy) {
         Some(&one(json!({
             "name": "broken",
             "keyBy": "route",
-            "minimumCalls": 3,
+            "minimumCalls": 3, "consecutiveFailures": 0,
             "openDuration": "5s",
             "openJitter": 0
         }))),
@@ -277,8 +277,9 @@ async fn grpc_status_in_trailers_only_responses_is_classified() {
 async fn replies_of_later_filters_do_not_count_against_the_dependency() {
     let upstream = Upstream::start().await;
     let fault = "name: envoy.filters.http.fault\ntyped_config:\n  \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\n  abort:\n    header_abort: {}\n    percentage: {numerator: 100, denominator: HUNDRED}";
-    let config =
-        one(json!({"name": "dep", "minimumCalls": 4, "failureRateThreshold": 50, "openJitter": 0}));
+    let config = one(
+        json!({"name": "dep", "minimumCalls": 4, "consecutiveFailures": 0, "failureRateThreshold": 50, "openJitter": 0}),
+    );
     let envoy = Envoy::start(
         EnvoyConfig::new()
             .listener(

@@ -12,7 +12,7 @@ use crate::support::*;
 async fn half_open_admits_exactly_the_probes_across_workers_then_closes() {
     let (upstream, envoy) = setup(one(json!({
         "name": "flaky",
-        "minimumCalls": 4,
+        "minimumCalls": 4, "consecutiveFailures": 0,
         "failureRateThreshold": 60,
         "openDuration": "300ms",
         "openJitter": 0,
@@ -104,7 +104,7 @@ async fn half_open_admits_exactly_the_probes_across_workers_then_closes() {
 async fn failing_probe_reopens_for_longer() {
     let (upstream, envoy) = setup(one(json!({
         "name": "relapse",
-        "minimumCalls": 4,
+        "minimumCalls": 4, "consecutiveFailures": 0,
         "openDuration": "400ms",
         "openDurationMultiplier": 3.0,
         "maxOpenDuration": "10s",
@@ -151,7 +151,7 @@ async fn stuck_probes_reopen_after_max_half_open_duration() {
     let envoy = start_routed(
         Some(&one(json!({
             "name": "stuck-probe",
-            "minimumCalls": 2,
+            "minimumCalls": 2, "consecutiveFailures": 0,
             "failureRateThreshold": 50,
             "openDuration": "500ms",
             "openDurationMultiplier": 1.0,

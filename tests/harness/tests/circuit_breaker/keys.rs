@@ -13,7 +13,7 @@ async fn header_keys_keep_their_own_state() {
     let (upstream, envoy) = setup(one(json!({
         "name": "tenants",
         "keyBy": "header:x-tenant",
-        "minimumCalls": 4,
+        "minimumCalls": 4, "consecutiveFailures": 0,
         "openDuration": "5s",
         "openJitter": 0
     })))
@@ -46,7 +46,7 @@ async fn route_keys_keep_their_own_state() {
         Some(&one(json!({
             "name": "per-route",
             "keyBy": "route",
-            "minimumCalls": 4,
+            "minimumCalls": 4, "consecutiveFailures": 0,
             "openDuration": "5s",
             "openJitter": 0
         }))),
@@ -80,7 +80,7 @@ async fn item2_keys_never_share_state() {
         "name": "tenants",
         "keyBy": "header:x-tenant",
         "maxKeys": 100,
-        "minimumCalls": 5,
+        "minimumCalls": 5, "consecutiveFailures": 0,
         "openDuration": "5s",
         "openJitter": 0
     })))
@@ -113,7 +113,7 @@ async fn item2_keys_beyond_max_keys_pass_unprotected_and_are_counted() {
         "name": "few",
         "keyBy": "header:x-tenant",
         "maxKeys": 2,
-        "minimumCalls": 3,
+        "minimumCalls": 3, "consecutiveFailures": 0,
         "window": {"duration": "1h"},
         "openDuration": "5s",
         "openJitter": 0
@@ -162,7 +162,7 @@ async fn item2_idle_key_slot_is_reused_by_a_new_key() {
         "name": "reuse",
         "keyBy": "header:x-tenant",
         "maxKeys": 1,
-        "minimumCalls": 3,
+        "minimumCalls": 3, "consecutiveFailures": 0,
         "window": {"duration": "1s", "buckets": 1},
         "openDuration": "5s",
         "openJitter": 0

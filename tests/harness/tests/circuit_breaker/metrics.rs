@@ -9,7 +9,7 @@ use crate::support::*;
 async fn metrics_count_outcomes_rejections_and_one_transition_per_sidecar() {
     let (upstream, envoy) = setup(one(json!({
         "name": "payments",
-        "minimumCalls": 10,
+        "minimumCalls": 10, "consecutiveFailures": 0,
         "failureRateThreshold": 50,
         "openDuration": "5s",
         "openJitter": 0

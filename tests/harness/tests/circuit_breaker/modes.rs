@@ -13,7 +13,7 @@ async fn plugins_sharing_a_vm_keep_their_own_breakers() {
     let upstream = Upstream::start().await;
     let plugin = |root: &str, path: &str| {
         let config = one(
-            json!({"name": "dep", "match": {"pathPrefix": path}, "minimumCalls": 6,
+            json!({"name": "dep", "match": {"pathPrefix": path}, "minimumCalls": 6, "consecutiveFailures": 0,
                                 "openDuration": "30s", "openJitter": 0}),
         );
         cb_filter(Some(&config)).root_id(root)
@@ -53,7 +53,7 @@ async fn dry_run_never_rejects_but_marks_what_it_would_reject() {
     let (upstream, envoy) = setup(one(json!({
         "name": "shadow",
         "mode": "dryRun",
-        "minimumCalls": 4,
+        "minimumCalls": 4, "consecutiveFailures": 0,
         "openDuration": "10s",
         "openJitter": 0
     })))
@@ -144,7 +144,7 @@ async fn dry_run_never_rejects_but_marks_what_it_would_reject() {
 async fn forced_open_rejects_everything_and_disabled_passes_everything() {
     let (upstream, envoy) = setup(json!({"breakers": [
         {"name": "shut", "match": {"pathPrefix": "/shut"}, "mode": "forcedOpen"},
-        {"name": "off", "match": {"pathPrefix": "/off"}, "mode": "disabled", "minimumCalls": 2}
+        {"name": "off", "match": {"pathPrefix": "/off"}, "mode": "disabled", "minimumCalls": 2, "consecutiveFailures": 0}
     ]}))
     .await;
     for i in 0..6 {
@@ -185,7 +185,7 @@ async fn forced_open_rejects_everything_and_disabled_passes_everything() {
 async fn envoy_overloaded_and_reject_status_are_honoured() {
     let (upstream, envoy) = setup(one(json!({
         "name": "shed",
-        "minimumCalls": 4,
+        "minimumCalls": 4, "consecutiveFailures": 0,
         "openDuration": "5s",
         "openJitter": 0,
         "rejectStatus": 429,
@@ -250,14 +250,14 @@ async fn default_configuration_keys_by_cluster() {
         ],
     )
     .await;
-    for i in 0..19 {
+    for i in 0..4 {
         let r = get(&envoy, "/a", FAIL).await;
         assert_eq!(r.status, 500, "call {i}: {}", r.describe());
     }
-    // 19 calls: below the default minimumCalls (20), so no decision yet.
+    // 4 failures in a row: below the default consecutiveFailures (5), so no decision yet.
     tokio::time::sleep(SETTLE).await;
     let r = get(&envoy, "/a", FAIL).await;
-    assert_eq!(r.status, 500, "the 20th call is admitted: {}", r.describe());
+    assert_eq!(r.status, 500, "the 5th call is admitted: {}", r.describe());
     let (r, _) = until_rejected(|| get(&envoy, "/a", FAIL)).await;
     assert_rejected(&r, "default", "open", 503);
     // Default openDuration 5 s with 10 % jitter.

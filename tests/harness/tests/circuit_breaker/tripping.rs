@@ -12,7 +12,7 @@ use crate::support::*;
 async fn opens_on_failure_rate_and_rejects_without_reaching_the_upstream() {
     let (upstream, envoy) = setup(one(json!({
         "name": "payments",
-        "minimumCalls": 10,
+        "minimumCalls": 10, "consecutiveFailures": 0,
         "failureRateThreshold": 50,
         "openDuration": "5s",
         "openJitter": 0
@@ -63,7 +63,7 @@ async fn opens_on_failure_rate_and_rejects_without_reaching_the_upstream() {
 async fn opens_exactly_at_the_failure_rate_threshold() {
     let (upstream, envoy) = setup(one(json!({
         "name": "edge",
-        "minimumCalls": 10,
+        "minimumCalls": 10, "consecutiveFailures": 0,
         "failureRateThreshold": 50,
         "openDuration": "5s",
         "openJitter": 0
@@ -87,7 +87,7 @@ async fn opens_exactly_at_the_failure_rate_threshold() {
 async fn stays_closed_below_the_failure_rate_threshold() {
     let (upstream, envoy) = setup(one(json!({
         "name": "edge",
-        "minimumCalls": 10,
+        "minimumCalls": 10, "consecutiveFailures": 0,
         "failureRateThreshold": 50,
         "openDuration": "5s",
         "openJitter": 0
@@ -118,7 +118,7 @@ async fn opens_on_connection_refused() {
     let envoy = start_routed(
         Some(&one(json!({
             "name": "refused",
-            "minimumCalls": 5,
+            "minimumCalls": 5, "consecutiveFailures": 0,
             "openDuration": "5s",
             "openJitter": 0
         }))),
@@ -147,7 +147,7 @@ async fn opens_on_route_timeouts() {
     let envoy = start_routed(
         Some(&one(json!({
             "name": "stuck",
-            "minimumCalls": 4,
+            "minimumCalls": 4, "consecutiveFailures": 0,
             "openDuration": "5s",
             "openJitter": 0
         }))),
@@ -179,7 +179,7 @@ async fn opens_on_route_timeouts() {
 async fn opens_on_slow_call_rate() {
     let (upstream, envoy) = setup(one(json!({
         "name": "slowpoke",
-        "minimumCalls": 8,
+        "minimumCalls": 8, "consecutiveFailures": 0,
         "slowCallDuration": "100ms",
         "slowCallRateThreshold": 50,
         "openDuration": "5s",
@@ -245,7 +245,7 @@ async fn count_window_forgets_old_calls() {
     let (_upstream, envoy) = setup(one(json!({
         "name": "ring",
         "window": {"type": "count", "size": 4},
-        "minimumCalls": 4,
+        "minimumCalls": 4, "consecutiveFailures": 0,
         "failureRateThreshold": 50,
         "openDuration": "5s",
         "openJitter": 0

@@ -17,8 +17,9 @@ pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba90
 pub const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 /// How long an ECDS file change may take to reach Envoy (inotify, then a main-thread update).
 pub const UPDATE_WAIT: Duration = Duration::from_secs(10);
-/// `minimumCalls` of the shipped breaker (the filter's default): failures before it opens.
-pub const MINIMUM_CALLS: usize = 20;
+/// Failures in a row before the shipped breaker opens: the filter's default `consecutiveFailures`
+/// (with a fresh window it is also below the default `minimumCalls`, 20).
+pub const MINIMUM_CALLS: usize = 5;
 
 pub struct Sidecar {
     pub upstream: Upstream,

@@ -7,13 +7,14 @@ use e2e_harness::serde_json::json;
 
 use crate::support::*;
 
-/// The shipped breaker with `minimumCalls` 5: observable as a breaker that opens after 5 failures.
+/// The shipped breaker with `consecutiveFailures` 2: observable as a breaker that opens after 2
+/// failures instead of the default 5.
 fn quicker_breaker(s: &Sidecar, resource_version: &str) -> WasmPlugin {
     let mut cb = s.plugin("circuit-breaker").clone();
     cb.resource_version = resource_version.to_string();
     cb.plugin_config = Some(json!({"breakers": [
         {"name": "per-cluster", "keyBy": "cluster", "maxKeys": 200, "envoyOverloaded": true,
-         "minimumCalls": 5}
+         "consecutiveFailures": 2}
     ]}));
     cb
 }
@@ -42,12 +43,12 @@ async fn update_under_traffic(s: &mut Sidecar, plugin: WasmPlugin, module: &[u8]
     built
 }
 
-/// The new configuration decides: another cluster's breaker opens after 5 failures, not 20.
+/// The new configuration decides: another cluster's breaker opens after 2 failures, not 5.
 async fn assert_quicker_breaker(s: &Sidecar) {
     let n = open_breaker(s, "/dead2", 3 * MINIMUM_CALLS).await;
     assert!(
         n < MINIMUM_CALLS,
-        "opened after {n} calls: the old minimumCalls still applies"
+        "opened after {n} calls: the old consecutiveFailures still applies"
     );
 }
 

@@ -288,6 +288,19 @@ pub struct Sample {
     pub status: u16,
     /// The [`STATUS_HEADER`] response header.
     pub breaker_header: Option<String>,
+    /// The fallback filter's `x-fallback` response header.
+    pub fallback_header: Option<String>,
+    /// Whether the answer came from the outage dependency ([`crate::dependency::DEPENDENCY_HEADER`]).
+    pub from_dependency: bool,
+    /// The start of the body (64 bytes at most): tells Envoy's own replies apart.
+    pub body_head: String,
+}
+
+impl Sample {
+    /// When the request was sent, from the start of the load.
+    pub fn sent(&self) -> Duration {
+        self.done.saturating_sub(self.latency)
+    }
 }
 
 /// What the paced load saw.
@@ -346,24 +359,40 @@ pub async fn paced(
         let answer = async {
             let resp = c.send(load.request(i)).await?;
             let status = resp.status().as_u16();
-            let breaker_header = resp
-                .headers()
-                .get(STATUS_HEADER)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            resp.into_body()
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            };
+            let breaker_header = header(STATUS_HEADER);
+            let fallback_header = header("x-fallback");
+            let from_dependency = header(crate::dependency::DEPENDENCY_HEADER).is_some();
+            let body = resp
+                .into_body()
                 .collect()
                 .await
-                .map_err(|e| format!("reading body after {status}: {e}"))?;
-            Ok::<_, String>((status, breaker_header))
+                .map_err(|e| format!("reading body after {status}: {e}"))?
+                .to_bytes();
+            let head = String::from_utf8_lossy(&body[..body.len().min(64)]).into_owned();
+            Ok::<_, String>((
+                status,
+                breaker_header,
+                fallback_header,
+                from_dependency,
+                head,
+            ))
         };
         match answer.await {
-            Ok((status, breaker_header)) => {
+            Ok((status, breaker_header, fallback_header, from_dependency, body_head)) => {
                 let now = Instant::now();
                 tally.samples.push(Sample {
                     done: now - start,
                     latency: now - sent,
                     status,
                     breaker_header,
+                    fallback_header,
+                    from_dependency,
+                    body_head,
                 });
             }
             Err(e) => {

@@ -8,16 +8,18 @@
 //! main figure is Envoy's CPU time per request (utime + stime of its pid from `/proc/PID/stat`): the
 //! client and the upstream live in this process, so they cannot pollute it.
 //!
-//! **Outage scenarios.** A second Envoy (same `--concurrency`) gets, per scenario, one listener with
-//! the circuit-breaker filter and one without, each on its own cluster. The upstream fails every
-//! request: it answers 503 (`x-upstream-status: 503`), or the cluster points to a closed port
-//! (connection refused), or it answers after 1 s behind a 250 ms route timeout (504s, the slow
-//! outage). Each listener gets the same paced load for a fixed time, one listener after the other; the
-//! report shows requests sent, requests that reached the upstream, when the breaker opened, and the
-//! latency callers saw.
+//! **Outage scenarios** (`outage.rs`). Per scenario and round a fresh Envoy gets a listener per
+//! variant (no protection, outlier detection as Istio renders it, admission_control, the breaker,
+//! the breaker with the fallback, breaker configurations considered for the defaults), each on its own
+//! cluster and its own port of a [`dependency::Dependency`] that is healthy, fails for a fixed time
+//! (503, a hang past the 250 ms route timeout, refused connections, flapping, 10 % random errors),
+//! then is healthy again. Every variant gets the same paced load at the same time; the report shows
+//! per variant the requests that reached the failing dependency, the callers' latency and useful
+//! answers during the outage, the time to trip and to recover, with a timeline chart per scenario
+//! (`bench/results/outage-<scenario>.svg`, tables in `bench/results/outage.md`).
 //!
-//! A default run takes about 45 s on 2 CPUs: about 30 s for the cost table (6 variants), about 15 s
-//! for the outage scenarios (`--no-outage` skips them).
+//! A default run takes about 30 s for the cost table and about 6 min for the outage scenarios
+//! (3 rounds); `BENCH_QUICK=1` shortens the outage part to about 80 s (`--no-outage` skips it).
 //!
 //! Settings come from the environment, so `make bench` needs no arguments:
 //!
@@ -31,14 +33,19 @@
 //! | `BENCH_VARIANTS` | all | comma-separated cost-table variants to run; `none` and `empty` always run |
 //! | `BENCH_HTTP2` | unset | `1` adds an HTTP/2 (h2c) pass; so does the `--http2` argument |
 //! | `BENCH_OUTAGE` | `1` | `0` skips the outage scenarios (`--no-outage`), `only` runs nothing else (`--outage-only`) |
-//! | `BENCH_OUTAGE_RATE` | 2000 | outage load in requests/s over all connections (8 connections) |
-//! | `BENCH_OUTAGE_SECS` | 2 | seconds of load per listener, 503 and connection-refused scenarios |
-//! | `BENCH_SLOW_SECS` | 3 | seconds of load per listener, slow outage |
+//! | `BENCH_QUICK` | unset | `1`: the outage part's quick mode (1 round, the shorter times below) |
+//! | `BENCH_OUTAGE_RATE` | 200 | outage load in requests/s per variant (4 callers each) |
+//! | `BENCH_OUTAGE_ROUNDS` | 3 (quick 1) | rounds of every scenario; the tables show medians |
+//! | `BENCH_OUTAGE_PRE` | 10 (quick 3) | healthy seconds before the outage |
+//! | `BENCH_OUTAGE_SECS` | 4 (quick 2) | seconds the dependency fails |
+//! | `BENCH_OUTAGE_POST` | 8 (quick 7) | healthy seconds after the outage |
+//! | `BENCH_PARTIAL_SECS` | 20 (quick 5) | seconds of the 10 % partial failure |
+//! | `BENCH_FLAP_SECS` | 1 (quick 0.5) | the flapping dependency's half period |
 //!
 //! The Markdown report goes to stdout and to `target/bench/results.md`; progress goes to stderr.
 //! Exit status: 0, or 1 when anything failed: in the cost table any response that was not 200, in the
-//! outage scenarios any response other than the scenario's failure or the breaker's rejection, a
-//! transport error, or a breaker that never opened.
+//! outage scenarios an answer that is neither the dependency's, a failure Envoy passed on, a
+//! protection's refusal nor a fallback, or a transport error.
 
 // Like the library: this is test support, and failing loudly is the point.
 #![allow(
@@ -49,8 +56,10 @@
 )]
 
 // The modules live in bench/ next to this file; Cargo.toml names this file as the binary's root.
+mod chart;
 mod clock;
 mod cost;
+mod dependency;
 mod envoy;
 mod load;
 mod outage;
@@ -83,7 +92,7 @@ async fn run(started: Instant) -> Result<bool, String> {
         setup = Some(cost_setup);
     }
     if s.outage() {
-        let (section, outage_setup) = outage::run(&s, &upstream, &mut errors).await?;
+        let (section, outage_setup) = outage::run(&s, &mut errors).await?;
         sections.push(section);
         setup.get_or_insert(outage_setup);
     }

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use e2e_harness::{wasm_runtime, workspace_root};
 
+use crate::chart;
 use crate::cost::{Batch, Variant};
 use crate::envoy::Setup;
 use crate::load::Proto;
-use crate::outage::{self, Phase, OUTAGE_CONNECTIONS};
+use crate::outage::{self, Run, OUTAGE_CONNECTIONS};
 use crate::settings::Settings;
 use crate::stats::{median, percentile};
 
@@ -25,23 +26,6 @@ fn ms(d: Duration) -> String {
     } else {
         format!("{x:.0}")
     }
-}
-
-/// p50 and p99 of sorted latencies, in [`ms`].
-fn p50_p99(sorted_ns: &[u64]) -> (String, String) {
-    (
-        ms(percentile(sorted_ns, 50.0)),
-        ms(percentile(sorted_ns, 99.0)),
-    )
-}
-
-/// `n: p50 / p99` of sorted latencies, or a dash when there are none.
-fn spread(sorted_ns: &[u64]) -> String {
-    if sorted_ns.is_empty() {
-        return "—".to_string();
-    }
-    let (p50, p99) = p50_p99(sorted_ns);
-    format!("{}: {p50} / {p99}", sorted_ns.len())
 }
 
 fn cpus() -> usize {
@@ -146,105 +130,250 @@ pub fn cost_table(
     t
 }
 
-/// The outage section: how the load ran, a row per listener, a line per scenario.
-pub fn outage_section(s: &Settings, phases: &[Phase]) -> String {
-    let fine = phases.iter().all(|p| p.problems().is_empty());
-    let mut t = String::from("## Circuit breaker in an outage\n\n");
+/// Median of the rounds' values, and how many rounds had one.
+fn median_of(xs: &[Option<f64>]) -> (Option<f64>, usize) {
+    let some: Vec<f64> = xs
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|x| !x.is_nan())
+        .collect();
+    let n = some.len();
+    ((n > 0).then(|| median(some)), n)
+}
+
+/// A median of durations in ms, with the rounds that had none said.
+fn ms_cell(xs: &[Option<f64>], none: &str) -> String {
+    let rounds = xs.len();
+    match median_of(xs) {
+        (None, _) => none.to_string(),
+        (Some(m), n) if n == rounds => ms(Duration::from_secs_f64(m / 1e3)),
+        (Some(m), n) => format!(
+            "{} ({n} of {rounds} rounds; else {none})",
+            ms(Duration::from_secs_f64(m / 1e3))
+        ),
+    }
+}
+
+/// The outage section (also written to `bench/results/outage.md`, with a timeline chart per
+/// scenario as `bench/results/outage-<scenario>.svg`). `rounds` holds one entry per scenario and
+/// round, in order, each with a run per variant.
+pub fn outage_section(
+    s: &Settings,
+    variants: &[outage::Variant],
+    rounds: &[Vec<Run>],
+) -> Result<String, String> {
+    let dir = workspace_root().join("bench/results");
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut t = String::from("## What the protections buy in an outage\n\n");
     let _ = writeln!(
         t,
-        "- Per scenario two listeners, each on its own cluster, in the same Envoy (`--concurrency {}`): \
-         `none` (router only) and `breaker` (circuit-breaker filter, own VM and shared state) with \
-         `{}`: the defaults written out; open 5 s +/- 10 %, longer than the load, so no half-open \
-         probe falls in a measurement",
+        "- One Envoy per scenario and round (`--concurrency {}`), a listener per variant, each with \
+         its own cluster and its own port of the dependency; route timeout {} ms everywhere",
         s.concurrency,
-        outage::breaker_config()
+        outage::ROUTE_TIMEOUT.as_millis()
     );
     let _ = writeln!(
         t,
-        "- Load: {OUTAGE_CONNECTIONS} keep-alive HTTP/1.1 connections paced at {:.0} requests/s in \
-         total; a connection sends at its next slot, or as soon as its previous answer is in when \
-         that is later (callers held up by slow answers send less). {:.1} s per listener ({:.1} s \
-         for the slow outage), one listener after the other, `none` first",
-        s.outage_rate,
+        "- Load: {OUTAGE_CONNECTIONS} keep-alive HTTP/1.1 callers per variant, {:.0} requests/s per \
+         variant, all variants at once (they see the same outage; the callers' start order rotates \
+         each round); a caller still waiting sends its next request when the answer is in",
+        s.outage_rate
+    );
+    let _ = writeln!(
+        t,
+        "- Timeline: healthy {:.1} s, failing {:.1} s (the partial failure {:.1} s), healthy {:.1} s; \
+         {} round(s), medians shown{}",
+        s.outage_pre.as_secs_f64(),
         s.outage_time.as_secs_f64(),
-        s.slow_time.as_secs_f64()
+        s.partial_time.as_secs_f64(),
+        s.outage_post.as_secs_f64(),
+        s.outage_rounds,
+        if s.quick { " (`BENCH_QUICK=1`)" } else { "" }
+    );
+    t.push_str("- Variants:\n");
+    for v in variants {
+        let _ = writeln!(t, "  - `{}`: {}", v.name(), v.what());
+    }
+    t.push_str(
+        "- reached: requests that arrived at the dependency while it was failing, plus Envoy's failed \
+         connection attempts (`upstream_cx_connect_fail`); p50 / p99 and useful: the answers to the \
+         requests sent during the outage; useful: a 2xx (the dependency's, or the fallback's stale \
+         copy); trip: from the start of the outage to the first request refused without asking the \
+         dependency (breaker rejection, \"no healthy upstream\", admission control's 503, or a \
+         fallback standing in for one); recover: from the dependency's recovery to the first request \
+         after which every answer is the dependency's own 2xx\n\n",
+    );
+    let scenarios = outage::Scenario::ALL;
+    let none_idx = variants.iter().position(|v| v.name() == "none");
+    for sc in scenarios {
+        let these: Vec<&Vec<Run>> = rounds
+            .iter()
+            .filter(|r| r.first().is_some_and(|x| x.scenario == sc))
+            .collect();
+        let Some(first) = these.first() else { continue };
+        let svg_name = format!("outage-{}.svg", sc.key());
+        let title = format!(
+            "{} (round 1; healthy {}, failing {}, healthy {})",
+            sc.label(s),
+            chart::secs(s.outage_pre),
+            chart::secs(sc.failing_time(s)),
+            chart::secs(s.outage_post)
+        );
+        let svg = chart::timeline(s, &title, first);
+        let path = dir.join(&svg_name);
+        fs::write(&path, svg).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let _ = writeln!(t, "### {}\n\n![timeline]({svg_name})\n", sc.label(s));
+        t.push_str(
+            "| variant | sent while failing | reached | vs none | p50 / p99 ms | useful | trip after ms | recovered after ms | refused answers |\n",
+        );
+        t.push_str("|:--|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+        let col = |i: usize, f: &dyn Fn(&Run) -> Option<f64>| -> Vec<Option<f64>> {
+            these.iter().map(|r| r.get(i).and_then(f)).collect()
+        };
+        let none_reached = none_idx.map(|n| median_of(&col(n, &|r| Some(r.reached as f64))).0);
+        for (i, v) in variants.iter().enumerate() {
+            let sent = median_of(&col(i, &|r| Some(r.sent_while_failing(s) as f64))).0;
+            let reached = median_of(&col(i, &|r| Some(r.reached as f64))).0;
+            let p50 = col(i, &|r| {
+                let l = r.outage_latencies(s);
+                (!l.is_empty()).then(|| percentile(&l, 50.0).as_secs_f64() * 1e3)
+            });
+            let p99 = col(i, &|r| {
+                let l = r.outage_latencies(s);
+                (!l.is_empty()).then(|| percentile(&l, 99.0).as_secs_f64() * 1e3)
+            });
+            let useful = median_of(&col(i, &|r| Some(r.useful(s)))).0;
+            let trip = col(i, &|r| r.time_to_trip(s).map(|d| d.as_secs_f64() * 1e3));
+            let recover = col(i, &|r| r.time_to_recover(s).map(|d| d.as_secs_f64() * 1e3));
+            let refused = median_of(&col(i, &|r| Some(r.rejections() as f64))).0;
+            let ratio = match (reached, none_reached.flatten()) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.3}", a / b),
+                _ => "—".to_string(),
+            };
+            let _ = writeln!(
+                t,
+                "| `{}` | {:.0} | {:.0} | {ratio} | {} / {} | {} | {} | {} | {:.0} |",
+                v.name(),
+                sent.unwrap_or(0.0),
+                reached.unwrap_or(0.0),
+                ms_cell(&p50, "—"),
+                ms_cell(&p99, "—"),
+                useful.map_or("—".to_string(), |u| format!("{:.1} %", 100.0 * u)),
+                ms_cell(&trip, "never"),
+                ms_cell(&recover, "not within the run"),
+                refused.unwrap_or(0.0),
+            );
+        }
+        t.push('\n');
+    }
+    t.push_str(&defaults_table(s, variants, rounds));
+    let path = dir.join("outage.md");
+    let mut file = String::from("# Outage benchmark (`make bench`, outage part)\n\n");
+    let _ = writeln!(file, "- Machine: {}\n", cpu_model());
+    file.push_str(&t);
+    fs::write(&path, file).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    eprintln!(
+        "bench: outage tables and charts written to {}",
+        relative(&dir)
+    );
+    Ok(t)
+}
+
+/// The choice of defaults: each breaker configuration against a hard-down dependency and a 10 %
+/// partial failure, with the expected time between false trips computed for steady 10 % errors.
+fn defaults_table(s: &Settings, variants: &[outage::Variant], rounds: &[Vec<Run>]) -> String {
+    use outage::Scenario;
+    let mut t = String::from("### Choosing the breaker's defaults\n\n");
+    t.push_str(
+        "Hard down: the 503 scenario (requests that reached the dependency while it failed, median). \
+         10 % errors: the partial scenario (rounds in which the breaker refused any request, refused \
+         answers in total). Expected time between false trips at steady 10 % errors for a rule of k \
+         failures in a row: a run starts at a call with probability 0.9 × 0.1^k, so at R requests/s \
+         one comes every 1 / (R × 0.9 × 0.1^k) s.\n\n",
     );
     t.push_str(
-        "- reached upstream: requests the upstream recorded; for connection refused, connection \
-         attempts (`cluster.<name>.upstream_cx_total`, Envoy never gets to send a request there, so \
-         `upstream_rq_total` stays 0). Envoy rq / cx: the cluster's `upstream_rq_total` / \
-         `upstream_cx_total` increase\n",
+        "| breaker | hard down: reached | trip after ms | 10 % errors: rounds tripped | refused | false trip every (10 / 100 / 1000 req/s) |\n",
     );
-    t.push_str(
-        "- opened after: from the start of the load to the first answer carrying \
-         `x-circuit-breaker`. failed: the outage's own failure (503 from the upstream, Envoy's 503 \
-         for the refused connection, Envoy's 504 for the route timeout), as count: p50 / p99 ms; \
-         rejected: the breaker's 503; all: every answer\n",
-    );
-    t.push_str(
-        "- Envoy CPU: Envoy's CPU time over the listener's load, as a share of one core and per \
-         request sent (10 ms ticks; per request only from 1000 requests on, and at this light load \
-         it includes Envoy's idle work and wake-ups, so it is higher than in the cost table)\n\n",
-    );
-    t.push_str(
-        "| scenario | listener | sent | req/s | reached upstream | Envoy rq / cx | opened after | failed | rejected | all p50 / p99 ms | Envoy CPU |\n",
-    );
-    t.push_str("|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
-    for p in phases {
-        let failed = p.latencies(|x| p.is_failure(x));
-        let rejected = p.latencies(|x| p.is_rejection(x));
-        let (all_p50, all_p99) = p50_p99(&p.latencies(|_| true));
-        let opened = match (p.breaker, p.opened_after()) {
-            (false, _) => "—".to_string(),
-            (true, Some(d)) => format!("{} ms", ms(d)),
-            (true, None) => "never".to_string(),
+    t.push_str("|:--|--:|--:|--:|--:|--:|\n");
+    let runs_of = |sc: Scenario, i: usize| -> Vec<&Run> {
+        rounds
+            .iter()
+            .filter(|r| r.first().is_some_and(|x| x.scenario == sc))
+            .filter_map(|r| r.get(i))
+            .collect()
+    };
+    for (i, v) in variants.iter().enumerate() {
+        if !v.is_breaker() || v.name() == "breaker+fallback" {
+            continue;
+        }
+        let down = runs_of(Scenario::Errors, i);
+        let partial = runs_of(Scenario::Partial, i);
+        let reached = median_of(
+            &down
+                .iter()
+                .map(|r| Some(r.reached as f64))
+                .collect::<Vec<_>>(),
+        )
+        .0;
+        let trip: Vec<Option<f64>> = down
+            .iter()
+            .map(|r| r.time_to_trip(s).map(|d| d.as_secs_f64() * 1e3))
+            .collect();
+        let tripped = partial.iter().filter(|r| r.rejections() > 0).count();
+        let refused: usize = partial.iter().map(|r| r.rejections()).sum();
+        let k = consecutive_of(v);
+        let every = match k {
+            Some(k) if k > 0 => [10.0, 100.0, 1000.0]
+                .iter()
+                .map(|r| human_secs(1.0 / (r * 0.9 * 0.1f64.powi(k as i32))))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            _ => "no run rule: the rate rule needs 50 % of the window".to_string(),
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {:.0} | {} | {} / {} | {} | {} | {} | {all_p50} / {all_p99} | {} |",
-            p.scenario.label(),
-            if p.breaker { "breaker" } else { "none" },
-            p.sent(),
-            p.sent() as f64 / p.load_time.as_secs_f64(),
-            p.reached,
-            p.upstream_rq,
-            p.upstream_cx,
-            opened,
-            spread(&failed),
-            if p.breaker {
-                spread(&rejected)
-            } else {
-                "—".to_string()
-            },
-            p.cpu(),
+            "| `{}` | {:.0} | {} | {tripped} of {} | {refused} | {every} |",
+            v.name(),
+            reached.unwrap_or(0.0),
+            ms_cell(&trip, "never"),
+            partial.len(),
         );
     }
     t.push('\n');
-    for pair in phases.chunks(2) {
-        let [none, with] = pair else { continue };
-        let (failed_p50, failed_p99) = p50_p99(&none.latencies(|x| none.is_failure(x)));
-        let (rejected_p50, rejected_p99) = p50_p99(&with.latencies(|x| with.is_rejection(x)));
-        let _ = writeln!(
-            t,
-            "- {}: {} of {} requests reached the upstream with the breaker ({:.1} %), {} of {} \
-             without; after it opened callers got their 503 in {rejected_p50} ms (p50, p99 \
-             {rejected_p99} ms) instead of a {} in {failed_p50} ms (p50, p99 {failed_p99} ms).",
-            none.scenario.label(),
-            with.reached,
-            with.sent(),
-            100.0 * with.reached as f64 / with.sent().max(1) as f64,
-            none.reached,
-            none.sent(),
-            none.scenario.failure_status(),
-        );
-    }
-    if fine {
-        t.push_str(
-            "\nEvery answer was the outage's failure or, with the breaker, its rejection; every \
-             breaker opened.\n",
-        );
-    }
     t
+}
+
+/// The `consecutiveFailures` of a breaker variant (`breaker` is the built-in default).
+fn consecutive_of(v: &outage::Variant) -> Option<u32> {
+    match v.kind {
+        outage::Kind::Candidate(_, config) => {
+            let json: e2e_harness::serde_json::Value =
+                e2e_harness::serde_json::from_str(config).ok()?;
+            json["breakers"][0]["consecutiveFailures"]
+                .as_u64()
+                .map(|k| k as u32)
+        }
+        outage::Kind::Breaker => Some(DEFAULT_CONSECUTIVE_FAILURES),
+        _ => None,
+    }
+}
+
+/// The filter's built-in `consecutiveFailures` (filters/circuit-breaker/src/config.rs).
+const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+
+fn human_secs(x: f64) -> String {
+    if x < 120.0 {
+        format!("{x:.0} s")
+    } else if x < 7200.0 {
+        format!("{:.0} min", x / 60.0)
+    } else if x < 3.0 * 86400.0 {
+        format!("{:.0} h", x / 3600.0)
+    } else if x < 730.0 * 86400.0 {
+        format!("{:.0} days", x / 86400.0)
+    } else {
+        format!("{:.0} years", x / (365.0 * 86400.0))
+    }
 }
 
 /// Sizes of the built modules, dist/*.wasm and dist/bench/*.wasm.

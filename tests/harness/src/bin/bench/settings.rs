@@ -6,7 +6,8 @@ use std::time::Duration;
 const USAGE: &str = "usage: bench [--http2] [--no-outage | --outage-only]   (settings: \
                      BENCH_REQUESTS, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ROUNDS, \
                      BENCH_CONCURRENCY, BENCH_VARIANTS, BENCH_HTTP2, BENCH_OUTAGE, \
-                     BENCH_OUTAGE_RATE, BENCH_OUTAGE_SECS, BENCH_SLOW_SECS)";
+                     BENCH_QUICK, BENCH_OUTAGE_RATE, BENCH_OUTAGE_ROUNDS, BENCH_OUTAGE_PRE, \
+                     BENCH_OUTAGE_SECS, BENCH_OUTAGE_POST, BENCH_PARTIAL_SECS, BENCH_FLAP_SECS)";
 
 /// Which parts of the bench run.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -27,12 +28,22 @@ pub struct Settings {
     pub variants: Option<Vec<String>>,
     pub http2: bool,
     parts: Parts,
-    /// Outage load: requests per second over all [`crate::outage::OUTAGE_CONNECTIONS`].
+    /// `BENCH_QUICK=1`: shorter outage timelines and one round (`make bench` in a hurry).
+    pub quick: bool,
+    /// Outage load: requests per second per variant, over its [`crate::outage::OUTAGE_CONNECTIONS`].
     pub outage_rate: f64,
-    /// Load time per listener, 503 and connection-refused scenarios.
+    /// Rounds of every outage scenario; the tables show medians.
+    pub outage_rounds: usize,
+    /// Healthy time before the outage (it fills the breakers' windows with successes).
+    pub outage_pre: Duration,
+    /// How long the dependency fails.
     pub outage_time: Duration,
-    /// Load time per listener, slow outage.
-    pub slow_time: Duration,
+    /// Healthy time after the outage, to see who recovers and when.
+    pub outage_post: Duration,
+    /// How long the partial failure (10 % errors) lasts.
+    pub partial_time: Duration,
+    /// Half period of the flapping dependency: failing this long, then healthy this long.
+    pub flap_period: Duration,
 }
 
 impl Settings {
@@ -69,6 +80,13 @@ impl Settings {
                     .filter(|n| !n.is_empty())
                     .collect()
             });
+        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1" || v == "true");
+        let secs = |name: &str, full: f64, fast: f64| -> Result<Duration, String> {
+            Ok(Duration::from_secs_f64(env_num(
+                name,
+                if quick { fast } else { full },
+            )?))
+        };
         let s = Settings {
             requests: env_num("BENCH_REQUESTS", 20_000)?,
             warmup: env_num("BENCH_WARMUP", 1_000)?,
@@ -78,9 +96,14 @@ impl Settings {
             variants,
             http2,
             parts,
-            outage_rate: env_num("BENCH_OUTAGE_RATE", 2000.0)?,
-            outage_time: Duration::from_secs_f64(env_num("BENCH_OUTAGE_SECS", 2.0)?),
-            slow_time: Duration::from_secs_f64(env_num("BENCH_SLOW_SECS", 3.0)?),
+            quick,
+            outage_rate: env_num("BENCH_OUTAGE_RATE", 200.0)?,
+            outage_rounds: env_num("BENCH_OUTAGE_ROUNDS", if quick { 1 } else { 3 })?,
+            outage_pre: secs("BENCH_OUTAGE_PRE", 10.0, 3.0)?,
+            outage_time: secs("BENCH_OUTAGE_SECS", 4.0, 2.0)?,
+            outage_post: secs("BENCH_OUTAGE_POST", 8.0, 7.0)?,
+            partial_time: secs("BENCH_PARTIAL_SECS", 20.0, 5.0)?,
+            flap_period: secs("BENCH_FLAP_SECS", 1.0, 0.5)?,
         };
         if s.requests == 0 || s.connections == 0 || s.rounds == 0 || s.concurrency == 0 {
             return Err(
@@ -91,12 +114,14 @@ impl Settings {
         }
         if s.outage_rate.is_nan()
             || s.outage_rate < 1.0
+            || s.outage_rounds == 0
             || s.outage_time < Duration::from_millis(100)
-            || s.slow_time < Duration::from_millis(100)
+            || s.partial_time < Duration::from_millis(100)
+            || s.flap_period < Duration::from_millis(100)
         {
             return Err(
-                "BENCH_OUTAGE_RATE must be at least 1, BENCH_OUTAGE_SECS and \
-                        BENCH_SLOW_SECS at least 0.1"
+                "BENCH_OUTAGE_RATE and BENCH_OUTAGE_ROUNDS must be at least 1, BENCH_OUTAGE_SECS, \
+                        BENCH_PARTIAL_SECS and BENCH_FLAP_SECS at least 0.1"
                     .to_string(),
             );
         }
