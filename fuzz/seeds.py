@@ -228,10 +228,32 @@ def breaker_inputs():
         write("breaker_state", v)
 
 
+# --- Outcomes: what a response says, then classification rules or fallback triggers ---------------------
+def outcome_inputs():
+    # (status, grpc status, response flags, bits: 1 status present, 2 grpc present, 4 breaker
+    # rejection, 16 code details present; code details)
+    heads = [
+        (200, 0, 0, 1 | 16, b"via_upstream"),
+        (503, 14, 0, 1 | 2 | 16, b"via_upstream"),
+        (504, 0, 1 << 2, 1 | 16, b"response_timeou"),  # UT, Envoy's own reply
+        (0, 0, 1 << 14, 16, b"downstream_rem"),  # DC: no status, the caller left
+        (0, 0, 1 << 5, 0, b""),  # UF without a status
+        (503, 0, 0, 1 | 4 | 16, b"circuit_breake"),
+    ]
+    bodies = [b"", b'[{"outcome": "failure", "status": "500-599"}, {"outcome": "ignore", "envoy": ["downstreamCancel"]}]',
+              b'[{"outcome": "success", "grpcStatus": [5]}]',
+              b'{"status": ["502", "504-599"], "grpcStatus": [14], "envoy": ["timeout", "localReply"], "circuitBreaker": true}']
+    for (status, grpc, flags, bits, details) in heads:
+        head = struct.pack("<HIQB", status, grpc, flags, bits) + details.ljust(9, b"\0")[:9]
+        for body in bodies:
+            write("outcome", head + body)
+
+
 if __name__ == "__main__":
     trace_inputs()
     config_inputs()
     fallback_inputs()
     breaker_inputs()
+    outcome_inputs()
     for d in sorted(CORPUS.iterdir()):
         print(f"  {d.name}: {len(list(d.iterdir()))} inputs")

@@ -45,7 +45,11 @@ fn record(value: &[u8]) {
         return;
     };
     if value.len() == state::RECORD_LEN {
-        assert_eq!(rec.encode().as_slice(), value, "a record re-encodes differently");
+        assert_eq!(
+            rec.encode().as_slice(),
+            value,
+            "a record re-encodes differently"
+        );
     }
     assert_eq!(Record::decode(&rec.encode()), Some(rec));
     for cfg in configs() {
@@ -55,7 +59,11 @@ fn record(value: &[u8]) {
                 if let Some(w) = step.write {
                     assert_eq!(Record::decode(&w.encode()), Some(w));
                 }
-                for outcome in [ProbeOutcome::Success, ProbeOutcome::Failure, ProbeOutcome::Ignored] {
+                for outcome in [
+                    ProbeOutcome::Success,
+                    ProbeOutcome::Failure,
+                    ProbeOutcome::Ignored,
+                ] {
                     let _ = state::on_probe_result(&rec, rec.gen, outcome, now, cfg, jitter);
                 }
                 let _ = state::on_trip(&rec, rec.gen, now, cfg, jitter);
@@ -75,7 +83,11 @@ fn stripe(value: &[u8]) {
         return;
     };
     // Bits of an entry's flags byte that no version defines are dropped; everything else survives.
-    assert_eq!(Stripe::decode(&s.encode()).as_ref(), Some(&s), "a stripe re-encodes differently");
+    assert_eq!(
+        Stripe::decode(&s.encode()).as_ref(),
+        Some(&s),
+        "a stripe re-encodes differently"
+    );
     for cfg in configs() {
         let own = Stripe::new(s.gen, cfg);
         let all = [s.clone(), own];

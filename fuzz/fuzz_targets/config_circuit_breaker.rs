@@ -2,9 +2,9 @@
 //! what the filter derives from a configuration it accepts.
 #![no_main]
 
+use circuit_breaker::config::Config;
 use filter_common::config::parse;
 use libfuzzer_sys::fuzz_target;
-use circuit_breaker::config::Config;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(config) = parse::<Config>(Some(data)) {

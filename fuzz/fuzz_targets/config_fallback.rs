@@ -2,10 +2,10 @@
 //! what the filter derives from a configuration it accepts.
 #![no_main]
 
-use filter_common::config::parse;
-use libfuzzer_sys::fuzz_target;
 use fallback::config::Config;
 use fallback::render::Negotiated;
+use filter_common::config::parse;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(config) = parse::<Config>(Some(data)) {

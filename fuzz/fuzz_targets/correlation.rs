@@ -8,7 +8,10 @@ use trace_context::correlation::{admit, decode, encode, MAX_REQUEST_ID_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let (request_id, entry) = match data.iter().position(|b| *b == b'\n') {
-        Some(i) => (data.get(..i).unwrap_or(b""), data.get(i + 1..).unwrap_or(b"")),
+        Some(i) => (
+            data.get(..i).unwrap_or(b""),
+            data.get(i + 1..).unwrap_or(b""),
+        ),
         None => (&b""[..], data),
     };
     // The entry's own request id too, so the fuzzer reaches the fields after it.
@@ -18,7 +21,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = admit(Some(entry), id, 0x4bf92f3577b34da6a3ce929d0e0e4736, now);
             if let Some(restored) = decode(entry, id, now) {
                 // Ids too long to store are never stored, but an entry holding one still reads.
-                let Some(again) = encode(id, &restored.context, &restored.tracestate, u64::MAX) else {
+                let Some(again) = encode(id, &restored.context, &restored.tracestate, u64::MAX)
+                else {
                     assert!(id.is_empty() || id.len() > MAX_REQUEST_ID_LEN, "{id:?}");
                     continue;
                 };

@@ -6,8 +6,8 @@
 
 use fallback::config::ResponseConfig;
 use fallback::render::{
-    clean_text, escape_html, escape_json, negotiate, problem, static_response, template, Negotiated,
-    Vars,
+    clean_text, escape_html, escape_json, negotiate, problem, static_response, template,
+    Negotiated, Vars,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -60,7 +60,12 @@ fuzz_target!(|data: &[u8]| {
         headers: [("content-type".to_string(), content_type.clone())].into(),
         ..ResponseConfig::default()
     };
-    for format in [Negotiated::Json, Negotiated::Html, Negotiated::Text, negotiated] {
+    for format in [
+        Negotiated::Json,
+        Negotiated::Html,
+        Negotiated::Text,
+        negotiated,
+    ] {
         let p = problem(&ResponseConfig::default(), &vars, format);
         if format == Negotiated::Json {
             if let Err(e) = serde_json::from_str::<serde_json::Value>(&p.body) {

@@ -17,13 +17,21 @@ fuzz_target!(|data: &[u8]| {
     for (name, value) in &spans {
         assert!(name.end < data.len() && value.end < data.len());
     }
-    let names_utf8 = spans
-        .iter()
-        .all(|(n, _)| data.get(n.clone()).is_some_and(|b| std::str::from_utf8(b).is_ok()));
+    let names_utf8 = spans.iter().all(|(n, _)| {
+        data.get(n.clone())
+            .is_some_and(|b| std::str::from_utf8(b).is_ok())
+    });
     if names_utf8 {
-        let pairs: Vec<(&str, &[u8])> = map.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let pairs: Vec<(&str, &[u8])> = map
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
         let again = encode_map(&pairs);
-        assert_eq!(data.get(..again.len()), Some(&again[..]), "re-encodes differently");
+        assert_eq!(
+            data.get(..again.len()),
+            Some(&again[..]),
+            "re-encodes differently"
+        );
     }
     let _ = HeaderMapCheck::run(data);
 });

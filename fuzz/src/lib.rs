@@ -8,7 +8,10 @@ pub fn header_pairs(data: &[u8]) -> Vec<(String, Vec<u8>)> {
         .filter(|line| !line.is_empty())
         .map(|line| {
             let (name, value) = match line.iter().position(|b| *b == b':') {
-                Some(i) => (line.get(..i).unwrap_or(b""), line.get(i + 1..).unwrap_or(b"")),
+                Some(i) => (
+                    line.get(..i).unwrap_or(b""),
+                    line.get(i + 1..).unwrap_or(b""),
+                ),
                 None => (line, &b""[..]),
             };
             let value = value.strip_prefix(b" ").unwrap_or(value);
