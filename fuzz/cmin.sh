@@ -13,6 +13,6 @@ fi
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "target/corpus/$t"
   find "corpus/$t" -type f ! -name 'seed-*' ! -name 'regression-*' -exec mv -t "target/corpus/$t/" {} +
-  "$bin/$t" -merge=1 "corpus/$t" "target/corpus/$t" >"target/$t.cmin.log" 2>&1
+  "$bin/$t" -set_cover_merge=1 -use_counters=0 "corpus/$t" "target/corpus/$t" >"target/$t.cmin.log" 2>&1
   echo "$t: $(ls "corpus/$t" | wc -l) inputs, $(du -sk "corpus/$t" | cut -f1) KB"
 done
