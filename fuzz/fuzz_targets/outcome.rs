@@ -8,33 +8,20 @@
 
 use circuit_breaker::classify::{judge, Call, Outcome, Rule};
 use circuit_breaker::config::default_rules;
-use filter_common::failure::is_upstream_answer;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((head, rest)) = data.split_first_chunk::<24>() else {
+    let Some(r) = filters_fuzz::response(data) else {
         return;
     };
-    let (status, head) = head.split_at(2);
-    let (grpc, head) = head.split_at(4);
-    let (flags, head) = head.split_at(8);
-    let status = u16::from_le_bytes([status[0], status[1]]);
-    let grpc = u32::from_le_bytes([grpc[0], grpc[1], grpc[2], grpc[3]]);
-    let mut f = [0u8; 8];
-    f.copy_from_slice(flags);
-    let response_flags = u64::from_le_bytes(f);
-    let bits = head[0];
-    // The rest of the header: `response.code_details` as Envoy may give it.
-    let details = &head[1..];
-    let upstream = is_upstream_answer((bits & 16 != 0).then_some(details));
 
     let call = Call {
-        status: (bits & 1 != 0).then_some(status),
-        grpc_status: (bits & 2 != 0).then_some(grpc),
-        response_flags,
-        local_reply: !upstream,
+        status: (r.bits & 1 != 0).then_some(r.status),
+        grpc_status: (r.bits & 2 != 0).then_some(r.grpc_status),
+        response_flags: r.response_flags,
+        local_reply: !r.from_upstream,
     };
-    let configured: Vec<Rule> = serde_json::from_slice(rest).unwrap_or_default();
+    let configured: Vec<Rule> = serde_json::from_slice(r.rest).unwrap_or_default();
     for rules in [default_rules(), configured] {
         for slow in [false, true] {
             let v = judge(&rules, &call, slow);
