@@ -27,7 +27,7 @@ FILTER_MODULES := $(foreach c,$(FILTER_CRATES),dist/$(subst -,_,$(c)).wasm)
 export ENVOY_BIN WASM_RUNTIME
 
 .PHONY: matrix matrix-smoke matrix-run print-oldest-envoy help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt
-.PHONY: wasm-image image push pin registry-args
+.PHONY: wasm-image image push pin registry-args soak soak-short
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
@@ -158,7 +158,17 @@ istio/check/node_modules/.installed: istio/check/package-lock.json
 	cd istio/check && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: unit lint istio-check e2e matrix-smoke
+test: unit lint istio-check e2e matrix-smoke soak-short
+
+# Soak tests (tests/harness/tests/soak): one Envoy with the shipped WasmPlugins under a steady load while
+# faults are injected and configurations change; figures in docs/reliability.md. `make soak` runs
+# SOAK_SECONDS (default 300) of faults; `make soak-short` (part of `make test`) one minute.
+SOAK_SECONDS ?= 300
+soak: build envoy
+	SOAK_SECONDS=$(SOAK_SECONDS) cargo test -p e2e-harness --test soak -- --ignored --nocapture --test-threads 1
+
+soak-short: build envoy
+	SOAK_SECONDS=60 cargo test -p e2e-harness --test soak -- --ignored --nocapture --test-threads 1
 
 bench: build envoy
 	cargo run --release -p e2e-harness --bin bench
