@@ -206,13 +206,15 @@ async fn run(
 
 type H1Sender = h1::SendRequest<Full<Bytes>>;
 type H2Sender = h2::SendRequest<Full<Bytes>>;
+/// A port's h2c connections (`None` until first used or after it closed) and the next to use.
+type H2Slots = (Vec<Option<H2Sender>>, usize);
 
 #[derive(Default)]
 struct Connections {
     /// Idle HTTP/1.1 connections by port.
     idle_h1: Mutex<HashMap<u16, Vec<H1Sender>>>,
     /// Shared h2c connections by port, and the next one to use.
-    h2: tokio::sync::Mutex<HashMap<u16, (Vec<Option<H2Sender>>, usize)>>,
+    h2: tokio::sync::Mutex<HashMap<u16, H2Slots>>,
     opened: Mutex<HashMap<Proto, u64>>,
 }
 
@@ -333,9 +335,7 @@ fn request(spec: &Spec, version: Version) -> Result<Request<Full<Bytes>>, Failur
 }
 
 async fn exchange(
-    response: impl std::future::Future<
-        Output = hyper::Result<hyper::Response<hyper::body::Incoming>>,
-    >,
+    response: impl std::future::Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>,
 ) -> Result<Answer, Failure> {
     let resp = response
         .await

@@ -38,7 +38,13 @@ enum Fault {
 
 /// Flapping last: at 50 % failures it may or may not open the breaker, and a breaker whose probes
 /// meet a failing upstream stays open twice as long; every other fault opens it.
-const CYCLE: [Fault; 5] = [Fault::Kill, Fault::Slow, Fault::Reset, Fault::Close, Fault::Flap];
+const CYCLE: [Fault; 5] = [
+    Fault::Kill,
+    Fault::Slow,
+    Fault::Reset,
+    Fault::Close,
+    Fault::Flap,
+];
 
 /// A fault as it happened, on the load's clock.
 struct Window {
@@ -65,7 +71,10 @@ fn budgets(s: &Sidecar) -> Vec<(&'static str, u64)> {
     vec![
         ("trace-context", trace_context::memory::budget(&tc).total()),
         ("fallback", fallback::memory::budget(&fb).total()),
-        ("circuit-breaker", circuit_breaker::memory::budget(&cb).total()),
+        (
+            "circuit-breaker",
+            circuit_breaker::memory::budget(&cb).total(),
+        ),
     ]
 }
 
@@ -94,8 +103,7 @@ async fn faults_under_load_every_request_is_answered_and_accounted_for() {
     let total = Duration::from_secs(seconds);
     let cycle_len = (FAULT + HEALTHY) * CYCLE.len() as u32;
     // As many whole cycles as fit, at least one.
-    let cycles = (total.saturating_sub(WARMUP).as_secs() / cycle_len.as_secs())
-    .max(1);
+    let cycles = (total.saturating_sub(WARMUP).as_secs() / cycle_len.as_secs()).max(1);
     let mut windows = Vec::new();
     for _ in 0..cycles {
         for fault in CYCLE {
@@ -183,7 +191,10 @@ async fn faults_under_load_every_request_is_answered_and_accounted_for() {
     let c = assert_balanced(&s, &before, &t).await;
     // Every kind of fault was seen by the filters, so the run proves something.
     for reason in ["connectionFailure", "timeout", "reset", "circuitBreaker"] {
-        assert!(t.fallback_for(reason) > 0, "no fallback for {reason}: {t:#?}");
+        assert!(
+            t.fallback_for(reason) > 0,
+            "no fallback for {reason}: {t:#?}"
+        );
     }
     assert!(t.upstream_5xx > 0 && c.transitions.get("open").is_some_and(|n| *n > 0));
     assert_eq!(s.open_breakers().await, 0);
@@ -209,7 +220,12 @@ async fn faults_under_load_every_request_is_answered_and_accounted_for() {
         "faults: {}",
         windows
             .iter()
-            .map(|w| format!("{:?} {:.1}-{:.1}s", w.fault, w.start.as_secs_f64(), w.end.as_secs_f64()))
+            .map(|w| format!(
+                "{:?} {:.1}-{:.1}s",
+                w.fault,
+                w.start.as_secs_f64(),
+                w.end.as_secs_f64()
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -221,7 +237,10 @@ async fn faults_under_load_every_request_is_answered_and_accounted_for() {
         "counters: trace-context extracted {} started {} restored {}; breaker {:?}; transitions {:?}; fallback {:?}",
         c.extracted, c.started, c.restored, c.calls, c.transitions, c.served
     );
-    println!("breakers closed {:.1} s after the run's end", closed_after.as_secs_f64());
+    println!(
+        "breakers closed {:.1} s after the run's end",
+        closed_after.as_secs_f64()
+    );
     println!(
         "memory budget (shipped configuration): {} = {}",
         mib(budget_total),

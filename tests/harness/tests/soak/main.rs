@@ -12,4 +12,5 @@
 )]
 
 mod faults;
+mod live_changes;
 mod support;

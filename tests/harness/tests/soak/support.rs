@@ -42,8 +42,6 @@ pub struct Sidecar {
     /// `None` while the upstream is down.
     pub upstream: Option<Upstream>,
     pub upstream_port: u16,
-    /// Requests the upstream instances received, summed over restarts.
-    pub upstream_seen_before: usize,
     pub envoy: Envoy,
     pub ecds: Ecds,
     pub plugins: Vec<WasmPlugin>,
@@ -76,9 +74,12 @@ impl Sidecar {
         for p in chain(&plugins, Direction::Outbound) {
             outbound = outbound.filter(ecds.http_filter(p));
         }
-        let mut inbound = Listener::new("inbound")
-            .inbound()
-            .route(Route::direct("local", "/", 200, Some("inbound ok")));
+        let mut inbound = Listener::new("inbound").inbound().route(Route::direct(
+            "local",
+            "/",
+            200,
+            Some("inbound ok"),
+        ));
         for p in chain(&plugins, Direction::Inbound) {
             inbound = inbound.filter(ecds.http_filter(p));
         }
@@ -97,7 +98,6 @@ impl Sidecar {
         Sidecar {
             upstream: Some(upstream),
             upstream_port,
-            upstream_seen_before: 0,
             envoy,
             ecds,
             plugins,
@@ -113,9 +113,7 @@ impl Sidecar {
 
     /// The upstream stops: its listener closes and every connection drops.
     pub fn kill_upstream(&mut self) {
-        if let Some(u) = self.upstream.take() {
-            self.upstream_seen_before += u.count();
-        }
+        self.upstream = None;
     }
 
     /// A new upstream on the same port (retried while the old socket is still being released).
@@ -135,11 +133,6 @@ impl Sidecar {
                 Err(e) => panic!("restarting the upstream on {}: {e}", self.upstream_port),
             }
         }
-    }
-
-    /// Every upstream instance's requests so far.
-    pub fn upstream_seen(&self) -> usize {
-        self.upstream_seen_before + self.upstream.as_ref().map_or(0, Upstream::count)
     }
 
     pub fn set_upstream(&self, behaviour: &[(&str, &str)]) {
@@ -302,11 +295,7 @@ impl Tally {
 
 /// Classifies every outcome. `truncation_allowed(o)` says whether a cut stream is explained for this
 /// request (the upstream aborted mid-body, or was killed while it was in flight).
-pub fn tally(
-    report: &Report,
-    s: &Sidecar,
-    truncation_allowed: impl Fn(&Outcome) -> bool,
-) -> Tally {
+pub fn tally(report: &Report, s: &Sidecar, truncation_allowed: impl Fn(&Outcome) -> bool) -> Tally {
     let outbound_port = s.envoy.port("outbound");
     let mut t = Tally::default();
     for o in &report.outcomes {
@@ -383,14 +372,24 @@ pub struct Counters {
 impl Counters {
     pub async fn read(s: &Sidecar) -> Counters {
         let text = s.envoy.prometheus().await;
-        let sum = |metric: &str, labels: &[(&str, &str)]| prom_sum(&text, metric, labels).unwrap_or(0);
+        let sum =
+            |metric: &str, labels: &[(&str, &str)]| prom_sum(&text, metric, labels).unwrap_or(0);
         let mut c = Counters {
             extracted: sum("trace_context_extracted", &[]),
             started: sum("trace_context_started", &[]),
             restored: sum("trace_context_restored", &[]),
             ..Counters::default()
         };
-        for outcome in ["success", "failure", "ignored", "cancelled", "rejected", "slow", "probe", "would_reject"] {
+        for outcome in [
+            "success",
+            "failure",
+            "ignored",
+            "cancelled",
+            "rejected",
+            "slow",
+            "probe",
+            "would_reject",
+        ] {
             c.calls.insert(
                 outcome.to_string(),
                 sum("circuit_breaker_calls", &[("outcome", outcome)]),
