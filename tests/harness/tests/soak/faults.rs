@@ -99,6 +99,7 @@ async fn faults_under_load_every_request_is_answered_and_accounted_for() {
     // After the warm-up: connections, VMs and their heaps, stats exist; growth from here is what the
     // traffic and the faults cost.
     let (rss0, (alloc0, heap0)) = (s.rss(), s.memory().await);
+    let vms0 = s.envoy.stat("wasm.envoy.wasm.runtime.v8.created").await;
 
     let total = Duration::from_secs(seconds);
     let cycle_len = (FAULT + HEALTHY) * CYCLE.len() as u32;
@@ -165,6 +166,12 @@ async fn faults_under_load_every_request_is_answered_and_accounted_for() {
     let report = load.stop().await;
 
     let (rss1, (alloc1, heap1)) = (s.rss(), s.memory().await);
+    // No VM failed and was replaced, and none was built for anything else.
+    assert_eq!(
+        s.envoy.stat("wasm.envoy.wasm.runtime.v8.created").await,
+        vms0,
+        "Envoy built Wasm VMs during the soak"
+    );
 
     // A cut stream is explained when the upstream aborted mid-body (Close) or went away (Kill) while
     // the request was in flight; Envoy had already sent the headers and can only reset the stream.
