@@ -291,6 +291,22 @@ impl Tally {
     pub fn fallback_for(&self, reason: &str) -> u64 {
         self.fallback.get(reason).copied().unwrap_or(0)
     }
+
+    /// Every request was answered by the upstream or the fallback (or cut where that is explained).
+    pub fn assert_all_answered(&self) {
+        assert!(
+            self.unexplained.is_empty(),
+            "{} of {} requests were not answered by the upstream or the fallback; first ones:\n{}",
+            self.unexplained.len(),
+            self.sent,
+            self.unexplained
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }
 
 /// Classifies every outcome. `truncation_allowed(o)` says whether a cut stream is explained for this
