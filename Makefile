@@ -34,6 +34,7 @@ export ENVOY_BIN WASM_RUNTIME
 .PHONY: matrix matrix-smoke matrix-run print-oldest-envoy help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt size-check
 .PHONY: wasm-image image push pin registry-args
 .PHONY: fuzz fuzz-build fuzz-smoke fuzz-cmin fuzz-seeds
+.PHONY: soak soak-short
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
@@ -184,7 +185,7 @@ istio/check/node_modules/.installed: istio/check/package-lock.json
 	cd istio/check && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: unit lint istio-check fuzz-smoke e2e size-check matrix-smoke
+test: unit lint istio-check fuzz-smoke e2e size-check matrix-smoke soak-short
 
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of every parser and decision that sees outside data;
 # fuzz/ is its own workspace. cargo-fuzz passes rustc flags that only nightly accepts (-Zsanitizer,
@@ -212,6 +213,16 @@ fuzz-cmin: fuzz-build
 # Rewrites the seed inputs (real headers, the shipped configurations, encoded shared-data values).
 fuzz-seeds:
 	python3 fuzz/seeds.py
+
+# Soak tests (tests/harness/tests/soak): one Envoy with the shipped WasmPlugins under a steady load while
+# faults are injected and configurations change; figures in docs/reliability.md. `make soak` runs
+# SOAK_SECONDS (default 300) of faults; `make soak-short` (part of `make test`) one minute.
+SOAK_SECONDS ?= 300
+soak: build envoy
+	SOAK_SECONDS=$(SOAK_SECONDS) cargo test -p e2e-harness --test soak -- --ignored --nocapture --test-threads 1
+
+soak-short: build envoy
+	SOAK_SECONDS=60 cargo test -p e2e-harness --test soak -- --ignored --nocapture --test-threads 1
 
 bench: build envoy
 	cargo run --release -p e2e-harness --bin bench

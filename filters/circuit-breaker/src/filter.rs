@@ -30,6 +30,9 @@ use std::rc::Rc;
 
 const FILTER: &str = "circuit-breaker";
 
+// The module's entry point: only the Wasm build exports it, so native builds (tests, fuzzing) can link
+// several filter crates into one binary.
+#[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(filter_common::plugin::LOG_LEVEL);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(BreakerRoot::default()) });

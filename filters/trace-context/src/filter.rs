@@ -25,6 +25,9 @@ const TRACE_RESPONSE: &str = "traceresponse";
 const LISTENER_INBOUND: u64 = 1;
 const LISTENER_OUTBOUND: u64 = 2;
 
+// The module's entry point: only the Wasm build exports it, so native builds (tests, fuzzing) can link
+// several filter crates into one binary.
+#[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(filter_common::plugin::LOG_LEVEL);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TraceRoot::default()) });

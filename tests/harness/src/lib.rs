@@ -29,6 +29,7 @@ pub mod config;
 pub mod envoy;
 pub mod istio;
 pub mod istio_stats;
+pub mod load;
 pub mod prom;
 pub mod prometheus;
 pub mod upstream;

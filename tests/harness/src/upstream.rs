@@ -16,6 +16,9 @@
 //!
 //! Default answer: 200 `application/json`, the echo `{"method","path","version","authority",
 //! "headers":[[name,value],...],"body_size"}` of exactly what arrived.
+//!
+//! [`Upstream::set_behaviour`] applies such headers to every request, as an upstream that fails on
+//! its own (the clients send nothing special).
 
 use std::fmt;
 use std::future::Future;
@@ -78,12 +81,18 @@ impl Recorded {
 struct State {
     requests: Mutex<Vec<Recorded>>,
     log_requests: bool,
+    /// `x-upstream-*` headers applied to every request (see [`Upstream::set_behaviour`]).
+    behaviour: Mutex<Vec<(HeaderName, HeaderValue)>>,
 }
 
 impl State {
     fn requests(&self) -> MutexGuard<'_, Vec<Recorded>> {
         // A panic while holding the lock cannot leave the Vec half-written; keep serving.
         self.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn behaviour(&self) -> MutexGuard<'_, Vec<(HeaderName, HeaderValue)>> {
+        self.behaviour.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -115,6 +124,7 @@ impl Upstream {
         let state = Arc::new(State {
             requests: Mutex::new(Vec::new()),
             log_requests,
+            behaviour: Mutex::new(Vec::new()),
         });
         let (tx, rx) = watch::channel(());
         tokio::spawn(accept_loop(listener, state.clone(), rx));
@@ -154,6 +164,23 @@ impl Upstream {
 
     pub fn clear(&self) {
         self.state.requests().clear();
+    }
+
+    /// From now on every request behaves as if it carried `headers` (`x-upstream-status`,
+    /// `x-upstream-delay-ms`, `x-upstream-action`...), which replace its own headers of the same
+    /// names; an empty slice makes the upstream healthy again. For load tests that flip the upstream
+    /// between healthy and failing without the clients knowing. What is recorded stays what arrived.
+    pub fn set_behaviour(&self, headers: &[(&str, &str)]) {
+        let parsed = headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    HeaderName::from_bytes(n.as_bytes()).expect("header name"),
+                    HeaderValue::from_str(v).expect("header value"),
+                )
+            })
+            .collect();
+        *self.state.behaviour() = parsed;
     }
 
     /// Waits until at least `n` requests arrived; false on timeout. For requests that a filter
@@ -264,7 +291,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Up
     // Recorded before any delay or hang, so tests can count requests that never get an answer.
     state.requests().push(recorded.clone());
 
-    let h = req.headers().clone();
+    let mut h = req.headers().clone();
+    for (name, value) in state.behaviour().iter() {
+        h.insert(name.clone(), value.clone());
+    }
     if let Some(ms) = header_num::<u64>(&h, "x-upstream-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
