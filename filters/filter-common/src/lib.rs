@@ -19,6 +19,7 @@ pub mod keys;
 pub mod limits;
 pub mod matching;
 pub mod metrics;
+pub mod perf;
 pub mod plugin;
 pub mod request;
 pub mod response_flags;
