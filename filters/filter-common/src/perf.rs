@@ -108,7 +108,8 @@ mod imp {
                 let name = |what: &str| format!("perf.{root}.{what}");
                 *ids = NAMES
                     .iter()
-                    .map(|n| name(n))
+                    .copied()
+                    .map(&name)
                     .chain([name("allocs"), name("alloc_bytes"), name("streams")])
                     .map(|n| crate::host::define_counter(&n))
                     .collect();

@@ -20,7 +20,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -43,6 +43,10 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// trace-context without the three things it writes besides the trace headers (filter state,
+/// `x-trace-id`, `traceresponse`): what they cost.
+const TRACE_LEAN: &str = r#"{"filterStateName": "", "responseHeader": "", "traceResponse": false}"#;
+
 /// (listener, filters as (root id, module file under dist/)).
 fn variants() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
     vec![
@@ -51,6 +55,10 @@ fn variants() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
         (
             "trace_context",
             vec![("trace_context", "perf/trace_context.wasm")],
+        ),
+        (
+            "trace_context_lean",
+            vec![("trace_context_lean", "perf/trace_context.wasm")],
         ),
         (
             "circuit_breaker",
@@ -110,7 +118,7 @@ fn callgrind(args: &[&str], pid: u32) {
 }
 
 /// The instruction total of dump number `n` (`callgrind.out.<pid>.<n>` in `dir`), once written.
-fn last_dump_total(dir: &PathBuf, pid: u32, n: usize) -> Option<u64> {
+fn last_dump_total(dir: &Path, pid: u32, n: usize) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join(format!("callgrind.out.{pid}.{n}"))).ok()?;
     text.lines()
         .find_map(|l| {
@@ -127,7 +135,10 @@ async fn main() {
     // More workers only to measure memory: each worker holds one VM per filter.
     let concurrency = u32::try_from(env_num("PERF_CONCURRENCY", 1)).unwrap_or(1);
     let cg = std::env::var("PERF_CALLGRIND").is_ok_and(|v| v == "1");
-    let dist = workspace_root().join("dist");
+    // PERF_DIST: another set of modules laid out like dist/ (to count a previous build).
+    let dist = std::env::var_os("PERF_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("dist"));
     let upstream = Upstream::start().await;
     let mut config = EnvoyConfig::new()
         .concurrency(concurrency)
@@ -152,7 +163,11 @@ async fn main() {
                 path.display()
             );
             // Each filter in its own VM, as separate WasmPlugins are.
-            l = l.filter(WasmFilter::new(*root, path).vm_id(*root));
+            let mut f = WasmFilter::new(*root, path).vm_id(*root);
+            if root.ends_with("_lean") {
+                f = f.configuration(TRACE_LEAN);
+            }
+            l = l.filter(f);
         }
         config = config.listener(l);
     }
