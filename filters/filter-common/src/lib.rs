@@ -4,7 +4,8 @@
 //!
 //! Modules that touch the host: `host` (the only one calling the ABI), and through it `plugin`
 //! (configuration loading), `request` (request attributes), `metrics` (`Counter`, `Gauge`) and
-//! `shared` (shared data behind a trait, with an in-memory store for tests). Every
+//! `shared` (shared data behind a trait, with an in-memory store for tests), and `perf` (per-request
+//! counts, only with the cargo feature `count-host-calls`). Every
 //! other module is plain Rust, unit-tested natively.
 
 pub mod config;
