@@ -35,6 +35,7 @@ export ENVOY_BIN WASM_RUNTIME
 .PHONY: wasm-image image push pin registry-args
 .PHONY: fuzz fuzz-build fuzz-smoke fuzz-cmin fuzz-seeds
 .PHONY: soak soak-short
+.PHONY: perf-counts
 
 help:
 	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
@@ -45,6 +46,7 @@ help:
 	@echo "make bench      measure the filters' cost per request and what they buy in an outage (BENCH_QUICK=1: quick)"
 	@echo "make size-check fail when a module in dist/ is over its size budget (SIZE_BUDGETS)"
 	@echo "make fuzz       fuzz every parser for FUZZ_SECONDS each (default $(FUZZ_SECONDS)) and print executions"
+	@echo "make perf-counts host calls, allocations (PERF_CALLGRIND=1: instructions) per request of each filter"
 	@echo "make docker-up  the same as 'make run' with Docker (official Envoy image, same envoy/envoy.yaml)"
 	@echo "make image      package each module as an image Istio loads, in dist/images/ (IMAGE_FORMAT=compat|compat-oci|oci)"
 	@echo "make push       push the images: make push REGISTRY=host[:port][/path] TAG=0.1.0"
@@ -226,6 +228,21 @@ soak-short: build envoy
 
 bench: build envoy
 	cargo run --release -p e2e-harness --bin bench
+
+# Host calls and allocations per request of each filter (modules built with the cargo feature
+# count-host-calls into dist/perf/, never the release ones); PERF_CALLGRIND=1 also counts Envoy's
+# instructions per request under valgrind's callgrind (slow: about 10 minutes). Table: target/perf/counts.md.
+PERF_CALLGRIND ?=
+perf-counts: build envoy
+	cargo build --release --target $(WASM_TARGET) --target-dir target/perf-wasm --features count-host-calls $(foreach c,$(FILTER_CRATES),-p $(c))
+	@mkdir -p dist/perf
+	@for c in $(FILTER_CRATES); do m=$${c//-/_}; cp target/perf-wasm/$(WASM_TARGET)/release/$$m.wasm dist/perf/$$m.wasm; done
+	cargo build --release -p e2e-harness --bin perf-counts
+	@if [ "$(PERF_CALLGRIND)" = 1 ]; then \
+	  rm -rf target/perf/callgrind; \
+	  ENVOY_REAL="$(ENVOY_BIN)" ENVOY_BIN=$(CURDIR)/tools/perf/envoy-callgrind CALLGRIND_DIR=$(CURDIR)/target/perf/callgrind \
+	    ENVOY_READY_TIMEOUT_SECS=900 PERF_CALLGRIND=1 target/release/perf-counts; \
+	else target/release/perf-counts; fi
 
 # Images of the modules, built and pushed without a Docker daemon by tools/wasm-image (istio/README.md,
 # "Publish the modules"). Each filter's image is named after its crate, as its WasmPlugin is.

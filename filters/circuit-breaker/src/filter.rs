@@ -245,12 +245,12 @@ impl HttpContext for BreakerStream {
     }
 
     fn on_log(&mut self) {
-        if self.rejected {
-            return;
+        if !self.rejected {
+            if let (Some(vm), Some(call)) = (self.vm.clone(), self.call.take()) {
+                record_call(&vm, &call);
+            }
         }
-        if let (Some(vm), Some(call)) = (self.vm.clone(), self.call.take()) {
-            record_call(&vm, &call);
-        }
+        filter_common::perf::stream_end();
     }
 }
 
@@ -331,7 +331,12 @@ fn record_call(vm: &VmState, call: &AdmittedCall) {
     else {
         return;
     };
-    let now = host::now_nanos();
+    // The response headers' time when they came (one host call fewer): the window's clock needs no
+    // more precision than that.
+    let now = match call.elapsed_ns {
+        Some(elapsed) => call.started_ns.saturating_add(elapsed),
+        None => host::now_nanos(),
+    };
     let finished = Call {
         // No response headers reached this filter: the status Envoy answered with, if any.
         status: call.status.or_else(|| {

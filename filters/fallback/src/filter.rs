@@ -266,7 +266,27 @@ impl HttpContext for FallbackStream {
         };
         let status =
             host::header_number::<u16>(MapType::HttpResponseHeaders, ":status").unwrap_or(0);
-        let details = host::property(&["response", "code_details"]);
+        let capture_candidate = rule.response.kind == Kind::Stale
+            && status == 200
+            && facts.method == "GET"
+            && !facts.private
+            && !end_of_stream;
+        // Envoy's own replies and the breaker's rejections are 4xx/5xx, or a gRPC status to a gRPC
+        // caller: a plain answer below 400 that no status trigger names and that is not copied into the
+        // cache cannot fire a rule, so the two attribute reads are skipped (half the filter's host calls).
+        let quiet = !facts.grpc
+            && status < 400
+            && !capture_candidate
+            && !rule
+                .triggers
+                .status
+                .as_ref()
+                .is_some_and(|s| s.contains(status));
+        let details = if quiet {
+            None
+        } else {
+            host::property(&["response", "code_details"])
+        };
         let observed = Observed {
             status,
             grpc_status: if facts.grpc {
@@ -274,7 +294,11 @@ impl HttpContext for FallbackStream {
             } else {
                 None
             },
-            response_flags: host::property_u64(&["response", "flags"]).unwrap_or(0),
+            response_flags: if quiet {
+                0
+            } else {
+                host::property_u64(&["response", "flags"]).unwrap_or(0)
+            },
             from_upstream: is_upstream_answer(details.as_deref()),
             circuit_breaker: details.as_deref() == Some(CIRCUIT_BREAKER_DETAILS.as_bytes()),
         };
@@ -285,13 +309,7 @@ impl HttpContext for FallbackStream {
             self.retry_after = host::header(MapType::HttpResponseHeaders, "retry-after");
             return self.serve(&vm, rule, reason, status);
         }
-        if rule.response.kind == Kind::Stale
-            && status == 200
-            && observed.from_upstream
-            && facts.method == "GET"
-            && !facts.private
-            && !end_of_stream
-        {
+        if capture_candidate && observed.from_upstream {
             self.capture = capture_for(facts, rule.response.max_body_bytes);
         }
         Action::Continue
@@ -349,6 +367,10 @@ impl HttpContext for FallbackStream {
             vm.metrics.served(&rule.name, reason, "trailers");
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        filter_common::perf::stream_end();
     }
 }
 

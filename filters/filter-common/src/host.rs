@@ -128,6 +128,7 @@ pub enum Buffer {
 pub fn buffer(which: Buffer, start: usize, max_size: usize) -> Option<Vec<u8>> {
     let mut data = std::ptr::null_mut();
     let mut size = 0usize;
+    crate::perf::hit(crate::perf::Call::Buffer);
     // SAFETY: out-pointers are valid locals; the host hands back its own allocation.
     let status =
         unsafe { proxy_get_buffer_bytes(which as u32, start, max_size, &mut data, &mut size) };
@@ -148,6 +149,7 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
 pub fn header_map_encoded(map: MapType) -> Vec<u8> {
     let mut data = std::ptr::null_mut();
     let mut size = 0usize;
+    crate::perf::hit(crate::perf::Call::HeaderPairs);
     // SAFETY: out-pointers are valid locals; the host hands back its own allocation.
     let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
     if status != STATUS_OK {
@@ -167,6 +169,7 @@ pub fn header_pairs(map: MapType) -> Vec<(String, Vec<u8>)> {
 pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
     let mut data = std::ptr::null_mut();
     let mut size = 0usize;
+    crate::perf::hit(crate::perf::Call::HeaderValue);
     // SAFETY: name is a valid slice; out-pointers are valid locals.
     let status = unsafe {
         proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
@@ -181,6 +184,7 @@ pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
 
 /// Replaces every value of `name` with `value`; false if the host refused.
 pub fn set_header(map: MapType, name: &str, value: &[u8]) -> bool {
+    crate::perf::hit(crate::perf::Call::SetHeader);
     // SAFETY: both slices are valid for the call.
     let status = unsafe {
         proxy_replace_header_map_value(
@@ -196,6 +200,7 @@ pub fn set_header(map: MapType, name: &str, value: &[u8]) -> bool {
 
 /// Adds one more value of `name`; false if the host refused.
 pub fn add_header(map: MapType, name: &str, value: &[u8]) -> bool {
+    crate::perf::hit(crate::perf::Call::AddHeader);
     // SAFETY: both slices are valid for the call.
     let status = unsafe {
         proxy_add_header_map_value(
@@ -211,6 +216,7 @@ pub fn add_header(map: MapType, name: &str, value: &[u8]) -> bool {
 
 /// Removes every value of `name`; false if the host refused.
 pub fn remove_header(map: MapType, name: &str) -> bool {
+    crate::perf::hit(crate::perf::Call::RemoveHeader);
     // SAFETY: the slice is valid for the call.
     let status = unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) };
     status == STATUS_OK
@@ -221,6 +227,7 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     let encoded = wire::encode_path(path);
     let mut data = std::ptr::null_mut();
     let mut size = 0usize;
+    crate::perf::hit(crate::perf::Call::GetProperty);
     // SAFETY: the path slice is valid; out-pointers are valid locals.
     let status =
         unsafe { proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut size) };
@@ -255,6 +262,7 @@ pub fn plugin_root_id() -> String {
 /// Writes filter state readable as `%FILTER_STATE(wasm.NAME)%` in access logs; false if refused.
 pub fn set_property(path: &[&str], value: &[u8]) -> bool {
     let encoded = wire::encode_path(path);
+    crate::perf::hit(crate::perf::Call::SetProperty);
     // SAFETY: both slices are valid for the call.
     let status =
         unsafe { proxy_set_property(encoded.as_ptr(), encoded.len(), value.as_ptr(), value.len()) };
@@ -266,6 +274,7 @@ pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut size = 0usize;
     let mut cas = 0u32;
+    crate::perf::hit(crate::perf::Call::GetSharedData);
     // SAFETY: key slice valid; out-pointers are valid locals.
     let status =
         unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
@@ -291,6 +300,7 @@ pub enum SharedWrite {
 
 /// Writes shared data; `cas` 0 writes unconditionally.
 pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> SharedWrite {
+    crate::perf::hit(crate::perf::Call::SetSharedData);
     // SAFETY: both slices are valid for the call.
     let status =
         unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
@@ -304,6 +314,7 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> SharedWrite {
 /// Wall-clock time in nanoseconds since the Unix epoch (0 if the host refuses).
 pub fn now_nanos() -> u64 {
     let mut t = 0u64;
+    crate::perf::hit(crate::perf::Call::Now);
     // SAFETY: out-pointer is a valid local.
     let status = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
     if status == STATUS_OK {
@@ -315,12 +326,14 @@ pub fn now_nanos() -> u64 {
 
 /// Asks for the root context's `on_tick` every `millis` ms (0 stops it); false if the host refuses.
 pub fn set_tick_period(millis: u32) -> bool {
+    crate::perf::hit(crate::perf::Call::Other);
     // SAFETY: plain value argument.
     unsafe { proxy_set_tick_period_milliseconds(millis) == STATUS_OK }
 }
 
 fn define_metric(kind: u32, name: &str) -> Option<u32> {
     let mut id = 0u32;
+    crate::perf::hit(crate::perf::Call::Metric);
     // SAFETY: name slice valid; out-pointer is a valid local.
     let status = unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
     (status == STATUS_OK).then_some(id)
@@ -338,24 +351,28 @@ pub fn define_gauge(name: &str) -> Option<u32> {
 
 /// Adds `delta` to a counter or gauge; errors are ignored because a lost sample must not fail a request.
 pub fn increment_metric(id: u32, delta: i64) {
+    crate::perf::hit(crate::perf::Call::Metric);
     // SAFETY: plain values.
     let _ = unsafe { proxy_increment_metric(id, delta) };
 }
 
 /// Sets a gauge.
 pub fn record_metric(id: u32, value: u64) {
+    crate::perf::hit(crate::perf::Call::Metric);
     // SAFETY: plain values.
     let _ = unsafe { proxy_record_metric(id, value) };
 }
 
 /// Lets a paused request continue; false if the host refused (the stream is gone).
 pub fn resume_request() -> bool {
+    crate::perf::hit(crate::perf::Call::Other);
     // SAFETY: plain value.
     unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) == STATUS_OK }
 }
 
 /// Lets a paused response continue; false if the host refused (the stream is gone).
 pub fn resume_response() -> bool {
+    crate::perf::hit(crate::perf::Call::Other);
     // SAFETY: plain value.
     unsafe { proxy_continue_stream(STREAM_HTTP_RESPONSE) == STATUS_OK }
 }
@@ -370,6 +387,7 @@ pub fn send_local_response(
     grpc_status: i32,
 ) -> bool {
     let encoded = wire::encode_map(headers);
+    crate::perf::hit(crate::perf::Call::Other);
     // SAFETY: every slice is valid for the call.
     let result = unsafe {
         proxy_send_local_response(

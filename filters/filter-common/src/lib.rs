@@ -4,7 +4,8 @@
 //!
 //! Modules that touch the host: `host` (the only one calling the ABI), and through it `plugin`
 //! (configuration loading), `request` (request attributes), `metrics` (`Counter`, `Gauge`) and
-//! `shared` (shared data behind a trait, with an in-memory store for tests). Every
+//! `shared` (shared data behind a trait, with an in-memory store for tests), and `perf` (per-request
+//! counts, only with the cargo feature `count-host-calls`). Every
 //! other module is plain Rust, unit-tested natively.
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod keys;
 pub mod limits;
 pub mod matching;
 pub mod metrics;
+pub mod perf;
 pub mod plugin;
 pub mod request;
 pub mod response_flags;

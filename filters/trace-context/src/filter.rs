@@ -124,6 +124,10 @@ impl HttpContext for TraceStream {
         }
         Action::Continue
     }
+
+    fn on_log(&mut self) {
+        filter_common::perf::stream_end();
+    }
 }
 
 fn handle_request(vm: &VmState) -> TraceContext {

@@ -19,6 +19,15 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// decision at the end of a stream, a cache store).
 pub const RECORD_WAIT: Duration = Duration::from_secs(2);
 
+/// [`READY_TIMEOUT`], or `ENVOY_READY_TIMEOUT_SECS` for an Envoy that starts slowly (under valgrind,
+/// `make perf-counts PERF_CALLGRIND=1`).
+fn ready_timeout() -> Duration {
+    std::env::var("ENVOY_READY_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(READY_TIMEOUT, Duration::from_secs)
+}
+
 /// The Envoy binary: `ENVOY_BIN`, else `<workspace root>/.venv/bin/envoy`.
 pub fn envoy_bin() -> PathBuf {
     match std::env::var_os("ENVOY_BIN") {
@@ -222,7 +231,7 @@ impl Envoy {
 
     /// Waits until `/ready` answers 200; `Err` with the exit status when Envoy exits first.
     async fn wait_ready_or_exit(&mut self) -> Result<(), std::process::ExitStatus> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + ready_timeout();
         let address_file = self.dir.path.join("admin_address");
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -242,7 +251,10 @@ impl Envoy {
                 }
             }
             if Instant::now() >= deadline {
-                panic!("Envoy not ready after {READY_TIMEOUT:?} (config and log below)");
+                panic!(
+                    "Envoy not ready after {:?} (config and log below)",
+                    ready_timeout()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
