@@ -69,7 +69,7 @@ impl RootContext for FallbackRoot {
         self.vm = Some(Rc::new(VmState {
             needs,
             cache_prefix,
-            metrics: Metrics::define(),
+            metrics: Metrics::define(&config),
             config,
         }));
         true

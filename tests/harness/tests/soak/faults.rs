@@ -185,14 +185,22 @@ async fn faults_under_load_every_request_is_answered_and_accounted_for() {
     let t = tally(&report, &s, cut_explained);
     t.assert_all_answered();
     let c = assert_balanced(&s, &before, &t).await;
-    // Every kind of fault was seen by the filters, so the run proves something.
-    for reason in ["connectionFailure", "timeout", "reset", "circuitBreaker"] {
-        assert!(
-            t.fallback_for(reason) > 0,
-            "no fallback for {reason}: {t:#?}"
-        );
+    // Every fault was met by the filters, so the run proves something: during each fault window some
+    // outbound caller got a fallback, for the fault itself (connection failure, timeout, reset) or for
+    // the breaker it opened. (With `consecutiveFailures: 5` the breaker opens within a few requests and
+    // its open time doubles while the dependency keeps failing, so later faults mostly meet it open.)
+    let outbound = s.envoy.port("outbound");
+    for w in &windows {
+        let answered = report
+            .outcomes
+            .iter()
+            .filter(|o| o.spec.port == outbound && o.started >= w.start && o.started < w.end)
+            .filter(|o| o.result.as_ref().ok().and_then(mark).is_some())
+            .count();
+        assert!(answered > 0, "no fallback during {:?}: {t:#?}", w.fault);
     }
-    assert!(t.upstream_5xx > 0 && c.transitions.get("open").is_some_and(|n| *n > 0));
+    assert!(t.fallback_for("circuitBreaker") > 0, "{t:#?}");
+    assert!(c.transitions.get("open").is_some_and(|n| *n > 0));
     assert_eq!(s.open_breakers().await, 0);
 
     // Memory: the filters' shared data lives in Envoy's heap; growth since the warm-up stays within
