@@ -84,7 +84,7 @@ fn served_labels(rule: &crate::config::RuleConfig) -> Vec<(&'static str, &'stati
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use filter_common::config::parse;
