@@ -414,6 +414,72 @@ pub async fn ecds_counters(envoy: &crate::envoy::Envoy, plugin: &WasmPlugin) -> 
     (sum(".update_success"), sum(".update_rejected"))
 }
 
+/// The built module of a plugin, by its `pluginName` (`circuit-breaker` -> dist/circuit_breaker.wasm).
+pub fn module_bytes(plugin: &WasmPlugin) -> Vec<u8> {
+    let path = crate::config::dist(&format!("{}.wasm", plugin.plugin_name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What Envoy did with a published resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    Accepted,
+    Rejected,
+}
+
+/// Publishes `plugin` with `module` through `ecds` and waits (at most `wait`) until Envoy accepted or
+/// rejected it: the ECDS counters of its resource move.
+pub async fn publish_and_wait(
+    envoy: &crate::envoy::Envoy,
+    ecds: &Ecds,
+    plugin: &WasmPlugin,
+    module: &[u8],
+    wait: std::time::Duration,
+) -> Update {
+    let before = ecds_counters(envoy, plugin).await;
+    let code = ecds.module(module);
+    ecds.publish(plugin, &code);
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let now = ecds_counters(envoy, plugin).await;
+        if now.0 > before.0 {
+            return Update::Accepted;
+        }
+        if now.1 > before.1 {
+            return Update::Rejected;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Envoy did not pick up {} version {} within {wait:?}",
+            plugin.resource_name(),
+            plugin.resource_version
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A module with the same code and a custom section `name` holding `label` appended: different bytes
+/// (a new SHA-256, a new VM key), the same behaviour.
+pub fn with_custom_section(module: &[u8], name: &[u8], label: &str) -> Vec<u8> {
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(label.as_bytes());
+    let mut out = module.to_vec();
+    out.push(0); // custom section id
+    let mut n = payload.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
 /// SHA-256 as lower hex (the `sha256` field's form).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;

@@ -8,7 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_harness::istio::{chain, Direction, Ecds, WasmPlugin};
+use e2e_harness::istio::{chain, publish_and_wait, Direction, Ecds, WasmPlugin};
+pub use e2e_harness::istio::{module_bytes, Update};
 use e2e_harness::serde_json::Value;
 use e2e_harness::*;
 
@@ -27,12 +28,6 @@ pub struct Sidecar {
     pub ecds: Ecds,
     /// The plugins as currently published, by manifest name.
     pub plugins: Vec<WasmPlugin>,
-}
-
-/// The module file of a plugin, by its `pluginName` (`circuit-breaker` -> dist/circuit_breaker.wasm).
-pub fn module_bytes(plugin: &WasmPlugin) -> Vec<u8> {
-    let path = dist(&format!("{}.wasm", plugin.plugin_name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 impl Sidecar {
@@ -93,26 +88,7 @@ impl Sidecar {
     /// Publishes `plugin` with `module` and waits until Envoy accepted (or rejected) it: the ECDS
     /// counters of its resource move.
     pub async fn publish(&mut self, plugin: WasmPlugin, module: &[u8]) -> Update {
-        let before = self.ecds_counters(&plugin).await;
-        let code = self.ecds.module(module);
-        self.ecds.publish(&plugin, &code);
-        let deadline = Instant::now() + UPDATE_WAIT;
-        let update = loop {
-            let now = self.ecds_counters(&plugin).await;
-            if now.0 > before.0 {
-                break Update::Accepted;
-            }
-            if now.1 > before.1 {
-                break Update::Rejected;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Envoy did not pick up {} version {} within {UPDATE_WAIT:?}",
-                plugin.resource_name(),
-                plugin.resource_version
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let update = publish_and_wait(&self.envoy, &self.ecds, &plugin, module, UPDATE_WAIT).await;
         if update == Update::Accepted {
             let i = self.plugins.iter().position(|p| p.name == plugin.name);
             match i {
@@ -176,12 +152,6 @@ impl Sidecar {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Update {
-    Accepted,
-    Rejected,
-}
-
 /// GET on a listener over HTTP/1.1 (a new connection each time, so both workers take calls).
 pub async fn call(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
     http1(port, "GET", path, headers, "").await
@@ -226,24 +196,7 @@ pub async fn open_breaker(s: &Sidecar, path: &str, limit: usize) -> usize {
 /// A module with the same code and a custom section appended: different bytes (a new SHA-256, a
 /// new VM key), the same behaviour.
 pub fn with_custom_section(module: &[u8], label: &str) -> Vec<u8> {
-    let name = b"istio-delivery-test";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(label.as_bytes());
-    let mut out = module.to_vec();
-    out.push(0); // custom section id
-    let mut n = payload.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&payload);
-    out
+    e2e_harness::istio::with_custom_section(module, b"istio-delivery-test", label)
 }
 
 /// How many base VMs Envoy has built so far ("Base Wasm created" in its wasm debug log,

@@ -27,24 +27,7 @@ fn changed(s: &Sidecar, name: &str, version: &str, config: Value) -> WasmPlugin 
 
 /// The same code with a custom section appended: new bytes, the same behaviour.
 fn rebuilt(module: &[u8], label: &str) -> Vec<u8> {
-    let name = b"soak-live-change";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(label.as_bytes());
-    let mut out = module.to_vec();
-    out.push(0);
-    let mut n = payload.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&payload);
-    out
+    e2e_harness::istio::with_custom_section(module, b"soak-live-change", label)
 }
 
 /// The configurations after the first change; each is observable from outside.

@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_harness::istio::{chain, Direction, Ecds, WasmPlugin};
+use e2e_harness::istio::{chain, publish_and_wait, Direction, Ecds, WasmPlugin};
+pub use e2e_harness::istio::{module_bytes, Update};
 use e2e_harness::load::{Answer, Failure, Load, Outcome, Proto, Report, Spec};
 use e2e_harness::*;
 
@@ -45,18 +46,6 @@ pub struct Sidecar {
     pub envoy: Envoy,
     pub ecds: Ecds,
     pub plugins: Vec<WasmPlugin>,
-}
-
-/// The built module of a plugin, by its `pluginName`.
-pub fn module_bytes(plugin: &WasmPlugin) -> Vec<u8> {
-    let path = dist(&format!("{}.wasm", plugin.plugin_name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Update {
-    Accepted,
-    Rejected,
 }
 
 impl Sidecar {
@@ -143,49 +132,13 @@ impl Sidecar {
 
     /// Publishes `plugin` with `module`; waits until Envoy accepted or rejected it.
     pub async fn publish(&mut self, plugin: WasmPlugin, module: &[u8]) -> Update {
-        let before = self.ecds_counters(&plugin).await;
-        let code = self.ecds.module(module);
-        self.ecds.publish(&plugin, &code);
-        let deadline = Instant::now() + UPDATE_WAIT;
-        let update = loop {
-            let now = self.ecds_counters(&plugin).await;
-            if now.0 > before.0 {
-                break Update::Accepted;
-            }
-            if now.1 > before.1 {
-                break Update::Rejected;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Envoy did not pick up {} version {} within {UPDATE_WAIT:?}",
-                plugin.resource_name(),
-                plugin.resource_version
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let update = publish_and_wait(&self.envoy, &self.ecds, &plugin, module, UPDATE_WAIT).await;
         if update == Update::Accepted {
             if let Some(p) = self.plugins.iter_mut().find(|p| p.name == plugin.name) {
                 *p = plugin;
             }
         }
         update
-    }
-
-    /// (`update_success`, `update_rejected`) of a plugin's ECDS subscription.
-    pub async fn ecds_counters(&self, plugin: &WasmPlugin) -> (u64, u64) {
-        let stats = self.envoy.stats().await;
-        let sum = |suffix: &str| {
-            stats
-                .iter()
-                .filter(|(k, _)| {
-                    k.starts_with("extension_config_discovery.")
-                        && k.contains(&plugin.resource_name())
-                        && k.ends_with(suffix)
-                })
-                .map(|(_, v)| *v)
-                .sum::<u64>()
-        };
-        (sum(".update_success"), sum(".update_rejected"))
     }
 
     /// Keys of the breaker that are open or half-open (`circuit_breaker_open`).
