@@ -7,11 +7,8 @@ use crate::config::{BreakerConfig, Config};
 use crate::leases::MAX_STRIPES;
 use crate::state::Record;
 use crate::window::Stripe;
-use filter_common::keys::BREAKER_PREFIX;
+use filter_common::keys::{BREAKER_PREFIX, ROOT_ID_ALLOWANCE};
 use filter_common::limits::{decimal_digits, shared_entry_bytes, MemoryBudget};
-
-/// Keys are counted as if the plugin's root id were this long (Istio's `pluginName`s are short).
-pub const ROOT_ID_ALLOWANCE: usize = 64;
 
 /// The longest state key of a breaker: `circuit-breaker/<root id>/<name>/<slot>`.
 fn state_key_len(b: &BreakerConfig) -> usize {

@@ -185,6 +185,14 @@ impl Default for CacheConfig {
     }
 }
 
+impl Config {
+    /// Whether any rule serves stale responses: only then is the cache created and counted (an
+    /// `otherwise` is never stale).
+    pub fn serves_stale(&self) -> bool {
+        self.rules.iter().any(|r| r.response.kind == Kind::Stale)
+    }
+}
+
 impl CacheConfig {
     /// The number of fixed cache slots.
     pub fn slots(&self) -> u32 {

@@ -2,25 +2,17 @@
 //! (`cache.maxBytes / cache.maxBodyBytes`), each holding at most one entry of the largest size the store
 //! writes. Nothing is kept when no rule serves stale responses.
 
-use crate::config::{Config, Kind};
+use crate::config::Config;
+use filter_common::keys::ROOT_ID_ALLOWANCE;
 use filter_common::limits::{slot_table_bytes, MemoryBudget};
 
-/// Slot keys are counted as if the plugin's root id were this long (Istio's `pluginName`s are short).
-pub const ROOT_ID_ALLOWANCE: usize = 64;
 /// An entry's largest size besides its body: fixed fields, the longest Vary list and content type.
 const ENTRY_FIXED: usize =
     crate::cache::FIXED + crate::policy::MAX_VARY_BYTES + crate::policy::MAX_CONTENT_TYPE_LEN;
 
 pub fn budget(config: &Config) -> MemoryBudget {
     let mut budget = MemoryBudget::default();
-    let stale = config.rules.iter().any(|r| {
-        r.response.kind == Kind::Stale
-            || r.response
-                .otherwise
-                .as_ref()
-                .is_some_and(|o| o.kind == Kind::Stale)
-    });
-    if stale {
+    if config.serves_stale() {
         budget.add(
             "cache.maxBytes",
             slot_table_bytes(

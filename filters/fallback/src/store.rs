@@ -3,7 +3,7 @@
 //! completes.
 
 use crate::cache::{self, Entry};
-use crate::config::{Config, Kind};
+use crate::config::Config;
 use filter_common::host::SharedWrite;
 use filter_common::shared::{create_key, SharedData};
 
@@ -17,7 +17,7 @@ pub fn slot_key(prefix: &str, key: u128, config: &Config) -> String {
 /// Creates every cache slot before traffic (empty), so every later write is a real compare-and-swap.
 /// Nothing when no rule serves stale responses.
 pub fn create_slots(store: &impl SharedData, prefix: &str, config: &Config) {
-    if !config.rules.iter().any(|r| r.response.kind == Kind::Stale) {
+    if !config.serves_stale() {
         return;
     }
     for slot in 0..config.cache.slots() {

@@ -13,6 +13,10 @@ pub struct BreakerKeys {
 
 pub const BREAKER_PREFIX: &str = "circuit-breaker/";
 
+/// The memory budgets count keys as if the plugin's root id were this long (Istio's `pluginName`s are
+/// short).
+pub const ROOT_ID_ALLOWANCE: usize = 64;
+
 impl BreakerKeys {
     pub fn new(root_id: &str) -> BreakerKeys {
         let prefix = format!("{BREAKER_PREFIX}{root_id}/");
