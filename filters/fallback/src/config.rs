@@ -12,7 +12,7 @@ use filter_common::limits::{
 use filter_common::matching::{is_header_name, Match, HEADER_NAME_RULE};
 use filter_common::w3c::{
     check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
-    DEFAULT_RESPONSE_HEADER,
+    DEFAULT_RESPONSE_HEADER, TRACERESPONSE,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -202,7 +202,7 @@ impl CacheConfig {
 
 /// Headers a fallback reply sets itself: no other option may name them.
 const REPLY_HEADERS: &[&str] = &[
-    "traceresponse",
+    TRACERESPONSE,
     "x-fallback",
     "content-type",
     "content-length",

@@ -25,6 +25,7 @@ use filter_common::host::{self, Buffer, MapType};
 use filter_common::matching::Needs;
 use filter_common::plugin::load_config;
 use filter_common::shared::HostSharedData;
+use filter_common::w3c::TRACEPARENT;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::OnceCell;
@@ -234,7 +235,7 @@ impl HttpContext for FallbackStream {
             authority: text(":authority"),
             grpc: req("content-type").is_some_and(filter_common::matching::is_grpc_content_type),
             accept: req("accept").map(<[u8]>::to_vec),
-            traceparent: req("traceparent").and_then(well_formed_traceparent),
+            traceparent: req(TRACEPARENT).and_then(well_formed_traceparent),
             request_id: text("x-request-id"),
             key_headers: key_names
                 .iter()

@@ -13,6 +13,7 @@ use filter_common::host::{self, MapType};
 use filter_common::ids::IdGenerator;
 use filter_common::plugin::load_config;
 use filter_common::shared::HostSharedData;
+use filter_common::w3c::TRACERESPONSE;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
@@ -20,7 +21,6 @@ use std::rc::Rc;
 
 const FILTER: &str = "trace-context";
 const REQUEST_ID: &str = "x-request-id";
-const TRACE_RESPONSE: &str = "traceresponse";
 /// Envoy's `listener_direction` attribute: 1 inbound, 2 outbound.
 const LISTENER_INBOUND: u64 = 1;
 const LISTENER_OUTBOUND: u64 = 2;
@@ -118,7 +118,7 @@ impl HttpContext for TraceStream {
         if config.trace_response {
             host::set_header(
                 MapType::HttpResponseHeaders,
-                TRACE_RESPONSE,
+                TRACERESPONSE,
                 w3c::format_traceparent(&context).as_bytes(),
             );
         }
