@@ -93,7 +93,13 @@ async fn item4_vary_keys_stale_entries_by_the_listed_request_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item5_revalidation_directives_forbid_serving_stale() {
     let (_upstream, envoy) =
-        setup(Some(json!({"rules": [stale_rule("rfc", "/", json!({}))]}))).await;
+        // 4096 slots of 1 KiB: the few entries here must not evict each other (with the default 128
+        // slots, some of the test's random ports put two of its paths in one slot).
+        setup(Some(json!({
+            "rules": [stale_rule("rfc", "/", json!({"maxBodyBytes": 1024}))],
+            "cache": {"maxBytes": 4_194_304, "maxBodyBytes": 1024}
+        })))
+        .await;
     let cc = |v: &'static str| ("x-upstream-set-header", v);
     // Responses that may never be served on error, or not once stale (they are stale at once).
     let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
