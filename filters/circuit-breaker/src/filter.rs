@@ -372,6 +372,11 @@ fn record_call(vm: &VmState, call: &AdmittedCall) {
     if !verdict.counts_in_window(call.gen) {
         return;
     }
+    let failure = verdict.outcome == Outcome::Failure;
+    // The window decides after a failed or slow call only: a success lowers both rates and ends
+    // every run (one that completes `minimumCalls` is judged at the next failure), so a healthy call
+    // publishes its stripe and reads nothing else.
+    let decide = failure || verdict.slow;
     let stripes = store::record_and_collect(
         &HostSharedData,
         store::owner_id(),
@@ -381,10 +386,14 @@ fn record_call(vm: &VmState, call: &AdmittedCall) {
         store::Finished {
             gen: call.gen,
             now,
-            failure: verdict.outcome == Outcome::Failure,
+            failure,
             slow: verdict.slow,
         },
+        decide,
     );
+    if !decide {
+        return;
+    }
     let Some(trip) = evaluate(&totals(&stripes, call.gen, now, b), b) else {
         return;
     };

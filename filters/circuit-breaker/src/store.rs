@@ -21,8 +21,10 @@ pub const RESULT_ATTEMPTS: u32 = 64;
 thread_local! {
     /// This VM's stripe number in each lease table (one per plugin root id sharing the VM), leased on
     /// its first recorded call: Envoy's canary and main-thread VMs, which configure but never serve,
-    /// never lease one, and configuration pushes keep it.
-    static STRIPES: RefCell<HashMap<String, usize>> = RefCell::new(HashMap::new());
+    /// never lease one, and configuration pushes keep it. With it, when this VM last wrote its lease
+    /// (seconds): until the lease is due for renewal nobody else can hold the number, so a call that
+    /// only publishes its stripe need not read the table.
+    static STRIPES: RefCell<HashMap<String, (usize, u64)>> = RefCell::new(HashMap::new());
     /// This VM's lease owner id (random, never 0); 0 until first needed.
     static OWNER: Cell<u64> = const { Cell::new(0) };
     /// Whether this VM has logged that no stripe number was free.
@@ -138,8 +140,10 @@ pub struct Finished {
     pub slow: bool,
 }
 
-/// Records a finished call of generation `gen` in this worker's stripe, publishes it, and returns every
-/// live worker's stripe of the key (this worker's last). `state_key` is `keys.state(b, slot)`.
+/// Records a finished call of generation `gen` in this worker's stripe and publishes it. With
+/// `collect`, returns every live worker's stripe of the key (this worker's last) for a decision;
+/// without, only this worker's, and a call made while this VM's lease is fresh costs one write.
+/// `state_key` is `keys.state(b, slot)`.
 pub fn record_and_collect(
     store: &impl SharedData,
     owner: u64,
@@ -147,6 +151,7 @@ pub fn record_and_collect(
     state_key: &str,
     b: &BreakerConfig,
     call: Finished,
+    collect: bool,
 ) -> Vec<Stripe> {
     let Finished {
         gen,
@@ -155,8 +160,19 @@ pub fn record_and_collect(
         slow,
     } = call;
     let now_s = now / 1_000_000_000;
-    let mut table = read_leases(store, keys);
-    let mine = lease(store, keys, owner, now_s, &mut table, true);
+    let fresh = if collect {
+        None
+    } else {
+        fresh_lease(keys, now_s)
+    };
+    let (table, mine) = match fresh {
+        Some(i) => (None, Some(i)),
+        None => {
+            let mut table = read_leases(store, keys);
+            let mine = lease(store, keys, owner, now_s, &mut table, true);
+            (table, mine)
+        }
+    };
     let Some(own) = LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         // Looked up before inserting: the key is only copied for a breaker key's first call.
@@ -185,7 +201,7 @@ pub fn record_and_collect(
         let _ = store.set(&Keys::stripe(state_key, i), &value, 0);
     }
     let mut all = Vec::new();
-    if let Some((table, _)) = &table {
+    if let Some((table, _)) = table.as_ref().filter(|_| collect) {
         for (i, holder) in table.live(now_s).filter(|(i, _)| Some(*i) != mine) {
             if let Ok(Some((bytes, _))) = store.get(&Keys::stripe(state_key, i)) {
                 if let Some((written_by, stripe)) = bytes.split_first_chunk::<8>() {
@@ -198,6 +214,13 @@ pub fn record_and_collect(
     }
     all.push(own);
     all
+}
+
+/// This VM's stripe number in `keys`' table when it wrote its lease less than
+/// `leases::RENEW_AFTER_SECS` ago (a clock stepping back reads as not fresh).
+fn fresh_lease(keys: &Keys, now_s: u64) -> Option<usize> {
+    let (stripe, written_s) = STRIPES.with(|s| s.borrow().get(keys.leases()).copied())?;
+    (now_s >= written_s && now_s - written_s < crate::leases::RENEW_AFTER_SECS).then_some(stripe)
 }
 
 /// True when generation `a` comes after `b` (generations wrap).
@@ -243,7 +266,7 @@ fn lease(
     claim: bool,
 ) -> Option<usize> {
     let table_key = keys.leases();
-    let held = STRIPES.with(|s| s.borrow().get(table_key).copied());
+    let held = STRIPES.with(|s| s.borrow().get(table_key).map(|(i, _)| *i));
     for _ in 0..RESULT_ATTEMPTS {
         let (current, cas) = table.as_ref()?;
         if let Some(i) = held.filter(|i| !current.due(*i, owner, now_s)) {
@@ -271,7 +294,7 @@ fn lease(
         match store.set(table_key, &next_table.encode(), cas) {
             SharedWrite::Written => {
                 *table = Some((next_table, cas));
-                STRIPES.with(|s| s.borrow_mut().insert(table_key.to_string(), next));
+                STRIPES.with(|s| s.borrow_mut().insert(table_key.to_string(), (next, now_s)));
                 return Some(next);
             }
             SharedWrite::CasMismatch => *table = read_leases(store, keys),

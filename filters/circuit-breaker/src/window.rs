@@ -5,7 +5,8 @@
 
 use crate::config::{BreakerConfig, WindowType};
 
-const VERSION: u8 = 1;
+/// Version 2 added the run's length and start; version 1 stripes (an older module's) still read.
+const VERSION: u8 = 2;
 const KIND_TIME: u8 = 1;
 const KIND_COUNT: u8 = 2;
 
@@ -41,6 +42,10 @@ pub struct Stripe {
     /// When this worker's failures since its last success happened (the newest `consecutiveFailures`
     /// of them; empty when that rule is off), so runs can be merged across workers exactly.
     pub run: Vec<u64>,
+    /// This worker's failures since its last success, all of them (`run` keeps only the newest), and
+    /// when the first of them happened: a run longer than `consecutiveFailures` is still counted.
+    pub run_len: u32,
+    pub run_start_ns: u64,
     pub last_success_ns: u64,
 }
 
@@ -58,7 +63,12 @@ pub struct Totals {
 pub enum Trip {
     FailureRate(f64),
     SlowCallRate(f64),
-    ConsecutiveFailures(u32),
+    /// The run, and the run it had to reach (above `consecutiveFailures` when the window showed
+    /// background errors).
+    ConsecutiveFailures {
+        run: u32,
+        required: u32,
+    },
 }
 
 impl std::fmt::Display for Trip {
@@ -66,7 +76,10 @@ impl std::fmt::Display for Trip {
         match self {
             Trip::FailureRate(r) => write!(f, "failure rate {r:.1}%"),
             Trip::SlowCallRate(r) => write!(f, "slow-call rate {r:.1}%"),
-            Trip::ConsecutiveFailures(n) => write!(f, "{n} consecutive failures"),
+            Trip::ConsecutiveFailures { run, required } => write!(
+                f,
+                "{run} consecutive failures (at least {required} needed at the window's error rate)"
+            ),
         }
     }
 }
@@ -89,6 +102,8 @@ impl Stripe {
             gen,
             calls,
             run: Vec::new(),
+            run_len: 0,
+            run_start_ns: 0,
             last_success_ns: 0,
         }
     }
@@ -141,9 +156,15 @@ impl Stripe {
                     self.run.remove(0);
                 }
                 self.run.push(now_ns);
+                if self.run_len == 0 {
+                    self.run_start_ns = now_ns;
+                }
+                self.run_len = self.run_len.saturating_add(1);
             }
         } else {
             self.run.clear();
+            self.run_len = 0;
+            self.run_start_ns = 0;
             self.last_success_ns = now_ns;
         }
     }
@@ -156,7 +177,7 @@ impl Stripe {
 
     /// About how many bytes `encode` writes (for sizing a buffer).
     pub fn encoded_len_hint(&self) -> usize {
-        32 + self.len_hint()
+        44 + self.len_hint()
     }
 
     /// Appends the encoding to `out` (after whatever the caller put in front).
@@ -164,6 +185,8 @@ impl Stripe {
         out.push(VERSION);
         out.extend_from_slice(&self.gen.to_le_bytes());
         out.extend_from_slice(&self.last_success_ns.to_le_bytes());
+        out.extend_from_slice(&self.run_len.to_le_bytes());
+        out.extend_from_slice(&self.run_start_ns.to_le_bytes());
         out.extend_from_slice(&(self.run.len() as u32).to_le_bytes());
         for at in &self.run {
             out.extend_from_slice(&at.to_le_bytes());
@@ -201,19 +224,30 @@ impl Stripe {
     /// Decodes a stripe; `None` for anything malformed (another version, a truncated value).
     pub fn decode(bytes: &[u8]) -> Option<Stripe> {
         let mut r = Reader(bytes);
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != VERSION && version != 1 {
             return None;
         }
         let gen = r.u32()?;
         let last_success_ns = r.u64()?;
-        let run_len = r.u32()? as usize;
-        if run_len > bytes.len() / 8 {
+        let (run_len, run_start_ns) = if version == VERSION {
+            (Some(r.u32()?), r.u64()?)
+        } else {
+            (None, 0)
+        };
+        let kept = r.u32()? as usize;
+        if kept > bytes.len() / 8 {
             return None;
         }
-        let mut run = Vec::with_capacity(run_len);
-        for _ in 0..run_len {
+        let mut run = Vec::with_capacity(kept);
+        for _ in 0..kept {
             run.push(r.u64()?);
         }
+        // A version 1 stripe knows only the failures it kept.
+        let (run_len, run_start_ns) = match run_len {
+            Some(len) => (len, run_start_ns),
+            None => (kept as u32, run.first().copied().unwrap_or(0)),
+        };
         let kind = r.u8()?;
         let len = r.u32()? as usize;
         // Each element takes at least 9 bytes: bound the allocation by the input.
@@ -253,6 +287,8 @@ impl Stripe {
             gen,
             calls,
             run,
+            run_len,
+            run_start_ns,
             last_success_ns,
         })
     }
@@ -298,21 +334,65 @@ pub fn totals(stripes: &[Stripe], gen: u32, now_ns: u64, cfg: &BreakerConfig) ->
             }
         }
     }
-    // Failures in a row across workers: the runs that began after the latest success anywhere.
+    // Failures in a row across workers: each worker's failures after the latest success anywhere. A
+    // run that began after it counts whole; one that began before counts the failures it kept after
+    // it (a lower bound when it kept fewer than it had: the rule then waits rather than trips early).
     let latest_success = current.iter().map(|s| s.last_success_ns).max().unwrap_or(0);
     t.consecutive_failures = current
         .iter()
-        .flat_map(|s| s.run.iter())
-        .filter(|at| **at >= latest_success)
-        .count() as u32;
+        .map(|s| {
+            if s.run_len > 0 && s.run_start_ns >= latest_success {
+                s.run_len
+            } else {
+                s.run.iter().filter(|at| **at >= latest_success).count() as u32
+            }
+        })
+        .fold(0u32, u32::saturating_add);
     t
+}
+
+/// A run of failures this unlikely to happen by chance at the window's background error rate opens
+/// the breaker: with independent errors at rate p a given call starts a run of k with probability
+/// about p^k, so at 10 % errors a run of 9 (10⁻⁹) comes by chance once in 10⁹ calls, about once in
+/// four months at 100 requests/s, where a run of 5 comes every 19 minutes.
+const CHANCE_RUN: f64 = 1e-9;
+/// The longest run the background rate can ask for (p = 50 % asks for 30); the rate rule decides
+/// above that.
+const MAX_REQUIRED_RUN: u32 = 64;
+
+/// The run of failures that opens the breaker: `consecutiveFailures`, or longer when the calls in the
+/// window before the current run (at least `minimumCalls` of them) failed often enough that a run of
+/// `consecutiveFailures` would come by chance. A dependency that goes hard down after healthy traffic
+/// is cut off after `consecutiveFailures`; one with steady background errors only after a run that
+/// chance cannot explain.
+pub fn required_run(t: &Totals, cfg: &BreakerConfig) -> u32 {
+    let configured = cfg.consecutive_failures;
+    let background_calls = t.calls.saturating_sub(t.consecutive_failures);
+    let background_failures = t.failures.saturating_sub(t.consecutive_failures);
+    if background_failures == 0 || background_calls < cfg.minimum_calls.max(1) {
+        return configured;
+    }
+    let p = f64::from(background_failures) / f64::from(background_calls);
+    let (mut run, mut chance) = (0u32, 1.0f64);
+    // The margin keeps 0.1^9 (1.0000000000000003e-9 in floating point) at 9.
+    while chance > CHANCE_RUN * (1.0 + 1e-9) && run < MAX_REQUIRED_RUN {
+        chance *= p;
+        run += 1;
+    }
+    run.max(configured)
 }
 
 /// Resilience4j's rule: no decision below the minimum number of calls; then trip when a rate reaches
 /// its threshold. Consecutive failures (when configured) trip regardless of the minimum.
 pub fn evaluate(t: &Totals, cfg: &BreakerConfig) -> Option<Trip> {
     if cfg.consecutive_failures > 0 && t.consecutive_failures >= cfg.consecutive_failures {
-        return Some(Trip::ConsecutiveFailures(t.consecutive_failures));
+        let required = required_run(t, cfg);
+        if t.consecutive_failures >= required {
+            return Some(Trip::ConsecutiveFailures {
+                run: t.consecutive_failures,
+                required,
+            });
+        }
     }
     // As in Resilience4j, a count window smaller than minimumCalls decides once it is full.
     let minimum = match cfg.window.kind {
@@ -501,10 +581,172 @@ mod tests {
         );
         b.record(50, true, false, &c);
         let t = totals(&[a.clone(), b.clone()], 1, 70, &c);
-        assert_eq!(evaluate(&t, &c), Some(Trip::ConsecutiveFailures(3)));
+        assert_eq!(
+            evaluate(&t, &c),
+            Some(Trip::ConsecutiveFailures {
+                run: 3,
+                required: 3
+            })
+        );
         // A success anywhere ends the run everywhere.
         a.record(80, false, false, &c);
         assert_eq!(totals(&[a, b], 1, 90, &c).consecutive_failures, 0);
+    }
+
+    /// Feeds `calls` calls at `rate` per second starting at `start`, failing with probability
+    /// `error_rate`, evaluating after each failure as the filter does; returns the trips and the
+    /// stripe. A trip starts a new generation, as the breaker's close after an open period does.
+    fn run_traffic(
+        c: &BreakerConfig,
+        s: &mut Stripe,
+        start: u64,
+        calls: u64,
+        rate: u64,
+        errors: &mut dyn FnMut() -> bool,
+    ) -> Vec<(u64, Trip)> {
+        let mut trips = Vec::new();
+        for i in 0..calls {
+            let now = start + i * SEC / rate;
+            let failure = errors();
+            s.record(now, failure, false, c);
+            if failure {
+                if let Some(trip) = evaluate(&totals(std::slice::from_ref(s), s.gen, now, c), c) {
+                    trips.push((i, trip));
+                    *s = Stripe::new(s.gen + 1, c);
+                }
+            }
+        }
+        trips
+    }
+
+    #[test]
+    fn hard_down_after_healthy_traffic_opens_after_consecutive_failures() {
+        let c = cfg("{}");
+        let mut s = Stripe::new(1, &c);
+        assert!(run_traffic(&c, &mut s, 100 * SEC, 1000, 100, &mut || false).is_empty());
+        let trips = run_traffic(&c, &mut s, 110 * SEC, 100, 100, &mut || true);
+        assert_eq!(
+            trips.first(),
+            Some(&(
+                4,
+                Trip::ConsecutiveFailures {
+                    run: 5,
+                    required: 5
+                }
+            )),
+            "the fifth failure opens"
+        );
+    }
+
+    #[test]
+    fn background_errors_raise_the_run_that_opens() {
+        let c = cfg("{}");
+        let totals_with = |calls, failures, run| Totals {
+            calls,
+            failures,
+            slow: 0,
+            consecutive_failures: run,
+        };
+        // Rates from the calls before the run: 0 %, 1 %, 5 %, 10 %, 20 %, 50 %, all.
+        for (failures, required) in [
+            (0, 5),
+            (10, 5),
+            (50, 7),
+            (100, 9),
+            (200, 13),
+            (500, 30),
+            (1000, MAX_REQUIRED_RUN),
+        ] {
+            assert_eq!(
+                required_run(&totals_with(1005, failures + 5, 5), &c),
+                required,
+                "{failures} of 1000 background calls failed"
+            );
+        }
+        // Fewer background calls than minimumCalls (20): too few to judge a rate.
+        assert_eq!(required_run(&totals_with(15, 15, 5), &c), 5);
+        // Never below consecutiveFailures.
+        let c = cfg(r#"{"consecutiveFailures": 12}"#);
+        assert_eq!(required_run(&totals_with(1005, 105, 5), &c), 12);
+    }
+
+    /// 10 % independent errors at 100 requests/s for 2 million calls (5.6 hours): a fixed run of 5
+    /// opens the breaker about every 19 minutes; the run the background rate asks for (9 at 10 %,
+    /// 10 where the window's rate reads 11 %) never does, and a dependency that then goes hard down
+    /// is cut off after that many calls.
+    #[test]
+    fn ten_percent_errors_never_open_the_breaker() {
+        let c = cfg("{}");
+        let mut ids = filter_common::ids::IdGenerator::from_seed(9);
+        let mut errors = || ids.chance(0.1);
+        let mut s = Stripe::new(1, &c);
+        let calls = 2_000_000;
+        let trips = run_traffic(&c, &mut s, 100 * SEC, calls, 100, &mut errors);
+        assert_eq!(trips, Vec::new(), "false trips at 10 % errors");
+
+        // The same traffic judged by a fixed run of 5 (what the rule was): trips come often, so
+        // the test above could have failed.
+        let mut fixed_trips = 0;
+        let mut run = 0;
+        let mut ids = filter_common::ids::IdGenerator::from_seed(9);
+        for _ in 0..calls {
+            run = if ids.chance(0.1) { run + 1 } else { 0 };
+            if run == 5 {
+                fixed_trips += 1;
+                run = 0;
+            }
+        }
+        assert!(
+            (8..=40).contains(&fixed_trips),
+            "a fixed run of 5 would have tripped {fixed_trips} times (about 18 expected)"
+        );
+
+        let start = 100 * SEC + calls * SEC / 100;
+        let trips = run_traffic(&c, &mut s, start, 100, 100, &mut || true);
+        assert!(
+            matches!(
+                trips.first(),
+                Some((i, Trip::ConsecutiveFailures { run, required })) if *i == u64::from(*run) - 1 && *run == *required && (8..=10).contains(required)
+            ),
+            "hard down after 10 % errors: {trips:?}"
+        );
+    }
+
+    #[test]
+    fn a_run_longer_than_the_kept_failures_still_counts_whole() {
+        let c = cfg(r#"{"consecutiveFailures": 3}"#);
+        let mut s = Stripe::new(1, &c);
+        s.record(SEC, false, false, &c);
+        for i in 0..7 {
+            s.record(2 * SEC + i, true, false, &c);
+        }
+        assert_eq!((s.run.len(), s.run_len), (3, 7));
+        let t = totals(&[s.clone()], 1, 3 * SEC, &c);
+        assert_eq!(t.consecutive_failures, 7);
+        // Another worker's later success: only the kept failures after it count (a lower bound).
+        let mut other = Stripe::new(1, &c);
+        other.record(2 * SEC + 5, false, false, &c);
+        let t = totals(&[s, other], 1, 3 * SEC, &c);
+        assert_eq!(t.consecutive_failures, 2, "the failures at +5 and +6 ns");
+    }
+
+    #[test]
+    fn version_1_stripes_still_read() {
+        let c = cfg("{}");
+        let mut s = Stripe::new(7, &c);
+        s.record(SEC, false, false, &c);
+        s.record(2 * SEC, true, false, &c);
+        s.record(3 * SEC, true, false, &c);
+        // The version 1 layout: no run length and start.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&7u32.to_le_bytes());
+        v1.extend_from_slice(&SEC.to_le_bytes());
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        v1.extend_from_slice(&(2 * SEC).to_le_bytes());
+        v1.extend_from_slice(&(3 * SEC).to_le_bytes());
+        let v2 = s.encode();
+        v1.extend_from_slice(&v2[v2.len() - (1 + 4 + 10 * 20)..]);
+        assert_eq!(Stripe::decode(&v1), Some(s));
     }
 
     #[test]
