@@ -6,7 +6,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e_harness::{try_http1, Cluster, Envoy, EnvoyConfig, Listener, Route, Upstream, WasmFilter};
+use e2e_harness::{
+    try_http1, Cluster, Envoy, EnvoyConfig, HttpFilter, Listener, Route, Upstream, WasmFilter,
+};
 use tokio::task::JoinSet;
 
 use crate::clock::EnvoyClock;
@@ -19,23 +21,50 @@ use crate::stats::percentile;
 /// Filters that get a listener (default configuration) when their module is in dist/.
 const OPTIONAL_FILTERS: &[&str] = &["circuit_breaker", "fallback"];
 
+/// The three filters in the order the shipped Istio manifests put them (trace-context priority
+/// 1000, fallback 500, circuit-breaker without a phase), each with its defaults and its own VM.
+const CHAIN: &[&str] = &["trace_context", "fallback", "circuit_breaker"];
+
+/// What users would write instead of our filters for the same request: a Lua filter that reads one
+/// request header and writes one (Envoy's Lua filter calls the request function only).
+const LUA_YAML: &str = "name: envoy.filters.http.lua
+typed_config:
+  \"@type\": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+  default_source_code:
+    inline_string: |
+      function envoy_on_request(request_handle)
+        local headers = request_handle:headers()
+        local traceparent = headers:get(\"traceparent\")
+        if traceparent ~= nil then
+          headers:replace(\"x-lua-trace\", traceparent)
+        end
+      end";
+
 /// Upper bound for one batch; a stuck Envoy fails the run instead of hanging it.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// One filter of a variant's listener.
+enum Stage {
+    /// A module from dist/ with its default configuration (own vm_id per listener and module).
+    Wasm(PathBuf),
+    /// A native Envoy filter as an `http_filters` entry.
+    Native(&'static str),
+}
+
 pub struct Variant {
-    /// Listener name, plugin name, vm_id and table row.
+    /// Listener name, plugin name prefix, vm_id prefix and table row.
     pub name: String,
-    /// Wasm module; `None` is the baseline with the router only.
-    module: Option<PathBuf>,
+    /// Filters before the router; none is the baseline with the router only.
+    stages: Vec<Stage>,
     trace: TraceHeader,
     pub what: String,
 }
 
 impl Variant {
-    fn new(name: &str, module: Option<PathBuf>, trace: TraceHeader, what: &str) -> Variant {
+    fn new(name: &str, stages: Vec<Stage>, trace: TraceHeader, what: &str) -> Variant {
         Variant {
             name: name.to_string(),
-            module,
+            stages,
             trace,
             what: what.to_string(),
         }
@@ -43,51 +72,99 @@ impl Variant {
 
     /// Whether this listener runs the trace-context filter (checked before measuring).
     fn is_trace_context(&self) -> bool {
-        self.name.starts_with("trace_context")
+        self.name.starts_with("trace_context") || self.name == "chain"
     }
 }
 
 /// The cost-table variants; `only` keeps `none`, `empty` and the named ones.
 pub fn variants(only: Option<&[String]>) -> Result<Vec<Variant>, String> {
-    let trace = envoy::module("trace_context.wasm");
+    let wasm = |file: &str| Stage::Wasm(envoy::module(file));
     let mut all = vec![
         Variant::new(
             "none",
-            None,
+            Vec::new(),
             TraceHeader::TraceParent,
             "router only (traceparent in)",
         ),
         Variant::new(
             "empty",
-            Some(envoy::module("bench/empty_filter.wasm")),
+            vec![wasm("bench/empty_filter.wasm")],
             TraceHeader::TraceParent,
             "Rust filter that does nothing (traceparent in)",
         ),
         Variant::new(
+            "admission_control",
+            vec![Stage::Native(crate::outage::ADMISSION_YAML)],
+            TraceHeader::TraceParent,
+            "Envoy's native admission_control filter, as in the outage benchmark",
+        ),
+        Variant::new(
+            "lua",
+            vec![Stage::Native(LUA_YAML)],
+            TraceHeader::TraceParent,
+            "Envoy's native Lua filter: one request header read, one written",
+        ),
+        Variant::new(
             "trace_context",
-            Some(trace.clone()),
+            vec![wasm("trace_context.wasm")],
             TraceHeader::TraceParent,
             "default config, traceparent in: extract, forward, x-trace-id + traceresponse out",
         ),
         Variant::new(
             "trace_context_convert",
-            Some(trace),
+            vec![wasm("trace_context.wasm")],
             TraceHeader::B3,
             "default config, b3 in: converted, traceparent written",
         ),
     ];
-    for m in all.iter().filter_map(|v| v.module.as_ref()) {
-        envoy::require(m, "")?;
-    }
     for name in OPTIONAL_FILTERS {
-        let module = envoy::module(&format!("{name}.wasm"));
-        if module.is_file() {
+        if envoy::module(&format!("{name}.wasm")).is_file() {
             all.push(Variant::new(
                 name,
-                Some(module),
+                vec![wasm(&format!("{name}.wasm"))],
                 TraceHeader::TraceParent,
                 "default config (traceparent in)",
             ));
+        }
+    }
+    if CHAIN
+        .iter()
+        .all(|name| envoy::module(&format!("{name}.wasm")).is_file())
+    {
+        all.push(Variant::new(
+            "chain",
+            CHAIN
+                .iter()
+                .map(|name| wasm(&format!("{name}.wasm")))
+                .collect(),
+            TraceHeader::TraceParent,
+            "trace_context, fallback, circuit_breaker chained as the Istio manifests order them, \
+             defaults, a VM each (traceparent in)",
+        ));
+    }
+    // Before/after comparisons in one run: `BENCH_MODULES=label=path,...` adds a listener per module
+    // (default configuration, traceparent in).
+    if let Ok(extra) = std::env::var("BENCH_MODULES") {
+        for item in extra.split(',').filter(|i| !i.trim().is_empty()) {
+            let (label, path) = item
+                .split_once('=')
+                .ok_or_else(|| format!("BENCH_MODULES: {item:?} is not label=path"))?;
+            all.push(Variant::new(
+                label.trim(),
+                vec![Stage::Wasm(PathBuf::from(path.trim()))],
+                TraceHeader::TraceParent,
+                &format!(
+                    "{} (BENCH_MODULES), default config (traceparent in)",
+                    path.trim()
+                ),
+            ));
+        }
+    }
+    for v in &all {
+        for stage in &v.stages {
+            if let Stage::Wasm(m) = stage {
+                envoy::require(m, "")?;
+            }
         }
     }
     if let Some(only) = only {
@@ -110,9 +187,16 @@ fn envoy_config(s: &Settings, variants: &[Variant], upstream_port: u16) -> Envoy
     let mut config = envoy::base_config(s).cluster(Cluster::new("upstream", upstream_port));
     for v in variants {
         let mut listener = Listener::new(&v.name).route(Route::to(&v.name, "/", "upstream"));
-        if let Some(module) = &v.module {
-            // Own vm_id per listener: each filter gets its own VM, as separate plugins would.
-            listener = listener.filter(WasmFilter::new(&v.name, module).vm_id(&v.name));
+        for (k, stage) in v.stages.iter().enumerate() {
+            listener = match stage {
+                // Own vm_id per listener and module: each filter gets its own VM, as separate
+                // plugins would.
+                Stage::Wasm(module) => {
+                    let id = format!("{}_{k}", v.name);
+                    listener.filter(WasmFilter::new(&id, module).vm_id(&id))
+                }
+                Stage::Native(yaml) => listener.filter(HttpFilter::raw(*yaml)),
+            };
         }
         config = config.listener(listener);
     }
@@ -145,6 +229,16 @@ async fn check(envoy: &Envoy, v: &Variant) -> Result<(), String> {
                 r.header("x-trace-id")
             ));
         }
+    }
+    if v.name == "lua"
+        && !r
+            .echo_header("x-lua-trace")
+            .is_some_and(|t| t.contains(&trace_id))
+    {
+        return Err(format!(
+            "check of lua: the Lua filter did not copy traceparent into x-lua-trace (upstream saw {:?})",
+            r.echo_header("x-lua-trace")
+        ));
     }
     Ok(())
 }

@@ -201,7 +201,7 @@ common_lb_config:
 const ADMISSION_SUMMARY: &str = "10 s sampling window (as the breaker's), success = status below 500, \
      success-rate threshold 95 %, aggression 1, from 5 requests/s, rejection probability at most 95 %";
 
-const ADMISSION_YAML: &str = "name: envoy.filters.http.admission_control
+pub const ADMISSION_YAML: &str = "name: envoy.filters.http.admission_control
 typed_config:
   \"@type\": type.googleapis.com/envoy.extensions.filters.http.admission_control.v3.AdmissionControl
   enabled: {default_value: true, runtime_key: admission_control.enabled}

@@ -62,15 +62,26 @@ pub fn cost_table(
     let diff = |i: usize, base: usize| -> f64 {
         median(cpu(i).iter().zip(cpu(base)).map(|(a, b)| a - b).collect())
     };
+    // Throughput against the router-only listener, round by round (the rounds interleave the
+    // variants, so a round's ratio compares batches run moments apart).
+    let rps_ratio = |i: usize| -> f64 {
+        median(
+            results[i]
+                .iter()
+                .zip(&results[0])
+                .map(|(a, b)| a.rps() / b.rps())
+                .collect(),
+        )
+    };
     let mut t = String::new();
     let _ = writeln!(t, "## {}, {} connections\n", proto.label(), s.connections);
     t.push_str(
-        "| variant | Envoy CPU µs/req | per round | vs none | vs empty | req/s | p50 ms | p99 ms | Envoy cores | bench cores |",
+        "| variant | Envoy CPU µs/req | per round | vs none | vs empty | req/s | req/s vs none | p50 ms | p99 ms | Envoy cores | bench cores |",
     );
     if split.is_some() {
         t.push_str(" connections per worker |");
     }
-    t.push_str("\n|:--|--:|:--|--:|--:|--:|--:|--:|--:|--:|");
+    t.push_str("\n|:--|--:|:--|--:|--:|--:|--:|--:|--:|--:|--:|");
     if split.is_some() {
         t.push_str("--:|");
     }
@@ -91,13 +102,14 @@ pub fn cost_table(
         };
         let _ = write!(
             t,
-            "| {} | {:.1} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {:.2} | {:.2} |",
+            "| {} | {:.1} | {} | {} | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.2} | {:.2} |",
             v.name,
             med(Batch::cpu_us_per_request),
             rounds.join(" / "),
             vs_none,
             vs_empty,
             med(Batch::rps),
+            rps_ratio(i),
             med(|b| b.p50.as_secs_f64() * 1e3),
             med(|b| b.p99.as_secs_f64() * 1e3),
             med(Batch::cores),

@@ -7,7 +7,7 @@ const USAGE: &str = "usage: bench [--http2] [--no-outage | --outage-only]   (set
                      BENCH_REQUESTS, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ROUNDS, \
                      BENCH_CONCURRENCY, BENCH_VARIANTS, BENCH_HTTP2, BENCH_OUTAGE, \
                      BENCH_QUICK, BENCH_OUTAGE_RATE, BENCH_OUTAGE_ROUNDS, BENCH_OUTAGE_PRE, \
-                     BENCH_OUTAGE_SECS, BENCH_OUTAGE_POST, BENCH_PARTIAL_SECS, BENCH_FLAP_SECS)";
+                     BENCH_OUTAGE_SECS, BENCH_OUTAGE_POST, BENCH_PARTIAL_SECS, BENCH_FLAP_SECS, BENCH_MODULES)";
 
 /// Which parts of the bench run.
 #[derive(Clone, Copy, PartialEq, Eq)]
