@@ -68,10 +68,12 @@ build: wasm-target
 	@mkdir -p dist/bench dist/test
 	@$(foreach c,$(FILTER_CRATES),target/release/wasm-trim target/$(WASM_TARGET)/wasm/$(subst -,_,$(c)).wasm dist/$(subst -,_,$(c)).wasm $(UNUSED_CALLBACKS_$(subst -,_,$(c))) &&) true
 	@cp target/$(WASM_TARGET)/wasm/empty_filter.wasm dist/bench/empty_filter.wasm
+	@# The bench's floor without any body, trailer, log or done callback: what those VM entries cost.
+	@target/release/wasm-trim dist/bench/empty_filter.wasm dist/bench/empty_trimmed.wasm $(UNUSED_CALLBACKS_trace_context)
 	@# Test-only: traps on command, for the failure-policy tests; never shipped (tests/trap-filter).
 	@cp target/$(WASM_TARGET)/wasm/trap_filter.wasm dist/test/trap_filter.wasm
 	@if command -v $(WASM_OPT) >/dev/null 2>&1; then \
-	  for m in $(FILTER_MODULES) dist/bench/empty_filter.wasm; do $(WASM_OPT) $(WASM_OPT_FLAGS) $$m -o $$m; done; \
+	  for m in $(FILTER_MODULES) dist/bench/empty_filter.wasm dist/bench/empty_trimmed.wasm; do $(WASM_OPT) $(WASM_OPT_FLAGS) $$m -o $$m; done; \
 	else echo "note: '$(WASM_OPT)' not found (Debian: apt-get install binaryen): modules are not size-optimized"; fi
 	@ls -l dist/*.wasm | awk '{print "  " $$NF ": " $$5 " bytes"}'
 

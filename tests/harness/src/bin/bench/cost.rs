@@ -93,6 +93,13 @@ pub fn variants(only: Option<&[String]>) -> Result<Vec<Variant>, String> {
             "Rust filter that does nothing (traceparent in)",
         ),
         Variant::new(
+            "empty_trimmed",
+            vec![wasm("bench/empty_trimmed.wasm")],
+            TraceHeader::TraceParent,
+            "the empty filter exporting no body, trailer, log or done callback (make build's \
+             wasm-trim): what Envoy's calls into the VM for those cost",
+        ),
+        Variant::new(
             "admission_control",
             vec![Stage::Native(crate::outage::ADMISSION_YAML)],
             TraceHeader::TraceParent,
