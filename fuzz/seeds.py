@@ -167,10 +167,15 @@ def config_inputs():
     for module, extra in EXTRA_CONFIGS.items():
         for c in configs.get(module, []) + extra:
             write("config_" + module.replace("-", "_"), c)
+            write("json", c)
     for v in ['"503"', '"500-599"', '["502", "504-599"]', "[0, 14, 16]", '"500ms"', '"1m30s"',
               '{"status": ["500-599"], "grpcStatus": [14], "envoy": ["timeout", "reset"],'
               ' "circuitBreaker": true}']:
         write("config_values", v)
+    # The JSON reader's edge cases (RFC 8259): escapes, surrogate pairs, numbers, nesting, whitespace.
+    for v in [r'"a\"b\\c\/\b\f\n\r\t\u00e9\ud83d\ude00"', '[0, -0, 1.5e-3, 1E+2, 18446744073709551616]',
+              '{"a": {"b": [true, false, null]}}', ' \t\r\n{} ', '[' * 70 + ']' * 70, '{"a": 1, "a": 2}']:
+        write("json", v)
 
 
 # --- Fallback: templates, cache entries, response headers -----------------------------------------------

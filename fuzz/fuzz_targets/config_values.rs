@@ -2,12 +2,13 @@
 //! code lists, durations, and the rules' Envoy reasons and triggers.
 #![no_main]
 
+use filter_common::config::{from_slice, Path};
 use filter_common::duration::parse_duration;
 use filter_common::status::StatusSet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(set) = serde_json::from_slice::<StatusSet>(data) {
+    if let Ok(set) = from_slice::<StatusSet>(data) {
         assert!(!set.0.is_empty());
         for r in &set.0 {
             assert!(
@@ -16,15 +17,16 @@ fuzz_target!(|data: &[u8]| {
             );
         }
     }
-    let mut de = serde_json::Deserializer::from_slice(data);
-    if let Ok(codes) = filter_common::failure::grpc_codes(&mut de) {
-        assert!(codes
-            .iter()
-            .all(|c| *c <= filter_common::failure::MAX_GRPC_CODE));
+    if let Ok(doc) = filter_common::json::parse(data, filter_common::limits::MAX_STRING_LEN) {
+        if let Ok(codes) = filter_common::failure::grpc_codes(&doc, &Path::ROOT) {
+            assert!(codes
+                .iter()
+                .all(|c| *c <= filter_common::failure::MAX_GRPC_CODE));
+        }
     }
-    let _ = serde_json::from_slice::<fallback::trigger::Triggers>(data);
+    let _ = from_slice::<fallback::trigger::Triggers>(data);
+    let _ = from_slice::<filter_common::duration::ConfigDuration>(data);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = parse_duration(text);
-        let _ = serde_json::from_str::<filter_common::duration::ConfigDuration>(text);
     }
 });

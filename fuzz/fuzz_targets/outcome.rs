@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         response_flags: r.response_flags,
         local_reply: !r.from_upstream,
     };
-    let configured: Vec<Rule> = serde_json::from_slice(r.rest).unwrap_or_default();
+    let configured: Vec<Rule> = filter_common::config::from_slice(r.rest).unwrap_or_default();
     for rules in [default_rules(), configured] {
         for slow in [false, true] {
             let v = judge(&rules, &call, slow);

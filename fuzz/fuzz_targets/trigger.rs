@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         from_upstream: r.from_upstream,
         circuit_breaker: r.bits & 4 != 0,
     };
-    let triggers: Triggers = serde_json::from_slice(r.rest).unwrap_or_default();
+    let triggers: Triggers = filter_common::config::from_slice(r.rest).unwrap_or_default();
     if let Some(reason) = fire(&triggers, &observed) {
         let _ = reason.label();
         // As documented: a gRPC OK never fires a status trigger.

@@ -3,11 +3,12 @@
 //! Envoy's response flags.
 
 use crate::state::ProbeOutcome;
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
+use filter_common::config::{
+    missing, object, one_of, read, string, unknown, ConfigError, FromJson, Path,
+};
+use filter_common::json::Value;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
     Failure,
@@ -40,15 +41,29 @@ impl EnvoyReason {
     }
 }
 
-impl<'de> Deserialize<'de> for EnvoyReason {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let label = String::deserialize(d)?;
+impl FromJson for EnvoyReason {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         reason_from_label(
-            &label,
+            string(v, at)?,
             EnvoyReason::Upstream,
             &[
                 ("noResponse", EnvoyReason::NoResponse),
                 ("downstreamCancel", EnvoyReason::DownstreamCancel),
+            ],
+        )
+        .map_err(|e| at.error(e))
+    }
+}
+
+impl FromJson for Outcome {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        one_of(
+            v,
+            at,
+            &[
+                ("success", Outcome::Success),
+                ("failure", Outcome::Failure),
+                ("ignore", Outcome::Ignore),
             ],
         )
     }
@@ -174,38 +189,36 @@ pub fn classify(rules: &[Rule], call: &Call) -> Outcome {
         )
 }
 
-impl<'de> Deserialize<'de> for Rule {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase", deny_unknown_fields)]
-        struct Raw {
-            outcome: Outcome,
-            status: Option<StatusSet>,
-            grpc_status: Option<Vec<u32>>,
-            envoy: Option<Vec<EnvoyReason>>,
+impl FromJson for Rule {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let (mut outcome, mut status, mut grpc_status, mut envoy) = (None, None, None, None);
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "outcome" => outcome = read(value, at)?,
+                "status" => status = read(value, at)?,
+                "grpcStatus" => grpc_status = read::<Option<Vec<u32>>>(value, at)?,
+                "envoy" => envoy = read::<Option<Vec<EnvoyReason>>>(value, at)?,
+                _ => return Err(unknown(at)),
+            }
         }
-        let raw = Raw::deserialize(d)?;
-        let condition = match (raw.status, raw.grpc_status, raw.envoy) {
+        let outcome = outcome.ok_or_else(|| missing(at, "outcome"))?;
+        let condition = match (status, grpc_status, envoy) {
             (Some(set), None, None) => Condition::Status(set),
             (None, Some(codes), None) => {
                 if codes.is_empty() || codes.iter().any(|c| *c > MAX_GRPC_CODE) {
-                    return Err(D::Error::custom(
-                        "grpcStatus must list gRPC codes between 0 and 16",
-                    ));
+                    return Err(at.error("grpcStatus must list gRPC codes between 0 and 16"));
                 }
                 Condition::GrpcStatus(codes)
             }
             (None, None, Some(reasons)) if !reasons.is_empty() => Condition::Envoy(reasons),
             _ => {
-                return Err(D::Error::custom(
-                    "a rule needs exactly one condition: status, grpcStatus or envoy",
-                ))
+                return Err(
+                    at.error("a rule needs exactly one condition: status, grpcStatus or envoy")
+                )
             }
         };
-        Ok(Rule {
-            outcome: raw.outcome,
-            condition,
-        })
+        Ok(Rule { outcome, condition })
     }
 }
 
@@ -356,8 +369,8 @@ mod tests {
 
     #[test]
     fn rules_can_name_downstream_cancels() {
-        let rules: Vec<Rule> = serde_json::from_str(
-            r#"[{"envoy": ["downstreamCancel"], "outcome": "failure"},
+        let rules: Vec<Rule> = filter_common::config::from_slice(
+            br#"[{"envoy": ["downstreamCancel"], "outcome": "failure"},
                 {"envoy": ["noResponse"], "outcome": "success"}]"#,
         )
         .unwrap();
@@ -373,16 +386,18 @@ mod tests {
         );
         assert_eq!(classify(&rules, &cancelled(0)), Outcome::Success);
         // Rules that do not name it (written before it existed) ignore a cancel, not count a success.
-        let rules: Vec<Rule> =
-            serde_json::from_str(r#"[{"envoy": ["noResponse"], "outcome": "failure"}]"#).unwrap();
+        let rules: Vec<Rule> = filter_common::config::from_slice(
+            br#"[{"envoy": ["noResponse"], "outcome": "failure"}]"#,
+        )
+        .unwrap();
         assert_eq!(classify(&rules, &call), Outcome::Ignore);
         assert_eq!(classify(&rules, &cancelled(0)), Outcome::Failure);
     }
 
     #[test]
     fn first_matching_rule_wins() {
-        let rules: Vec<Rule> = serde_json::from_str(
-            r#"[{"status": "503", "outcome": "ignore"}, {"status": ["500-599"], "outcome": "failure"},
+        let rules: Vec<Rule> = filter_common::config::from_slice(
+            br#"[{"status": "503", "outcome": "ignore"}, {"status": ["500-599"], "outcome": "failure"},
                 {"envoy": ["timeout"], "outcome": "failure"}]"#,
         )
         .unwrap();
@@ -410,7 +425,10 @@ mod tests {
             r#"{"envoy": [], "outcome": "failure"}"#,
             r#"{"status": "500", "outcome": "maybe"}"#,
         ] {
-            assert!(serde_json::from_str::<Rule>(bad).is_err(), "{bad}");
+            assert!(
+                filter_common::config::from_slice::<Rule>(bad.as_bytes()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -2,20 +2,21 @@
 //! breaker per upstream cluster with the defaults documented in the README.
 
 use crate::classify::{Condition, EnvoyReason, Outcome, Rule, StatusRange, StatusSet};
-use filter_common::config::{check, check_names, lenient_u32, ConfigError, Validate};
+use filter_common::config::{
+    check, check_names, object, one_of, quoted, read, string, unknown, ConfigError, FromJson, Path,
+    Validate,
+};
 use filter_common::duration::ConfigDuration;
+use filter_common::json::Value;
 use filter_common::limits::{byte_size, DEFAULT_MAX_SHARED_MEMORY};
 use filter_common::matching::is_header_name;
 pub use filter_common::matching::Match;
-use serde::{Deserialize, Deserializer};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub breakers: Vec<BreakerConfig>,
     pub status_header: String,
     /// The most shared memory the configuration may need in the worst case (see `memory`).
-    #[serde(deserialize_with = "byte_size")]
     pub max_shared_memory: u64,
 }
 
@@ -32,34 +33,26 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {
     pub name: String,
-    #[serde(rename = "match")]
     pub matcher: Match,
-    #[serde(deserialize_with = "key_by")]
     pub key_by: Option<KeyBy>,
-    #[serde(deserialize_with = "lenient_u32")]
     pub max_keys: u32,
     pub mode: Mode,
     pub window: WindowConfig,
-    #[serde(deserialize_with = "lenient_u32")]
     pub minimum_calls: u32,
     pub failure_rate_threshold: f64,
     pub slow_call_duration: Option<ConfigDuration>,
     pub slow_call_rate_threshold: f64,
-    #[serde(deserialize_with = "lenient_u32")]
     pub consecutive_failures: u32,
     pub classify: Vec<Rule>,
     pub open_duration: ConfigDuration,
     pub open_duration_multiplier: f64,
     pub max_open_duration: ConfigDuration,
     pub open_jitter: f64,
-    #[serde(deserialize_with = "lenient_u32")]
     pub half_open_probes: u32,
     pub max_half_open_duration: ConfigDuration,
-    #[serde(deserialize_with = "lenient_u32")]
     pub reject_status: u32,
     pub retry_after: bool,
     pub envoy_overloaded: bool,
@@ -141,8 +134,7 @@ pub enum KeyBy {
     Header(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     #[default]
     Normal,
@@ -151,23 +143,18 @@ pub enum Mode {
     Disabled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WindowType {
     #[default]
     Time,
     Count,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WindowConfig {
-    #[serde(rename = "type")]
     pub kind: WindowType,
     pub duration: ConfigDuration,
-    #[serde(deserialize_with = "lenient_u32")]
     pub buckets: u32,
-    #[serde(deserialize_with = "lenient_u32")]
     pub size: u32,
 }
 
@@ -182,24 +169,116 @@ impl Default for WindowConfig {
     }
 }
 
-fn key_by<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyBy>, D::Error> {
-    let Some(s) = Option::<String>::deserialize(d)? else {
-        return Ok(None);
-    };
-    let key = match s.as_str() {
-        "cluster" => KeyBy::Cluster,
-        "route" => KeyBy::Route,
-        "authority" => KeyBy::Authority,
-        other => match other.strip_prefix("header:") {
-            Some(name) if is_header_name(name) => KeyBy::Header(name.to_string()),
-            _ => {
-                return Err(serde::de::Error::custom(format!(
-                    "expected \"cluster\", \"route\", \"authority\" or \"header:<lower-case name>\", got {s:?}"
-                )))
+impl FromJson for Config {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "breakers" => c.breakers = read(value, at)?,
+                "statusHeader" => c.status_header = read(value, at)?,
+                "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
+                _ => return Err(unknown(at)),
             }
-        },
-    };
-    Ok(Some(key))
+        }
+        Ok(c)
+    }
+}
+
+impl FromJson for BreakerConfig {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut b = BreakerConfig::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "name" => b.name = read(value, at)?,
+                "match" => b.matcher = read(value, at)?,
+                "keyBy" => b.key_by = read(value, at)?,
+                "maxKeys" => b.max_keys = read(value, at)?,
+                "mode" => b.mode = read(value, at)?,
+                "window" => b.window = read(value, at)?,
+                "minimumCalls" => b.minimum_calls = read(value, at)?,
+                "failureRateThreshold" => b.failure_rate_threshold = read(value, at)?,
+                "slowCallDuration" => b.slow_call_duration = read(value, at)?,
+                "slowCallRateThreshold" => b.slow_call_rate_threshold = read(value, at)?,
+                "consecutiveFailures" => b.consecutive_failures = read(value, at)?,
+                "classify" => b.classify = read(value, at)?,
+                "openDuration" => b.open_duration = read(value, at)?,
+                "openDurationMultiplier" => b.open_duration_multiplier = read(value, at)?,
+                "maxOpenDuration" => b.max_open_duration = read(value, at)?,
+                "openJitter" => b.open_jitter = read(value, at)?,
+                "halfOpenProbes" => b.half_open_probes = read(value, at)?,
+                "maxHalfOpenDuration" => b.max_half_open_duration = read(value, at)?,
+                "rejectStatus" => b.reject_status = read(value, at)?,
+                "retryAfter" => b.retry_after = read(value, at)?,
+                "envoyOverloaded" => b.envoy_overloaded = read(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(b)
+    }
+}
+
+impl FromJson for WindowConfig {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut w = WindowConfig::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "type" => w.kind = read(value, at)?,
+                "duration" => w.duration = read(value, at)?,
+                "buckets" => w.buckets = read(value, at)?,
+                "size" => w.size = read(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(w)
+    }
+}
+
+impl FromJson for Mode {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        one_of(
+            v,
+            at,
+            &[
+                ("normal", Mode::Normal),
+                ("dryRun", Mode::DryRun),
+                ("forcedOpen", Mode::ForcedOpen),
+                ("disabled", Mode::Disabled),
+            ],
+        )
+    }
+}
+
+impl FromJson for WindowType {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        one_of(
+            v,
+            at,
+            &[("time", WindowType::Time), ("count", WindowType::Count)],
+        )
+    }
+}
+
+impl FromJson for KeyBy {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let s = string(v, at)?;
+        Ok(match s {
+            "cluster" => KeyBy::Cluster,
+            "route" => KeyBy::Route,
+            "authority" => KeyBy::Authority,
+            other => match other.strip_prefix("header:") {
+                Some(name) if is_header_name(name) => KeyBy::Header(name.to_string()),
+                _ => {
+                    return Err(at.error(format!(
+                        "expected \"cluster\", \"route\", \"authority\" or \"header:<lower-case name>\", got {}",
+                        quoted(s)
+                    )))
+                }
+            },
+        })
+    }
 }
 
 impl Validate for Config {

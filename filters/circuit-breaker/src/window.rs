@@ -4,6 +4,7 @@
 //! empty, which is how a close starts a fresh window everywhere.
 
 use crate::config::{BreakerConfig, WindowType};
+use filter_common::limits::one_decimal;
 
 /// Version 2 added the run's length and start; version 1 stripes (an older module's) still read.
 const VERSION: u8 = 2;
@@ -74,8 +75,9 @@ pub enum Trip {
 impl std::fmt::Display for Trip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Trip::FailureRate(r) => write!(f, "failure rate {r:.1}%"),
-            Trip::SlowCallRate(r) => write!(f, "slow-call rate {r:.1}%"),
+            // one_decimal: {:.1} would bring the standard library's float formatting into the module.
+            Trip::FailureRate(r) => write!(f, "failure rate {}%", one_decimal(*r)),
+            Trip::SlowCallRate(r) => write!(f, "slow-call rate {}%", one_decimal(*r)),
             Trip::ConsecutiveFailures { run, required } => write!(
                 f,
                 "{run} consecutive failures (at least {required} needed at the window's error rate)"

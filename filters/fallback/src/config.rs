@@ -3,9 +3,11 @@
 
 use crate::trigger::{EnvoyReason, Triggers};
 use filter_common::config::{
-    check, check_names, lenient_u32, lenient_usize, ConfigError, Validate,
+    check, check_names, missing, object, one_of, read, unknown, ConfigError, FromJson, Path,
+    Validate,
 };
 use filter_common::duration::ConfigDuration;
+use filter_common::json::Value;
 use filter_common::limits::{
     byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_VALUE_LEN, MAX_MATCH_VALUE_LEN,
 };
@@ -14,17 +16,14 @@ use filter_common::w3c::{
     check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
     DEFAULT_RESPONSE_HEADER, TRACERESPONSE,
 };
-use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub cache: CacheConfig,
     pub trace: TraceConfig,
     /// The most shared memory the configuration may need in the worst case (see `memory`).
-    #[serde(deserialize_with = "byte_size")]
     pub max_shared_memory: u64,
 }
 
@@ -51,8 +50,7 @@ impl Default for Config {
 /// The trace headers a fallback carries. A fallback sent in place of a response skips the encoder
 /// filters before this one, trace-context among them, so it adds them itself; the fields and defaults
 /// are trace-context's own.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceConfig {
     pub response_header: String,
     pub trace_response: bool,
@@ -69,20 +67,15 @@ impl Default for TraceConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleConfig {
     pub name: String,
-    #[serde(rename = "match", default)]
     pub matcher: Match,
-    #[serde(default)]
     pub triggers: Triggers,
-    #[serde(default)]
     pub response: ResponseConfig,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kind {
     #[default]
     Problem,
@@ -102,25 +95,20 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResponseConfig {
     pub kind: Kind,
     /// Problem: the original status when absent; static: 200 when absent.
-    #[serde(deserialize_with = "optional_status")]
     pub status: Option<u32>,
     pub title: Option<String>,
-    #[serde(rename = "type")]
     pub problem_type: String,
     pub headers: BTreeMap<String, String>,
     pub body: String,
     pub ttl: ConfigDuration,
-    #[serde(deserialize_with = "lenient_usize")]
     pub max_body_bytes: usize,
     pub key_headers: Vec<String>,
     /// Stale: request headers that make a response the caller's own (names in any case, kept lower
     /// case).
-    #[serde(deserialize_with = "lower_case_names")]
     pub private_headers: Vec<String>,
     pub cluster: Option<String>,
     pub timeout: ConfigDuration,
@@ -159,21 +147,125 @@ pub const DEFAULT_PRIVATE_HEADERS: &[&str] = &[
     "x-auth-token",
 ];
 
-fn lower_case_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Vec::<String>::deserialize(d).map(|v| v.into_iter().map(|n| n.to_ascii_lowercase()).collect())
-}
-
-fn optional_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    lenient_u32(d).map(Some)
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
-    #[serde(deserialize_with = "lenient_usize")]
     pub max_bytes: usize,
-    #[serde(deserialize_with = "lenient_usize")]
     pub max_body_bytes: usize,
+}
+
+impl FromJson for Config {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "rules" => c.rules = read(value, at)?,
+                "cache" => c.cache = read(value, at)?,
+                "trace" => c.trace = read(value, at)?,
+                "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(c)
+    }
+}
+
+impl FromJson for TraceConfig {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut t = TraceConfig::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "responseHeader" => t.response_header = read(value, at)?,
+                "traceResponse" => t.trace_response = read(value, at)?,
+                "filterStateName" => t.filter_state_name = read(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(t)
+    }
+}
+
+impl FromJson for RuleConfig {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut name = None;
+        let (mut matcher, mut triggers, mut response) = Default::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "name" => name = read(value, at)?,
+                "match" => matcher = read(value, at)?,
+                "triggers" => triggers = read(value, at)?,
+                "response" => response = read(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(RuleConfig {
+            name: name.ok_or_else(|| missing(at, "name"))?,
+            matcher,
+            triggers,
+            response,
+        })
+    }
+}
+
+impl FromJson for Kind {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        one_of(
+            v,
+            at,
+            &[
+                ("problem", Kind::Problem),
+                ("static", Kind::Static),
+                ("stale", Kind::Stale),
+                ("alternate", Kind::Alternate),
+            ],
+        )
+    }
+}
+
+impl FromJson for ResponseConfig {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut r = ResponseConfig::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "kind" => r.kind = read(value, at)?,
+                "status" => r.status = Some(read(value, at)?),
+                "title" => r.title = read(value, at)?,
+                "type" => r.problem_type = read(value, at)?,
+                "headers" => r.headers = read(value, at)?,
+                "body" => r.body = read(value, at)?,
+                "ttl" => r.ttl = read(value, at)?,
+                "maxBodyBytes" => r.max_body_bytes = read(value, at)?,
+                "keyHeaders" => r.key_headers = read(value, at)?,
+                "privateHeaders" => {
+                    let names: Vec<String> = read(value, at)?;
+                    r.private_headers = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+                }
+                "cluster" => r.cluster = read(value, at)?,
+                "timeout" => r.timeout = read(value, at)?,
+                "otherwise" => r.otherwise = read(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(r)
+    }
+}
+
+impl FromJson for CacheConfig {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut c = CacheConfig::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "maxBytes" => c.max_bytes = read(value, at)?,
+                "maxBodyBytes" => c.max_body_bytes = read(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(c)
+    }
 }
 
 impl Default for CacheConfig {

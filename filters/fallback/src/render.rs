@@ -17,7 +17,7 @@ pub fn negotiate(accept: Option<&[u8]>) -> Negotiated {
     let Some(accept) = accept.and_then(|a| std::str::from_utf8(a).ok()) else {
         return Negotiated::Json;
     };
-    let mut best: Option<(f64, Negotiated)> = None;
+    let mut best: Option<(u64, Negotiated)> = None;
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
@@ -26,11 +26,11 @@ pub fn negotiate(accept: Option<&[u8]>) -> Negotiated {
                 let (k, v) = p.split_once('=')?;
                 k.trim()
                     .eq_ignore_ascii_case("q")
-                    .then(|| v.trim().parse::<f64>().ok())
+                    .then(|| quality(v.trim()))
                     .flatten()
             })
             .next()
-            .unwrap_or(1.0);
+            .unwrap_or(1000);
         let format = match media.as_str() {
             "text/html" | "application/xhtml+xml" => Negotiated::Html,
             "text/plain" | "text/*" => Negotiated::Text,
@@ -43,11 +43,39 @@ pub fn negotiate(accept: Option<&[u8]>) -> Negotiated {
             }
             _ => continue,
         };
-        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+        if q > 0 && best.is_none_or(|(b, _)| q > b) {
             best = Some((q, format));
         }
     }
     best.map_or(Negotiated::Json, |(_, f)| f)
+}
+
+/// A `q` weight in thousandths: digits with an optional fraction (RFC 9110's qvalue, leniently: beyond
+/// three decimals and above 1 too), a negative one as 0; anything else (an exponent, words) is no weight,
+/// as if absent. Hand-written, so the module carries no float parser.
+fn quality(text: &str) -> Option<u64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+        return None;
+    }
+    if negative {
+        return Some(0);
+    }
+    let mut q = whole.bytes().fold(0u64, |acc, d| {
+        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    });
+    let mut scale = 1000;
+    q = q.saturating_mul(scale);
+    for d in fraction.bytes().take(3) {
+        scale /= 10;
+        q = q.saturating_add(u64::from(d - b'0') * scale);
+    }
+    Some(q)
 }
 
 /// Values the placeholders stand for. They come from the request, so they are escaped when rendered.
@@ -298,6 +326,25 @@ mod tests {
         assert_eq!(
             negotiate(Some(b"application/json;q=0.5, text/plain;q=0.5")),
             Negotiated::Json
+        );
+    }
+
+    #[test]
+    fn quality_weights_are_read_without_floats() {
+        assert_eq!(quality("1"), Some(1000));
+        assert_eq!(quality("0.9"), Some(900));
+        assert_eq!(quality("0.125"), Some(125));
+        assert_eq!(quality("0.1259"), Some(125));
+        assert_eq!(quality(".5"), Some(500));
+        assert_eq!(quality("0"), Some(0));
+        assert_eq!(quality("-1"), Some(0));
+        assert_eq!(quality("2"), Some(2000));
+        for bad in ["", ".", "1e-3", "abc", "0.5x", "- 1"] {
+            assert_eq!(quality(bad), None, "{bad}");
+        }
+        assert_eq!(
+            negotiate(Some(b"text/html;q=0.001, text/plain;q=0.0001")),
+            Negotiated::Html
         );
     }
 

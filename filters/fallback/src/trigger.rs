@@ -1,9 +1,10 @@
 //! What fires a rule, checked on the response: the upstream's status or gRPC status, Envoy's own failure,
 //! or a circuit-breaker rejection.
 
+use filter_common::config::{object, read, string, unknown, ConfigError, FromJson, Path};
 use filter_common::failure::{grpc_codes, reason_from_label, UpstreamFailure};
+use filter_common::json::Value;
 use filter_common::status::StatusSet;
-use serde::{Deserialize, Deserializer};
 
 /// Envoy's own failures a rule can name: the upstream failures every filter reads from the response
 /// flags, and any other reply Envoy made itself.
@@ -42,26 +43,41 @@ impl EnvoyReason {
     }
 }
 
-impl<'de> Deserialize<'de> for EnvoyReason {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let label = String::deserialize(d)?;
+impl FromJson for EnvoyReason {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         reason_from_label(
-            &label,
+            string(v, at)?,
             EnvoyReason::Upstream,
             &[("localReply", EnvoyReason::LocalReply)],
         )
+        .map_err(|e| at.error(e))
     }
 }
 
 /// The triggers of a rule; any of them fires it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Triggers {
     pub status: Option<StatusSet>,
-    #[serde(deserialize_with = "grpc_codes")]
     pub grpc_status: Vec<u32>,
     pub envoy: Vec<EnvoyReason>,
     pub circuit_breaker: bool,
+}
+
+impl FromJson for Triggers {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut t = Triggers::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "status" => t.status = read(value, at)?,
+                "grpcStatus" => t.grpc_status = grpc_codes(value, at)?,
+                "envoy" => t.envoy = read(value, at)?,
+                "circuitBreaker" => t.circuit_breaker = read(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(t)
+    }
 }
 
 impl Triggers {
@@ -134,7 +150,7 @@ mod tests {
     use filter_common::response_flags::{TIMEOUT, UPSTREAM_CONNECTION_FAILURE};
 
     fn t(json: &str) -> Triggers {
-        serde_json::from_str(json).unwrap()
+        filter_common::config::from_slice(json.as_bytes()).unwrap()
     }
 
     fn upstream(status: u16) -> Observed {
@@ -260,7 +276,7 @@ mod tests {
             ..unavailable
         };
         assert_eq!(fire(&tr, &ok), None);
-        assert!(serde_json::from_str::<Triggers>(r#"{"grpcStatus": [20]}"#).is_err());
+        assert!(filter_common::config::from_slice::<Triggers>(br#"{"grpcStatus": [20]}"#).is_err());
     }
 
     /// Regression (fuzz/corpus/trigger): a status set that covers 200 fired on a gRPC OK, which gRPC

@@ -1,8 +1,7 @@
 //! Filter configuration is JSON (what Istio's `pluginConfig` becomes). Errors name the field, so one log
 //! line tells an operator what to fix.
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use crate::json::{self, Value, Whole};
 
 /// A configuration that could not be used: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +28,26 @@ impl std::fmt::Display for ConfigError {
             self.field, self.reason
         )
     }
+}
+
+/// `text` in double quotes for a log line, with quotes, backslashes and control characters escaped: what
+/// `{:?}` gives for ordinary text, without the Unicode tables `{:?}` brings into a module (about 10 KB).
+pub fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `Ok` when `ok`, else the error for `field`.
@@ -67,7 +86,7 @@ pub fn check_names<'a>(
     Ok(())
 }
 
-/// Semantic checks that serde cannot express (ranges, cross-field rules).
+/// Semantic checks the reading cannot express (ranges, cross-field rules).
 pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;
 }
@@ -76,33 +95,22 @@ pub trait Validate {
 /// none when `pluginConfig` is empty.
 pub fn parse<T>(raw: Option<&[u8]>) -> Result<T, ConfigError>
 where
-    T: DeserializeOwned + Default + Validate,
+    T: FromJson + Default + Validate,
 {
     let bytes = match raw {
         Some(b) if !b.iter().all(u8::is_ascii_whitespace) => b,
         _ => return Ok(T::default()),
     };
-    check_sizes(bytes)?;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path == "?" {
-            "(root)".to_string()
-        } else {
-            path
-        };
-        ConfigError::new(field, strip_location(&e.inner().to_string()))
-    })?;
-    de.end()
-        .map_err(|e| ConfigError::new("(root)", strip_location(&e.to_string())))?;
+    let value: T = from_slice(bytes)?;
     value.validate()?;
     Ok(value)
 }
 
-/// Refuses a document or a string in it larger than the documented limits, naming the string's field,
-/// before anything is built from it.
-fn check_sizes(bytes: &[u8]) -> Result<(), ConfigError> {
-    use crate::limits::{find_long_string, human, MAX_CONFIG_BYTES, MAX_STRING_LEN};
+/// Reads one JSON document as `T`, within the documented limits (a document larger than
+/// `limits::MAX_CONFIG_BYTES`, or a string in it longer than `limits::MAX_STRING_LEN`, is refused by
+/// field), without `parse`'s defaults and checks: for a part of a configuration in tests and fuzzing.
+pub fn from_slice<T: FromJson>(bytes: &[u8]) -> Result<T, ConfigError> {
+    use crate::limits::{human, MAX_CONFIG_BYTES, MAX_STRING_LEN};
     if bytes.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::new(
             "(root)",
@@ -113,59 +121,232 @@ fn check_sizes(bytes: &[u8]) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if bytes.len() <= MAX_STRING_LEN {
-        return Ok(());
+    let doc = json::parse(bytes, MAX_STRING_LEN)?;
+    T::from_json(&doc, &Path::ROOT)
+}
+
+/// Where a value sits in the document: `breakers[0].window`, `(root)` for the document itself. A chain
+/// of borrowed segments, turned into text only for an error.
+#[derive(Clone, Copy)]
+pub struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    segment: Segment<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Segment<'a> {
+    Root,
+    Key(&'a str),
+    Index(usize),
+}
+
+impl<'a> Path<'a> {
+    pub const ROOT: Path<'static> = Path {
+        parent: None,
+        segment: Segment::Root,
+    };
+
+    /// The path of member `key` of the object here.
+    pub fn key<'b>(&'b self, key: &'b str) -> Path<'b> {
+        Path {
+            parent: Some(self),
+            segment: Segment::Key(key),
+        }
     }
-    // Only a document longer than the string limit can hold a string over it.
-    match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(doc) => match find_long_string(&doc, MAX_STRING_LEN) {
-            Some((path, len)) => Err(ConfigError::new(
-                path.trim_start_matches('.'),
-                format!("is {len} bytes long; at most {MAX_STRING_LEN} are allowed"),
-            )),
-            None => Ok(()),
-        },
-        // The typed parse that follows reports the syntax error with its field.
-        Err(_) => Ok(()),
+
+    /// The path of item `index` of the list here.
+    pub fn index(&self, index: usize) -> Path<'_> {
+        Path {
+            parent: Some(self),
+            segment: Segment::Index(index),
+        }
+    }
+
+    /// The error `reason` for the value here.
+    pub fn error(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.to_string(), reason)
+    }
+
+    /// The error for a value of the wrong kind, such as "expected a string, got a number".
+    pub fn expected(&self, what: &str, got: &Value) -> ConfigError {
+        self.error(format!("expected {what}, got {}", got.kind()))
+    }
+
+    fn write_segments(&self, f: &mut std::fmt::Formatter<'_>) -> Result<bool, std::fmt::Error> {
+        let written = match self.parent {
+            Some(parent) => parent.write_segments(f)?,
+            None => false,
+        };
+        match self.segment {
+            Segment::Root => Ok(written),
+            Segment::Key(k) if written => write!(f, ".{k}").map(|_| true),
+            Segment::Key(k) => f.write_str(k).map(|_| true),
+            Segment::Index(i) => write!(f, "[{i}]").map(|_| true),
+        }
     }
 }
 
-/// serde_json appends " at line L column C"; the field path already says where.
-fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message.get(..i).unwrap_or(message).to_string(),
-        None => message.to_string(),
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.write_segments(f)? {
+            f.write_str("(root)")?;
+        }
+        Ok(())
     }
 }
 
-/// Istio turns `pluginConfig` into a protobuf Struct whose numbers are doubles, so `5` may arrive as
-/// `5.0`. These accept an integer or a float with no fraction.
-pub fn lenient_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let v = lenient_u64(d)?;
-    u32::try_from(v).map_err(|_| serde::de::Error::custom(format!("{v} is too large")))
+/// A configuration type read from a JSON value; errors name the value's path.
+pub trait FromJson: Sized {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError>;
 }
 
-pub fn lenient_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let v = lenient_u64(d)?;
-    usize::try_from(v).map_err(|_| serde::de::Error::custom(format!("{v} is too large")))
+/// Reads `v` as `T` (for the arms of an object's `match`: `"size" => w.size = read(v, at)?`).
+pub fn read<T: FromJson>(v: &Value, at: &Path<'_>) -> Result<T, ConfigError> {
+    T::from_json(v, at)
 }
 
-pub fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Num {
-        Int(u64),
-        Float(f64),
+/// The members of an object, in document order (keys are unique: the parser refuses duplicates).
+pub fn object<'v>(v: &'v Value, at: &Path<'_>) -> Result<&'v [(String, Value)], ConfigError> {
+    match v {
+        Value::Object(members) => Ok(members),
+        other => Err(at.expected("an object", other)),
     }
-    match Num::deserialize(d) {
-        Ok(Num::Int(v)) => Ok(v),
-        Ok(Num::Float(f)) if f >= 0.0 && f.fract() == 0.0 && f <= 9.0e15 => Ok(f as u64),
-        Ok(Num::Float(f)) => Err(serde::de::Error::custom(format!(
-            "expected a non-negative whole number, got {f}"
+}
+
+/// The items of a list.
+pub fn list<'v>(v: &'v Value, at: &Path<'_>) -> Result<&'v [Value], ConfigError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(at.expected("a list", other)),
+    }
+}
+
+/// A string value.
+pub fn string<'v>(v: &'v Value, at: &Path<'_>) -> Result<&'v str, ConfigError> {
+    match v {
+        Value::String(s) => Ok(s),
+        other => Err(at.expected("a string", other)),
+    }
+}
+
+/// The error for a member no field of the object has (`at` is the member's path).
+pub fn unknown(at: &Path<'_>) -> ConfigError {
+    at.error("unknown field")
+}
+
+/// The error for a required member that is absent (`at` is the object's path).
+pub fn missing(at: &Path<'_>, name: &str) -> ConfigError {
+    at.error(format!("missing field `{name}`"))
+}
+
+/// One of a fixed set of names, each standing for a value.
+pub fn one_of<T: Copy>(v: &Value, at: &Path<'_>, choices: &[(&str, T)]) -> Result<T, ConfigError> {
+    let name = string(v, at)?;
+    if let Some((_, value)) = choices.iter().find(|(n, _)| *n == name) {
+        return Ok(*value);
+    }
+    let known: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    Err(at.error(format!(
+        "expected one of {}, got {}",
+        known.join(", "),
+        quoted(name)
+    )))
+}
+
+/// A non-negative whole number. Istio turns `pluginConfig` into a protobuf Struct whose numbers are
+/// doubles, so `5` may arrive as `5.0`: any exact whole number is accepted however written.
+pub fn whole(v: &Value, at: &Path<'_>) -> Result<u64, ConfigError> {
+    let Value::Number(n) = v else {
+        return Err(at.expected("a non-negative whole number", v));
+    };
+    match n.whole() {
+        Whole::Exact(x) => Ok(x),
+        Whole::TooLarge => Err(at.error(format!("{} is too large", n.as_str()))),
+        Whole::Not => Err(at.error(format!(
+            "expected a non-negative whole number, got {}",
+            n.as_str()
         ))),
-        Err(_) => Err(serde::de::Error::custom(
-            "expected a non-negative whole number",
-        )),
+    }
+}
+
+impl FromJson for u64 {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        whole(v, at)
+    }
+}
+
+impl FromJson for u32 {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let x = whole(v, at)?;
+        u32::try_from(x).map_err(|_| at.error(format!("{x} is too large")))
+    }
+}
+
+impl FromJson for usize {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let x = whole(v, at)?;
+        usize::try_from(x).map_err(|_| at.error(format!("{x} is too large")))
+    }
+}
+
+impl FromJson for f64 {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        match v {
+            Value::Number(n) => Ok(n.to_f64()),
+            other => Err(at.expected("a number", other)),
+        }
+    }
+}
+
+impl FromJson for bool {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        match v {
+            Value::Bool(b) => Ok(*b),
+            other => Err(at.expected("true or false", other)),
+        }
+    }
+}
+
+impl FromJson for String {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        string(v, at).map(str::to_string)
+    }
+}
+
+/// `null` is the same as absent.
+impl<T: FromJson> FromJson for Option<T> {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        match v {
+            Value::Null => Ok(None),
+            other => T::from_json(other, at).map(Some),
+        }
+    }
+}
+
+impl<T: FromJson> FromJson for Box<T> {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        T::from_json(v, at).map(Box::new)
+    }
+}
+
+impl<T: FromJson> FromJson for Vec<T> {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        list(v, at)?
+            .iter()
+            .enumerate()
+            .map(|(i, item)| T::from_json(item, &at.index(i)))
+            .collect()
+    }
+}
+
+impl<T: FromJson> FromJson for std::collections::BTreeMap<String, T> {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        // Inserted one by one: collecting would bring a second sort routine into the module.
+        let mut map = std::collections::BTreeMap::new();
+        for (k, item) in object(v, at)? {
+            map.insert(k.clone(), T::from_json(item, &at.key(k))?);
+        }
+        Ok(map)
     }
 }
 
@@ -174,18 +355,44 @@ pub fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 mod tests {
     use super::*;
 
-    #[derive(Debug, Default, Deserialize, PartialEq)]
-    #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+    #[derive(Debug, Default, PartialEq)]
     struct Sample {
-        #[serde(deserialize_with = "lenient_u32")]
         max_items: u32,
         inner: Inner,
     }
 
-    #[derive(Debug, Default, Deserialize, PartialEq)]
-    #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+    #[derive(Debug, Default, PartialEq)]
     struct Inner {
         name: String,
+    }
+
+    impl FromJson for Sample {
+        fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+            let mut s = Sample::default();
+            for (key, value) in object(v, at)? {
+                let at = &at.key(key);
+                match key.as_str() {
+                    "maxItems" => s.max_items = read(value, at)?,
+                    "inner" => s.inner = read(value, at)?,
+                    _ => return Err(unknown(at)),
+                }
+            }
+            Ok(s)
+        }
+    }
+
+    impl FromJson for Inner {
+        fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+            let mut s = Inner::default();
+            for (key, value) in object(v, at)? {
+                let at = &at.key(key);
+                match key.as_str() {
+                    "name" => s.name = read(value, at)?,
+                    _ => return Err(unknown(at)),
+                }
+            }
+            Ok(s)
+        }
     }
 
     impl Validate for Sample {
@@ -194,6 +401,20 @@ mod tests {
                 return Err(ConfigError::new("maxItems", "must be at most 100"));
             }
             Ok(())
+        }
+    }
+
+    #[test]
+    fn quoting_matches_debug_for_ordinary_text() {
+        for text in [
+            "",
+            "5xx",
+            "a \"b\" \\ c",
+            "tab\there\nline",
+            "bell\u{7}",
+            "é😀",
+        ] {
+            assert_eq!(quoted(text), format!("{text:?}"));
         }
     }
 
@@ -213,6 +434,16 @@ mod tests {
         );
         let e = parse::<Sample>(Some(br#"{"maxItems": 5.5}"#)).unwrap_err();
         assert_eq!(e.field, "maxItems");
+        assert_eq!(e.reason, "expected a non-negative whole number, got 5.5");
+        let e = parse::<Sample>(Some(br#"{"maxItems": -1}"#)).unwrap_err();
+        assert_eq!(e.reason, "expected a non-negative whole number, got -1");
+        let e = parse::<Sample>(Some(br#"{"maxItems": 5000000000}"#)).unwrap_err();
+        assert_eq!(e.reason, "5000000000 is too large");
+        let e = parse::<Sample>(Some(br#"{"maxItems": "5"}"#)).unwrap_err();
+        assert_eq!(
+            e.reason,
+            "expected a non-negative whole number, got a string"
+        );
     }
 
     #[test]
@@ -223,6 +454,13 @@ mod tests {
         assert!(!e.reason.contains("line"), "{}", e.reason);
         let e = parse::<Sample>(Some(br#"{"inner": {"name": 3}}"#)).unwrap_err();
         assert_eq!(e.field, "inner.name");
+        assert_eq!(e.reason, "expected a string, got a number");
+        let e = parse::<Sample>(Some(br#"{"inner": [{}]}"#)).unwrap_err();
+        assert_eq!(e.field, "inner");
+        let e = parse::<Sample>(Some(br#"{"inner": {}, "inner": {}}"#)).unwrap_err();
+        assert_eq!(e.field, "inner");
+        let e = parse::<Sample>(Some(b"[]")).unwrap_err();
+        assert_eq!(e.field, "(root)");
         let e = parse::<Sample>(Some(br#"{"maxItems": 500}"#)).unwrap_err();
         assert_eq!(
             e.to_string(),

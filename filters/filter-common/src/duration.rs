@@ -1,7 +1,8 @@
 //! Durations in configuration are strings such as `"500ms"`, `"10s"`, `"1m30s"` or `"1.5s"`, the forms
 //! Envoy, Istio and Go users write.
 
-use serde::{Deserialize, Deserializer};
+use crate::config::{quoted, string, ConfigError, FromJson, Path};
+use crate::json::Value;
 use std::time::Duration;
 
 /// A configured duration.
@@ -18,12 +19,11 @@ impl ConfigDuration {
     }
 }
 
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s)
+impl FromJson for ConfigDuration {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        parse_duration(string(v, at)?)
             .map(ConfigDuration)
-            .map_err(serde::de::Error::custom)
+            .map_err(|e| at.error(e))
     }
 }
 
@@ -58,7 +58,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .ok_or_else(|| bad(s))?;
         rest = next;
     }
-    let nanos = u64::try_from(total_nanos).map_err(|_| format!("duration {s:?} is too large"))?;
+    let nanos =
+        u64::try_from(total_nanos).map_err(|_| format!("duration {} is too large", quoted(s)))?;
     Ok(Duration::from_nanos(nanos))
 }
 
@@ -87,7 +88,10 @@ fn scaled(number: &str, unit: u128) -> Option<u128> {
 }
 
 fn bad(s: &str) -> String {
-    format!("expected a duration such as \"500ms\", \"10s\" or \"1m30s\", got {s:?}")
+    format!(
+        "expected a duration such as \"500ms\", \"10s\" or \"1m30s\", got {}",
+        quoted(s)
+    )
 }
 
 #[cfg(test)]
@@ -126,8 +130,9 @@ mod tests {
 
     #[test]
     fn deserializes_from_json_string_only() {
-        let d: ConfigDuration = serde_json::from_str("\"250ms\"").unwrap();
+        use crate::config::from_slice;
+        let d: ConfigDuration = from_slice(b"\"250ms\"").unwrap();
         assert_eq!(d.0, Duration::from_millis(250));
-        assert!(serde_json::from_str::<ConfigDuration>("250").is_err());
+        assert!(from_slice::<ConfigDuration>(b"250").is_err());
     }
 }

@@ -2,10 +2,11 @@
 //! (from the response flags) applies, whether the response came from the upstream at all, and which
 //! gRPC codes a configuration may name.
 
+use crate::config::{read, ConfigError, Path};
+use crate::json::Value;
 use crate::response_flags::{
     NO_HEALTHY_UPSTREAM, RESET, TIMEOUT, UPSTREAM_CONNECTION_FAILURE, UPSTREAM_OVERFLOW,
 };
-use serde::{Deserialize, Deserializer};
 
 /// Envoy's reasons an upstream call failed, named as the filters' `envoy` fields name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,11 +56,11 @@ impl UpstreamFailure {
 
 /// Reads a filter's Envoy reason by name: one of [`UpstreamFailure`]'s, or one of the filter's own
 /// (`extra`, with the value each stands for). An unknown name lists every known one.
-pub fn reason_from_label<T: Copy, E: serde::de::Error>(
+pub fn reason_from_label<T: Copy>(
     label: &str,
     upstream: impl Fn(UpstreamFailure) -> T,
     extra: &[(&str, T)],
-) -> Result<T, E> {
+) -> Result<T, String> {
     if let Some(f) = UpstreamFailure::from_label(label) {
         return Ok(upstream(f));
     }
@@ -71,10 +72,11 @@ pub fn reason_from_label<T: Copy, E: serde::de::Error>(
         .map(|f| f.label())
         .chain(extra.iter().map(|(name, _)| *name))
         .collect();
-    Err(E::custom(format!(
-        "unknown Envoy reason {label:?}; known reasons: {}",
+    Err(format!(
+        "unknown Envoy reason {}; known reasons: {}",
+        crate::config::quoted(label),
         known.join(", ")
-    )))
+    ))
 }
 
 /// The response came from the upstream: the router marks its answers `via_upstream` in
@@ -92,10 +94,10 @@ pub const CIRCUIT_BREAKER_DETAILS: &str = "circuit_breaker_open";
 pub const MAX_GRPC_CODE: u32 = 16;
 
 /// A list of gRPC status codes, each between 0 and 16.
-pub fn grpc_codes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
-    let codes = Vec::<u32>::deserialize(d)?;
+pub fn grpc_codes(v: &Value, at: &Path<'_>) -> Result<Vec<u32>, ConfigError> {
+    let codes: Vec<u32> = read(v, at)?;
     if codes.iter().any(|c| *c > MAX_GRPC_CODE) {
-        return Err(serde::de::Error::custom("gRPC codes are between 0 and 16"));
+        return Err(at.error("gRPC codes are between 0 and 16"));
     }
     Ok(codes)
 }
@@ -118,14 +120,10 @@ mod tests {
 
     #[test]
     fn unknown_reasons_list_the_known_ones() {
-        let r: Result<u8, serde_json::Error> = reason_from_label("timeout", |_| 1, &[("x", 2)]);
-        assert_eq!(r.unwrap(), 1);
-        let r: Result<u8, serde_json::Error> = reason_from_label("x", |_| 1, &[("x", 2)]);
-        assert_eq!(r.unwrap(), 2);
-        let e = reason_from_label::<u8, serde_json::Error>("nope", |_| 1, &[("x", 2)]).unwrap_err();
-        assert!(e
-            .to_string()
-            .contains("connectionFailure, timeout, reset, noHealthyUpstream, overflow, x"));
+        assert_eq!(reason_from_label("timeout", |_| 1, &[("x", 2)]), Ok(1));
+        assert_eq!(reason_from_label("x", |_| 1, &[("x", 2)]), Ok(2));
+        let e = reason_from_label("nope", |_| 1, &[("x", 2)]).unwrap_err();
+        assert!(e.contains("connectionFailure, timeout, reset, noHealthyUpstream, overflow, x"));
     }
 
     #[test]
@@ -137,8 +135,15 @@ mod tests {
 
     #[test]
     fn grpc_codes_stop_at_16() {
-        let ok: Vec<u32> = grpc_codes(&mut serde_json::Deserializer::from_str("[0, 16]")).unwrap();
-        assert_eq!(ok, vec![0, 16]);
-        assert!(grpc_codes(&mut serde_json::Deserializer::from_str("[17]")).is_err());
+        let codes = |json: &str| {
+            let doc = crate::json::parse(json.as_bytes(), 100).unwrap();
+            grpc_codes(&doc, &Path::ROOT)
+        };
+        assert_eq!(codes("[0, 16.0]").unwrap(), vec![0, 16]);
+        assert_eq!(
+            codes("[17]").unwrap_err().reason,
+            "gRPC codes are between 0 and 16"
+        );
+        assert_eq!(codes("[1, -1]").unwrap_err().field, "[1]");
     }
 }

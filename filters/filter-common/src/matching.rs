@@ -1,11 +1,11 @@
 //! Request matching shared by the filters: which rule or breaker a request belongs to. Filters load only
 //! the request attributes their configuration names, once per request (read by `request`).
 
-use serde::Deserialize;
+use crate::config::{missing, object, read, unknown, ConfigError, FromJson, Path};
+use crate::json::Value;
 
 /// Every field given must match; an empty match matches every request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Match {
     /// Upstream cluster name (exact).
     pub cluster: Option<String>,
@@ -20,11 +20,47 @@ pub struct Match {
 }
 
 /// A request header: present (no `value`) or equal to `value`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderMatch {
     pub name: String,
     pub value: Option<String>,
+}
+
+impl FromJson for Match {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut m = Match::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "cluster" => m.cluster = read(value, at)?,
+                "route" => m.route = read(value, at)?,
+                "authority" => m.authority = read(value, at)?,
+                "pathPrefix" => m.path_prefix = read(value, at)?,
+                "method" => m.method = read(value, at)?,
+                "header" => m.header = read(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(m)
+    }
+}
+
+impl FromJson for HeaderMatch {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let (mut name, mut value) = (None, None);
+        for (key, item) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "name" => name = read(item, at)?,
+                "value" => value = read(item, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(HeaderMatch {
+            name: name.ok_or_else(|| missing(at, "name"))?,
+            value,
+        })
+    }
 }
 
 impl Match {
@@ -56,7 +92,7 @@ impl Match {
                 })
     }
 
-    /// Checks what serde cannot; `field` is the match's path for the error.
+    /// Checks what reading cannot; `field` is the match's path for the error.
     pub fn validate(&self, field: &str) -> Result<(), crate::config::ConfigError> {
         use crate::limits::{check_len, MAX_HEADER_VALUE_LEN, MAX_MATCH_VALUE_LEN};
         for (name, value) in [
@@ -203,7 +239,7 @@ mod tests {
     }
 
     fn m(json: &str) -> Match {
-        serde_json::from_str(json).unwrap()
+        crate::config::from_slice(json.as_bytes()).unwrap()
     }
 
     #[test]

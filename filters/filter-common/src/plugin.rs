@@ -1,9 +1,8 @@
 //! Start-up steps every filter takes the same way.
 
-use crate::config::{parse, Validate};
+use crate::config::{parse, FromJson, Validate};
 use crate::host;
 use proxy_wasm::types::LogLevel;
-use serde::de::DeserializeOwned;
 
 /// The level every filter logs at: configuration errors, transitions and one-off warnings, never a line
 /// per request. Envoy's own `wasm` log level filters further; a message below this one costs no host
@@ -15,7 +14,7 @@ pub const LOG_LEVEL: LogLevel = LogLevel::Info;
 /// makes Envoy reject the configuration instead of running with a guess.
 pub fn load_config<T>(filter: &str) -> Option<T>
 where
-    T: DeserializeOwned + Default + Validate,
+    T: FromJson + Default + Validate,
 {
     let raw = host::plugin_configuration();
     match parse::<T>(raw.as_deref()) {

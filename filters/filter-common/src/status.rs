@@ -1,6 +1,7 @@
 //! HTTP status sets in configuration: `"503"`, `"500-599"`, or a list of them.
 
-use serde::{Deserialize, Deserializer};
+use crate::config::{list, ConfigError, FromJson, Path};
+use crate::json::Value;
 
 /// An inclusive range of HTTP status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,29 +17,30 @@ impl StatusSet {
     }
 }
 
-impl<'de> Deserialize<'de> for StatusSet {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(String),
-            Many(Vec<String>),
-        }
-        let texts = match OneOrMany::deserialize(d)? {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
+impl FromJson for StatusSet {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let one = std::slice::from_ref(v);
+        let items = match v {
+            Value::String(_) => one,
+            Value::Array(_) => list(v, at)?,
+            other => return Err(at.expected("a status such as \"503\" or a list of them", other)),
         };
-        if texts.is_empty() {
-            return Err(serde::de::Error::custom(
-                "must name at least one code or range",
-            ));
+        if items.is_empty() {
+            return Err(at.error("must name at least one code or range"));
         }
-        texts
+        items
             .iter()
-            .map(|t| {
-                parse_range(t).ok_or_else(|| {
-                    serde::de::Error::custom(format!(
-                        "bad status {t:?}: expected a code like \"503\" or a range like \"500-599\" within 100-599"
+            .map(|item| {
+                let text = match item {
+                    Value::String(t) => t,
+                    other => {
+                        return Err(at.expected("a status such as \"503\" or a list of them", other))
+                    }
+                };
+                parse_range(text).ok_or_else(|| {
+                    at.error(format!(
+                        "bad status {}: expected a code like \"503\" or a range like \"500-599\" within 100-599",
+                        crate::config::quoted(text)
                     ))
                 })
             })
@@ -65,12 +67,20 @@ mod tests {
 
     #[test]
     fn codes_ranges_and_lists() {
-        let s: StatusSet = serde_json::from_str(r#"["502", "504-599"]"#).unwrap();
+        use crate::config::from_slice;
+        let s: StatusSet = from_slice(br#"["502", "504-599"]"#).unwrap();
         assert!(s.contains(502) && s.contains(599) && !s.contains(503));
-        let s: StatusSet = serde_json::from_str(r#""500-599""#).unwrap();
+        let s: StatusSet = from_slice(br#""500-599""#).unwrap();
         assert!(s.contains(500));
-        for bad in [r#""600""#, r#""599-500""#, r#"[]"#, r#""5xx""#, "503"] {
-            assert!(serde_json::from_str::<StatusSet>(bad).is_err(), "{bad}");
+        for bad in [
+            r#""600""#,
+            r#""599-500""#,
+            r#"[]"#,
+            r#""5xx""#,
+            "503",
+            "[503]",
+        ] {
+            assert!(from_slice::<StatusSet>(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 }

@@ -3,8 +3,11 @@
 
 use crate::baggage::BaggageLimits;
 use crate::formats::Format;
-use filter_common::config::{lenient_u32, lenient_usize, ConfigError, Validate};
+use filter_common::config::{
+    list, object, one_of, quoted, read, string, unknown, ConfigError, FromJson, Path, Validate,
+};
 use filter_common::duration::ConfigDuration;
+use filter_common::json::Value;
 use filter_common::limits::{
     byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN,
 };
@@ -12,16 +15,12 @@ use filter_common::w3c::{
     check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
     DEFAULT_RESPONSE_HEADER,
 };
-use serde::{Deserialize, Deserializer};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Formats read from requests, in precedence order: the first valid one wins.
-    #[serde(deserialize_with = "formats")]
     pub extract: Vec<Format>,
     /// Formats always written on the forwarded request.
-    #[serde(deserialize_with = "formats")]
     pub inject: Vec<Format>,
     /// Formats that arrived but are not in `inject` are rewritten from the winning context (true) or
     /// removed (false), so downstream never sees two different traces.
@@ -29,14 +28,12 @@ pub struct Config {
     /// Probability that a trace this filter starts, or one that arrived without a decision, is sampled.
     pub sampling_ratio: f64,
     /// 128 or 64: the size of trace ids this filter creates. 64 suits meshes with 64-bit-only peers.
-    #[serde(deserialize_with = "lenient_u32")]
     pub new_trace_id_bits: u32,
     /// Act as a hop: give the forwarded request a new span (parent) id.
     pub participate: bool,
     /// When set and participating, the `tracestate` member written with this key (value: the new span id).
     pub tracestate_key: Option<String>,
     /// Longest `tracestate` forwarded; whole members are dropped beyond it (W3C: at least 512).
-    #[serde(deserialize_with = "lenient_usize")]
     pub tracestate_max_length: usize,
     pub baggage: BaggageConfig,
     /// Response header carrying the trace id; empty disables it.
@@ -49,17 +46,13 @@ pub struct Config {
     pub direction: Direction,
     pub correlation: CorrelationConfig,
     /// The most shared memory the configuration may need in the worst case (see `memory`).
-    #[serde(deserialize_with = "byte_size")]
     pub max_shared_memory: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BaggageConfig {
     pub enabled: bool,
-    #[serde(deserialize_with = "lenient_usize")]
     pub max_members: usize,
-    #[serde(deserialize_with = "lenient_usize")]
     pub max_bytes: usize,
     /// When set, only these keys are propagated.
     pub allow_keys: Option<Vec<String>>,
@@ -72,8 +65,7 @@ pub struct BaggageConfig {
     pub strip_on_egress: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
     #[default]
     Auto,
@@ -81,13 +73,11 @@ pub enum Direction {
     Outbound,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CorrelationConfig {
     /// Restore the context of an outbound request that carries only `x-request-id`.
     pub enabled: bool,
     /// Number of fixed slots in shared data (memory is slots x one small entry).
-    #[serde(deserialize_with = "lenient_u32")]
     pub slots: u32,
     /// How long an inbound context can be restored.
     pub ttl: ConfigDuration,
@@ -237,22 +227,101 @@ impl Validate for Config {
     }
 }
 
+impl FromJson for Config {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "extract" => c.extract = formats(value, at)?,
+                "inject" => c.inject = formats(value, at)?,
+                "keepReceivedFormats" => c.keep_received_formats = read(value, at)?,
+                "samplingRatio" => c.sampling_ratio = read(value, at)?,
+                "newTraceIdBits" => c.new_trace_id_bits = read(value, at)?,
+                "participate" => c.participate = read(value, at)?,
+                "tracestateKey" => c.tracestate_key = read(value, at)?,
+                "tracestateMaxLength" => c.tracestate_max_length = read(value, at)?,
+                "baggage" => c.baggage = read(value, at)?,
+                "responseHeader" => c.response_header = read(value, at)?,
+                "traceResponse" => c.trace_response = read(value, at)?,
+                "filterStateName" => c.filter_state_name = read(value, at)?,
+                "direction" => c.direction = read(value, at)?,
+                "correlation" => c.correlation = read(value, at)?,
+                "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(c)
+    }
+}
+
+impl FromJson for BaggageConfig {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut b = BaggageConfig::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "enabled" => b.enabled = read(value, at)?,
+                "maxMembers" => b.max_members = read(value, at)?,
+                "maxBytes" => b.max_bytes = read(value, at)?,
+                "allowKeys" => b.allow_keys = read(value, at)?,
+                "denyKeys" => b.deny_keys = read(value, at)?,
+                "fromJaeger" => b.from_jaeger = read(value, at)?,
+                "fromOtTrace" => b.from_ot_trace = read(value, at)?,
+                "stripOnEgress" => b.strip_on_egress = read(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(b)
+    }
+}
+
+impl FromJson for CorrelationConfig {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        let mut c = CorrelationConfig::default();
+        for (key, value) in object(v, at)? {
+            let at = &at.key(key);
+            match key.as_str() {
+                "enabled" => c.enabled = read(value, at)?,
+                "slots" => c.slots = read(value, at)?,
+                "ttl" => c.ttl = read(value, at)?,
+                _ => return Err(unknown(at)),
+            }
+        }
+        Ok(c)
+    }
+}
+
+impl FromJson for Direction {
+    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+        one_of(
+            v,
+            at,
+            &[
+                ("auto", Direction::Auto),
+                ("inbound", Direction::Inbound),
+                ("outbound", Direction::Outbound),
+            ],
+        )
+    }
+}
+
 /// Reads a list of format names, naming the unknown one in the error.
-fn formats<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Format>, D::Error> {
-    let names = Vec::<String>::deserialize(d)?;
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let format = Format::from_name(&name).ok_or_else(|| {
+fn formats(v: &Value, at: &Path<'_>) -> Result<Vec<Format>, ConfigError> {
+    let items = list(v, at)?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let name = string(item, &at.index(i))?;
+        let format = Format::from_name(name).ok_or_else(|| {
             let known: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-            serde::de::Error::custom(format!(
-                "unknown format {name:?}; known formats: {}",
+            at.error(format!(
+                "unknown format {}; known formats: {}",
+                quoted(name),
                 known.join(", ")
             ))
         })?;
         if out.contains(&format) {
-            return Err(serde::de::Error::custom(format!(
-                "format {name:?} is listed twice"
-            )));
+            return Err(at.error(format!("format {} is listed twice", quoted(name))));
         }
         out.push(format);
     }

@@ -176,7 +176,8 @@ fn apply_edits(decision: &Decision) {
             HeaderEdit::Remove(name) => host::remove_header(MapType::HttpRequestHeaders, name),
         };
         if !ok {
-            log::warn!("{FILTER}: the host refused to edit request header {edit:?}");
+            let (HeaderEdit::Set(name, _) | HeaderEdit::Remove(name)) = edit;
+            log::warn!("{FILTER}: the host refused to edit request header {name}");
         }
     }
 }
