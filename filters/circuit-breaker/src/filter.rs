@@ -222,7 +222,11 @@ impl HttpContext for BreakerStream {
             if call.grpc {
                 call.grpc_status = host::header_number(MapType::HttpResponseHeaders, "grpc-status");
             }
-            call.local_reply = Some(made_in_proxy());
+            // Envoy's own replies on the way to an upstream (no healthy upstream, timeouts, resets,
+            // overflow, a rate limit or denial) are 4xx or 5xx, and gRPC ones a 200 with a
+            // grpc-status: a plain answer below 400 is the upstream's and skips the attribute read.
+            let plain_success = !call.grpc && call.status.is_some_and(|s| s < 400);
+            call.local_reply = Some(!plain_success && made_in_proxy());
         }
         if let (Some(mark), Some(vm)) = (&self.dry_run_mark, &self.vm) {
             host::set_header(

@@ -189,13 +189,18 @@ pub fn template(body: &str, vars: &Vars, content_type: &str) -> String {
     let mut out = String::with_capacity(body.len() + 64);
     let mut rest = body;
     while let Some(start) = rest.find("{{") {
-        let (before, after) = rest.split_at(start);
+        // split_at_checked: split_at's panic path would bring core's Unicode tables into the module.
+        let Some((before, after)) = rest.split_at_checked(start) else {
+            break;
+        };
         out.push_str(before);
-        let Some(end) = after.find("}}") else {
+        let Some((placeholder, tail)) = after
+            .find("}}")
+            .and_then(|end| after.split_at_checked(end + 2))
+        else {
             rest = after;
             break;
         };
-        let (placeholder, tail) = after.split_at(end + 2);
         let value = match placeholder {
             "{{traceId}}" => Some(escape(&vars.trace_id)),
             "{{requestId}}" => Some(escape(&vars.request_id)),
