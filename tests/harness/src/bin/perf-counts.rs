@@ -7,8 +7,10 @@
 //!   cargo feature `count-host-calls`, add each stream's counts to `perf.<root id>.*` counters.
 //! - Instructions per request (`PERF_CALLGRIND=1`): Envoy runs under `valgrind --tool=callgrind`
 //!   (`ENVOY_BIN` is wrapped by `tools/perf/envoy-callgrind`); the counters are zeroed before each
-//!   listener's measured requests and dumped after them. V8's compiled Wasm runs inside Envoy, so it
-//!   is counted too. This mode loads the release modules (`dist/*.wasm`), so it counts no host calls.
+//!   listener's measured requests and dumped after them, per thread; the figure is the worker
+//!   thread's. V8's compiled Wasm runs inside Envoy, so it is counted too. This mode loads the release modules (`dist/*.wasm`), so it counts no host calls.
+//!
+//! `PERF_VARIANTS=a,b,...` keeps only those listeners (and `none`).
 //!
 //! The Markdown table goes to stdout and `target/perf/counts.md`.
 
@@ -52,6 +54,10 @@ fn variants() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
     vec![
         ("none", vec![]),
         ("empty", vec![("empty", "bench/empty_filter.wasm")]),
+        (
+            "empty_trimmed",
+            vec![("empty_trimmed", "bench/empty_trimmed.wasm")],
+        ),
         (
             "trace_context",
             vec![("trace_context", "perf/trace_context.wasm")],
@@ -117,15 +123,25 @@ fn callgrind(args: &[&str], pid: u32) {
     assert!(out.status.success(), "callgrind_control {args:?}: {out:?}");
 }
 
-/// The instruction total of dump number `n` (`callgrind.out.<pid>.<n>` in `dir`), once written.
+/// The instructions of dump number `n` in the thread that executed the most of them: the worker
+/// that served the batch (callgrind writes `callgrind.out.<pid>.<n>-<thread>` per thread in `dir`),
+/// so the main thread's timers are not counted. `None` until the dump is written.
 fn last_dump_total(dir: &Path, pid: u32, n: usize) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join(format!("callgrind.out.{pid}.{n}"))).ok()?;
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("totals: ")
-                .or_else(|| l.strip_prefix("summary: "))
+    let prefix = format!("callgrind.out.{pid}.{n}-");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix("totals: ")
+                        .or_else(|| l.strip_prefix("summary: "))
+                })
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         })
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .max()
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -145,7 +161,16 @@ async fn main() {
         .log_level("warn")
         .component_log_level("wasm:warn")
         .cluster(Cluster::new("upstream", upstream.port()));
-    let variants = variants();
+    // PERF_VARIANTS=a,b,...: only those listeners (under callgrind, V8 cannot reserve the address
+    // space of more than eight VMs).
+    let only = std::env::var("PERF_VARIANTS").ok();
+    let variants: Vec<_> = variants()
+        .into_iter()
+        .filter(|(name, _)| {
+            only.as_deref()
+                .is_none_or(|o| *name == "none" || o.split(',').any(|x| x.trim() == *name))
+        })
+        .collect();
     for (name, filters) in &variants {
         let mut l = Listener::new(*name).route(Route::to(*name, "/", "upstream"));
         for (root, module) in filters {

@@ -56,6 +56,9 @@ pub struct Variant {
     pub name: String,
     /// Filters before the router; none is the baseline with the router only.
     stages: Vec<Stage>,
+    /// The Wasm stages share one VM per worker (one vm_id, as Istio's plugins of one module do)
+    /// instead of a VM each.
+    shared_vm: bool,
     trace: TraceHeader,
     pub what: String,
 }
@@ -65,9 +68,15 @@ impl Variant {
         Variant {
             name: name.to_string(),
             stages,
+            shared_vm: false,
             trace,
             what: what.to_string(),
         }
+    }
+
+    fn shared_vm(mut self) -> Variant {
+        self.shared_vm = true;
+        self
     }
 
     /// Whether this listener runs the trace-context filter (checked before measuring).
@@ -99,6 +108,27 @@ pub fn variants(only: Option<&[String]>) -> Result<Vec<Variant>, String> {
             "the empty filter exporting no body, trailer, log or done callback (make build's \
              wasm-trim): what Envoy's calls into the VM for those cost",
         ),
+        Variant::new(
+            "empty_x3",
+            vec![
+                wasm("bench/empty_filter.wasm"),
+                wasm("bench/empty_filter.wasm"),
+                wasm("bench/empty_filter.wasm"),
+            ],
+            TraceHeader::TraceParent,
+            "three empty filters, a VM each (as three plugins of three modules)",
+        ),
+        Variant::new(
+            "empty_x3_shared_vm",
+            vec![
+                wasm("bench/empty_filter.wasm"),
+                wasm("bench/empty_filter.wasm"),
+                wasm("bench/empty_filter.wasm"),
+            ],
+            TraceHeader::TraceParent,
+            "three empty filters sharing one VM per worker (as three plugins of one module)",
+        )
+        .shared_vm(),
         Variant::new(
             "admission_control",
             vec![Stage::Native(crate::outage::ADMISSION_YAML)],
@@ -200,7 +230,12 @@ fn envoy_config(s: &Settings, variants: &[Variant], upstream_port: u16) -> Envoy
                 // plugins would.
                 Stage::Wasm(module) => {
                     let id = format!("{}_{k}", v.name);
-                    listener.filter(WasmFilter::new(&id, module).vm_id(&id))
+                    let vm_id = if v.shared_vm {
+                        v.name.clone()
+                    } else {
+                        id.clone()
+                    };
+                    listener.filter(WasmFilter::new(&id, module).vm_id(&vm_id))
                 }
                 Stage::Native(yaml) => listener.filter(HttpFilter::raw(*yaml)),
             };

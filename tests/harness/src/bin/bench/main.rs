@@ -42,7 +42,8 @@
 //! | `BENCH_PARTIAL_SECS` | 20 (quick 5) | seconds of the 10 % partial failure |
 //! | `BENCH_FLAP_SECS` | 1 (quick 0.5) | the flapping dependency's half period |
 //!
-//! The Markdown report goes to stdout and to `target/bench/results.md`; progress goes to stderr.
+//! The Markdown report goes to stdout and to `target/bench/results.md`, the cost part also to
+//! `bench/results/cost.md`; progress goes to stderr.
 //! Exit status: 0, or 1 when anything failed: in the cost table any response that was not 200, in the
 //! outage scenarios an answer that is neither the dependency's, a failure Envoy passed on, a
 //! protection's refusal nor a fallback, or a transport error.
@@ -88,6 +89,14 @@ async fn run(started: Instant) -> Result<bool, String> {
     let mut setup = None;
     if let Some(variants) = &variants {
         let (section, cost_setup) = cost::run(&s, variants, &upstream, &mut errors).await?;
+        report::publish_cost(&report::document(
+            &s,
+            &cost_setup,
+            Some(variants),
+            std::slice::from_ref(&section),
+            &errors,
+            started.elapsed(),
+        ))?;
         sections.push(section);
         setup = Some(cost_setup);
     }

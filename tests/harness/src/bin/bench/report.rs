@@ -302,7 +302,10 @@ fn defaults_table(s: &Settings, variants: &[outage::Variant], rounds: &[Vec<Run>
          10 % errors: the partial scenario (rounds in which the breaker refused any request, refused \
          answers in total). Expected time between false trips at steady 10 % errors for a rule of k \
          failures in a row: a run starts at a call with probability 0.9 × 0.1^k, so at R requests/s \
-         one comes every 1 / (R × 0.9 × 0.1^k) s.\n\n",
+         one comes every 1 / (R × 0.9 × 0.1^k) s. The breaker asks for a longer run than \
+         `consecutiveFailures` when the window shows background errors: k = max(consecutiveFailures, \
+         9) at 10 % (`required_run` in filters/circuit-breaker/src/window.rs); a fixed k of 5, as \
+         before, would trip every 3 h / 19 min / 111 s.\n\n",
     );
     t.push_str(
         "| breaker | hard down: reached | trip after ms | 10 % errors: rounds tripped | refused | false trip every (10 / 100 / 1000 req/s) |\n",
@@ -334,7 +337,13 @@ fn defaults_table(s: &Settings, variants: &[outage::Variant], rounds: &[Vec<Run>
             .collect();
         let tripped = partial.iter().filter(|r| r.rejections() > 0).count();
         let refused: usize = partial.iter().map(|r| r.rejections()).sum();
-        let k = consecutive_of(v);
+        let k = consecutive_of(v).map(|k| {
+            if k > 0 {
+                k.max(REQUIRED_RUN_AT_10_PERCENT)
+            } else {
+                0
+            }
+        });
         let every = match k {
             Some(k) if k > 0 => [10.0, 100.0, 1000.0]
                 .iter()
@@ -373,6 +382,10 @@ fn consecutive_of(v: &outage::Variant) -> Option<u32> {
 
 /// The filter's built-in `consecutiveFailures` (filters/circuit-breaker/src/config.rs).
 const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+
+/// The run the breaker asks for when a tenth of the window's calls before the run failed
+/// (`window::required_run`, pinned by its unit test `background_errors_raise_the_run_that_opens`).
+const REQUIRED_RUN_AT_10_PERCENT: u32 = 9;
 
 fn human_secs(x: f64) -> String {
     if x < 120.0 {
@@ -491,6 +504,16 @@ pub fn publish(report: &str) -> Result<(), String> {
     print!("{report}");
     let path = write(report)?;
     eprintln!("bench: report written to {}", relative(&path));
+    Ok(())
+}
+
+/// Writes the cost part of a run to `bench/results/cost.md` (the outage part writes its own files).
+pub fn publish_cost(report: &str) -> Result<(), String> {
+    let dir = workspace_root().join("bench/results");
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("cost.md");
+    fs::write(&path, report).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    eprintln!("bench: cost table written to {}", relative(&path));
     Ok(())
 }
 
