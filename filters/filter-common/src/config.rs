@@ -248,7 +248,7 @@ pub fn one_of<T: Copy>(v: &Value, at: &Path<'_>, choices: &[(&str, T)]) -> Resul
     let known: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
     Err(at.error(format!(
         "expected one of {}, got {}",
-        known.join(", "),
+        crate::text::join(&known, ", "),
         quoted(name)
     )))
 }

@@ -317,7 +317,7 @@ fn formats(v: &Value, at: &Path<'_>) -> Result<Vec<Format>, ConfigError> {
             at.error(format!(
                 "unknown format {}; known formats: {}",
                 quoted(name),
-                known.join(", ")
+                filter_common::text::join(&known, ", ")
             ))
         })?;
         if out.contains(&format) {
