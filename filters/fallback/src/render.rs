@@ -220,20 +220,13 @@ pub fn template(body: &str, vars: &Vars, content_type: &str) -> String {
 /// value stays inert inside an HTML `<script>`.
 pub fn escape_json(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    text::push_escaped(&mut out, s, |out, c| {
+        let escape = matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') || (c as u32) < 0x20;
+        if escape {
+            out.push_str(&format!("\\u{:04x}", c as u32));
         }
-    }
+        escape
+    });
     out
 }
 
@@ -376,6 +369,14 @@ mod tests {
         let r = problem(&ResponseConfig::default(), &vars(), Negotiated::Text);
         assert!(!r.body.contains("\r\nx-injected"));
         assert!(r.body.contains("x-injected: 1"));
+    }
+
+    #[test]
+    fn json_escaping_covers_every_special_char() {
+        assert_eq!(
+            escape_json("a\"b\\c\nd\re\tf<g>h&i\u{2028}j\u{2029}k\u{1}l\u{1f}m\u{7f}n\u{85}o é"),
+            "a\\\"b\\\\c\\nd\\re\\tf\\u003cg\\u003eh\\u0026i\\u2028j\\u2029k\\u0001l\\u001fm\u{7f}n\u{85}o é"
+        );
     }
 
     #[test]

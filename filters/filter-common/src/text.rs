@@ -34,6 +34,23 @@ pub fn join<S: AsRef<str>>(parts: &[S], separator: &str) -> String {
     out
 }
 
+/// `text` onto `out` with the backslash escapes JSON and Rust share (`\"`, `\\`, `\n`, `\r`, `\t`);
+/// any other char goes to `other`, which writes its escape and says so, or leaves it to be copied:
+/// the one loop of `config::quoted` (log lines) and the fallback's JSON escaping.
+pub fn push_escaped(out: &mut String, text: &str, other: impl Fn(&mut String, char) -> bool) {
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if other(out, c) => {}
+            c => out.push(c),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
