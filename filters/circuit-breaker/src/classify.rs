@@ -3,10 +3,9 @@
 //! Envoy's response flags.
 
 use crate::state::ProbeOutcome;
-use filter_common::config::{
-    missing, object, one_of, read, string, unknown, ConfigError, FromJson, Path,
-};
+use filter_common::config::{missing, one_of, read, string, ConfigError, FromJson, Path};
 use filter_common::json::Value;
+use filter_common::members;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -192,16 +191,12 @@ pub fn classify(rules: &[Rule], call: &Call) -> Outcome {
 impl FromJson for Rule {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let (mut outcome, mut status, mut grpc_status, mut envoy) = (None, None, None, None);
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "outcome" => outcome = read(value, at)?,
-                "status" => status = read(value, at)?,
-                "grpcStatus" => grpc_status = read::<Option<Vec<u32>>>(value, at)?,
-                "envoy" => envoy = read::<Option<Vec<EnvoyReason>>>(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "outcome" => outcome = read(value, at)?,
+            "status" => status = read(value, at)?,
+            "grpcStatus" => grpc_status = read::<Option<Vec<u32>>>(value, at)?,
+            "envoy" => envoy = read::<Option<Vec<EnvoyReason>>>(value, at)?,
+        });
         let outcome = outcome.ok_or_else(|| missing(at, "outcome"))?;
         let condition = match (status, grpc_status, envoy) {
             (Some(set), None, None) => Condition::Status(set),

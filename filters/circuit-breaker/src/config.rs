@@ -3,14 +3,14 @@
 
 use crate::classify::{Condition, EnvoyReason, Outcome, Rule, StatusRange, StatusSet};
 use filter_common::config::{
-    check, check_names, object, one_of, quoted, read, string, unknown, ConfigError, FromJson, Path,
-    Validate,
+    check, check_names, one_of, quoted, read, string, ConfigError, FromJson, Path, Validate,
 };
 use filter_common::duration::ConfigDuration;
 use filter_common::json::Value;
 use filter_common::limits::{byte_size, DEFAULT_MAX_SHARED_MEMORY};
 use filter_common::matching::is_header_name;
 pub use filter_common::matching::Match;
+use filter_common::members;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -172,15 +172,11 @@ impl Default for WindowConfig {
 impl FromJson for Config {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut c = Config::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "breakers" => c.breakers = read(value, at)?,
-                "statusHeader" => c.status_header = read(value, at)?,
-                "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "breakers" => c.breakers = read(value, at)?,
+            "statusHeader" => c.status_header = read(value, at)?,
+            "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
+        });
         Ok(c)
     }
 }
@@ -188,33 +184,29 @@ impl FromJson for Config {
 impl FromJson for BreakerConfig {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut b = BreakerConfig::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "name" => b.name = read(value, at)?,
-                "match" => b.matcher = read(value, at)?,
-                "keyBy" => b.key_by = read(value, at)?,
-                "maxKeys" => b.max_keys = read(value, at)?,
-                "mode" => b.mode = read(value, at)?,
-                "window" => b.window = read(value, at)?,
-                "minimumCalls" => b.minimum_calls = read(value, at)?,
-                "failureRateThreshold" => b.failure_rate_threshold = read(value, at)?,
-                "slowCallDuration" => b.slow_call_duration = read(value, at)?,
-                "slowCallRateThreshold" => b.slow_call_rate_threshold = read(value, at)?,
-                "consecutiveFailures" => b.consecutive_failures = read(value, at)?,
-                "classify" => b.classify = read(value, at)?,
-                "openDuration" => b.open_duration = read(value, at)?,
-                "openDurationMultiplier" => b.open_duration_multiplier = read(value, at)?,
-                "maxOpenDuration" => b.max_open_duration = read(value, at)?,
-                "openJitter" => b.open_jitter = read(value, at)?,
-                "halfOpenProbes" => b.half_open_probes = read(value, at)?,
-                "maxHalfOpenDuration" => b.max_half_open_duration = read(value, at)?,
-                "rejectStatus" => b.reject_status = read(value, at)?,
-                "retryAfter" => b.retry_after = read(value, at)?,
-                "envoyOverloaded" => b.envoy_overloaded = read(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "name" => b.name = read(value, at)?,
+            "match" => b.matcher = read(value, at)?,
+            "keyBy" => b.key_by = read(value, at)?,
+            "maxKeys" => b.max_keys = read(value, at)?,
+            "mode" => b.mode = read(value, at)?,
+            "window" => b.window = read(value, at)?,
+            "minimumCalls" => b.minimum_calls = read(value, at)?,
+            "failureRateThreshold" => b.failure_rate_threshold = read(value, at)?,
+            "slowCallDuration" => b.slow_call_duration = read(value, at)?,
+            "slowCallRateThreshold" => b.slow_call_rate_threshold = read(value, at)?,
+            "consecutiveFailures" => b.consecutive_failures = read(value, at)?,
+            "classify" => b.classify = read(value, at)?,
+            "openDuration" => b.open_duration = read(value, at)?,
+            "openDurationMultiplier" => b.open_duration_multiplier = read(value, at)?,
+            "maxOpenDuration" => b.max_open_duration = read(value, at)?,
+            "openJitter" => b.open_jitter = read(value, at)?,
+            "halfOpenProbes" => b.half_open_probes = read(value, at)?,
+            "maxHalfOpenDuration" => b.max_half_open_duration = read(value, at)?,
+            "rejectStatus" => b.reject_status = read(value, at)?,
+            "retryAfter" => b.retry_after = read(value, at)?,
+            "envoyOverloaded" => b.envoy_overloaded = read(value, at)?,
+        });
         Ok(b)
     }
 }
@@ -222,16 +214,12 @@ impl FromJson for BreakerConfig {
 impl FromJson for WindowConfig {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut w = WindowConfig::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "type" => w.kind = read(value, at)?,
-                "duration" => w.duration = read(value, at)?,
-                "buckets" => w.buckets = read(value, at)?,
-                "size" => w.size = read(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "type" => w.kind = read(value, at)?,
+            "duration" => w.duration = read(value, at)?,
+            "buckets" => w.buckets = read(value, at)?,
+            "size" => w.size = read(value, at)?,
+        });
         Ok(w)
     }
 }

@@ -10,8 +10,8 @@ use crate::window::Stripe;
 use filter_common::host::{self, SharedWrite};
 use filter_common::ids::IdGenerator;
 use filter_common::shared::{create_key, SharedData};
+use filter_common::HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 
 /// CAS retries on the request path; past them the request is answered from the last record read.
 pub const ADMIT_ATTEMPTS: u32 = 8;

@@ -3,8 +3,7 @@
 
 use crate::trigger::{EnvoyReason, Triggers};
 use filter_common::config::{
-    check, check_names, missing, object, one_of, read, unknown, ConfigError, FromJson, Path,
-    Validate,
+    check, check_names, missing, one_of, read, ConfigError, FromJson, Path, Validate,
 };
 use filter_common::duration::ConfigDuration;
 use filter_common::json::Value;
@@ -12,6 +11,7 @@ use filter_common::limits::{
     byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_VALUE_LEN, MAX_MATCH_VALUE_LEN,
 };
 use filter_common::matching::{is_header_name, Match, HEADER_NAME_RULE};
+use filter_common::members;
 use filter_common::w3c::{
     check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
     DEFAULT_RESPONSE_HEADER, TRACERESPONSE,
@@ -156,16 +156,12 @@ pub struct CacheConfig {
 impl FromJson for Config {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut c = Config::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "rules" => c.rules = read(value, at)?,
-                "cache" => c.cache = read(value, at)?,
-                "trace" => c.trace = read(value, at)?,
-                "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "rules" => c.rules = read(value, at)?,
+            "cache" => c.cache = read(value, at)?,
+            "trace" => c.trace = read(value, at)?,
+            "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
+        });
         Ok(c)
     }
 }
@@ -173,15 +169,11 @@ impl FromJson for Config {
 impl FromJson for TraceConfig {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut t = TraceConfig::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "responseHeader" => t.response_header = read(value, at)?,
-                "traceResponse" => t.trace_response = read(value, at)?,
-                "filterStateName" => t.filter_state_name = read(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "responseHeader" => t.response_header = read(value, at)?,
+            "traceResponse" => t.trace_response = read(value, at)?,
+            "filterStateName" => t.filter_state_name = read(value, at)?,
+        });
         Ok(t)
     }
 }
@@ -190,16 +182,12 @@ impl FromJson for RuleConfig {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut name = None;
         let (mut matcher, mut triggers, mut response) = Default::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "name" => name = read(value, at)?,
-                "match" => matcher = read(value, at)?,
-                "triggers" => triggers = read(value, at)?,
-                "response" => response = read(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "name" => name = read(value, at)?,
+            "match" => matcher = read(value, at)?,
+            "triggers" => triggers = read(value, at)?,
+            "response" => response = read(value, at)?,
+        });
         Ok(RuleConfig {
             name: name.ok_or_else(|| missing(at, "name"))?,
             matcher,
@@ -227,28 +215,24 @@ impl FromJson for Kind {
 impl FromJson for ResponseConfig {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut r = ResponseConfig::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "kind" => r.kind = read(value, at)?,
-                "status" => r.status = Some(read(value, at)?),
-                "title" => r.title = read(value, at)?,
-                "type" => r.problem_type = read(value, at)?,
-                "headers" => r.headers = read(value, at)?,
-                "body" => r.body = read(value, at)?,
-                "ttl" => r.ttl = read(value, at)?,
-                "maxBodyBytes" => r.max_body_bytes = read(value, at)?,
-                "keyHeaders" => r.key_headers = read(value, at)?,
-                "privateHeaders" => {
-                    let names: Vec<String> = read(value, at)?;
-                    r.private_headers = names.iter().map(|n| n.to_ascii_lowercase()).collect();
-                }
-                "cluster" => r.cluster = read(value, at)?,
-                "timeout" => r.timeout = read(value, at)?,
-                "otherwise" => r.otherwise = read(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "kind" => r.kind = read(value, at)?,
+            "status" => r.status = Some(read(value, at)?),
+            "title" => r.title = read(value, at)?,
+            "type" => r.problem_type = read(value, at)?,
+            "headers" => r.headers = read(value, at)?,
+            "body" => r.body = read(value, at)?,
+            "ttl" => r.ttl = read(value, at)?,
+            "maxBodyBytes" => r.max_body_bytes = read(value, at)?,
+            "keyHeaders" => r.key_headers = read(value, at)?,
+            "privateHeaders" => {
+                let names: Vec<String> = read(value, at)?;
+                r.private_headers = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+            },
+            "cluster" => r.cluster = read(value, at)?,
+            "timeout" => r.timeout = read(value, at)?,
+            "otherwise" => r.otherwise = read(value, at)?,
+        });
         Ok(r)
     }
 }
@@ -256,14 +240,10 @@ impl FromJson for ResponseConfig {
 impl FromJson for CacheConfig {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut c = CacheConfig::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "maxBytes" => c.max_bytes = read(value, at)?,
-                "maxBodyBytes" => c.max_body_bytes = read(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "maxBytes" => c.max_bytes = read(value, at)?,
+            "maxBodyBytes" => c.max_body_bytes = read(value, at)?,
+        });
         Ok(c)
     }
 }

@@ -617,7 +617,7 @@ fn store_capture(vm: &VmState, facts: &RequestFacts, capture: Capture) {
         stored_at_ns: host::now_nanos(),
         initial_age_s: capture.initial_age_s,
         serve_for_ns: capture.serve_for_ns,
-        vary: capture.vary.join(","),
+        vary: filter_common::text::join(&capture.vary, ","),
         vary_hash: capture.vary_hash,
         content_type: capture.content_type,
         body: capture.body,

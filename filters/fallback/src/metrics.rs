@@ -3,8 +3,8 @@
 use crate::config::{otherwise, Config, Kind};
 use crate::trigger::Reason;
 use filter_common::metrics::{tagged_name, Counter, Gauge};
+use filter_common::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 /// Metrics with Istio-style tags. Every served counter a rule can count is defined at configuration
 /// (bounded by rules x triggers x kinds): Envoy frees a metric when no VM holds it, so a counter a new

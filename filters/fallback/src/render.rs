@@ -2,6 +2,7 @@
 //! placeholders are escaped for the response's content type, and the gRPC status for gRPC callers.
 
 use crate::config::ResponseConfig;
+use filter_common::text;
 
 /// What the caller accepts, from its `Accept` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +121,7 @@ pub fn problem(r: &ResponseConfig, vars: &Vars, format: Negotiated) -> Rendered 
             if !vars.request_id.is_empty() {
                 members.push(format!("\"requestId\":\"{}\"", escape_json(&vars.request_id)));
             }
-            ("application/problem+json", format!("{{{}}}", members.join(",")))
+            ("application/problem+json", format!("{{{}}}", text::join(&members, ",")))
         }
         Negotiated::Html => (
             "text/html; charset=utf-8",
@@ -178,25 +179,25 @@ pub fn template(body: &str, vars: &Vars, content_type: &str) -> String {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let escape: fn(&str) -> String = if media.contains("html") || media.contains("xml") {
-        escape_html
-    } else if media == "text/plain" {
-        clean_text
-    } else {
-        escape_json
-    };
+    let escape: fn(&str) -> String =
+        if text::contains(&media, "html") || text::contains(&media, "xml") {
+            escape_html
+        } else if media == "text/plain" {
+            clean_text
+        } else {
+            escape_json
+        };
     let status = vars.status.to_string();
     let mut out = String::with_capacity(body.len() + 64);
     let mut rest = body;
-    while let Some(start) = rest.find("{{") {
+    while let Some(start) = text::find(rest, "{{") {
         // split_at_checked: split_at's panic path would bring core's Unicode tables into the module.
         let Some((before, after)) = rest.split_at_checked(start) else {
             break;
         };
         out.push_str(before);
-        let Some((placeholder, tail)) = after
-            .find("}}")
-            .and_then(|end| after.split_at_checked(end + 2))
+        let Some((placeholder, tail)) =
+            text::find(after, "}}").and_then(|end| after.split_at_checked(end + 2))
         else {
             rest = after;
             break;
@@ -219,20 +220,13 @@ pub fn template(body: &str, vars: &Vars, content_type: &str) -> String {
 /// value stays inert inside an HTML `<script>`.
 pub fn escape_json(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    text::push_escaped(&mut out, s, |out, c| {
+        let escape = matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') || (c as u32) < 0x20;
+        if escape {
+            out.push_str(&format!("\\u{:04x}", c as u32));
         }
-    }
+        escape
+    });
     out
 }
 
@@ -375,6 +369,14 @@ mod tests {
         let r = problem(&ResponseConfig::default(), &vars(), Negotiated::Text);
         assert!(!r.body.contains("\r\nx-injected"));
         assert!(r.body.contains("x-injected: 1"));
+    }
+
+    #[test]
+    fn json_escaping_covers_every_special_char() {
+        assert_eq!(
+            escape_json("a\"b\\c\nd\re\tf<g>h&i\u{2028}j\u{2029}k\u{1}l\u{1f}m\u{7f}n\u{85}o é"),
+            "a\\\"b\\\\c\\nd\\re\\tf\\u003cg\\u003eh\\u0026i\\u2028j\\u2029k\\u0001l\\u001fm\u{7f}n\u{85}o é"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! What fires a rule, checked on the response: the upstream's status or gRPC status, Envoy's own failure,
 //! or a circuit-breaker rejection.
 
-use filter_common::config::{object, read, string, unknown, ConfigError, FromJson, Path};
+use filter_common::config::{read, string, ConfigError, FromJson, Path};
 use filter_common::failure::{grpc_codes, reason_from_label, UpstreamFailure};
 use filter_common::json::Value;
+use filter_common::members;
 use filter_common::status::StatusSet;
 
 /// Envoy's own failures a rule can name: the upstream failures every filter reads from the response
@@ -66,16 +67,12 @@ pub struct Triggers {
 impl FromJson for Triggers {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut t = Triggers::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "status" => t.status = read(value, at)?,
-                "grpcStatus" => t.grpc_status = grpc_codes(value, at)?,
-                "envoy" => t.envoy = read(value, at)?,
-                "circuitBreaker" => t.circuit_breaker = read(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "status" => t.status = read(value, at)?,
+            "grpcStatus" => t.grpc_status = grpc_codes(value, at)?,
+            "envoy" => t.envoy = read(value, at)?,
+            "circuitBreaker" => t.circuit_breaker = read(value, at)?,
+        });
         Ok(t)
     }
 }

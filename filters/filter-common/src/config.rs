@@ -35,17 +35,13 @@ impl std::fmt::Display for ConfigError {
 pub fn quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
-            c => out.push(c),
+    crate::text::push_escaped(&mut out, text, |out, c| {
+        let escape = c.is_control();
+        if escape {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         }
-    }
+        escape
+    });
     out.push('"');
     out
 }
@@ -229,6 +225,29 @@ pub fn string<'v>(v: &'v Value, at: &Path<'_>) -> Result<&'v str, ConfigError> {
     }
 }
 
+/// Reads the members of the object `$v` (at path `$at`), one `match` arm per field: in each arm
+/// `$value` is the member's value and `$at` its path. A member no arm names is refused as an unknown
+/// field at its path, and a value that is not an object as "expected an object".
+///
+/// ```ignore
+/// members!(v, at, |value| {
+///     "size" => w.size = read(value, at)?,
+///     "maxSharedMemory" => w.max_shared_memory = byte_size(value, at)?,
+/// });
+/// ```
+#[macro_export]
+macro_rules! members {
+    ($v:expr, $at:ident, |$value:ident| { $($field:pat => $read:expr),+ $(,)? }) => {
+        for (key, $value) in $crate::config::object($v, $at)? {
+            let $at = &$at.key(key);
+            match key.as_str() {
+                $($field => $read,)+
+                _ => return Err($crate::config::unknown($at)),
+            }
+        }
+    };
+}
+
 /// The error for a member no field of the object has (`at` is the member's path).
 pub fn unknown(at: &Path<'_>) -> ConfigError {
     at.error("unknown field")
@@ -248,7 +267,7 @@ pub fn one_of<T: Copy>(v: &Value, at: &Path<'_>, choices: &[(&str, T)]) -> Resul
     let known: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
     Err(at.error(format!(
         "expected one of {}, got {}",
-        known.join(", "),
+        crate::text::join(&known, ", "),
         quoted(name)
     )))
 }
@@ -369,14 +388,10 @@ mod tests {
     impl FromJson for Sample {
         fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
             let mut s = Sample::default();
-            for (key, value) in object(v, at)? {
-                let at = &at.key(key);
-                match key.as_str() {
-                    "maxItems" => s.max_items = read(value, at)?,
-                    "inner" => s.inner = read(value, at)?,
-                    _ => return Err(unknown(at)),
-                }
-            }
+            members!(v, at, |value| {
+                "maxItems" => s.max_items = read(value, at)?,
+                "inner" => s.inner = read(value, at)?,
+            });
             Ok(s)
         }
     }
@@ -384,13 +399,9 @@ mod tests {
     impl FromJson for Inner {
         fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
             let mut s = Inner::default();
-            for (key, value) in object(v, at)? {
-                let at = &at.key(key);
-                match key.as_str() {
-                    "name" => s.name = read(value, at)?,
-                    _ => return Err(unknown(at)),
-                }
-            }
+            members!(v, at, |value| {
+                "name" => s.name = read(value, at)?,
+            });
             Ok(s)
         }
     }

@@ -44,7 +44,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(after.len());
         let (unit, next) = after.split_at_checked(unit_len).ok_or_else(|| bad(s))?;
-        let nanos_per_unit: u128 = match unit {
+        let nanos_per_unit: u64 = match unit {
             "ns" => 1,
             "us" | "µs" => 1_000,
             "ms" => 1_000_000,
@@ -64,7 +64,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// `number` (digits with an optional fraction) times `unit` nanoseconds, truncated to whole nanoseconds.
-fn scaled(number: &str, unit: u128) -> Option<u128> {
+/// The sum is a u128, so a value past u64 is "too large" rather than malformed; but no u128 division
+/// or parsing, which would cost a module about 2.5 KB.
+fn scaled(number: &str, unit: u64) -> Option<u128> {
     let (whole, fraction) = match number.split_once('.') {
         Some((w, f)) => (w, f),
         None => (number, ""),
@@ -72,17 +74,19 @@ fn scaled(number: &str, unit: u128) -> Option<u128> {
     if whole.is_empty() && fraction.is_empty() {
         return None;
     }
-    let whole_value: u128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().ok()?
-    };
-    let mut value = whole_value.checked_mul(unit)?;
+    // Digits only (the caller split at the first other character), as `str::parse` would take them.
+    let mut whole_value: u128 = 0;
+    for digit in whole.bytes() {
+        let d = u128::from(char::from(digit).to_digit(10)?);
+        whole_value = whole_value.checked_mul(10)?.checked_add(d)?;
+    }
+    let mut value = whole_value.checked_mul(u128::from(unit))?;
     let mut scale = unit;
     for digit in fraction.chars() {
-        let d = u128::from(digit.to_digit(10)?);
+        let d = u64::from(digit.to_digit(10)?);
         scale /= 10;
-        value = value.checked_add(d.checked_mul(scale)?)?;
+        // d * scale < 10 * unit: no overflow.
+        value = value.checked_add(u128::from(d * scale))?;
     }
     Some(value)
 }
@@ -126,6 +130,25 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn past_u64_is_too_large_and_past_u128_malformed() {
+        let e = parse_duration("99999999999999h").unwrap_err();
+        assert!(
+            e.starts_with("duration \"99999999999999h\" is too large"),
+            "{e}"
+        );
+        let e = parse_duration(&format!("{}s", "9".repeat(40))).unwrap_err();
+        assert!(e.starts_with("expected a duration such as"), "{e}");
+        assert_eq!(
+            parse_duration("18446744073.709551615s").unwrap(),
+            Duration::from_nanos(u64::MAX)
+        );
+        assert_eq!(
+            parse_duration("0.0000000019s").unwrap(),
+            Duration::from_nanos(1)
+        );
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub fn reason_from_label<T: Copy>(
     Err(format!(
         "unknown Envoy reason {}; known reasons: {}",
         crate::config::quoted(label),
-        known.join(", ")
+        crate::text::join(&known, ", ")
     ))
 }
 

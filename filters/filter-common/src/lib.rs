@@ -27,5 +27,12 @@ pub mod request;
 pub mod response_flags;
 pub mod shared;
 pub mod status;
+pub mod text;
 pub mod w3c;
 pub mod wire;
+
+/// The maps of the filters: hashbrown's, which proxy-wasm links anyway. std's `HashMap` asks WASI for
+/// random keys, and that call's `expect` alone keeps core's `{:?}` of strings and its Unicode tables
+/// (about 12 KB) in a module. Every key is from configuration (rule and breaker names, slot numbers),
+/// none from a request, so keys an attacker picks to collide are not a concern.
+pub use hashbrown::HashMap;

@@ -1,8 +1,9 @@
 //! Request matching shared by the filters: which rule or breaker a request belongs to. Filters load only
 //! the request attributes their configuration names, once per request (read by `request`).
 
-use crate::config::{missing, object, read, unknown, ConfigError, FromJson, Path};
+use crate::config::{missing, read, ConfigError, FromJson, Path};
 use crate::json::Value;
+use crate::members;
 
 /// Every field given must match; an empty match matches every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,18 +30,14 @@ pub struct HeaderMatch {
 impl FromJson for Match {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut m = Match::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "cluster" => m.cluster = read(value, at)?,
-                "route" => m.route = read(value, at)?,
-                "authority" => m.authority = read(value, at)?,
-                "pathPrefix" => m.path_prefix = read(value, at)?,
-                "method" => m.method = read(value, at)?,
-                "header" => m.header = read(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "cluster" => m.cluster = read(value, at)?,
+            "route" => m.route = read(value, at)?,
+            "authority" => m.authority = read(value, at)?,
+            "pathPrefix" => m.path_prefix = read(value, at)?,
+            "method" => m.method = read(value, at)?,
+            "header" => m.header = read(value, at)?,
+        });
         Ok(m)
     }
 }
@@ -48,14 +45,10 @@ impl FromJson for Match {
 impl FromJson for HeaderMatch {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let (mut name, mut value) = (None, None);
-        for (key, item) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "name" => name = read(item, at)?,
-                "value" => value = read(item, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |item| {
+            "name" => name = read(item, at)?,
+            "value" => value = read(item, at)?,
+        });
         Ok(HeaderMatch {
             name: name.ok_or_else(|| missing(at, "name"))?,
             value,

@@ -6,8 +6,9 @@
 //! between a read and a write.
 
 use crate::host::{self, HostError, SharedWrite};
+use crate::HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Shared-data reads and writes.
 pub trait SharedData {

@@ -152,7 +152,12 @@ impl Baggage {
             return;
         }
         let new: Vec<BaggageMember> = {
-            let existing: BTreeSet<&str> = self.members.iter().map(|m| m.key.as_str()).collect();
+            // Inserted one by one: collecting into a BTreeSet sorts first, with core's stable sort
+            // (about 3 KB of the module).
+            let mut existing: BTreeSet<&str> = BTreeSet::new();
+            for m in &self.members {
+                existing.insert(m.key.as_str());
+            }
             other
                 .members
                 .into_iter()

@@ -4,13 +4,14 @@
 use crate::baggage::BaggageLimits;
 use crate::formats::Format;
 use filter_common::config::{
-    list, object, one_of, quoted, read, string, unknown, ConfigError, FromJson, Path, Validate,
+    list, one_of, quoted, read, string, ConfigError, FromJson, Path, Validate,
 };
 use filter_common::duration::ConfigDuration;
 use filter_common::json::Value;
 use filter_common::limits::{
     byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN,
 };
+use filter_common::members;
 use filter_common::w3c::{
     check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
     DEFAULT_RESPONSE_HEADER,
@@ -230,27 +231,23 @@ impl Validate for Config {
 impl FromJson for Config {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut c = Config::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "extract" => c.extract = formats(value, at)?,
-                "inject" => c.inject = formats(value, at)?,
-                "keepReceivedFormats" => c.keep_received_formats = read(value, at)?,
-                "samplingRatio" => c.sampling_ratio = read(value, at)?,
-                "newTraceIdBits" => c.new_trace_id_bits = read(value, at)?,
-                "participate" => c.participate = read(value, at)?,
-                "tracestateKey" => c.tracestate_key = read(value, at)?,
-                "tracestateMaxLength" => c.tracestate_max_length = read(value, at)?,
-                "baggage" => c.baggage = read(value, at)?,
-                "responseHeader" => c.response_header = read(value, at)?,
-                "traceResponse" => c.trace_response = read(value, at)?,
-                "filterStateName" => c.filter_state_name = read(value, at)?,
-                "direction" => c.direction = read(value, at)?,
-                "correlation" => c.correlation = read(value, at)?,
-                "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "extract" => c.extract = formats(value, at)?,
+            "inject" => c.inject = formats(value, at)?,
+            "keepReceivedFormats" => c.keep_received_formats = read(value, at)?,
+            "samplingRatio" => c.sampling_ratio = read(value, at)?,
+            "newTraceIdBits" => c.new_trace_id_bits = read(value, at)?,
+            "participate" => c.participate = read(value, at)?,
+            "tracestateKey" => c.tracestate_key = read(value, at)?,
+            "tracestateMaxLength" => c.tracestate_max_length = read(value, at)?,
+            "baggage" => c.baggage = read(value, at)?,
+            "responseHeader" => c.response_header = read(value, at)?,
+            "traceResponse" => c.trace_response = read(value, at)?,
+            "filterStateName" => c.filter_state_name = read(value, at)?,
+            "direction" => c.direction = read(value, at)?,
+            "correlation" => c.correlation = read(value, at)?,
+            "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
+        });
         Ok(c)
     }
 }
@@ -258,20 +255,16 @@ impl FromJson for Config {
 impl FromJson for BaggageConfig {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut b = BaggageConfig::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "enabled" => b.enabled = read(value, at)?,
-                "maxMembers" => b.max_members = read(value, at)?,
-                "maxBytes" => b.max_bytes = read(value, at)?,
-                "allowKeys" => b.allow_keys = read(value, at)?,
-                "denyKeys" => b.deny_keys = read(value, at)?,
-                "fromJaeger" => b.from_jaeger = read(value, at)?,
-                "fromOtTrace" => b.from_ot_trace = read(value, at)?,
-                "stripOnEgress" => b.strip_on_egress = read(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "enabled" => b.enabled = read(value, at)?,
+            "maxMembers" => b.max_members = read(value, at)?,
+            "maxBytes" => b.max_bytes = read(value, at)?,
+            "allowKeys" => b.allow_keys = read(value, at)?,
+            "denyKeys" => b.deny_keys = read(value, at)?,
+            "fromJaeger" => b.from_jaeger = read(value, at)?,
+            "fromOtTrace" => b.from_ot_trace = read(value, at)?,
+            "stripOnEgress" => b.strip_on_egress = read(value, at)?,
+        });
         Ok(b)
     }
 }
@@ -279,15 +272,11 @@ impl FromJson for BaggageConfig {
 impl FromJson for CorrelationConfig {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
         let mut c = CorrelationConfig::default();
-        for (key, value) in object(v, at)? {
-            let at = &at.key(key);
-            match key.as_str() {
-                "enabled" => c.enabled = read(value, at)?,
-                "slots" => c.slots = read(value, at)?,
-                "ttl" => c.ttl = read(value, at)?,
-                _ => return Err(unknown(at)),
-            }
-        }
+        members!(v, at, |value| {
+            "enabled" => c.enabled = read(value, at)?,
+            "slots" => c.slots = read(value, at)?,
+            "ttl" => c.ttl = read(value, at)?,
+        });
         Ok(c)
     }
 }
@@ -317,7 +306,7 @@ fn formats(v: &Value, at: &Path<'_>) -> Result<Vec<Format>, ConfigError> {
             at.error(format!(
                 "unknown format {}; known formats: {}",
                 quoted(name),
-                known.join(", ")
+                filter_common::text::join(&known, ", ")
             ))
         })?;
         if out.contains(&format) {

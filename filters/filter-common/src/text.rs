@@ -1,0 +1,86 @@
+//! String helpers that keep core's panic and `{:?}` paths out of the modules. A `&str` pattern
+//! (`str::find`, `contains`, `split`, `replace`) runs core's two-way searcher, whose char-boundary
+//! panic formats a `char` with `{:?}` and so links core's Unicode tables (about 12 KB); `[T]::join` is
+//! about 1 KB per element type. Byte searches on the short texts of a configuration cost nothing
+//! noticeable.
+
+/// The byte offset of the first `needle` in `haystack`. A match of a whole `&str` in a `&str` starts
+/// and ends on char boundaries, so the offset is one `str::split_at_checked` accepts.
+pub fn find(haystack: &str, needle: &str) -> Option<usize> {
+    let needle = needle.as_bytes();
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .position(|w| w == needle)
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &str, needle: &str) -> bool {
+    find(haystack, needle).is_some()
+}
+
+/// `parts` joined by `separator`, as `[S]::join` gives it.
+pub fn join<S: AsRef<str>>(parts: &[S], separator: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push_str(separator);
+        }
+        out.push_str(part.as_ref());
+    }
+    out
+}
+
+/// `text` onto `out` with the backslash escapes JSON and Rust share (`\"`, `\\`, `\n`, `\r`, `\t`);
+/// any other char goes to `other`, which writes its escape and says so, or leaves it to be copied:
+/// the one loop of `config::quoted` (log lines) and the fallback's JSON escaping.
+pub fn push_escaped(out: &mut String, text: &str, other: impl Fn(&mut String, char) -> bool) {
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if other(out, c) => {}
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_is_str_find() {
+        for (h, n) in [
+            ("a {{x}} b", "{{"),
+            ("a {{x}} b", "}}"),
+            ("no braces", "{{"),
+            ("", "{{"),
+            ("{", "{{"),
+            ("é{{é}}", "}}"),
+            ("text/html", "html"),
+            ("abc", ""),
+            ("", ""),
+        ] {
+            assert_eq!(find(h, n), h.find(n), "{h} / {n}");
+            assert_eq!(contains(h, n), h.contains(n), "{h} / {n}");
+        }
+    }
+
+    #[test]
+    fn join_is_slice_join() {
+        let parts = ["a", "", "c"];
+        assert_eq!(join(&parts, ", "), parts.join(", "));
+        let owned: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+        assert_eq!(join(&owned, ","), owned.join(","));
+        assert_eq!(join::<&str>(&[], ","), "");
+        assert_eq!(join(&["x"], ","), "x");
+    }
+}
