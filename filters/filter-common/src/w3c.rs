@@ -31,10 +31,15 @@ pub struct TraceParent {
 impl TraceParent {
     /// Version 00: the only version this side writes.
     pub fn render(&self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+        use crate::hex::push_lower_hex;
+        let mut out = String::with_capacity(V00_LEN);
+        out.push_str("00-");
+        push_lower_hex(&mut out, self.trace_id, 32);
+        out.push('-');
+        push_lower_hex(&mut out, u128::from(self.span_id), 16);
+        out.push('-');
+        push_lower_hex(&mut out, u128::from(self.flags), 2);
+        out
     }
 }
 

@@ -35,12 +35,12 @@ impl TraceContext {
 
     /// The trace id as 32 lower-case hex characters.
     pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        filter_common::hex::lower_hex(self.trace_id, 32)
     }
 
     /// The span id as 16 lower-case hex characters.
     pub fn span_id_hex(&self) -> String {
-        format!("{:016x}", self.span_id)
+        filter_common::hex::lower_hex(u128::from(self.span_id), 16)
     }
 }
 

@@ -14,6 +14,7 @@
 use crate::context::TraceContext;
 use crate::formats::Extracted;
 use crate::headers::{HeaderEdits, RequestHeaders};
+use filter_common::hex::push_lower_hex;
 
 pub const HEADERS: &[&str] = &[B3];
 
@@ -89,11 +90,15 @@ pub fn inject(ctx: &TraceContext, _incoming: &RequestHeaders, edits: &mut Header
             None => "",
         }
     };
-    let value = if ctx.is_64_bit() {
-        format!("{:016x}-{:016x}{state}", ctx.trace_id_low(), ctx.span_id)
+    let mut value = String::with_capacity(52);
+    if ctx.is_64_bit() {
+        push_lower_hex(&mut value, u128::from(ctx.trace_id_low()), 16);
     } else {
-        format!("{:032x}-{:016x}{state}", ctx.trace_id, ctx.span_id)
-    };
+        push_lower_hex(&mut value, ctx.trace_id, 32);
+    }
+    value.push('-');
+    push_lower_hex(&mut value, u128::from(ctx.span_id), 16);
+    value.push_str(state);
     edits.set(B3, value);
 }
 

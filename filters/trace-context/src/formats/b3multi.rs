@@ -11,6 +11,7 @@
 use crate::context::TraceContext;
 use crate::formats::Extracted;
 use crate::headers::{HeaderEdits, RequestHeaders};
+use filter_common::hex::lower_hex;
 
 pub const HEADERS: &[&str] = &[TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS];
 
@@ -97,12 +98,12 @@ pub fn inject(ctx: &TraceContext, incoming: &RequestHeaders, edits: &mut HeaderE
         return;
     }
     let trace = if ctx.is_64_bit() {
-        format!("{:016x}", ctx.trace_id_low())
+        lower_hex(u128::from(ctx.trace_id_low()), 16)
     } else {
-        format!("{:032x}", ctx.trace_id)
+        lower_hex(ctx.trace_id, 32)
     };
     edits.set(TRACE_ID, trace);
-    edits.set(SPAN_ID, format!("{:016x}", ctx.span_id));
+    edits.set(SPAN_ID, lower_hex(u128::from(ctx.span_id), 16));
 
     if ctx.debug {
         edits.set(FLAGS, "1".to_string());

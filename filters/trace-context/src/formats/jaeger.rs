@@ -13,6 +13,7 @@
 use crate::context::{parse_hex_var, TraceContext};
 use crate::formats::Extracted;
 use crate::headers::{HeaderEdits, RequestHeaders};
+use filter_common::hex::push_lower_hex;
 
 pub const HEADERS: &[&str] = &[UBER_TRACE_ID];
 
@@ -98,11 +99,16 @@ pub fn inject(ctx: &TraceContext, _incoming: &RequestHeaders, edits: &mut Header
     } else {
         '0'
     };
-    let value = if ctx.is_64_bit() {
-        format!("{:016x}:{:016x}:0:{flags}", ctx.trace_id_low(), ctx.span_id)
+    let mut value = String::with_capacity(54);
+    if ctx.is_64_bit() {
+        push_lower_hex(&mut value, u128::from(ctx.trace_id_low()), 16);
     } else {
-        format!("{:032x}:{:016x}:0:{flags}", ctx.trace_id, ctx.span_id)
-    };
+        push_lower_hex(&mut value, ctx.trace_id, 32);
+    }
+    value.push(':');
+    push_lower_hex(&mut value, u128::from(ctx.span_id), 16);
+    value.push_str(":0:");
+    value.push(flags);
     edits.set(UBER_TRACE_ID, value);
 }
 

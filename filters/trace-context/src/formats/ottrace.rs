@@ -7,6 +7,7 @@
 use crate::context::{parse_lower_hex_u128, parse_lower_hex_u64, TraceContext};
 use crate::formats::Extracted;
 use crate::headers::{HeaderEdits, RequestHeaders};
+use filter_common::hex::lower_hex;
 
 pub const HEADERS: &[&str] = &[TRACE_ID, SPAN_ID, SAMPLED];
 
@@ -69,12 +70,12 @@ pub fn inject(ctx: &TraceContext, incoming: &RequestHeaders, edits: &mut HeaderE
         return;
     }
     let trace = if ctx.is_64_bit() {
-        format!("{:016x}", ctx.trace_id_low())
+        lower_hex(u128::from(ctx.trace_id_low()), 16)
     } else {
-        format!("{:032x}", ctx.trace_id)
+        lower_hex(ctx.trace_id, 32)
     };
     edits.set(TRACE_ID, trace);
-    edits.set(SPAN_ID, format!("{:016x}", ctx.span_id));
+    edits.set(SPAN_ID, lower_hex(u128::from(ctx.span_id), 16));
     let sampled = if ctx.debug { Some(true) } else { ctx.sampled };
     match sampled {
         Some(s) => edits.set(SAMPLED, if s { "true" } else { "false" }.to_string()),

@@ -31,6 +31,7 @@
 //! | `BENCH_ROUNDS` | 5 | interleaved rounds; the report shows medians |
 //! | `BENCH_CONCURRENCY` | 1 | Envoy `--concurrency` |
 //! | `BENCH_VARIANTS` | all | comma-separated cost-table variants to run; `none` and `empty` always run |
+//! | `BENCH_MODULES` | none | `label=path,...`: a cost-table variant per module, default configuration (name them in `BENCH_VARIANTS` too when that is set) |
 //! | `BENCH_HTTP2` | unset | `1` adds an HTTP/2 (h2c) pass; so does the `--http2` argument |
 //! | `BENCH_OUTAGE` | `1` | `0` skips the outage scenarios (`--no-outage`), `only` runs nothing else (`--outage-only`) |
 //! | `BENCH_QUICK` | unset | `1`: the outage part's quick mode (1 round, the shorter times below) |
