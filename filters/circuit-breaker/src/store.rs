@@ -142,7 +142,7 @@ pub struct Finished {
 
 /// Records a finished call of generation `gen` in this worker's stripe and publishes it. With
 /// `collect`, returns every live worker's stripe of the key (this worker's last) for a decision;
-/// without, only this worker's, and a call made while this VM's lease is fresh costs one write.
+/// without, nothing, and a call made while this VM's lease is fresh costs one write.
 /// `state_key` is `keys.state(b, slot)`.
 pub fn record_and_collect(
     store: &impl SharedData,
@@ -173,7 +173,9 @@ pub fn record_and_collect(
             (table, mine)
         }
     };
-    let Some(own) = LOCAL.with(|local| {
+    // The value this worker publishes, encoded in place; the stripe itself is copied out only for a
+    // decision.
+    let Some((value, own)) = LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         // Looked up before inserting: the key is only copied for a breaker key's first call.
         if !local.contains_key(state_key) {
@@ -188,20 +190,26 @@ pub fn record_and_collect(
             return None;
         }
         stripe.record(now, failure, slow, b);
-        Some(stripe.clone())
+        // The owner id in front tells readers whether the value is the current lease holder's.
+        let value = mine.map(|_| {
+            let mut value = Vec::with_capacity(8 + stripe.encoded_len_hint());
+            value.extend_from_slice(&owner.to_le_bytes());
+            stripe.encode_into(&mut value);
+            value
+        });
+        Some((value, collect.then(|| stripe.clone())))
     }) else {
         return Vec::new();
     };
-    if let Some(i) = mine {
-        // Only this worker writes its stripe: no CAS needed, no contention with other workers. The
-        // owner id in front tells readers whether the value is the current lease holder's.
-        let mut value = Vec::with_capacity(8 + own.encoded_len_hint());
-        value.extend_from_slice(&owner.to_le_bytes());
-        own.encode_into(&mut value);
+    if let (Some(i), Some(value)) = (mine, value) {
+        // Only this worker writes its stripe: no CAS needed, no contention with other workers.
         let _ = store.set(&Keys::stripe(state_key, i), &value, 0);
     }
+    let Some(own) = own else {
+        return Vec::new();
+    };
     let mut all = Vec::new();
-    if let Some((table, _)) = table.as_ref().filter(|_| collect) {
+    if let Some((table, _)) = &table {
         for (i, holder) in table.live(now_s).filter(|(i, _)| Some(*i) != mine) {
             if let Ok(Some((bytes, _))) = store.get(&Keys::stripe(state_key, i)) {
                 if let Some((written_by, stripe)) = bytes.split_first_chunk::<8>() {

@@ -28,14 +28,24 @@ impl BreakerKeys {
 
     /// The state record of a breaker's key slot: `.../<breaker>/<slot>`.
     pub fn state(&self, breaker: &str, slot: u32) -> String {
-        format!("{}{breaker}/{slot}", self.prefix)
+        // Built twice per request: without `format!`'s machinery.
+        let mut key = String::with_capacity(self.prefix.len() + breaker.len() + 11);
+        key.push_str(&self.prefix);
+        key.push_str(breaker);
+        key.push('/');
+        crate::text::push_decimal(&mut key, u64::from(slot));
+        key
     }
 
     /// A window stripe of the key slot whose record is `state_key`: `<state key>/s/<stripe>`. `s/`:
     /// stripes that start with their writer's owner id (modules before stripe leases used `w/`,
     /// without it, so the two never read each other's during an upgrade).
     pub fn stripe(state_key: &str, stripe: usize) -> String {
-        format!("{state_key}/s/{stripe}")
+        let mut key = String::with_capacity(state_key.len() + 6);
+        key.push_str(state_key);
+        key.push_str("/s/");
+        crate::text::push_decimal(&mut key, stripe as u64);
+        key
     }
 
     /// The stripe lease table: `.../leases`.

@@ -51,10 +51,37 @@ pub fn push_escaped(out: &mut String, text: &str, other: impl Fn(&mut String, ch
     }
 }
 
+/// `value` in decimal onto `out`, as `{}` writes it, without `core::fmt`'s machinery (shared-data keys
+/// are built on every request).
+pub fn push_decimal(out: &mut String, mut value: u64) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(d) = digits.get_mut(start) {
+            *d = b'0' + (value % 10) as u8;
+        }
+        value /= 10;
+        if value == 0 || start == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(digits.get(start..).unwrap_or_default()).unwrap_or_default());
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_decimal_is_what_display_writes() {
+        for v in [0u64, 7, 10, 99, 100, 4711, u64::from(u32::MAX), u64::MAX] {
+            let mut s = String::from("k/");
+            push_decimal(&mut s, v);
+            assert_eq!(s, format!("k/{v}"));
+        }
+    }
 
     #[test]
     fn find_is_str_find() {
