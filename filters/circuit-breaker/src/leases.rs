@@ -14,6 +14,12 @@ pub const LEASE_SECS: u64 = 300;
 /// A VM renews its lease when it is older than this.
 pub const RENEW_AFTER_SECS: u64 = 60;
 
+/// A lease renewed at `renewed_s` is due for renewal at `now_s` (a clock stepping back keeps it fresh,
+/// as it keeps a lease live).
+pub fn renewal_due(renewed_s: u64, now_s: u64) -> bool {
+    now_s.saturating_sub(renewed_s) >= RENEW_AFTER_SECS
+}
+
 const VERSION: u8 = 1;
 const ENTRY_BYTES: usize = 16;
 
@@ -85,9 +91,9 @@ impl Table {
 
     /// `owner`'s lease on `stripe` is due for renewal (or is no longer held).
     pub fn due(&self, stripe: usize, owner: u64, now_s: u64) -> bool {
-        self.leases.get(stripe).is_none_or(|l| {
-            l.owner != owner || now_s.saturating_sub(l.renewed_s) >= RENEW_AFTER_SECS
-        })
+        self.leases
+            .get(stripe)
+            .is_none_or(|l| l.owner != owner || renewal_due(l.renewed_s, now_s))
     }
 
     /// Renews `owner`'s lease on `stripe` if it still holds it or nobody took the number since.

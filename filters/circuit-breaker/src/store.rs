@@ -224,11 +224,11 @@ pub fn record_and_collect(
     all
 }
 
-/// This VM's stripe number in `keys`' table when it wrote its lease less than
-/// `leases::RENEW_AFTER_SECS` ago (a clock stepping back reads as not fresh).
+/// This VM's stripe number in `keys`' table while the lease it last wrote is not due for renewal (the
+/// table's own rule, `leases::renewal_due`): until then no other VM can hold the number.
 fn fresh_lease(keys: &Keys, now_s: u64) -> Option<usize> {
     let (stripe, written_s) = STRIPES.with(|s| s.borrow().get(keys.leases()).copied())?;
-    (now_s >= written_s && now_s - written_s < crate::leases::RENEW_AFTER_SECS).then_some(stripe)
+    (!crate::leases::renewal_due(written_s, now_s)).then_some(stripe)
 }
 
 /// True when generation `a` comes after `b` (generations wrap).
