@@ -294,17 +294,21 @@ impl FromJson for u64 {
     }
 }
 
+/// A whole number (see [`whole`]) that fits `T`.
+fn whole_as<T: TryFrom<u64>>(v: &Value, at: &Path<'_>) -> Result<T, ConfigError> {
+    let x = whole(v, at)?;
+    T::try_from(x).map_err(|_| at.error(format!("{x} is too large")))
+}
+
 impl FromJson for u32 {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let x = whole(v, at)?;
-        u32::try_from(x).map_err(|_| at.error(format!("{x} is too large")))
+        whole_as(v, at)
     }
 }
 
 impl FromJson for usize {
     fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let x = whole(v, at)?;
-        usize::try_from(x).map_err(|_| at.error(format!("{x} is too large")))
+        whole_as(v, at)
     }
 }
 
