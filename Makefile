@@ -61,6 +61,8 @@ wasm-target:
 UNUSED_CALLBACKS_trace_context   := proxy_on_request_body proxy_on_request_trailers proxy_on_response_body proxy_on_response_trailers proxy_on_log proxy_on_done
 UNUSED_CALLBACKS_circuit_breaker := proxy_on_request_body proxy_on_request_trailers proxy_on_response_body proxy_on_done
 UNUSED_CALLBACKS_fallback        := proxy_on_request_body proxy_on_request_trailers proxy_on_done
+# Every callback tools/wasm-trim may drop: the benchmark's empty_trimmed floor drops them all.
+DROPPABLE_CALLBACKS := proxy_on_request_body proxy_on_request_trailers proxy_on_response_body proxy_on_response_trailers proxy_on_log proxy_on_done
 
 build: wasm-target
 	cargo build --profile wasm --target $(WASM_TARGET) $(foreach c,$(FILTER_CRATES) empty-filter trap-filter,-p $(c))
@@ -69,7 +71,7 @@ build: wasm-target
 	@$(foreach c,$(FILTER_CRATES),target/release/wasm-trim target/$(WASM_TARGET)/wasm/$(subst -,_,$(c)).wasm dist/$(subst -,_,$(c)).wasm $(UNUSED_CALLBACKS_$(subst -,_,$(c))) &&) true
 	@cp target/$(WASM_TARGET)/wasm/empty_filter.wasm dist/bench/empty_filter.wasm
 	@# The bench's floor without any body, trailer, log or done callback: what those VM entries cost.
-	@target/release/wasm-trim dist/bench/empty_filter.wasm dist/bench/empty_trimmed.wasm $(UNUSED_CALLBACKS_trace_context)
+	@target/release/wasm-trim dist/bench/empty_filter.wasm dist/bench/empty_trimmed.wasm $(DROPPABLE_CALLBACKS)
 	@# Test-only: traps on command, for the failure-policy tests; never shipped (tests/trap-filter).
 	@cp target/$(WASM_TARGET)/wasm/trap_filter.wasm dist/test/trap_filter.wasm
 	@if command -v $(WASM_OPT) >/dev/null 2>&1; then \

@@ -86,7 +86,11 @@ impl Variant {
 }
 
 /// The cost-table variants; `only` keeps `none`, `empty` and the named ones.
-pub fn variants(only: Option<&[String]>) -> Result<Vec<Variant>, String> {
+/// `modules`: `BENCH_MODULES`, a variant each.
+pub fn variants(
+    only: Option<&[String]>,
+    modules: &[(String, PathBuf)],
+) -> Result<Vec<Variant>, String> {
     let wasm = |file: &str| Stage::Wasm(envoy::module(file));
     let mut all = vec![
         Variant::new(
@@ -179,23 +183,17 @@ pub fn variants(only: Option<&[String]>) -> Result<Vec<Variant>, String> {
              defaults, a VM each (traceparent in)",
         ));
     }
-    // Before/after comparisons in one run: `BENCH_MODULES=label=path,...` adds a listener per module
-    // (default configuration, traceparent in).
-    if let Ok(extra) = std::env::var("BENCH_MODULES") {
-        for item in extra.split(',').filter(|i| !i.trim().is_empty()) {
-            let (label, path) = item
-                .split_once('=')
-                .ok_or_else(|| format!("BENCH_MODULES: {item:?} is not label=path"))?;
-            all.push(Variant::new(
-                label.trim(),
-                vec![Stage::Wasm(PathBuf::from(path.trim()))],
-                TraceHeader::TraceParent,
-                &format!(
-                    "{} (BENCH_MODULES), default config (traceparent in)",
-                    path.trim()
-                ),
-            ));
-        }
+    // Before/after comparisons in one run: a listener per `BENCH_MODULES` module.
+    for (label, path) in modules {
+        all.push(Variant::new(
+            label,
+            vec![Stage::Wasm(path.clone())],
+            TraceHeader::TraceParent,
+            &format!(
+                "{} (BENCH_MODULES), default config (traceparent in)",
+                path.display()
+            ),
+        ));
     }
     for v in &all {
         for stage in &v.stages {

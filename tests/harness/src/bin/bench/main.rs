@@ -80,7 +80,7 @@ use settings::Settings;
 async fn run(started: Instant) -> Result<bool, String> {
     let s = Settings::load()?;
     let variants = if s.cost() {
-        Some(cost::variants(s.variants.as_deref())?)
+        Some(cost::variants(s.variants.as_deref(), &s.modules)?)
     } else {
         None
     };

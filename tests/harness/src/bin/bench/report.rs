@@ -302,10 +302,9 @@ fn defaults_table(s: &Settings, variants: &[outage::Variant], rounds: &[Vec<Run>
          10 % errors: the partial scenario (rounds in which the breaker refused any request, refused \
          answers in total). Expected time between false trips at steady 10 % errors for a rule of k \
          failures in a row: a run starts at a call with probability 0.9 × 0.1^k, so at R requests/s \
-         one comes every 1 / (R × 0.9 × 0.1^k) s. The breaker asks for a longer run than \
-         `consecutiveFailures` when the window shows background errors: k = max(consecutiveFailures, \
-         9) at 10 % (`required_run` in filters/circuit-breaker/src/window.rs); a fixed k of 5, as \
-         before, would trip every 3 h / 19 min / 111 s.\n\n",
+         one comes every 1 / (R × 0.9 × 0.1^k) s, with k the run the breaker asks for at a 10 % \
+         background error rate (`required_run` in filters/circuit-breaker/src/window.rs, at least \
+         `consecutiveFailures`); a fixed k of 5, as before, would trip every 3 h / 19 min / 111 s.\n\n",
     );
     t.push_str(
         "| breaker | hard down: reached | trip after ms | 10 % errors: rounds tripped | refused | false trip every (10 / 100 / 1000 req/s) |\n",
@@ -337,13 +336,7 @@ fn defaults_table(s: &Settings, variants: &[outage::Variant], rounds: &[Vec<Run>
             .collect();
         let tripped = partial.iter().filter(|r| r.rejections() > 0).count();
         let refused: usize = partial.iter().map(|r| r.rejections()).sum();
-        let k = consecutive_of(v).map(|k| {
-            if k > 0 {
-                k.max(REQUIRED_RUN_AT_10_PERCENT)
-            } else {
-                0
-            }
-        });
+        let k = run_at_ten_percent(v);
         let every = match k {
             Some(k) if k > 0 => [10.0, 100.0, 1000.0]
                 .iter()
@@ -365,27 +358,31 @@ fn defaults_table(s: &Settings, variants: &[outage::Variant], rounds: &[Vec<Run>
     t
 }
 
-/// The `consecutiveFailures` of a breaker variant (`breaker` is the built-in default).
-fn consecutive_of(v: &outage::Variant) -> Option<u32> {
-    match v.kind {
-        outage::Kind::Candidate(_, config) => {
-            let json: e2e_harness::serde_json::Value =
-                e2e_harness::serde_json::from_str(config).ok()?;
-            json["breakers"][0]["consecutiveFailures"]
-                .as_u64()
-                .map(|k| k as u32)
-        }
-        outage::Kind::Breaker => Some(DEFAULT_CONSECUTIVE_FAILURES),
-        _ => None,
+/// The run of failures that opens a breaker variant at steady 10 % errors, by the filter's own
+/// configuration defaults and rule (`window::required_run`): a full window in which a tenth of the
+/// calls before the run failed. `Some(0)` when the run rule is off; `None` for other variants.
+fn run_at_ten_percent(v: &outage::Variant) -> Option<u32> {
+    use circuit_breaker::config::Config;
+    use circuit_breaker::window::{required_run, Totals};
+    let config = match v.kind {
+        outage::Kind::Candidate(_, config) => config,
+        outage::Kind::Breaker => "",
+        _ => return None,
+    };
+    let parsed: Config = filter_common::config::parse(Some(config.as_bytes())).ok()?;
+    let b = parsed.breakers.first()?;
+    let k = b.consecutive_failures;
+    if k == 0 {
+        return Some(0);
     }
+    let window = Totals {
+        calls: 1000 + k,
+        failures: 100 + k,
+        slow: 0,
+        consecutive_failures: k,
+    };
+    Some(required_run(&window, b))
 }
-
-/// The filter's built-in `consecutiveFailures` (filters/circuit-breaker/src/config.rs).
-const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
-
-/// The run the breaker asks for when a tenth of the window's calls before the run failed
-/// (`window::required_run`, pinned by its unit test `background_errors_raise_the_run_that_opens`).
-const REQUIRED_RUN_AT_10_PERCENT: u32 = 9;
 
 fn human_secs(x: f64) -> String {
     if x < 120.0 {

@@ -1,6 +1,7 @@
 //! What a run does and how hard: the `BENCH_*` environment variables and the command line.
 
 use std::fmt::Display;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const USAGE: &str = "usage: bench [--http2] [--no-outage | --outage-only]   (settings: \
@@ -26,6 +27,8 @@ pub struct Settings {
     pub concurrency: u32,
     /// Cost-table variants besides `none` and `empty`; `None` is all of them.
     pub variants: Option<Vec<String>>,
+    /// `BENCH_MODULES=label=path,...`: more cost-table variants, a module each with its defaults.
+    pub modules: Vec<(String, PathBuf)>,
     pub http2: bool,
     parts: Parts,
     /// `BENCH_QUICK=1`: shorter outage timelines and one round (`make bench` in a hurry).
@@ -80,6 +83,16 @@ impl Settings {
                     .filter(|n| !n.is_empty())
                     .collect()
             });
+        let modules = std::env::var("BENCH_MODULES")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|item| !item.trim().is_empty())
+            .map(|item| {
+                item.split_once('=')
+                    .map(|(label, path)| (label.trim().to_string(), PathBuf::from(path.trim())))
+                    .ok_or_else(|| format!("BENCH_MODULES: {item:?} is not label=path"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1" || v == "true");
         let secs = |name: &str, full: f64, fast: f64| -> Result<Duration, String> {
             Ok(Duration::from_secs_f64(env_num(
@@ -94,6 +107,7 @@ impl Settings {
             rounds: env_num("BENCH_ROUNDS", 5)?,
             concurrency,
             variants,
+            modules,
             http2,
             parts,
             quick,
