@@ -1,7 +1,14 @@
-//! Filter configuration is JSON (what Istio's `pluginConfig` becomes). Errors name the field, so one log
-//! line tells an operator what to fix.
+//! Filter configuration is JSON (what Istio's `pluginConfig` becomes), read with serde: each filter's
+//! types derive `Deserialize`, and what serde cannot express (ranges, names, cross-field rules) is one
+//! `Validate` step after. Errors name the field (serde_path_to_error), so one log line tells an operator
+//! what to fix. The `deserialize_with` helpers here are the ones every filter shares: whole numbers as
+//! Istio delivers them, and maps that refuse a duplicated key.
 
-use crate::json::{self, Value, Whole};
+use serde::de::{DeserializeOwned, Deserializer, Error as _, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 /// A configuration that could not be used: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,16 +89,19 @@ pub fn check_names<'a>(
     Ok(())
 }
 
-/// Semantic checks the reading cannot express (ranges, cross-field rules).
+/// Semantic checks the reading cannot express (ranges, names, cross-field rules).
 pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;
 }
 
-/// Parses the plugin configuration. Absent or blank configuration gives the defaults, because Istio sends
-/// none when `pluginConfig` is empty.
+/// The largest configuration document.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// Parses and validates the plugin configuration. Absent or blank configuration gives the defaults,
+/// because Istio sends none when `pluginConfig` is empty.
 pub fn parse<T>(raw: Option<&[u8]>) -> Result<T, ConfigError>
 where
-    T: FromJson + Default + Validate,
+    T: DeserializeOwned + Default + Validate,
 {
     let bytes = match raw {
         Some(b) if !b.iter().all(u8::is_ascii_whitespace) => b,
@@ -102,275 +112,197 @@ where
     Ok(value)
 }
 
-/// Reads one JSON document as `T`, within the documented limits (a document larger than
-/// `limits::MAX_CONFIG_BYTES`, or a string in it longer than `limits::MAX_STRING_LEN`, is refused by
-/// field), without `parse`'s defaults and checks: for a part of a configuration in tests and fuzzing.
-pub fn from_slice<T: FromJson>(bytes: &[u8]) -> Result<T, ConfigError> {
-    use crate::limits::{human, MAX_CONFIG_BYTES, MAX_STRING_LEN};
+/// Reads one JSON document as `T`, without `parse`'s defaults and checks (for a part of a configuration
+/// in tests and fuzzing). A document over [`MAX_CONFIG_BYTES`] is refused unread; serde_json refuses
+/// nesting deeper than 128, numbers out of range and lone surrogates, and the derived types refuse
+/// unknown and duplicated fields.
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     if bytes.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::new(
-            "(root)",
+            ROOT,
             format!(
                 "the configuration is {}; at most {} is allowed",
-                human(bytes.len() as u64),
-                human(MAX_CONFIG_BYTES as u64)
+                crate::text::human(bytes.len() as u64),
+                crate::text::human(MAX_CONFIG_BYTES as u64)
             ),
         ));
     }
-    let doc = json::parse(bytes, MAX_STRING_LEN)?;
-    T::from_json(&doc, &Path::ROOT)
-}
-
-/// Where a value sits in the document: `breakers[0].window`, `(root)` for the document itself. A chain
-/// of borrowed segments, turned into text only for an error.
-#[derive(Clone, Copy)]
-pub struct Path<'a> {
-    parent: Option<&'a Path<'a>>,
-    segment: Segment<'a>,
-}
-
-#[derive(Clone, Copy)]
-enum Segment<'a> {
-    Root,
-    Key(&'a str),
-    Index(usize),
-}
-
-impl<'a> Path<'a> {
-    pub const ROOT: Path<'static> = Path {
-        parent: None,
-        segment: Segment::Root,
-    };
-
-    /// The path of member `key` of the object here.
-    pub fn key<'b>(&'b self, key: &'b str) -> Path<'b> {
-        Path {
-            parent: Some(self),
-            segment: Segment::Key(key),
-        }
-    }
-
-    /// The path of item `index` of the list here.
-    pub fn index(&self, index: usize) -> Path<'_> {
-        Path {
-            parent: Some(self),
-            segment: Segment::Index(index),
-        }
-    }
-
-    /// The error `reason` for the value here.
-    pub fn error(&self, reason: impl Into<String>) -> ConfigError {
-        ConfigError::new(self.to_string(), reason)
-    }
-
-    /// The error for a value of the wrong kind, such as "expected a string, got a number".
-    pub fn expected(&self, what: &str, got: &Value) -> ConfigError {
-        self.error(format!("expected {what}, got {}", got.kind()))
-    }
-
-    fn write_segments(&self, f: &mut std::fmt::Formatter<'_>) -> Result<bool, std::fmt::Error> {
-        let written = match self.parent {
-            Some(parent) => parent.write_segments(f)?,
-            None => false,
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path();
+        // `?` marks a place serde_path_to_error cannot name, such as the root object read through
+        // `from_object_only!`.
+        let unnamed = |s: &serde_path_to_error::Segment| matches!(s, serde_path_to_error::Segment::Unknown);
+        let field = if path.iter().all(unnamed) {
+            ROOT.to_string()
+        } else {
+            path.to_string()
         };
-        match self.segment {
-            Segment::Root => Ok(written),
-            Segment::Key(k) if written => write!(f, ".{k}").map(|_| true),
-            Segment::Key(k) => f.write_str(k).map(|_| true),
-            Segment::Index(i) => write!(f, "[{i}]").map(|_| true),
+        ConfigError::new(field, reason(e.inner()))
+    })?;
+    de.end().map_err(|e| ConfigError::new(ROOT, reason(&e)))?;
+    Ok(value)
+}
+
+/// The field of an error about the document as a whole.
+pub const ROOT: &str = "(root)";
+
+/// serde_json's message. A value of the wrong kind is placed by its field, so its line and column are
+/// dropped; a syntax error keeps them, as they say where the document breaks.
+fn reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if e.is_data() {
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        if let Some(message) = text.strip_suffix(&position) {
+            return message.to_string();
+        }
+    }
+    text
+}
+
+/// A non-negative whole number that fits `T` (`#[serde(deserialize_with = "whole")]`). Istio turns
+/// `pluginConfig` into a protobuf Struct whose numbers are doubles, so `5` may arrive as `5.0`: an
+/// integral float is accepted, `5.5` is not.
+pub fn whole<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+    Whole::<T>::deserialize(d).map(|w| w.0)
+}
+
+/// [`whole`] for a field that is `None` when absent (with `#[serde(default)]`).
+pub fn whole_some<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+    whole(d).map(Some)
+}
+
+/// A list of [`whole`] numbers.
+pub fn whole_list<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Vec<T>, D::Error> {
+    Vec::<Whole<T>>::deserialize(d).map(|items| items.into_iter().map(|w| w.0).collect())
+}
+
+/// A whole number as [`whole`] reads it, for lists and other helpers.
+pub struct Whole<T>(pub T);
+
+impl<'de, T: TryFrom<u64>> Deserialize<'de> for Whole<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WholeVisitor(PhantomData))
+    }
+}
+
+/// Reads [`Whole`]; `byte_size` uses it for its numbers.
+pub struct WholeVisitor<T>(pub PhantomData<T>);
+
+impl<T: TryFrom<u64>> Visitor<'_> for WholeVisitor<T> {
+    type Value = Whole<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a non-negative whole number")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, x: u64) -> Result<Self::Value, E> {
+        T::try_from(x)
+            .map(Whole)
+            .map_err(|_| E::custom(format!("{x} is too large")))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, x: i64) -> Result<Self::Value, E> {
+        match u64::try_from(x) {
+            Ok(x) => self.visit_u64(x),
+            Err(_) => Err(E::custom(format!(
+                "expected a non-negative whole number, got {x}"
+            ))),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<Self::Value, E> {
+        // 2^64 is exact as a double; below it an integral double converts to u64 exactly.
+        const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+        if x.fract() != 0.0 || x < 0.0 {
+            Err(E::custom(format!(
+                "expected a non-negative whole number, got {x}"
+            )))
+        } else if x >= TWO_POW_64 {
+            Err(E::custom(format!("{x} is too large")))
+        } else {
+            self.visit_u64(x as u64)
         }
     }
 }
 
-impl std::fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if !self.write_segments(f)? {
-            f.write_str("(root)")?;
-        }
-        Ok(())
-    }
-}
-
-/// A configuration type read from a JSON value; errors name the value's path.
-pub trait FromJson: Sized {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError>;
-}
-
-/// Reads `v` as `T` (for the arms of an object's `match`: `"size" => w.size = read(v, at)?`).
-pub fn read<T: FromJson>(v: &Value, at: &Path<'_>) -> Result<T, ConfigError> {
-    T::from_json(v, at)
-}
-
-/// The members of an object, in document order (keys are unique: the parser refuses duplicates).
-pub fn object<'v>(v: &'v Value, at: &Path<'_>) -> Result<&'v [(String, Value)], ConfigError> {
-    match v {
-        Value::Object(members) => Ok(members),
-        other => Err(at.expected("an object", other)),
-    }
-}
-
-/// The items of a list.
-pub fn list<'v>(v: &'v Value, at: &Path<'_>) -> Result<&'v [Value], ConfigError> {
-    match v {
-        Value::Array(items) => Ok(items),
-        other => Err(at.expected("a list", other)),
-    }
-}
-
-/// A string value.
-pub fn string<'v>(v: &'v Value, at: &Path<'_>) -> Result<&'v str, ConfigError> {
-    match v {
-        Value::String(s) => Ok(s),
-        other => Err(at.expected("a string", other)),
-    }
-}
-
-/// Reads the members of the object `$v` (at path `$at`), one `match` arm per field: in each arm
-/// `$value` is the member's value and `$at` its path. A member no arm names is refused as an unknown
-/// field at its path, and a value that is not an object as "expected an object".
-///
-/// ```ignore
-/// members!(v, at, |value| {
-///     "size" => w.size = read(value, at)?,
-///     "maxSharedMemory" => w.max_shared_memory = byte_size(value, at)?,
-/// });
-/// ```
+/// Implements `Deserialize` for structs derived with `#[serde(remote = "Self")]`, reading each from a
+/// JSON object only: serde's derive also takes a struct's fields from a list in declaration order
+/// (`"window": ["time", "10s"]`), which no one writes on purpose and which would hide a mistake.
 #[macro_export]
-macro_rules! members {
-    ($v:expr, $at:ident, |$value:ident| { $($field:pat => $read:expr),+ $(,)? }) => {
-        for (key, $value) in $crate::config::object($v, $at)? {
-            let $at = &$at.key(key);
-            match key.as_str() {
-                $($field => $read,)+
-                _ => return Err($crate::config::unknown($at)),
+macro_rules! from_object_only {
+    ($($t:ty),+ $(,)?) => {$(
+        impl<'de> ::serde::Deserialize<'de> for $t {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Object;
+                impl<'de> ::serde::de::Visitor<'de> for Object {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: ::serde::de::MapAccess<'de>>(self, map: A) -> Result<$t, A::Error> {
+                        <$t>::deserialize(::serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                d.deserialize_map(Object)
             }
         }
-    };
+    )+};
 }
 
-/// The error for a member no field of the object has (`at` is the member's path).
-pub fn unknown(at: &Path<'_>) -> ConfigError {
-    at.error("unknown field")
+/// Implements `Deserialize` for unit-variant enums derived with `#[serde(remote = "Self")]`, reading each
+/// from a name only: serde's derive also takes `{"dryRun": null}` for `"dryRun"`.
+#[macro_export]
+macro_rules! from_name_only {
+    ($($t:ty),+ $(,)?) => {$(
+        impl<'de> ::serde::Deserialize<'de> for $t {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Name;
+                impl<'de> ::serde::de::Visitor<'de> for Name {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                        f.write_str("a name")
+                    }
+                    fn visit_str<E: ::serde::de::Error>(self, name: &str) -> Result<$t, E> {
+                        <$t>::deserialize(::serde::de::value::StrDeserializer::<E>::new(name))
+                    }
+                }
+                d.deserialize_str(Name)
+            }
+        }
+    )+};
 }
 
-/// The error for a required member that is absent (`at` is the object's path).
-pub fn missing(at: &Path<'_>, name: &str) -> ConfigError {
-    at.error(format!("missing field `{name}`"))
-}
+/// A JSON object as a map (`#[serde(deserialize_with = "unique_map")]`) that refuses a key given twice:
+/// serde_json would keep the last one silently, and a pasted block overriding an earlier one is a
+/// mistake to report, as the derived structs report a duplicated field.
+pub fn unique_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct UniqueMap<V>(PhantomData<V>);
 
-/// One of a fixed set of names, each standing for a value.
-pub fn one_of<T: Copy>(v: &Value, at: &Path<'_>, choices: &[(&str, T)]) -> Result<T, ConfigError> {
-    let name = string(v, at)?;
-    if let Some((_, value)) = choices.iter().find(|(n, _)| *n == name) {
-        return Ok(*value);
-    }
-    let known: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-    Err(at.error(format!(
-        "expected one of {}, got {}",
-        crate::text::join(&known, ", "),
-        quoted(name)
-    )))
-}
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueMap<V> {
+        type Value = BTreeMap<String, V>;
 
-/// A non-negative whole number. Istio turns `pluginConfig` into a protobuf Struct whose numbers are
-/// doubles, so `5` may arrive as `5.0`: any exact whole number is accepted however written.
-pub fn whole(v: &Value, at: &Path<'_>) -> Result<u64, ConfigError> {
-    let Value::Number(n) = v else {
-        return Err(at.expected("a non-negative whole number", v));
-    };
-    match n.whole() {
-        Whole::Exact(x) => Ok(x),
-        Whole::TooLarge => Err(at.error(format!("{} is too large", n.as_str()))),
-        Whole::Not => Err(at.error(format!(
-            "expected a non-negative whole number, got {}",
-            n.as_str()
-        ))),
-    }
-}
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
 
-impl FromJson for u64 {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        whole(v, at)
-    }
-}
-
-/// A whole number (see [`whole`]) that fits `T`.
-fn whole_as<T: TryFrom<u64>>(v: &Value, at: &Path<'_>) -> Result<T, ConfigError> {
-    let x = whole(v, at)?;
-    T::try_from(x).map_err(|_| at.error(format!("{x} is too large")))
-}
-
-impl FromJson for u32 {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        whole_as(v, at)
-    }
-}
-
-impl FromJson for usize {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        whole_as(v, at)
-    }
-}
-
-impl FromJson for f64 {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        match v {
-            Value::Number(n) => Ok(n.to_f64()),
-            other => Err(at.expected("a number", other)),
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&key) {
+                    return Err(A::Error::custom(format!("duplicate key {}", quoted(&key))));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
         }
     }
-}
 
-impl FromJson for bool {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        match v {
-            Value::Bool(b) => Ok(*b),
-            other => Err(at.expected("true or false", other)),
-        }
-    }
-}
-
-impl FromJson for String {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        string(v, at).map(str::to_string)
-    }
-}
-
-/// `null` is the same as absent.
-impl<T: FromJson> FromJson for Option<T> {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        match v {
-            Value::Null => Ok(None),
-            other => T::from_json(other, at).map(Some),
-        }
-    }
-}
-
-impl<T: FromJson> FromJson for Box<T> {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        T::from_json(v, at).map(Box::new)
-    }
-}
-
-impl<T: FromJson> FromJson for Vec<T> {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        list(v, at)?
-            .iter()
-            .enumerate()
-            .map(|(i, item)| T::from_json(item, &at.index(i)))
-            .collect()
-    }
-}
-
-impl<T: FromJson> FromJson for std::collections::BTreeMap<String, T> {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        // Inserted one by one: collecting would bring a second sort routine into the module.
-        let mut map = std::collections::BTreeMap::new();
-        for (k, item) in object(v, at)? {
-            map.insert(k.clone(), T::from_json(item, &at.key(k))?);
-        }
-        Ok(map)
-    }
+    d.deserialize_map(UniqueMap(PhantomData))
 }
 
 #[cfg(test)]
@@ -378,45 +310,43 @@ impl<T: FromJson> FromJson for std::collections::BTreeMap<String, T> {
 mod tests {
     use super::*;
 
-    #[derive(Debug, Default, PartialEq)]
+    #[derive(Debug, Default, PartialEq, Deserialize)]
+    #[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
     struct Sample {
+        #[serde(deserialize_with = "whole")]
         max_items: u32,
         inner: Inner,
+        #[serde(deserialize_with = "unique_map")]
+        labels: BTreeMap<String, String>,
+        ratio: f64,
+        kind: Kind,
     }
 
-    #[derive(Debug, Default, PartialEq)]
+    #[derive(Debug, Default, PartialEq, Deserialize)]
+    #[serde(remote = "Self", default, deny_unknown_fields)]
     struct Inner {
         name: String,
     }
 
-    impl FromJson for Sample {
-        fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-            let mut s = Sample::default();
-            members!(v, at, |value| {
-                "maxItems" => s.max_items = read(value, at)?,
-                "inner" => s.inner = read(value, at)?,
-            });
-            Ok(s)
-        }
+    #[derive(Debug, Default, PartialEq, Deserialize)]
+    #[serde(remote = "Self", rename_all = "camelCase")]
+    enum Kind {
+        #[default]
+        Plain,
+        DryRun,
     }
 
-    impl FromJson for Inner {
-        fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-            let mut s = Inner::default();
-            members!(v, at, |value| {
-                "name" => s.name = read(value, at)?,
-            });
-            Ok(s)
-        }
-    }
+    crate::from_object_only!(Sample, Inner);
+    crate::from_name_only!(Kind);
 
     impl Validate for Sample {
         fn validate(&self) -> Result<(), ConfigError> {
-            if self.max_items > 100 {
-                return Err(ConfigError::new("maxItems", "must be at most 100"));
-            }
-            Ok(())
+            check(self.max_items <= 100, "maxItems", "must be at most 100")
         }
+    }
+
+    fn err(json: &str) -> ConfigError {
+        parse::<Sample>(Some(json.as_bytes())).unwrap_err()
     }
 
     #[test]
@@ -436,75 +366,89 @@ mod tests {
     #[test]
     fn absent_or_blank_config_gives_defaults() {
         assert_eq!(parse::<Sample>(None).unwrap(), Sample::default());
+        assert_eq!(parse::<Sample>(Some(b"")).unwrap(), Sample::default());
         assert_eq!(parse::<Sample>(Some(b"  \n")).unwrap(), Sample::default());
+        assert_eq!(parse::<Sample>(Some(b"{}")).unwrap(), Sample::default());
     }
 
     #[test]
     fn numbers_from_istio_structs_are_accepted() {
-        assert_eq!(
-            parse::<Sample>(Some(br#"{"maxItems": 5.0}"#))
-                .unwrap()
-                .max_items,
-            5
-        );
-        let e = parse::<Sample>(Some(br#"{"maxItems": 5.5}"#)).unwrap_err();
+        let max_items = |json: &str| parse::<Sample>(Some(json.as_bytes())).map(|s| s.max_items);
+        assert_eq!(max_items(r#"{"maxItems": 5.0}"#).unwrap(), 5);
+        assert_eq!(max_items(r#"{"maxItems": 0.5e1}"#).unwrap(), 5);
+        assert_eq!(max_items(r#"{"maxItems": -0.0}"#).unwrap(), 0);
+        let e = err(r#"{"maxItems": 5.5}"#);
         assert_eq!(e.field, "maxItems");
         assert_eq!(e.reason, "expected a non-negative whole number, got 5.5");
-        let e = parse::<Sample>(Some(br#"{"maxItems": -1}"#)).unwrap_err();
+        let e = err(r#"{"maxItems": -1}"#);
         assert_eq!(e.reason, "expected a non-negative whole number, got -1");
-        let e = parse::<Sample>(Some(br#"{"maxItems": 5000000000}"#)).unwrap_err();
-        assert_eq!(e.reason, "5000000000 is too large");
-        let e = parse::<Sample>(Some(br#"{"maxItems": "5"}"#)).unwrap_err();
-        assert_eq!(
-            e.reason,
-            "expected a non-negative whole number, got a string"
-        );
+        assert_eq!(err(r#"{"maxItems": 5000000000}"#).reason, "5000000000 is too large");
+        assert_eq!(err(r#"{"maxItems": 5e9}"#).reason, "5000000000 is too large");
+        let e = err(r#"{"maxItems": 18446744073709551616}"#);
+        assert!(e.reason.ends_with("is too large"), "{}", e.reason);
+        let e = err(r#"{"maxItems": "5"}"#);
+        assert_eq!(e.field, "maxItems");
+        assert!(e.reason.contains("expected a non-negative whole number"), "{}", e.reason);
+        assert_eq!(err(r#"{"maxItems": 1e400}"#).field, "maxItems");
+        assert_eq!(err(r#"{"ratio": 1e400}"#).field, "ratio");
     }
 
     #[test]
     fn errors_name_the_field() {
-        let e = parse::<Sample>(Some(br#"{"inner": {"nmae": "x"}}"#)).unwrap_err();
-        assert_eq!(e.field, "inner.nmae");
-        assert!(e.reason.contains("unknown field"), "{}", e.reason);
+        let e = err(r#"{"inner": {"nmae": "x"}}"#);
+        assert!(e.field.starts_with("inner"), "{}", e.field);
+        assert!(e.reason.contains("unknown field `nmae`"), "{}", e.reason);
         assert!(!e.reason.contains("line"), "{}", e.reason);
-        let e = parse::<Sample>(Some(br#"{"inner": {"name": 3}}"#)).unwrap_err();
+        let e = err(r#"{"inner": {"name": 3}}"#);
         assert_eq!(e.field, "inner.name");
-        assert_eq!(e.reason, "expected a string, got a number");
-        let e = parse::<Sample>(Some(br#"{"inner": [{}]}"#)).unwrap_err();
+        assert!(e.reason.contains("expected a string"), "{}", e.reason);
+        // Only objects and names: serde's derive alone would read a list or a one-member object.
+        let e = err(r#"{"inner": ["x"]}"#);
         assert_eq!(e.field, "inner");
-        let e = parse::<Sample>(Some(br#"{"inner": {}, "inner": {}}"#)).unwrap_err();
-        assert_eq!(e.field, "inner");
-        let e = parse::<Sample>(Some(b"[]")).unwrap_err();
-        assert_eq!(e.field, "(root)");
-        let e = parse::<Sample>(Some(br#"{"maxItems": 500}"#)).unwrap_err();
+        assert!(e.reason.contains("expected an object"), "{}", e.reason);
+        assert_eq!(err(r#"{"kind": {"dryRun": null}}"#).field, "kind");
+        let ok = parse::<Sample>(Some(br#"{"kind": "dryRun"}"#)).unwrap();
+        assert_eq!(ok.kind, Kind::DryRun);
+        let e = err(r#"{"kind": "dry"}"#);
+        assert!(e.reason.contains("unknown variant `dry`"), "{}", e.reason);
+        let e = err(r#"{"inner": {}, "inner": {}}"#);
+        assert!(e.reason.contains("duplicate field `inner`"), "{}", e.reason);
+        assert_eq!(err("[]").field, "(root)");
         assert_eq!(
-            e.to_string(),
+            err(r#"{"maxItems": 500}"#).to_string(),
             "invalid configuration: field `maxItems`: must be at most 100"
         );
-        let e = parse::<Sample>(Some(b"{")).unwrap_err();
+        assert_eq!(err("{").field, "(root)");
+        let e = err("{} x");
         assert_eq!(e.field, "(root)");
-        let e = parse::<Sample>(Some(b"{} x")).unwrap_err();
-        assert_eq!(e.field, "(root)");
+        assert!(e.reason.contains("trailing characters"), "{}", e.reason);
     }
 
     #[test]
-    fn oversized_documents_and_strings_are_refused_by_field() {
-        let long = "x".repeat(crate::limits::MAX_STRING_LEN + 1);
-        let doc = format!(r#"{{"inner": {{"name": "{long}"}}}}"#);
-        let e = parse::<Sample>(Some(doc.as_bytes())).unwrap_err();
-        assert_eq!(e.field, "inner.name");
-        assert!(e.reason.contains("at most 65536"), "{}", e.reason);
-        let ok = "x".repeat(crate::limits::MAX_STRING_LEN);
-        let doc = format!(r#"{{"inner": {{"name": "{ok}"}}}}"#);
-        assert_eq!(
-            parse::<Sample>(Some(doc.as_bytes())).unwrap().inner.name,
-            ok
-        );
-        let huge = format!(
-            r#"{{"inner": {{"name": "{}"}}}}"#,
-            "x".repeat(crate::limits::MAX_CONFIG_BYTES)
-        );
-        let e = parse::<Sample>(Some(huge.as_bytes())).unwrap_err();
+    fn a_map_refuses_a_duplicated_key() {
+        let ok = parse::<Sample>(Some(br#"{"labels": {"a": "1", "b": "2"}}"#)).unwrap();
+        assert_eq!(ok.labels.len(), 2);
+        let e = err(r#"{"labels": {"a": "1", "a": "2"}}"#);
+        assert_eq!(e.field, "labels");
+        assert_eq!(e.reason, "duplicate key \"a\"");
+    }
+
+    #[test]
+    fn hostile_documents_are_refused_with_one_line() {
+        let deep = format!("{{\"inner\": {}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(err(&deep).field, "inner");
+        let deep_any = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(err(&deep_any).field, "(root)");
+        for lone in [r#"\ud800"#, r#"\udc00"#, r#"\ud800\u0041"#] {
+            let e = err(&format!(r#"{{"inner": {{"name": "{lone}"}}}}"#));
+            assert_eq!(e.field, "inner.name", "{lone}: {e}");
+        }
+        let e = parse::<Sample>(Some(b"{\"inner\": {\"name\": \"\xff\"}}")).unwrap_err();
+        assert_eq!(e.field, "inner.name", "{e}");
+        let huge = format!(r#"{{"inner": {{"name": "{}"}}}}"#, "x".repeat(MAX_CONFIG_BYTES));
+        let e = err(&huge);
         assert_eq!(e.field, "(root)");
+        assert!(e.reason.contains("at most 1.0 MiB"), "{}", e.reason);
+        assert!(!e.to_string().contains('\n'));
     }
 }

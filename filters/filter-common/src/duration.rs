@@ -1,8 +1,8 @@
 //! Durations in configuration are strings such as `"500ms"`, `"10s"`, `"1m30s"` or `"1.5s"`, the forms
 //! Envoy, Istio and Go users write.
 
-use crate::config::{quoted, string, ConfigError, FromJson, Path};
-use crate::json::Value;
+use crate::config::quoted;
+use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
 /// A configured duration.
@@ -19,11 +19,14 @@ impl ConfigDuration {
     }
 }
 
-impl FromJson for ConfigDuration {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        parse_duration(string(v, at)?)
+/// A duration field is a string in [`parse_duration`]'s syntax. The newtype carries it, so a field (or
+/// an `Option` of one) needs no `deserialize_with`.
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
             .map(ConfigDuration)
-            .map_err(|e| at.error(e))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -157,5 +160,8 @@ mod tests {
         let d: ConfigDuration = from_slice(b"\"250ms\"").unwrap();
         assert_eq!(d.0, Duration::from_millis(250));
         assert!(from_slice::<ConfigDuration>(b"250").is_err());
+        let e = from_slice::<ConfigDuration>(b"\"soon\"").unwrap_err();
+        assert_eq!(e.field, "(root)");
+        assert!(e.reason.starts_with("expected a duration such as"), "{}", e.reason);
     }
 }

@@ -2,8 +2,7 @@
 //! (from the response flags) applies, whether the response came from the upstream at all, and which
 //! gRPC codes a configuration may name.
 
-use crate::config::{read, ConfigError, Path};
-use crate::json::Value;
+use serde::Deserializer;
 use crate::response_flags::{
     NO_HEALTHY_UPSTREAM, RESET, TIMEOUT, UPSTREAM_CONNECTION_FAILURE, UPSTREAM_OVERFLOW,
 };
@@ -93,11 +92,11 @@ pub const CIRCUIT_BREAKER_DETAILS: &str = "circuit_breaker_open";
 /// The largest gRPC status code (`UNAUTHENTICATED`).
 pub const MAX_GRPC_CODE: u32 = 16;
 
-/// A list of gRPC status codes, each between 0 and 16.
-pub fn grpc_codes(v: &Value, at: &Path<'_>) -> Result<Vec<u32>, ConfigError> {
-    let codes: Vec<u32> = read(v, at)?;
+/// A list of gRPC status codes, each between 0 and 16 (`#[serde(deserialize_with = "grpc_codes")]`).
+pub fn grpc_codes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    let codes: Vec<u32> = crate::config::whole_list(d)?;
     if codes.iter().any(|c| *c > MAX_GRPC_CODE) {
-        return Err(at.error("gRPC codes are between 0 and 16"));
+        return Err(serde::de::Error::custom("gRPC codes are between 0 and 16"));
     }
     Ok(codes)
 }
@@ -135,10 +134,9 @@ mod tests {
 
     #[test]
     fn grpc_codes_stop_at_16() {
-        let codes = |json: &str| {
-            let doc = crate::json::parse(json.as_bytes(), 100).unwrap();
-            grpc_codes(&doc, &Path::ROOT)
-        };
+        #[derive(Debug, serde::Deserialize)]
+        struct Codes(#[serde(deserialize_with = "grpc_codes")] Vec<u32>);
+        let codes = |json: &str| crate::config::from_slice::<Codes>(json.as_bytes()).map(|c| c.0);
         assert_eq!(codes("[0, 16.0]").unwrap(), vec![0, 16]);
         assert_eq!(
             codes("[17]").unwrap_err().reason,

@@ -16,7 +16,6 @@ pub mod headers;
 pub mod hex;
 pub mod host;
 pub mod ids;
-pub mod json;
 pub mod keys;
 pub mod limits;
 pub mod matching;

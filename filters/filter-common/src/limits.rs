@@ -3,13 +3,16 @@
 //! computes its worst case at load from the sizes its store really writes, and a configuration above
 //! `maxSharedMemory` is refused with the field that costs the most, instead of growing in production.
 
-use crate::config::{ConfigError, Path};
-use crate::json::{Value, Whole};
+use crate::config::{ConfigError, Whole, WholeVisitor};
+pub use crate::config::MAX_CONFIG_BYTES;
+pub use crate::text::human;
+use serde::de::{Deserializer, Visitor};
+use std::fmt;
+use std::marker::PhantomData;
 
-/// The longest string anywhere in a configuration (a static body or a template is the largest kind).
+/// The longest free text in a configuration (a static body or a template is the largest kind); every
+/// other string has a tighter limit of its own (names, header names and values, match values).
 pub const MAX_STRING_LEN: usize = 65_536;
-/// The largest configuration document.
-pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 /// The longest header name a field may name.
 pub const MAX_HEADER_NAME_LEN: usize = 256;
 /// The longest header value a field may hold.
@@ -96,25 +99,6 @@ impl MemoryBudget {
     }
 }
 
-/// Bytes for a log line: exact below 1 KiB, else one decimal in the largest binary unit (rounded half
-/// to even, as `{:.1}` would; integer arithmetic, so the modules carry no float formatting).
-pub fn human(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (unit, size) in UNITS {
-        if bytes >= size {
-            // bytes * 10 / size in u64 (u128 division and formatting cost a module about 2.5 KB):
-            // the whole units times ten fit, as size is at least 1024, and so does the remainder's.
-            let (whole, part) = (bytes / size, bytes % size);
-            let (mut tenths, rest) = (whole * 10 + part * 10 / size, part * 10 % size);
-            if rest * 2 > size || (rest * 2 == size && tenths % 2 == 1) {
-                tenths += 1;
-            }
-            return format!("{}.{} {unit}", tenths / 10, tenths % 10);
-        }
-    }
-    format!("{bytes} B")
-}
-
 /// `x` with one decimal for a log line (a rate such as `33.3`), as `{:.1}` gives it except where `x`
 /// lies within a rounding error of a half tenth; without the standard library's float formatting (about
 /// 14 KB of a module). Not finite: `?`.
@@ -127,21 +111,50 @@ pub fn one_decimal(x: f64) -> String {
     format!("{sign}{}.{}", tenths / 10, tenths % 10)
 }
 
-/// A byte size: a whole number of bytes, or a string with a Kubernetes binary suffix (`"64Mi"`,
-/// `"512Ki"`, `"1Gi"`; `"64MiB"` is accepted too).
-pub fn byte_size(v: &Value, at: &Path<'_>) -> Result<u64, ConfigError> {
-    let parsed = match v {
-        Value::String(s) => parse_size(s),
-        Value::Number(n) => match n.whole() {
-            Whole::Exact(x) => Some(x),
-            Whole::TooLarge | Whole::Not => None,
-        },
-        _ => None,
-    };
-    parsed.ok_or_else(|| {
-        at.error("expected a whole number of bytes or a size such as \"64Mi\" (Ki, Mi, Gi)")
-    })
+/// A byte size (`#[serde(deserialize_with = "byte_size")]`): a whole number of bytes (as [`whole`] reads
+/// it), or a string with a Kubernetes binary suffix (`"64Mi"`, `"512Ki"`, `"1Gi"`; `"64MiB"` too).
+///
+/// [`whole`]: crate::config::whole
+pub fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct ByteSize;
+
+    impl Visitor<'_> for ByteSize {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(SIZE_SYNTAX)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, x: u64) -> Result<u64, E> {
+            Ok(x)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, x: i64) -> Result<u64, E> {
+            WholeVisitor::<u64>(PhantomData)
+                .visit_i64(x)
+                .map(|w: Whole<u64>| w.0)
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<u64, E> {
+            WholeVisitor::<u64>(PhantomData)
+                .visit_f64(x)
+                .map(|w: Whole<u64>| w.0)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<u64, E> {
+            parse_size(s).ok_or_else(|| {
+                E::custom(format!(
+                    "expected {SIZE_SYNTAX}, got {}",
+                    crate::config::quoted(s)
+                ))
+            })
+        }
+    }
+
+    d.deserialize_any(ByteSize)
 }
+
+const SIZE_SYNTAX: &str = "a whole number of bytes or a size such as \"64Mi\" (Ki, Mi, Gi)";
 
 fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -166,8 +179,8 @@ mod tests {
     #[test]
     fn sizes_parse_in_bytes_and_binary_units() {
         let v = |json: &str| {
-            let doc = crate::json::parse(json.as_bytes(), 100).unwrap();
-            byte_size(&doc, &Path::ROOT).ok()
+            let mut de = serde_json::Deserializer::from_str(json);
+            byte_size(&mut de).ok()
         };
         assert_eq!(v(r#"1024"#), Some(1024));
         assert_eq!(v(r#"1024.0"#), Some(1024));

@@ -1,12 +1,11 @@
 //! Request matching shared by the filters: which rule or breaker a request belongs to. Filters load only
 //! the request attributes their configuration names, once per request (read by `request`).
 
-use crate::config::{missing, read, ConfigError, FromJson, Path};
-use crate::json::Value;
-use crate::members;
+use serde::Deserialize;
 
 /// Every field given must match; an empty match matches every request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Match {
     /// Upstream cluster name (exact).
     pub cluster: Option<String>,
@@ -14,6 +13,7 @@ pub struct Match {
     pub route: Option<String>,
     /// `:authority`, compared ignoring ASCII case.
     pub authority: Option<String>,
+    /// The request path starts with it.
     pub path_prefix: Option<String>,
     /// HTTP method (exact).
     pub method: Option<String>,
@@ -21,39 +21,12 @@ pub struct Match {
 }
 
 /// A request header: present (no `value`) or equal to `value`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
+    /// Lower-case header name (required).
     pub name: String,
     pub value: Option<String>,
-}
-
-impl FromJson for Match {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut m = Match::default();
-        members!(v, at, |value| {
-            "cluster" => m.cluster = read(value, at)?,
-            "route" => m.route = read(value, at)?,
-            "authority" => m.authority = read(value, at)?,
-            "pathPrefix" => m.path_prefix = read(value, at)?,
-            "method" => m.method = read(value, at)?,
-            "header" => m.header = read(value, at)?,
-        });
-        Ok(m)
-    }
-}
-
-impl FromJson for HeaderMatch {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let (mut name, mut value) = (None, None);
-        members!(v, at, |item| {
-            "name" => name = read(item, at)?,
-            "value" => value = read(item, at)?,
-        });
-        Ok(HeaderMatch {
-            name: name.ok_or_else(|| missing(at, "name"))?,
-            value,
-        })
-    }
 }
 
 impl Match {

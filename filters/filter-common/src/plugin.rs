@@ -1,6 +1,6 @@
 //! Start-up steps every filter takes the same way.
 
-use crate::config::{parse, FromJson, Validate};
+use crate::config::ConfigError;
 use crate::host;
 use proxy_wasm::types::LogLevel;
 
@@ -9,15 +9,16 @@ use proxy_wasm::types::LogLevel;
 /// call at all.
 pub const LOG_LEVEL: LogLevel = LogLevel::Info;
 
-/// Reads and checks the plugin configuration. On error it logs exactly one line naming the filter, the
-/// field and the reason, and returns `None`; the filter then returns `false` from `on_configure`, which
-/// makes Envoy reject the configuration instead of running with a guess.
-pub fn load_config<T>(filter: &str) -> Option<T>
-where
-    T: FromJson + Default + Validate,
-{
+/// Reads the plugin configuration with `load` (the filter's: parse, validate, then its shared-memory
+/// ceiling). On error it logs exactly one line naming the filter, the field and the reason, and returns
+/// `None`; the filter then returns `false` from `on_configure`, which makes Envoy reject the
+/// configuration instead of running with a guess.
+pub fn load_config<T>(
+    filter: &str,
+    load: impl FnOnce(Option<&[u8]>) -> Result<T, ConfigError>,
+) -> Option<T> {
     let raw = host::plugin_configuration();
-    match parse::<T>(raw.as_deref()) {
+    match load(raw.as_deref()) {
         Ok(config) => Some(config),
         Err(e) => {
             log::error!("{filter}: {e}");

@@ -1,7 +1,8 @@
 //! HTTP status sets in configuration: `"503"`, `"500-599"`, or a list of them.
 
-use crate::config::{list, ConfigError, FromJson, Path};
-use crate::json::Value;
+use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
 
 /// An inclusive range of HTTP status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,36 +18,45 @@ impl StatusSet {
     }
 }
 
-impl FromJson for StatusSet {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let one = std::slice::from_ref(v);
-        let items = match v {
-            Value::String(_) => one,
-            Value::Array(_) => list(v, at)?,
-            other => return Err(at.expected("a status such as \"503\" or a list of them", other)),
-        };
-        if items.is_empty() {
-            return Err(at.error("must name at least one code or range"));
+/// A status such as `"503"`, a range such as `"500-599"`, or a non-empty list of them.
+impl<'de> Deserialize<'de> for StatusSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Statuses;
+
+        impl<'de> Visitor<'de> for Statuses {
+            type Value = StatusSet;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status such as \"503\" or a list of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StatusSet, E> {
+                range(text).map(|r| StatusSet(vec![r]))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StatusSet, A::Error> {
+                let mut ranges = Vec::new();
+                while let Some(text) = seq.next_element::<String>()? {
+                    ranges.push(range(&text)?);
+                }
+                if ranges.is_empty() {
+                    return Err(A::Error::custom("must name at least one code or range"));
+                }
+                Ok(StatusSet(ranges))
+            }
         }
-        items
-            .iter()
-            .map(|item| {
-                let text = match item {
-                    Value::String(t) => t,
-                    other => {
-                        return Err(at.expected("a status such as \"503\" or a list of them", other))
-                    }
-                };
-                parse_range(text).ok_or_else(|| {
-                    at.error(format!(
-                        "bad status {}: expected a code like \"503\" or a range like \"500-599\" within 100-599",
-                        crate::config::quoted(text)
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(StatusSet)
+
+        d.deserialize_any(Statuses)
     }
+}
+
+fn range<E: serde::de::Error>(text: &str) -> Result<StatusRange, E> {
+    parse_range(text).ok_or_else(|| {
+        E::custom(format!(
+            "bad status {}: expected a code like \"503\" or a range like \"500-599\" within 100-599",
+            crate::config::quoted(text)
+        ))
+    })
 }
 
 fn parse_range(text: &str) -> Option<StatusRange> {
