@@ -2,33 +2,9 @@
 //! success. Every signal a sidecar has is available: HTTP status, gRPC status (headers or trailers) and
 //! Envoy's response flags.
 
+pub use crate::config::{Condition, EnvoyReason, Outcome, Rule, StatusRange, StatusSet};
 use crate::state::ProbeOutcome;
-use filter_common::config::{missing, one_of, read, string, ConfigError, FromJson, Path};
-use filter_common::json::Value;
-use filter_common::members;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    Failure,
-    Ignore,
-}
-
-use filter_common::failure::{reason_from_label, UpstreamFailure, MAX_GRPC_CODE};
 use filter_common::response_flags::DOWNSTREAM_CANCEL;
-pub use filter_common::status::{StatusRange, StatusSet};
-
-/// Envoy's own reasons a call failed: the upstream failures every filter reads from the response flags,
-/// and two of the breaker's own about streams that ended without a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnvoyReason {
-    Upstream(UpstreamFailure),
-    /// The stream ended without any response (status 0), and not because the caller gave up.
-    NoResponse,
-    /// The caller gave up before any response: it closed its connection (`DC`: an HTTP/1.1 client
-    /// timeout) or reset its stream (`DR`: an HTTP/2 `RST_STREAM`, a gRPC cancel or deadline).
-    DownstreamCancel,
-}
 
 impl EnvoyReason {
     fn matches(self, call: &Call) -> bool {
@@ -38,47 +14,6 @@ impl EnvoyReason {
             EnvoyReason::DownstreamCancel => call.downstream_cancel(),
         }
     }
-}
-
-impl FromJson for EnvoyReason {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        reason_from_label(
-            string(v, at)?,
-            EnvoyReason::Upstream,
-            &[
-                ("noResponse", EnvoyReason::NoResponse),
-                ("downstreamCancel", EnvoyReason::DownstreamCancel),
-            ],
-        )
-        .map_err(|e| at.error(e))
-    }
-}
-
-impl FromJson for Outcome {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        one_of(
-            v,
-            at,
-            &[
-                ("success", Outcome::Success),
-                ("failure", Outcome::Failure),
-                ("ignore", Outcome::Ignore),
-            ],
-        )
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Condition {
-    Status(StatusSet),
-    GrpcStatus(Vec<u32>),
-    Envoy(Vec<EnvoyReason>),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub outcome: Outcome,
-    pub condition: Condition,
 }
 
 /// What is known about a finished call.
@@ -186,35 +121,6 @@ pub fn classify(rules: &[Rule], call: &Call) -> Outcome {
             },
             |rule| rule.outcome,
         )
-}
-
-impl FromJson for Rule {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let (mut outcome, mut status, mut grpc_status, mut envoy) = (None, None, None, None);
-        members!(v, at, |value| {
-            "outcome" => outcome = read(value, at)?,
-            "status" => status = read(value, at)?,
-            "grpcStatus" => grpc_status = read::<Option<Vec<u32>>>(value, at)?,
-            "envoy" => envoy = read::<Option<Vec<EnvoyReason>>>(value, at)?,
-        });
-        let outcome = outcome.ok_or_else(|| missing(at, "outcome"))?;
-        let condition = match (status, grpc_status, envoy) {
-            (Some(set), None, None) => Condition::Status(set),
-            (None, Some(codes), None) => {
-                if codes.is_empty() || codes.iter().any(|c| *c > MAX_GRPC_CODE) {
-                    return Err(at.error("grpcStatus must list gRPC codes between 0 and 16"));
-                }
-                Condition::GrpcStatus(codes)
-            }
-            (None, None, Some(reasons)) if !reasons.is_empty() => Condition::Envoy(reasons),
-            _ => {
-                return Err(
-                    at.error("a rule needs exactly one condition: status, grpcStatus or envoy")
-                )
-            }
-        };
-        Ok(Rule { outcome, condition })
-    }
 }
 
 #[cfg(test)]

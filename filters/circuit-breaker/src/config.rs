@@ -1,94 +1,104 @@
-//! The filter's configuration (Istio `pluginConfig` JSON, camelCase). No configuration at all gives one
-//! breaker per upstream cluster with the defaults documented in the README.
+//! The filter's configuration (Istio `pluginConfig` JSON, camelCase), read with serde. No configuration
+//! at all gives one breaker per upstream cluster with the defaults documented in the README. Each field
+//! sits here once, with its default; `Validate` holds what serde cannot check. The worst-case shared
+//! memory is checked where the filter loads (`memory::load`). Imports nothing of this crate: the
+//! outcome rules' value types live here, their logic in `classify`.
 
-use crate::classify::{Condition, EnvoyReason, Outcome, Rule, StatusRange, StatusSet};
-use filter_common::config::{
-    check, check_names, one_of, quoted, read, string, ConfigError, FromJson, Path, Validate,
-};
+use filter_common::config::{check, check_names, quoted, whole, ConfigError, Validate};
 use filter_common::duration::ConfigDuration;
-use filter_common::json::Value;
+use filter_common::failure::{reason_from_label, UpstreamFailure, MAX_GRPC_CODE};
 use filter_common::limits::{byte_size, DEFAULT_MAX_SHARED_MEMORY};
 use filter_common::matching::is_header_name;
 pub use filter_common::matching::Match;
-use filter_common::members;
+pub use filter_common::status::{StatusRange, StatusSet};
+use filter_common::{from_name_only, from_object_only};
+use serde::Deserialize;
+use smart_default::SmartDefault;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
+#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
+    /// The breakers, first match wins.
+    #[default(_code = "vec![BreakerConfig { key_by: Some(KeyBy::Cluster), ..BreakerConfig::default() }]")]
     pub breakers: Vec<BreakerConfig>,
+    /// Header naming the breaker and state on rejections and dry-run marks.
+    #[default("x-circuit-breaker")]
     pub status_header: String,
     /// The most shared memory the configuration may need in the worst case (see `memory`).
+    #[default(DEFAULT_MAX_SHARED_MEMORY)]
+    #[serde(deserialize_with = "byte_size")]
     pub max_shared_memory: u64,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            breakers: vec![BreakerConfig {
-                key_by: Some(KeyBy::Cluster),
-                ..BreakerConfig::default()
-            }],
-            status_header: "x-circuit-breaker".to_string(),
-            max_shared_memory: DEFAULT_MAX_SHARED_MEMORY,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
+#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct BreakerConfig {
+    /// `[A-Za-z0-9_-]`, 1 to 64 characters; used in metrics and headers.
+    #[default("default")]
     pub name: String,
+    /// Which requests the breaker guards; empty: all.
+    #[serde(rename = "match")]
     pub matcher: Match,
+    /// What splits the breaker into independent ones; none: one breaker.
     pub key_by: Option<KeyBy>,
+    /// Slots for keys (1 to 10000).
+    #[default(100)]
+    #[serde(deserialize_with = "whole")]
     pub max_keys: u32,
     pub mode: Mode,
     pub window: WindowConfig,
+    /// Calls in the window before any decision.
+    #[default(20)]
+    #[serde(deserialize_with = "whole")]
     pub minimum_calls: u32,
+    /// Percent (above 0, at most 100).
+    #[default(50.0)]
     pub failure_rate_threshold: f64,
+    /// A call slower than this is slow; none: latency is not watched.
     pub slow_call_duration: Option<ConfigDuration>,
+    /// Percent of slow calls that opens the breaker.
+    #[default(100.0)]
     pub slow_call_rate_threshold: f64,
+    /// Failures in a row that open the breaker (at most 1000; 0: off).
+    #[default(5)]
+    #[serde(deserialize_with = "whole")]
     pub consecutive_failures: u32,
+    /// Outcome rules, first match wins; replace the defaults when given.
+    #[default(_code = "default_rules()")]
     pub classify: Vec<Rule>,
+    /// First open time.
+    #[default(ConfigDuration::from_millis(5_000))]
     pub open_duration: ConfigDuration,
+    /// Growth of the open time per further trip (1.0 to 10.0).
+    #[default(2.0)]
     pub open_duration_multiplier: f64,
+    /// Cap on the open time.
+    #[default(ConfigDuration::from_millis(60_000))]
     pub max_open_duration: ConfigDuration,
+    /// +/- fraction of randomness on the open time (0.0 to 0.5).
+    #[default(0.1)]
     pub open_jitter: f64,
+    /// Probe requests in half-open (1 to 1000).
+    #[default(3)]
+    #[serde(deserialize_with = "whole")]
     pub half_open_probes: u32,
+    /// Time for the probes to finish before re-opening.
+    #[default(ConfigDuration::from_millis(30_000))]
     pub max_half_open_duration: ConfigDuration,
+    /// HTTP status of rejections (400 to 599).
+    #[default(503)]
+    #[serde(deserialize_with = "whole")]
     pub reject_status: u32,
+    /// Send `retry-after` on rejections.
+    #[default(true)]
     pub retry_after: bool,
+    /// Send `x-envoy-overloaded: true` on rejections.
     pub envoy_overloaded: bool,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        BreakerConfig {
-            name: "default".to_string(),
-            matcher: Match::default(),
-            key_by: None,
-            max_keys: 100,
-            mode: Mode::Normal,
-            window: WindowConfig::default(),
-            minimum_calls: 20,
-            failure_rate_threshold: 50.0,
-            slow_call_duration: None,
-            slow_call_rate_threshold: 100.0,
-            consecutive_failures: 5,
-            classify: default_rules(),
-            open_duration: ConfigDuration::from_millis(5_000),
-            open_duration_multiplier: 2.0,
-            max_open_duration: ConfigDuration::from_millis(60_000),
-            open_jitter: 0.1,
-            half_open_probes: 3,
-            max_half_open_duration: ConfigDuration::from_millis(30_000),
-            reject_status: 503,
-            retry_after: true,
-            envoy_overloaded: false,
-        }
-    }
 }
 
 /// The documented default outcome rules.
 pub fn default_rules() -> Vec<Rule> {
-    use filter_common::failure::UpstreamFailure::*;
+    use UpstreamFailure::*;
     use EnvoyReason::{DownstreamCancel, NoResponse, Upstream};
     vec![
         Rule {
@@ -125,8 +135,9 @@ pub fn default_rules() -> Vec<Rule> {
     ]
 }
 
-/// What splits one breaker into independent ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What splits one breaker into independent ones: `cluster`, `route`, `authority` or `header:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum KeyBy {
     Cluster,
     Route,
@@ -134,7 +145,29 @@ pub enum KeyBy {
     Header(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+impl TryFrom<String> for KeyBy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "cluster" => KeyBy::Cluster,
+            "route" => KeyBy::Route,
+            "authority" => KeyBy::Authority,
+            other => match other.strip_prefix("header:") {
+                Some(name) if is_header_name(name) => KeyBy::Header(name.to_string()),
+                _ => {
+                    return Err(format!(
+                        "expected \"cluster\", \"route\", \"authority\" or \"header:<lower-case name>\", got {}",
+                        quoted(&s)
+                    ))
+                }
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub enum Mode {
     #[default]
     Normal,
@@ -143,131 +176,120 @@ pub enum Mode {
     Disabled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub enum WindowType {
     #[default]
     Time,
     Count,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct WindowConfig {
+    /// `time` or `count`.
+    #[serde(rename = "type")]
     pub kind: WindowType,
+    /// Time window length (1s to 1h).
+    #[default(ConfigDuration::from_millis(10_000))]
     pub duration: ConfigDuration,
+    /// Time window buckets (1 to 60).
+    #[default(10)]
+    #[serde(deserialize_with = "whole")]
     pub buckets: u32,
+    /// Count window size in calls (1 to 1000).
+    #[default(100)]
+    #[serde(deserialize_with = "whole")]
     pub size: u32,
 }
 
-impl Default for WindowConfig {
-    fn default() -> Self {
-        WindowConfig {
-            kind: WindowType::Time,
-            duration: ConfigDuration::from_millis(10_000),
-            buckets: 10,
-            size: 100,
-        }
-    }
+/// How a call a rule matches counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Ignore,
 }
 
-impl FromJson for Config {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut c = Config::default();
-        members!(v, at, |value| {
-            "breakers" => c.breakers = read(value, at)?,
-            "statusHeader" => c.status_header = read(value, at)?,
-            "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
-        });
-        Ok(c)
-    }
+/// Envoy's own reasons a call failed: the upstream failures every filter reads from the response flags,
+/// and two of the breaker's own about streams that ended without a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum EnvoyReason {
+    Upstream(UpstreamFailure),
+    /// The stream ended without any response (status 0), and not because the caller gave up.
+    NoResponse,
+    /// The caller gave up before any response: it closed its connection (`DC`: an HTTP/1.1 client
+    /// timeout) or reset its stream (`DR`: an HTTP/2 `RST_STREAM`, a gRPC cancel or deadline).
+    DownstreamCancel,
 }
 
-impl FromJson for BreakerConfig {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut b = BreakerConfig::default();
-        members!(v, at, |value| {
-            "name" => b.name = read(value, at)?,
-            "match" => b.matcher = read(value, at)?,
-            "keyBy" => b.key_by = read(value, at)?,
-            "maxKeys" => b.max_keys = read(value, at)?,
-            "mode" => b.mode = read(value, at)?,
-            "window" => b.window = read(value, at)?,
-            "minimumCalls" => b.minimum_calls = read(value, at)?,
-            "failureRateThreshold" => b.failure_rate_threshold = read(value, at)?,
-            "slowCallDuration" => b.slow_call_duration = read(value, at)?,
-            "slowCallRateThreshold" => b.slow_call_rate_threshold = read(value, at)?,
-            "consecutiveFailures" => b.consecutive_failures = read(value, at)?,
-            "classify" => b.classify = read(value, at)?,
-            "openDuration" => b.open_duration = read(value, at)?,
-            "openDurationMultiplier" => b.open_duration_multiplier = read(value, at)?,
-            "maxOpenDuration" => b.max_open_duration = read(value, at)?,
-            "openJitter" => b.open_jitter = read(value, at)?,
-            "halfOpenProbes" => b.half_open_probes = read(value, at)?,
-            "maxHalfOpenDuration" => b.max_half_open_duration = read(value, at)?,
-            "rejectStatus" => b.reject_status = read(value, at)?,
-            "retryAfter" => b.retry_after = read(value, at)?,
-            "envoyOverloaded" => b.envoy_overloaded = read(value, at)?,
-        });
-        Ok(b)
-    }
-}
+impl TryFrom<String> for EnvoyReason {
+    type Error = String;
 
-impl FromJson for WindowConfig {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut w = WindowConfig::default();
-        members!(v, at, |value| {
-            "type" => w.kind = read(value, at)?,
-            "duration" => w.duration = read(value, at)?,
-            "buckets" => w.buckets = read(value, at)?,
-            "size" => w.size = read(value, at)?,
-        });
-        Ok(w)
-    }
-}
-
-impl FromJson for Mode {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        one_of(
-            v,
-            at,
+    fn try_from(label: String) -> Result<Self, String> {
+        reason_from_label(
+            &label,
+            EnvoyReason::Upstream,
             &[
-                ("normal", Mode::Normal),
-                ("dryRun", Mode::DryRun),
-                ("forcedOpen", Mode::ForcedOpen),
-                ("disabled", Mode::Disabled),
+                ("noResponse", EnvoyReason::NoResponse),
+                ("downstreamCancel", EnvoyReason::DownstreamCancel),
             ],
         )
     }
 }
 
-impl FromJson for WindowType {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        one_of(
-            v,
-            at,
-            &[("time", WindowType::Time), ("count", WindowType::Count)],
-        )
-    }
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Status(StatusSet),
+    GrpcStatus(Vec<u32>),
+    Envoy(Vec<EnvoyReason>),
 }
 
-impl FromJson for KeyBy {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let s = string(v, at)?;
-        Ok(match s {
-            "cluster" => KeyBy::Cluster,
-            "route" => KeyBy::Route,
-            "authority" => KeyBy::Authority,
-            other => match other.strip_prefix("header:") {
-                Some(name) if is_header_name(name) => KeyBy::Header(name.to_string()),
-                _ => {
-                    return Err(at.error(format!(
-                        "expected \"cluster\", \"route\", \"authority\" or \"header:<lower-case name>\", got {}",
-                        quoted(s)
-                    )))
+/// A `classify` rule: an outcome and exactly one condition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RuleFields")]
+pub struct Rule {
+    pub outcome: Outcome,
+    pub condition: Condition,
+}
+
+/// A rule as written; turned into a [`Rule`] (with its one condition) as it is read.
+#[derive(Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+struct RuleFields {
+    outcome: Outcome,
+    status: Option<StatusSet>,
+    #[serde(default, deserialize_with = "filter_common::config::whole_list_some")]
+    grpc_status: Option<Vec<u32>>,
+    envoy: Option<Vec<EnvoyReason>>,
+}
+
+impl TryFrom<RuleFields> for Rule {
+    type Error = &'static str;
+
+    fn try_from(r: RuleFields) -> Result<Self, Self::Error> {
+        let condition = match (r.status, r.grpc_status, r.envoy) {
+            (Some(set), None, None) => Condition::Status(set),
+            (None, Some(codes), None) => {
+                if codes.is_empty() || codes.iter().any(|c| *c > MAX_GRPC_CODE) {
+                    return Err("grpcStatus must list gRPC codes between 0 and 16");
                 }
-            },
+                Condition::GrpcStatus(codes)
+            }
+            (None, None, Some(reasons)) if !reasons.is_empty() => Condition::Envoy(reasons),
+            _ => return Err("a rule needs exactly one condition: status, grpcStatus or envoy"),
+        };
+        Ok(Rule {
+            outcome: r.outcome,
+            condition,
         })
     }
 }
+
+from_object_only!(Config, BreakerConfig, WindowConfig, RuleFields);
+from_name_only!(Mode, WindowType, Outcome);
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
@@ -366,7 +388,7 @@ impl Validate for Config {
                 "must be between 400 and 599",
             )?;
         }
-        crate::memory::budget(self).check(self.max_shared_memory)
+        Ok(())
     }
 }
 
@@ -394,26 +416,138 @@ mod tests {
         assert_eq!(b.classify, default_rules());
     }
 
+    /// Every field set to a value other than its default, and every field asserted: a field wired to
+    /// the wrong name or left at its default fails here.
     #[test]
-    fn a_full_breaker_parses() {
+    fn every_field_is_read() {
         let json = br#"{"breakers": [{
             "name": "payments", "match": {"cluster": "pay", "route": "r", "authority": "pay.svc",
                 "pathPrefix": "/api", "method": "POST", "header": {"name": "x-tenant", "value": "a"}},
             "keyBy": "header:x-tenant", "maxKeys": 50.0, "mode": "dryRun",
-            "window": {"type": "count", "size": 30}, "minimumCalls": 5, "failureRateThreshold": 25,
+            "window": {"type": "count", "duration": "20s", "buckets": 5, "size": 30},
+            "minimumCalls": 5, "failureRateThreshold": 25,
             "slowCallDuration": "2s", "slowCallRateThreshold": 80, "consecutiveFailures": 3,
-            "classify": [{"status": ["502", "504-599"], "outcome": "failure"}, {"grpcStatus": [14], "outcome": "failure"},
-                         {"envoy": ["timeout"], "outcome": "ignore"}],
+            "classify": [{"status": ["502", "504-599"], "outcome": "failure"}, {"grpcStatus": [14], "outcome": "success"},
+                         {"envoy": ["timeout", "noResponse"], "outcome": "ignore"}],
             "openDuration": "1s", "openDurationMultiplier": 1.5, "maxOpenDuration": "30s", "openJitter": 0,
             "halfOpenProbes": 1, "maxHalfOpenDuration": "5s", "rejectStatus": 429, "retryAfter": false,
-            "envoyOverloaded": true}], "statusHeader": "x-cb"}"#;
+            "envoyOverloaded": true}], "statusHeader": "x-cb", "maxSharedMemory": "128Mi"}"#;
         let c: Config = parse(Some(json)).unwrap();
+        let d = BreakerConfig::default();
+        assert_eq!(c.status_header, "x-cb");
+        assert_eq!(c.max_shared_memory, 128 << 20);
+        assert_eq!(c.breakers.len(), 1);
         let b = &c.breakers[0];
+        assert_eq!(b.name, "payments");
+        assert_eq!(
+            b.matcher,
+            Match {
+                cluster: Some("pay".into()),
+                route: Some("r".into()),
+                authority: Some("pay.svc".into()),
+                path_prefix: Some("/api".into()),
+                method: Some("POST".into()),
+                header: Some(filter_common::matching::HeaderMatch {
+                    name: "x-tenant".into(),
+                    value: Some("a".into())
+                }),
+            }
+        );
         assert_eq!(b.key_by, Some(KeyBy::Header("x-tenant".into())));
-        assert_eq!(b.mode, Mode::DryRun);
-        assert_eq!(b.window.kind, WindowType::Count);
-        assert_eq!(b.classify.len(), 3);
         assert_eq!(b.max_keys, 50);
+        assert_eq!(b.mode, Mode::DryRun);
+        assert_eq!(
+            b.window,
+            WindowConfig {
+                kind: WindowType::Count,
+                duration: ConfigDuration::from_millis(20_000),
+                buckets: 5,
+                size: 30
+            }
+        );
+        assert_eq!(b.minimum_calls, 5);
+        assert_eq!(b.failure_rate_threshold, 25.0);
+        assert_eq!(b.slow_call_duration, Some(ConfigDuration::from_millis(2_000)));
+        assert_eq!(b.slow_call_rate_threshold, 80.0);
+        assert_eq!(b.consecutive_failures, 3);
+        assert_eq!(
+            b.classify,
+            vec![
+                Rule {
+                    outcome: Outcome::Failure,
+                    condition: Condition::Status(StatusSet(vec![
+                        StatusRange(502, 502),
+                        StatusRange(504, 599)
+                    ])),
+                },
+                Rule {
+                    outcome: Outcome::Success,
+                    condition: Condition::GrpcStatus(vec![14]),
+                },
+                Rule {
+                    outcome: Outcome::Ignore,
+                    condition: Condition::Envoy(vec![
+                        EnvoyReason::Upstream(UpstreamFailure::Timeout),
+                        EnvoyReason::NoResponse
+                    ]),
+                },
+            ]
+        );
+        assert_eq!(b.open_duration, ConfigDuration::from_millis(1_000));
+        assert_eq!(b.open_duration_multiplier, 1.5);
+        assert_eq!(b.max_open_duration, ConfigDuration::from_millis(30_000));
+        assert_eq!(b.open_jitter, 0.0);
+        assert_eq!(b.half_open_probes, 1);
+        assert_eq!(b.max_half_open_duration, ConfigDuration::from_millis(5_000));
+        assert_eq!(b.reject_status, 429);
+        assert!(!b.retry_after);
+        assert!(b.envoy_overloaded);
+        // Each value above differs from its default, so a field left unread would show.
+        assert_ne!(b.window, d.window);
+        assert_ne!(b.classify, d.classify);
+        assert_ne!(b.open_jitter, d.open_jitter);
+        assert_ne!(c.status_header, Config::default().status_header);
+    }
+
+    /// Every field the README's configuration tables name is one the configuration reads: each is set
+    /// (to `null`, which no field takes except an optional one) and must not be an unknown field.
+    #[test]
+    fn every_field_in_the_readme_is_accepted() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Configuration")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .unwrap();
+        let (mut top_level, mut in_table, mut seen) = (true, false, 0);
+        for line in section.lines() {
+            if line.starts_with("Each breaker") {
+                top_level = false;
+            }
+            // Only the tables of fields (`| field | default | meaning |`), not the reasons' table.
+            in_table = (in_table && !line.is_empty()) || line.starts_with("| field |");
+            let Some(field) = line
+                .strip_prefix("| `")
+                .filter(|_| in_table)
+                .and_then(|rest| rest.split('`').next())
+            else {
+                continue;
+            };
+            let mut value = serde_json::Value::Null;
+            for part in field.rsplit('.') {
+                value = serde_json::json!({ part: value });
+            }
+            let doc = if top_level {
+                value
+            } else {
+                serde_json::json!({"breakers": [value]})
+            };
+            if let Err(e) = parse::<Config>(Some(doc.to_string().as_bytes())) {
+                assert!(!e.reason.contains("unknown field"), "{field}: {e}");
+            }
+            seen += 1;
+        }
+        assert!(seen >= 30, "only {seen} fields in the README's tables");
     }
 
     #[test]
@@ -476,14 +610,11 @@ mod tests {
                 "breakers[0].consecutiveFailures",
             ),
             (br#"{"maxSharedMemory": "lots"}"#, "maxSharedMemory"),
-            (
-                br#"{"breakers": [{"name": "a", "maxKeys": 10}, {"name": "b", "maxKeys": 10000}]}"#,
-                "breakers[1].maxKeys",
-            ),
-            (
-                br#"{"breakers": [{"name": "a", "maxKeys": 100}], "maxSharedMemory": "1Mi"}"#,
-                "breakers[0].maxKeys",
-            ),
+            (br#"{"breakers": [{"window": ["time", "10s"]}]}"#, "breakers[0].window"),
+            (br#"{"breakers": [{"mode": {"dryRun": null}}]}"#, "breakers[0].mode"),
+            (br#"{"breakers": [{"maxKeys": 5.5}]}"#, "breakers[0].maxKeys"),
+            (br#"{"breakers": [{"maxKeys": 1e400}]}"#, "breakers[0].maxKeys"),
+            (br#"{"breakers": [{"name": "a", "name": "b"}]}"#, "breakers[0]"),
         ];
         for (json, field) in cases {
             let e = parse::<Config>(Some(json)).unwrap_err();

@@ -66,7 +66,7 @@ impl RootContext for BreakerRoot {
     }
 
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = load_config::<Config>(FILTER) else {
+        let Some(config) = load_config(FILTER, crate::memory::load) else {
             return false;
         };
         let root_id = host::plugin_root_id();

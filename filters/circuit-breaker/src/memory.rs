@@ -7,8 +7,18 @@ use crate::config::{BreakerConfig, Config};
 use crate::leases::MAX_STRIPES;
 use crate::state::Record;
 use crate::window::Stripe;
+use filter_common::config::{parse, ConfigError};
 use filter_common::keys::{BREAKER_PREFIX, ROOT_ID_ALLOWANCE};
 use filter_common::limits::{decimal_digits, shared_entry_bytes, MemoryBudget};
+
+/// The configuration the filter loads: read and validated, then refused when its worst-case shared
+/// memory is above `maxSharedMemory` (the budget needs the store's sizes, so it is checked here, where
+/// the filter loads, rather than in `config`).
+pub fn load(raw: Option<&[u8]>) -> Result<Config, ConfigError> {
+    let config: Config = parse(raw)?;
+    budget(&config).check(config.max_shared_memory)?;
+    Ok(config)
+}
 
 /// The longest state key of a breaker: `circuit-breaker/<root id>/<name>/<slot>`.
 fn state_key_len(b: &BreakerConfig) -> usize {
@@ -52,7 +62,27 @@ pub fn budget(config: &Config) -> MemoryBudget {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use filter_common::config::parse;
+
+    #[test]
+    fn a_configuration_above_the_ceiling_is_refused_naming_the_largest_part() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                br#"{"breakers": [{"name": "a", "maxKeys": 10}, {"name": "b", "maxKeys": 10000}]}"#,
+                "breakers[1].maxKeys",
+            ),
+            (
+                br#"{"breakers": [{"name": "a", "maxKeys": 100}], "maxSharedMemory": "1Mi"}"#,
+                "breakers[0].maxKeys",
+            ),
+        ];
+        for (json, field) in cases {
+            assert!(parse::<Config>(Some(json)).is_ok());
+            let e = load(Some(json)).unwrap_err();
+            assert_eq!(&e.field, field, "{e}");
+            assert!(e.reason.contains("above maxSharedMemory"), "{e}");
+        }
+        assert_eq!(load(None).unwrap(), Config::default());
+    }
 
     #[test]
     fn the_default_configuration_fits_with_room() {
@@ -96,7 +126,7 @@ mod tests {
         ];
         let mut totals = Vec::new();
         for (what, json) in cases {
-            let c: Config = parse(Some(json)).unwrap();
+            let c: Config = load(Some(json)).unwrap();
             let mut total = budget(&c).total();
             if what == "1000 x 10000" {
                 total = total.saturating_mul(1000);

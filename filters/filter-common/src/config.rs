@@ -177,6 +177,13 @@ pub fn whole_list<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Ve
     Vec::<Whole<T>>::deserialize(d).map(|items| items.into_iter().map(|w| w.0).collect())
 }
 
+/// [`whole_list`] for a field that is `None` when absent (with `#[serde(default)]`).
+pub fn whole_list_some<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    whole_list(d).map(Some)
+}
+
 /// A whole number as [`whole`] reads it, for lists and other helpers.
 pub struct Whole<T>(pub T);
 

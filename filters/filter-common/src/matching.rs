@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 /// Every field given must match; an empty match matches every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct Match {
     /// Upstream cluster name (exact).
     pub cluster: Option<String>,
@@ -22,12 +22,14 @@ pub struct Match {
 
 /// A request header: present (no `value`) or equal to `value`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Lower-case header name (required).
     pub name: String,
     pub value: Option<String>,
 }
+
+crate::from_object_only!(Match, HeaderMatch);
 
 impl Match {
     pub fn matches(&self, info: &RequestInfo) -> bool {
