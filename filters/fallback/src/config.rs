@@ -1,81 +1,93 @@
-//! The filter's configuration (Istio `pluginConfig` JSON, camelCase). No configuration at all gives one
-//! rule: Envoy's own failures and circuit-breaker rejections become problem responses.
+//! The filter's configuration (Istio `pluginConfig` JSON, camelCase), read with serde. No configuration
+//! at all gives one rule: Envoy's own failures and circuit-breaker rejections become problem responses.
+//! Each field sits here once, with its default; `Validate` holds what serde cannot check. The worst-case
+//! shared memory is checked where the filter loads (`memory::load`). Imports nothing of this crate but
+//! the triggers' value types.
 
 use crate::trigger::{EnvoyReason, Triggers};
 use filter_common::config::{
-    check, check_names, missing, one_of, read, ConfigError, FromJson, Path, Validate,
+    check, check_names, unique_map, whole, whole_some, ConfigError, Validate,
 };
 use filter_common::duration::ConfigDuration;
-use filter_common::json::Value;
 use filter_common::limits::{
     byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_VALUE_LEN, MAX_MATCH_VALUE_LEN,
+    MAX_STRING_LEN,
 };
 use filter_common::matching::{is_header_name, Match, HEADER_NAME_RULE};
-use filter_common::members;
 use filter_common::w3c::{
     check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
     DEFAULT_RESPONSE_HEADER, TRACERESPONSE,
 };
+use filter_common::{from_name_only, from_object_only};
+use serde::{Deserialize, Deserializer};
+use smart_default::SmartDefault;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
+#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
+    /// First match wins.
+    #[default(_code = "vec![RuleConfig::default_rule()]")]
     pub rules: Vec<RuleConfig>,
     pub cache: CacheConfig,
     pub trace: TraceConfig,
     /// The most shared memory the configuration may need in the worst case (see `memory`).
+    #[default(DEFAULT_MAX_SHARED_MEMORY)]
+    #[serde(deserialize_with = "byte_size")]
     pub max_shared_memory: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            rules: vec![RuleConfig {
-                name: "default".to_string(),
-                matcher: Match::default(),
-                triggers: Triggers {
-                    envoy: EnvoyReason::ALL.to_vec(),
-                    circuit_breaker: true,
-                    ..Triggers::default()
-                },
-                response: ResponseConfig::default(),
-            }],
-            cache: CacheConfig::default(),
-            trace: TraceConfig::default(),
-            max_shared_memory: DEFAULT_MAX_SHARED_MEMORY,
-        }
-    }
 }
 
 /// The trace headers a fallback carries. A fallback sent in place of a response skips the encoder
 /// filters before this one, trace-context among them, so it adds them itself; the fields and defaults
 /// are trace-context's own.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
+#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct TraceConfig {
+    /// Response header given the trace id on fallback replies; empty disables it.
+    #[default(DEFAULT_RESPONSE_HEADER.to_string())]
     pub response_header: String,
+    /// Add W3C `traceresponse` to fallback replies.
+    #[default(true)]
     pub trace_response: bool,
+    /// Filter state read for the trace id when the request carries no `traceparent`; empty disables it.
+    #[default(DEFAULT_FILTER_STATE_NAME.to_string())]
     pub filter_state_name: String,
 }
 
-impl Default for TraceConfig {
-    fn default() -> Self {
-        TraceConfig {
-            response_header: DEFAULT_RESPONSE_HEADER.to_string(),
-            trace_response: true,
-            filter_state_name: DEFAULT_FILTER_STATE_NAME.to_string(),
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleConfig {
+    /// `[A-Za-z0-9_-]`, 1 to 64 characters (required).
+    pub name: String,
+    /// Which requests the rule covers; empty: all.
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    /// What fires the rule (at least one).
+    #[serde(default)]
+    pub triggers: Triggers,
+    /// What the caller gets instead.
+    #[serde(default)]
+    pub response: ResponseConfig,
+}
+
+impl RuleConfig {
+    /// The rule of no configuration: Envoy's own failures and breaker rejections become problems.
+    fn default_rule() -> RuleConfig {
+        RuleConfig {
+            name: "default".to_string(),
+            matcher: Match::default(),
+            triggers: Triggers {
+                envoy: EnvoyReason::ALL.to_vec(),
+                circuit_breaker: true,
+                ..Triggers::default()
+            },
+            response: ResponseConfig::default(),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct RuleConfig {
-    pub name: String,
-    pub matcher: Match,
-    pub triggers: Triggers,
-    pub response: ResponseConfig,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub enum Kind {
     #[default]
     Problem,
@@ -95,47 +107,52 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
+#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResponseConfig {
+    /// `problem`, `static`, `stale` or `alternate`.
     pub kind: Kind,
     /// Problem: the original status when absent; static: 200 when absent.
+    #[serde(deserialize_with = "whole_some")]
     pub status: Option<u32>,
+    /// Problem `title`; the status's reason phrase when absent.
     pub title: Option<String>,
+    /// Problem `type` URI.
+    #[default("about:blank")]
+    #[serde(rename = "type")]
     pub problem_type: String,
+    /// Static response headers (lower-case names).
+    #[serde(deserialize_with = "unique_map")]
     pub headers: BTreeMap<String, String>,
+    /// Static body, with placeholders.
     pub body: String,
+    /// Stale: how old a cached response may be.
+    #[default(ConfigDuration::from_millis(60_000))]
     pub ttl: ConfigDuration,
+    /// Stale: largest body cached; alternate: largest answer served.
+    #[default(65_536)]
+    #[serde(deserialize_with = "whole")]
     pub max_body_bytes: usize,
+    /// Stale: request headers in the cache key; alternate: headers forwarded.
     pub key_headers: Vec<String>,
     /// Stale: request headers that make a response the caller's own (names in any case, kept lower
-    /// case).
+    /// case); replaces the default list.
+    #[default(_code = "DEFAULT_PRIVATE_HEADERS.iter().map(|h| h.to_string()).collect()")]
+    #[serde(deserialize_with = "lower_case")]
     pub private_headers: Vec<String>,
+    /// Alternate: the Envoy cluster asked (required there).
     pub cluster: Option<String>,
+    /// Alternate: call timeout (1 ms to 60 s).
+    #[default(ConfigDuration::from_millis(1_000))]
     pub timeout: ConfigDuration,
+    /// Stale and alternate: the response when they have nothing (`problem` or `static`).
     pub otherwise: Option<Box<ResponseConfig>>,
 }
 
-impl Default for ResponseConfig {
-    fn default() -> Self {
-        ResponseConfig {
-            kind: Kind::Problem,
-            status: None,
-            title: None,
-            problem_type: "about:blank".to_string(),
-            headers: BTreeMap::new(),
-            body: String::new(),
-            ttl: ConfigDuration::from_millis(60_000),
-            max_body_bytes: 65_536,
-            key_headers: Vec::new(),
-            private_headers: DEFAULT_PRIVATE_HEADERS
-                .iter()
-                .map(|h| h.to_string())
-                .collect(),
-            cluster: None,
-            timeout: ConfigDuration::from_millis(1_000),
-            otherwise: None,
-        }
-    }
+/// Header names as given, kept lower case (Envoy's header maps are).
+fn lower_case<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    Ok(names.iter().map(|n| n.to_ascii_lowercase()).collect())
 }
 
 /// Request headers that carry credentials by default.
@@ -147,115 +164,21 @@ pub const DEFAULT_PRIVATE_HEADERS: &[&str] = &[
     "x-auth-token",
 ];
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
+#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct CacheConfig {
+    /// Total bytes of stale responses kept, across all worker threads.
+    #[default(8 << 20)]
+    #[serde(deserialize_with = "whole")]
     pub max_bytes: usize,
+    /// The size of one cache slot (no rule caches more).
+    #[default(65_536)]
+    #[serde(deserialize_with = "whole")]
     pub max_body_bytes: usize,
 }
 
-impl FromJson for Config {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut c = Config::default();
-        members!(v, at, |value| {
-            "rules" => c.rules = read(value, at)?,
-            "cache" => c.cache = read(value, at)?,
-            "trace" => c.trace = read(value, at)?,
-            "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
-        });
-        Ok(c)
-    }
-}
-
-impl FromJson for TraceConfig {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut t = TraceConfig::default();
-        members!(v, at, |value| {
-            "responseHeader" => t.response_header = read(value, at)?,
-            "traceResponse" => t.trace_response = read(value, at)?,
-            "filterStateName" => t.filter_state_name = read(value, at)?,
-        });
-        Ok(t)
-    }
-}
-
-impl FromJson for RuleConfig {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut name = None;
-        let (mut matcher, mut triggers, mut response) = Default::default();
-        members!(v, at, |value| {
-            "name" => name = read(value, at)?,
-            "match" => matcher = read(value, at)?,
-            "triggers" => triggers = read(value, at)?,
-            "response" => response = read(value, at)?,
-        });
-        Ok(RuleConfig {
-            name: name.ok_or_else(|| missing(at, "name"))?,
-            matcher,
-            triggers,
-            response,
-        })
-    }
-}
-
-impl FromJson for Kind {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        one_of(
-            v,
-            at,
-            &[
-                ("problem", Kind::Problem),
-                ("static", Kind::Static),
-                ("stale", Kind::Stale),
-                ("alternate", Kind::Alternate),
-            ],
-        )
-    }
-}
-
-impl FromJson for ResponseConfig {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut r = ResponseConfig::default();
-        members!(v, at, |value| {
-            "kind" => r.kind = read(value, at)?,
-            "status" => r.status = Some(read(value, at)?),
-            "title" => r.title = read(value, at)?,
-            "type" => r.problem_type = read(value, at)?,
-            "headers" => r.headers = read(value, at)?,
-            "body" => r.body = read(value, at)?,
-            "ttl" => r.ttl = read(value, at)?,
-            "maxBodyBytes" => r.max_body_bytes = read(value, at)?,
-            "keyHeaders" => r.key_headers = read(value, at)?,
-            "privateHeaders" => {
-                let names: Vec<String> = read(value, at)?;
-                r.private_headers = names.iter().map(|n| n.to_ascii_lowercase()).collect();
-            },
-            "cluster" => r.cluster = read(value, at)?,
-            "timeout" => r.timeout = read(value, at)?,
-            "otherwise" => r.otherwise = read(value, at)?,
-        });
-        Ok(r)
-    }
-}
-
-impl FromJson for CacheConfig {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut c = CacheConfig::default();
-        members!(v, at, |value| {
-            "maxBytes" => c.max_bytes = read(value, at)?,
-            "maxBodyBytes" => c.max_body_bytes = read(value, at)?,
-        });
-        Ok(c)
-    }
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            max_bytes: 8 << 20,
-            max_body_bytes: 65_536,
-        }
-    }
-}
+from_object_only!(Config, TraceConfig, RuleConfig, ResponseConfig, CacheConfig);
+from_name_only!(Kind);
 
 impl Config {
     /// Whether any rule serves stale responses: only then is the cache created and counted (an
@@ -316,6 +239,7 @@ fn validate_response(
         check_len(title, MAX_HEADER_VALUE_LEN, f("title"))?;
     }
     check_len(&r.problem_type, MAX_HEADER_VALUE_LEN, f("type"))?;
+    check_len(&r.body, MAX_STRING_LEN, f("body"))?;
     if let Some(cluster) = &r.cluster {
         check_len(cluster, MAX_MATCH_VALUE_LEN, f("cluster"))?;
     }
@@ -401,7 +325,7 @@ impl Validate for Config {
             )?;
             validate_response(&r.response, &f("response"), &self.cache, false)?;
         }
-        crate::memory::budget(self).check(self.max_shared_memory)
+        Ok(())
     }
 }
 
@@ -426,23 +350,109 @@ mod tests {
         assert_eq!(c.cache.slots(), 128);
     }
 
+    /// Every field set to a value other than its default, and every field asserted.
     #[test]
-    fn a_full_configuration_parses() {
+    fn every_field_is_read() {
         let json = br#"{"rules": [
-            {"name": "s", "match": {"pathPrefix": "/api"}, "triggers": {"status": ["500-599"], "grpcStatus": [14],
-              "envoy": ["timeout"], "circuitBreaker": true},
-             "response": {"kind": "stale", "ttl": "30s", "maxBodyBytes": 1024, "keyHeaders": ["accept"],
-              "otherwise": {"kind": "static", "status": 200.0, "headers": {"content-type": "text/plain"}, "body": "x"}}},
-            {"name": "a", "triggers": {"status": "503"}, "response": {"kind": "alternate", "cluster": "backup", "timeout": "250ms"}}
-          ], "cache": {"maxBytes": 1048576, "maxBodyBytes": 4096}}"#;
+            {"name": "s", "match": {"pathPrefix": "/api"},
+             "triggers": {"status": ["500-599"], "grpcStatus": [14.0], "envoy": ["timeout", "localReply"], "circuitBreaker": true},
+             "response": {"kind": "stale", "status": 503, "title": "Later", "type": "https://example.com/p",
+              "headers": {"x-a": "1"}, "body": "b", "ttl": "30s", "maxBodyBytes": 1024, "keyHeaders": ["accept"],
+              "privateHeaders": ["X-Session"], "cluster": "backup", "timeout": "250ms",
+              "otherwise": {"kind": "static", "status": 200.0, "body": "x"}}}
+          ], "cache": {"maxBytes": 1048576, "maxBodyBytes": 4096},
+          "trace": {"responseHeader": "x-t", "traceResponse": false, "filterStateName": "tid"},
+          "maxSharedMemory": "32Mi"}"#;
         let c: Config = parse(Some(json)).unwrap();
-        assert_eq!(c.rules[0].response.kind, Kind::Stale);
+        let d = ResponseConfig::default();
+        assert_eq!(c.max_shared_memory, 32 << 20);
         assert_eq!(
-            c.rules[0].response.private_headers,
-            DEFAULT_PRIVATE_HEADERS.to_vec()
+            c.cache,
+            CacheConfig {
+                max_bytes: 1 << 20,
+                max_body_bytes: 4096
+            }
         );
-        assert_eq!(otherwise(&c.rules[0].response).status, Some(200));
+        assert_eq!(
+            c.trace,
+            TraceConfig {
+                response_header: "x-t".into(),
+                trace_response: false,
+                filter_state_name: "tid".into()
+            }
+        );
+        assert_eq!(c.rules.len(), 1);
+        let rule = &c.rules[0];
+        assert_eq!(rule.name, "s");
+        assert_eq!(rule.matcher.path_prefix.as_deref(), Some("/api"));
+        assert_eq!(
+            rule.triggers,
+            Triggers {
+                status: Some(filter_common::status::StatusSet(vec![
+                    filter_common::status::StatusRange(500, 599)
+                ])),
+                grpc_status: vec![14],
+                envoy: vec![
+                    EnvoyReason::Upstream(filter_common::failure::UpstreamFailure::Timeout),
+                    EnvoyReason::LocalReply
+                ],
+                circuit_breaker: true,
+            }
+        );
+        let r = &rule.response;
+        assert_eq!(r.kind, Kind::Stale);
+        assert_eq!(r.status, Some(503));
+        assert_eq!(r.title.as_deref(), Some("Later"));
+        assert_eq!(r.problem_type, "https://example.com/p");
+        assert_eq!(r.headers, BTreeMap::from([("x-a".to_string(), "1".to_string())]));
+        assert_eq!(r.body, "b");
+        assert_eq!(r.ttl, ConfigDuration::from_millis(30_000));
+        assert_eq!(r.max_body_bytes, 1024);
+        assert_eq!(r.key_headers, ["accept"]);
+        assert_eq!(r.private_headers, ["x-session"]);
+        assert_eq!(r.cluster.as_deref(), Some("backup"));
+        assert_eq!(r.timeout, ConfigDuration::from_millis(250));
+        let o = r.otherwise.as_deref().unwrap();
+        assert_eq!((o.kind, o.status, o.body.as_str()), (Kind::Static, Some(200), "x"));
+        assert_eq!(otherwise(r).status, Some(200));
+        assert_ne!(r.ttl, d.ttl);
+        assert_ne!(r.timeout, d.timeout);
         assert_eq!(c.cache.slots(), 256);
+    }
+
+    /// Every field the README's configuration table names is one the configuration reads: each is set
+    /// (to `null`, which no field takes except an optional one) and must not be an unknown field.
+    #[test]
+    fn every_field_in_the_readme_is_accepted() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Configuration")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .unwrap();
+        let (mut in_table, mut seen) = (false, 0);
+        for line in section.lines() {
+            in_table = (in_table && !line.is_empty()) || line.starts_with("| field |");
+            let Some(field) = line
+                .strip_prefix("| `")
+                .filter(|_| in_table)
+                .and_then(|rest| rest.split('`').next())
+            else {
+                continue;
+            };
+            let mut value = serde_json::Value::Null;
+            for part in field.rsplit('.') {
+                value = match part.strip_suffix("[]") {
+                    Some(list) => serde_json::json!({ list: [value] }),
+                    None => serde_json::json!({ part: value }),
+                };
+            }
+            if let Err(e) = parse::<Config>(Some(value.to_string().as_bytes())) {
+                assert!(!e.reason.contains("unknown field"), "{field}: {e}");
+            }
+            seen += 1;
+        }
+        assert!(seen >= 25, "only {seen} fields in the README's table");
     }
 
     #[test]
@@ -483,10 +493,11 @@ mod tests {
             (br#"{"trace": {"responseHeader": "x-fallback"}}"#, "trace.responseHeader"),
             (br#"{"trace": {"filterStateName": "a b"}}"#, "trace.filterStateName"),
             (br#"{"maxSharedMemory": -1}"#, "maxSharedMemory"),
-            (
-                br#"{"rules": [{"name": "s", "triggers": {"status": "503"}, "response": {"kind": "stale"}}], "cache": {"maxBytes": 134217728}}"#,
-                "cache.maxBytes",
-            ),
+            (br#"{"rules": [{"triggers": {"status": "503"}}]}"#, "rules[0]"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"headers": {"x-a": "1", "x-a": "2"}}}]}"#, "rules[0].response.headers"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"status": 200.5}}]}"#, "rules[0].response.status"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "static", "body": "\ud800"}}]}"#, "rules[0].response.body"),
+            (br#"{"rules": [{"name": "a", "triggers": ["status"]}]}"#, "rules[0].triggers"),
         ];
         for (json, field) in cases {
             let e = parse::<Config>(Some(json)).unwrap_err();
@@ -495,18 +506,19 @@ mod tests {
     }
 
     #[test]
-    fn long_header_values_and_a_raised_ceiling() {
+    fn long_header_values_and_bodies_are_refused() {
         let long = "v".repeat(MAX_HEADER_VALUE_LEN + 1);
         let json = format!(
             r#"{{"rules": [{{"name": "a", "triggers": {{"status": "500"}}, "response": {{"kind": "static", "headers": {{"x-a": "{long}"}}}}}}]}}"#
         );
         let e = parse::<Config>(Some(json.as_bytes())).unwrap_err();
         assert_eq!(e.field, "rules[0].response.headers.x-a");
-        let big_cache = br#"{"rules": [{"name": "s", "triggers": {"status": "503"}, "response": {"kind": "stale"}}], "cache": {"maxBytes": 134217728}, "maxSharedMemory": "256Mi"}"#;
-        let c = parse::<Config>(Some(big_cache)).unwrap();
-        assert_eq!(c.max_shared_memory, 256 << 20);
-        // A cache nobody reads costs nothing: without a stale rule, any cache size fits.
-        let unused = br#"{"cache": {"maxBytes": 1073741824}, "maxSharedMemory": 1}"#;
-        assert!(parse::<Config>(Some(unused)).is_ok());
+        let body = "b".repeat(MAX_STRING_LEN + 1);
+        let json = format!(
+            r#"{{"rules": [{{"name": "a", "triggers": {{"status": "500"}}, "response": {{"kind": "static", "body": "{body}"}}}}]}}"#
+        );
+        let e = parse::<Config>(Some(json.as_bytes())).unwrap_err();
+        assert_eq!(e.field, "rules[0].response.body");
+        assert!(e.reason.contains("at most 65536"), "{e}");
     }
 }

@@ -57,7 +57,7 @@ impl Context for FallbackRoot {}
 
 impl RootContext for FallbackRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = load_config::<Config>(FILTER) else {
+        let Some(config) = load_config(FILTER, crate::memory::load) else {
             return false;
         };
         let mut needs = Needs::default();

@@ -3,12 +3,22 @@
 //! writes. Nothing is kept when no rule serves stale responses.
 
 use crate::config::Config;
+use filter_common::config::{parse, ConfigError};
 use filter_common::keys::ROOT_ID_ALLOWANCE;
 use filter_common::limits::{slot_table_bytes, MemoryBudget};
 
 /// An entry's largest size besides its body: fixed fields, the longest Vary list and content type.
 const ENTRY_FIXED: usize =
     crate::cache::FIXED + crate::policy::MAX_VARY_BYTES + crate::policy::MAX_CONTENT_TYPE_LEN;
+
+/// The configuration the filter loads: read and validated, then refused when its worst-case shared
+/// memory is above `maxSharedMemory` (the budget needs the store's sizes, so it is checked here, where
+/// the filter loads, rather than in `config`).
+pub fn load(raw: Option<&[u8]>) -> Result<Config, ConfigError> {
+    let config: Config = parse(raw)?;
+    budget(&config).check(config.max_shared_memory)?;
+    Ok(config)
+}
 
 pub fn budget(config: &Config) -> MemoryBudget {
     let mut budget = MemoryBudget::default();
@@ -29,7 +39,19 @@ pub fn budget(config: &Config) -> MemoryBudget {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use filter_common::config::parse;
+
+    #[test]
+    fn a_cache_above_the_ceiling_is_refused_unless_the_ceiling_is_raised() {
+        let big = br#"{"rules": [{"name": "s", "triggers": {"status": "503"}, "response": {"kind": "stale"}}], "cache": {"maxBytes": 134217728}}"#;
+        assert!(parse::<Config>(Some(big)).is_ok());
+        let e = load(Some(big)).unwrap_err();
+        assert_eq!(e.field, "cache.maxBytes");
+        let raised = br#"{"rules": [{"name": "s", "triggers": {"status": "503"}, "response": {"kind": "stale"}}], "cache": {"maxBytes": 134217728}, "maxSharedMemory": "256Mi"}"#;
+        assert_eq!(load(Some(raised)).unwrap().max_shared_memory, 256 << 20);
+        // A cache nobody reads costs nothing: without a stale rule, any cache size fits.
+        let unused = br#"{"cache": {"maxBytes": 1073741824}, "maxSharedMemory": 1}"#;
+        assert!(load(Some(unused)).is_ok());
+    }
 
     #[test]
     fn only_a_stale_rule_costs_shared_memory() {

@@ -1,15 +1,14 @@
 //! What fires a rule, checked on the response: the upstream's status or gRPC status, Envoy's own failure,
 //! or a circuit-breaker rejection.
 
-use filter_common::config::{read, string, ConfigError, FromJson, Path};
 use filter_common::failure::{grpc_codes, reason_from_label, UpstreamFailure};
-use filter_common::json::Value;
-use filter_common::members;
 use filter_common::status::StatusSet;
+use serde::Deserialize;
 
 /// Envoy's own failures a rule can name: the upstream failures every filter reads from the response
 /// flags, and any other reply Envoy made itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum EnvoyReason {
     Upstream(UpstreamFailure),
     /// Any other 5xx reply that did not come from the upstream.
@@ -44,38 +43,34 @@ impl EnvoyReason {
     }
 }
 
-impl FromJson for EnvoyReason {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
+impl TryFrom<String> for EnvoyReason {
+    type Error = String;
+
+    fn try_from(label: String) -> Result<Self, String> {
         reason_from_label(
-            string(v, at)?,
+            &label,
             EnvoyReason::Upstream,
             &[("localReply", EnvoyReason::LocalReply)],
         )
-        .map_err(|e| at.error(e))
     }
 }
 
 /// The triggers of a rule; any of them fires it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Triggers {
+    /// Upstream status codes and ranges.
     pub status: Option<StatusSet>,
+    /// gRPC codes (0 to 16), for gRPC requests.
+    #[serde(deserialize_with = "grpc_codes")]
     pub grpc_status: Vec<u32>,
+    /// Envoy's own failures.
     pub envoy: Vec<EnvoyReason>,
+    /// Circuit-breaker rejections.
     pub circuit_breaker: bool,
 }
 
-impl FromJson for Triggers {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut t = Triggers::default();
-        members!(v, at, |value| {
-            "status" => t.status = read(value, at)?,
-            "grpcStatus" => t.grpc_status = grpc_codes(value, at)?,
-            "envoy" => t.envoy = read(value, at)?,
-            "circuitBreaker" => t.circuit_breaker = read(value, at)?,
-        });
-        Ok(t)
-    }
-}
+filter_common::from_object_only!(Triggers);
 
 impl Triggers {
     pub fn is_empty(&self) -> bool {
