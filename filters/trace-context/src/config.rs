@@ -1,72 +1,101 @@
-//! The filter's configuration (Istio `pluginConfig` JSON, camelCase). Every field has a default, so no
-//! configuration at all gives a working filter.
+//! The filter's configuration (Istio `pluginConfig` JSON, camelCase), read with serde. Every field has a
+//! default, so no configuration at all gives a working filter. Each field sits here once, with its
+//! default; `Validate` holds what serde cannot check. The worst-case shared memory is checked where the
+//! filter loads (`memory::load`). Imports nothing of this crate but value types (`Format`, the
+//! baggage limits, the W3C `tracestate` rules).
 
 use crate::baggage::BaggageLimits;
 use crate::formats::Format;
-use filter_common::config::{
-    list, one_of, quoted, read, string, ConfigError, FromJson, Path, Validate,
-};
+use filter_common::config::{quoted, whole, ConfigError, Validate};
 use filter_common::duration::ConfigDuration;
-use filter_common::json::Value;
 use filter_common::limits::{
     byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN,
 };
-use filter_common::members;
 use filter_common::w3c::{
     check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
     DEFAULT_RESPONSE_HEADER,
 };
+use filter_common::{from_name_only, from_object_only};
+use serde::Deserialize;
+use smart_default::SmartDefault;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
+#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
     /// Formats read from requests, in precedence order: the first valid one wins.
+    #[default(_code = "Format::ALL.to_vec()")]
     pub extract: Vec<Format>,
     /// Formats always written on the forwarded request.
+    #[default(_code = "vec![Format::TraceContext]")]
     pub inject: Vec<Format>,
     /// Formats that arrived but are not in `inject` are rewritten from the winning context (true) or
     /// removed (false), so downstream never sees two different traces.
+    #[default(true)]
     pub keep_received_formats: bool,
     /// Probability that a trace this filter starts, or one that arrived without a decision, is sampled.
+    #[default(1.0)]
     pub sampling_ratio: f64,
     /// 128 or 64: the size of trace ids this filter creates. 64 suits meshes with 64-bit-only peers.
+    #[default(128)]
+    #[serde(deserialize_with = "whole")]
     pub new_trace_id_bits: u32,
     /// Act as a hop: give the forwarded request a new span (parent) id.
     pub participate: bool,
     /// When set and participating, the `tracestate` member written with this key (value: the new span id).
     pub tracestate_key: Option<String>,
     /// Longest `tracestate` forwarded; whole members are dropped beyond it (W3C: at least 512).
+    #[default(crate::tracestate::PROPAGATE_MIN)]
+    #[serde(deserialize_with = "whole")]
     pub tracestate_max_length: usize,
     pub baggage: BaggageConfig,
     /// Response header carrying the trace id; empty disables it.
+    #[default(DEFAULT_RESPONSE_HEADER.to_string())]
     pub response_header: String,
     /// Adds W3C `traceresponse` to responses.
+    #[default(true)]
     pub trace_response: bool,
     /// Filter state name holding the trace id (`%FILTER_STATE(wasm.NAME)%` in access logs); empty disables.
+    #[default(DEFAULT_FILTER_STATE_NAME.to_string())]
     pub filter_state_name: String,
     /// Which side of the workload this listener is: `auto` reads Envoy's `listener_direction`.
     pub direction: Direction,
     pub correlation: CorrelationConfig,
     /// The most shared memory the configuration may need in the worst case (see `memory`).
+    #[default(DEFAULT_MAX_SHARED_MEMORY)]
+    #[serde(deserialize_with = "byte_size")]
     pub max_shared_memory: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
+#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct BaggageConfig {
+    /// Handle `baggage` at all (false: leave every baggage header untouched).
+    #[default(true)]
     pub enabled: bool,
+    /// Members kept, from the left (1 to 1024).
+    #[default(BaggageLimits::default().max_members)]
+    #[serde(deserialize_with = "whole")]
     pub max_members: usize,
+    /// Bytes of the serialized `baggage` header (1 to 65536).
+    #[default(BaggageLimits::default().max_bytes)]
+    #[serde(deserialize_with = "whole")]
     pub max_bytes: usize,
     /// When set, only these keys are propagated.
     pub allow_keys: Option<Vec<String>>,
+    /// Keys never propagated.
     pub deny_keys: Vec<String>,
     /// Translate Jaeger `uberctx-*` headers into `baggage`.
+    #[default(true)]
     pub from_jaeger: bool,
     /// Translate OpenTracing `ot-baggage-*` headers into `baggage`.
+    #[default(true)]
     pub from_ot_trace: bool,
     /// Remove `baggage` (and the translated headers) on outbound requests leaving the workload.
     pub strip_on_egress: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub enum Direction {
     #[default]
     Auto,
@@ -74,63 +103,22 @@ pub enum Direction {
     Outbound,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
+#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorrelationConfig {
     /// Restore the context of an outbound request that carries only `x-request-id`.
     pub enabled: bool,
     /// Number of fixed slots in shared data (memory is slots x one small entry).
+    #[default(4096)]
+    #[serde(deserialize_with = "whole")]
     pub slots: u32,
     /// How long an inbound context can be restored.
+    #[default(ConfigDuration::from_millis(60_000))]
     pub ttl: ConfigDuration,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            extract: Format::ALL.to_vec(),
-            inject: vec![Format::TraceContext],
-            keep_received_formats: true,
-            sampling_ratio: 1.0,
-            new_trace_id_bits: 128,
-            participate: false,
-            tracestate_key: None,
-            tracestate_max_length: crate::tracestate::PROPAGATE_MIN,
-            baggage: BaggageConfig::default(),
-            response_header: DEFAULT_RESPONSE_HEADER.to_string(),
-            trace_response: true,
-            filter_state_name: DEFAULT_FILTER_STATE_NAME.to_string(),
-            direction: Direction::Auto,
-            correlation: CorrelationConfig::default(),
-            max_shared_memory: DEFAULT_MAX_SHARED_MEMORY,
-        }
-    }
-}
-
-impl Default for BaggageConfig {
-    fn default() -> Self {
-        let limits = BaggageLimits::default();
-        BaggageConfig {
-            enabled: true,
-            max_members: limits.max_members,
-            max_bytes: limits.max_bytes,
-            allow_keys: None,
-            deny_keys: Vec::new(),
-            from_jaeger: true,
-            from_ot_trace: true,
-            strip_on_egress: false,
-        }
-    }
-}
-
-impl Default for CorrelationConfig {
-    fn default() -> Self {
-        CorrelationConfig {
-            enabled: false,
-            slots: 4096,
-            ttl: ConfigDuration::from_millis(60_000),
-        }
-    }
-}
+from_object_only!(Config, BaggageConfig, CorrelationConfig);
+from_name_only!(Direction);
 
 impl BaggageConfig {
     pub fn limits(&self) -> BaggageLimits {
@@ -201,6 +189,8 @@ impl Validate for Config {
                 "must be between 1 and 65536",
             ));
         }
+        check_formats(&self.extract, "extract")?;
+        check_formats(&self.inject, "inject")?;
         check_response_header(&self.response_header, "responseHeader")?;
         if self.correlation.slots == 0 || self.correlation.slots > MAX_CORRELATION_SLOTS {
             return Err(ConfigError::new(
@@ -224,97 +214,21 @@ impl Validate for Config {
                 check_len(key, MAX_HEADER_NAME_LEN, format!("{field}[{i}]"))?;
             }
         }
-        crate::memory::budget(self).check(self.max_shared_memory)
+        Ok(())
     }
 }
 
-impl FromJson for Config {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut c = Config::default();
-        members!(v, at, |value| {
-            "extract" => c.extract = formats(value, at)?,
-            "inject" => c.inject = formats(value, at)?,
-            "keepReceivedFormats" => c.keep_received_formats = read(value, at)?,
-            "samplingRatio" => c.sampling_ratio = read(value, at)?,
-            "newTraceIdBits" => c.new_trace_id_bits = read(value, at)?,
-            "participate" => c.participate = read(value, at)?,
-            "tracestateKey" => c.tracestate_key = read(value, at)?,
-            "tracestateMaxLength" => c.tracestate_max_length = read(value, at)?,
-            "baggage" => c.baggage = read(value, at)?,
-            "responseHeader" => c.response_header = read(value, at)?,
-            "traceResponse" => c.trace_response = read(value, at)?,
-            "filterStateName" => c.filter_state_name = read(value, at)?,
-            "direction" => c.direction = read(value, at)?,
-            "correlation" => c.correlation = read(value, at)?,
-            "maxSharedMemory" => c.max_shared_memory = byte_size(value, at)?,
-        });
-        Ok(c)
-    }
-}
-
-impl FromJson for BaggageConfig {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut b = BaggageConfig::default();
-        members!(v, at, |value| {
-            "enabled" => b.enabled = read(value, at)?,
-            "maxMembers" => b.max_members = read(value, at)?,
-            "maxBytes" => b.max_bytes = read(value, at)?,
-            "allowKeys" => b.allow_keys = read(value, at)?,
-            "denyKeys" => b.deny_keys = read(value, at)?,
-            "fromJaeger" => b.from_jaeger = read(value, at)?,
-            "fromOtTrace" => b.from_ot_trace = read(value, at)?,
-            "stripOnEgress" => b.strip_on_egress = read(value, at)?,
-        });
-        Ok(b)
-    }
-}
-
-impl FromJson for CorrelationConfig {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        let mut c = CorrelationConfig::default();
-        members!(v, at, |value| {
-            "enabled" => c.enabled = read(value, at)?,
-            "slots" => c.slots = read(value, at)?,
-            "ttl" => c.ttl = read(value, at)?,
-        });
-        Ok(c)
-    }
-}
-
-impl FromJson for Direction {
-    fn from_json(v: &Value, at: &Path<'_>) -> Result<Self, ConfigError> {
-        one_of(
-            v,
-            at,
-            &[
-                ("auto", Direction::Auto),
-                ("inbound", Direction::Inbound),
-                ("outbound", Direction::Outbound),
-            ],
-        )
-    }
-}
-
-/// Reads a list of format names, naming the unknown one in the error.
-fn formats(v: &Value, at: &Path<'_>) -> Result<Vec<Format>, ConfigError> {
-    let items = list(v, at)?;
-    let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let name = string(item, &at.index(i))?;
-        let format = Format::from_name(name).ok_or_else(|| {
-            let known: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-            at.error(format!(
-                "unknown format {}; known formats: {}",
-                quoted(name),
-                filter_common::text::join(&known, ", ")
-            ))
-        })?;
-        if out.contains(&format) {
-            return Err(at.error(format!("format {} is listed twice", quoted(name))));
+/// A format listed twice is a mistake (and would be written twice).
+fn check_formats(formats: &[Format], field: &str) -> Result<(), ConfigError> {
+    for (i, format) in formats.iter().enumerate() {
+        if formats.get(..i).is_some_and(|earlier| earlier.contains(format)) {
+            return Err(ConfigError::new(
+                field,
+                format!("format {} is listed twice", quoted(format.name())),
+            ));
         }
-        out.push(format);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -336,30 +250,101 @@ mod tests {
         assert_eq!(c.baggage.max_bytes, 8192);
     }
 
+    /// Every field set to a value other than its default, and every field asserted.
     #[test]
-    fn a_full_configuration_parses() {
+    fn every_field_is_read() {
         let json = br#"{
             "extract": ["b3", "tracecontext"], "inject": ["tracecontext", "b3multi"],
             "keepReceivedFormats": false, "samplingRatio": 0.25, "newTraceIdBits": 64.0,
             "participate": true, "tracestateKey": "mesh", "tracestateMaxLength": 1024,
-            "baggage": {"enabled": true, "maxMembers": 10, "maxBytes": 2048, "allowKeys": ["tenant"],
+            "baggage": {"enabled": false, "maxMembers": 10, "maxBytes": 2048, "allowKeys": ["tenant"],
                         "denyKeys": ["secret"], "fromJaeger": false, "fromOtTrace": false,
                         "stripOnEgress": true},
             "responseHeader": "x-b3-traceid-echo", "traceResponse": false, "filterStateName": "tid",
             "direction": "outbound",
-            "correlation": {"enabled": true, "slots": 128, "ttl": "30s"}
+            "correlation": {"enabled": true, "slots": 128, "ttl": "30s"},
+            "maxSharedMemory": "32Mi"
         }"#;
         let c: Config = parse(Some(json)).unwrap();
         assert_eq!(c.extract, vec![Format::B3, Format::TraceContext]);
+        assert_eq!(c.inject, vec![Format::TraceContext, Format::B3Multi]);
+        assert!(!c.keep_received_formats);
+        assert_eq!(c.sampling_ratio, 0.25);
         assert_eq!(c.new_trace_id_bits, 64);
-        assert_eq!(c.correlation.ttl.0.as_secs(), 30);
+        assert!(c.participate);
+        assert_eq!(c.tracestate_key.as_deref(), Some("mesh"));
+        assert_eq!(c.tracestate_max_length, 1024);
+        assert_eq!(
+            c.baggage,
+            BaggageConfig {
+                enabled: false,
+                max_members: 10,
+                max_bytes: 2048,
+                allow_keys: Some(vec!["tenant".into()]),
+                deny_keys: vec!["secret".into()],
+                from_jaeger: false,
+                from_ot_trace: false,
+                strip_on_egress: true,
+            }
+        );
+        assert_eq!(c.response_header, "x-b3-traceid-echo");
+        assert!(!c.trace_response);
+        assert_eq!(c.filter_state_name, "tid");
         assert_eq!(c.direction, Direction::Outbound);
+        assert_eq!(
+            c.correlation,
+            CorrelationConfig {
+                enabled: true,
+                slots: 128,
+                ttl: ConfigDuration::from_millis(30_000)
+            }
+        );
+        assert_eq!(c.max_shared_memory, 32 << 20);
+        let d = Config::default();
+        assert_ne!(c.baggage, d.baggage);
+        assert_ne!(c.correlation, d.correlation);
+    }
+
+    /// Every field the README's configuration table names is one the configuration reads: each is set
+    /// (to `null`, which no field takes except an optional one) and must not be an unknown field.
+    #[test]
+    fn every_field_in_the_readme_is_accepted() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Configuration")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .unwrap();
+        let (mut in_table, mut seen) = (false, 0);
+        for line in section.lines() {
+            in_table = (in_table && !line.is_empty()) || line.starts_with("| field |");
+            let Some(field) = line
+                .strip_prefix("| `")
+                .filter(|_| in_table)
+                .and_then(|rest| rest.split('`').next())
+            else {
+                continue;
+            };
+            let mut value = serde_json::Value::Null;
+            for part in field.rsplit('.') {
+                value = serde_json::json!({ part: value });
+            }
+            if let Err(e) = parse::<Config>(Some(value.to_string().as_bytes())) {
+                assert!(!e.reason.contains("unknown field"), "{field}: {e}");
+            }
+            seen += 1;
+        }
+        assert!(seen >= 24, "only {seen} fields in the README's table");
     }
 
     #[test]
     fn bad_values_name_their_field() {
         let cases: &[(&[u8], &str)] = &[
-            (br#"{"extract": ["zipkin"]}"#, "extract"),
+            (br#"{"extract": ["zipkin"]}"#, "extract[0]"),
+            (br#"{"inject": ["b3", "nope"]}"#, "inject[1]"),
+            (br#"{"direction": {"inbound": null}}"#, "direction"),
+            (br#"{"newTraceIdBits": 64.5}"#, "newTraceIdBits"),
+            (br#"{"baggage": ["x"]}"#, "baggage"),
             (br#"{"extract": ["b3", "b3"]}"#, "extract"),
             (br#"{"extract": []}"#, "extract"),
             (br#"{"samplingRatio": 1.5}"#, "samplingRatio"),
@@ -380,14 +365,6 @@ mod tests {
             ),
             (br#"{"baggage": {"maxBytes": 0}}"#, "baggage.maxBytes"),
             (br#"{"maxSharedMemory": "64 pages"}"#, "maxSharedMemory"),
-            (
-                br#"{"correlation": {"enabled": true, "slots": 1048576}}"#,
-                "correlation.slots",
-            ),
-            (
-                br#"{"correlation": {"enabled": true}, "maxSharedMemory": 1000}"#,
-                "correlation.slots",
-            ),
         ];
         for (json, field) in cases {
             let e = parse::<Config>(Some(json)).unwrap_err();

@@ -49,7 +49,7 @@ impl Context for TraceRoot {}
 
 impl RootContext for TraceRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = load_config::<Config>(FILTER) else {
+        let Some(config) = load_config(FILTER, crate::memory::load) else {
             return false;
         };
         store::create_slots(&HostSharedData, &config);

@@ -3,7 +3,17 @@
 
 use crate::config::Config;
 use crate::correlation::{KEY_PREFIX, MAX_ENTRY_LEN};
+use filter_common::config::{parse, ConfigError};
 use filter_common::limits::{slot_table_bytes, MemoryBudget};
+
+/// The configuration the filter loads: read and validated, then refused when its worst-case shared
+/// memory is above `maxSharedMemory` (the budget needs the store's sizes, so it is checked here, where
+/// the filter loads, rather than in `config`).
+pub fn load(raw: Option<&[u8]>) -> Result<Config, ConfigError> {
+    let config: Config = parse(raw)?;
+    budget(&config).check(config.max_shared_memory)?;
+    Ok(config)
+}
 
 pub fn budget(config: &Config) -> MemoryBudget {
     let mut budget = MemoryBudget::default();
@@ -20,7 +30,17 @@ pub fn budget(config: &Config) -> MemoryBudget {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use filter_common::config::parse;
+
+    #[test]
+    fn correlation_above_the_ceiling_is_refused() {
+        for json in [
+            &br#"{"correlation": {"enabled": true, "slots": 1048576}}"#[..],
+            br#"{"correlation": {"enabled": true}, "maxSharedMemory": 1000}"#,
+        ] {
+            assert!(parse::<Config>(Some(json)).is_ok());
+            assert_eq!(load(Some(json)).unwrap_err().field, "correlation.slots");
+        }
+    }
     use filter_common::limits::{human, DEFAULT_MAX_SHARED_MEMORY};
 
     /// The README's figures; `-- --nocapture` prints them.

@@ -98,7 +98,8 @@ pub(crate) fn partial_ctx(trace_id: u128, sampled: Option<bool>, debug: bool) ->
 }
 
 /// The trace header formats, named as OpenTelemetry's `OTEL_PROPAGATORS` names them where it has a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Format {
     TraceContext,
     B3,
@@ -109,6 +110,22 @@ pub enum Format {
     XRay,
     CloudTrace,
     GrpcTraceBin,
+}
+
+/// A format in configuration is its name; an unknown one is refused with the known ones listed.
+impl TryFrom<String> for Format {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Format::from_name(&name).ok_or_else(|| {
+            let known: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+            format!(
+                "unknown format {}; known formats: {}",
+                filter_common::config::quoted(&name),
+                filter_common::text::join(&known, ", ")
+            )
+        })
+    }
 }
 
 impl Format {
