@@ -167,15 +167,17 @@ def config_inputs():
     for module, extra in EXTRA_CONFIGS.items():
         for c in configs.get(module, []) + extra:
             write("config_" + module.replace("-", "_"), c)
-            write("json", c)
     for v in ['"503"', '"500-599"', '["502", "504-599"]', "[0, 14, 16]", '"500ms"', '"1m30s"',
               '{"status": ["500-599"], "grpcStatus": [14], "envoy": ["timeout", "reset"],'
               ' "circuitBreaker": true}']:
         write("config_values", v)
-    # The JSON reader's edge cases (RFC 8259): escapes, surrogate pairs, numbers, nesting, whitespace.
-    for v in [r'"a\"b\\c\/\b\f\n\r\t\u00e9\ud83d\ude00"', '[0, -0, 1.5e-3, 1E+2, 18446744073709551616]',
-              '{"a": {"b": [true, false, null]}}', ' \t\r\n{} ', '[' * 70 + ']' * 70, '{"a": 1, "a": 2}']:
-        write("json", v)
+    # Hostile documents every configuration must refuse with one line: nesting past serde_json's
+    # limit, numbers out of range or fractional, lone surrogates, duplicate keys, a list for an object.
+    for module in ["trace_context", "circuit_breaker", "fallback"]:
+        for v in ['[' * 200 + ']' * 200, '{"maxSharedMemory": 1e400}', '{"maxSharedMemory": 18446744073709551616}',
+                  '{"maxSharedMemory": 5.5}', '{"maxSharedMemory": 5.0}', r'{"x\ud800": 1}', '{"a": 1, "a": 2}',
+                  '{"maxSharedMemory": "64Mi", "maxSharedMemory": "1Mi"}']:
+            write("config_" + module, v)
 
 
 # --- Fallback: templates, cache entries, response headers -----------------------------------------------

@@ -1,15 +1,15 @@
-//! The circuit_breaker filter's configuration JSON (as Istio's pluginConfig or Envoy's configuration arrive), and
+//! The circuit_breaker filter's configuration, arbitrary bytes read as the filter reads its pluginConfig (serde_json and serde), and
 //! what the filter derives from a configuration it accepts.
 #![no_main]
 
 use circuit_breaker::config::Config;
-use filter_common::config::parse;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(config) = parse::<Config>(Some(data)) {
-        let _ = circuit_breaker::memory::budget(&config);
-        derived(config);
+    // Deserialisation, validation and the shared-memory ceiling, as the filter loads it.
+    match circuit_breaker::memory::load(Some(data)) {
+        Ok(config) => derived(config),
+        Err(e) => filters_fuzz::check_config_error(&e),
     }
 });
 

@@ -1,16 +1,16 @@
-//! The fallback filter's configuration JSON (as Istio's pluginConfig or Envoy's configuration arrive), and
+//! The fallback filter's configuration, arbitrary bytes read as the filter reads its pluginConfig (serde_json and serde), and
 //! what the filter derives from a configuration it accepts.
 #![no_main]
 
 use fallback::config::Config;
 use fallback::render::Negotiated;
-use filter_common::config::parse;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(config) = parse::<Config>(Some(data)) {
-        let _ = fallback::memory::budget(&config);
-        derived(config);
+    // Deserialisation, validation and the shared-memory ceiling, as the filter loads it.
+    match fallback::memory::load(Some(data)) {
+        Ok(config) => derived(config),
+        Err(e) => filters_fuzz::check_config_error(&e),
     }
 });
 

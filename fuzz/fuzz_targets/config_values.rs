@@ -2,7 +2,7 @@
 //! code lists, durations, and the rules' Envoy reasons and triggers.
 #![no_main]
 
-use filter_common::config::{from_slice, Path};
+use filter_common::config::from_slice;
 use filter_common::duration::parse_duration;
 use filter_common::status::StatusSet;
 use libfuzzer_sys::fuzz_target;
@@ -17,12 +17,14 @@ fuzz_target!(|data: &[u8]| {
             );
         }
     }
-    if let Ok(doc) = filter_common::json::parse(data, filter_common::limits::MAX_STRING_LEN) {
-        if let Ok(codes) = filter_common::failure::grpc_codes(&doc, &Path::ROOT) {
-            assert!(codes
-                .iter()
-                .all(|c| *c <= filter_common::failure::MAX_GRPC_CODE));
-        }
+    if let Ok(codes) = from_slice::<GrpcCodes>(data) {
+        assert!(codes
+            .0
+            .iter()
+            .all(|c| *c <= filter_common::failure::MAX_GRPC_CODE));
+    }
+    if let Ok(size) = from_slice::<ByteSize>(data) {
+        let _ = size.0;
     }
     let _ = from_slice::<fallback::trigger::Triggers>(data);
     let _ = from_slice::<filter_common::duration::ConfigDuration>(data);
@@ -30,3 +32,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = parse_duration(text);
     }
 });
+
+#[derive(serde::Deserialize)]
+struct GrpcCodes(#[serde(deserialize_with = "filter_common::failure::grpc_codes")] Vec<u32>);
+
+#[derive(serde::Deserialize)]
+struct ByteSize(#[serde(deserialize_with = "filter_common::limits::byte_size")] u64);

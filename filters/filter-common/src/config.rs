@@ -138,7 +138,7 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
         } else {
             path.to_string()
         };
-        ConfigError::new(field, reason(e.inner()))
+        ConfigError::new(one_line(&field), reason(e.inner()))
     })?;
     de.end().map_err(|e| ConfigError::new(ROOT, reason(&e)))?;
     Ok(value)
@@ -154,10 +154,24 @@ fn reason(e: &serde_json::Error) -> String {
     if e.is_data() {
         let position = format!(" at line {} column {}", e.line(), e.column());
         if let Some(message) = text.strip_suffix(&position) {
-            return message.to_string();
+            return one_line(message);
         }
     }
-    text
+    one_line(&text)
+}
+
+/// `text` with control characters escaped: serde's messages quote unknown names as written, and a name
+/// with a line break must not split the log line.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A non-negative whole number that fits `T` (`#[serde(deserialize_with = "whole")]`). Istio turns
@@ -457,5 +471,8 @@ mod tests {
         assert_eq!(e.field, "(root)");
         assert!(e.reason.contains("at most 1.0 MiB"), "{}", e.reason);
         assert!(!e.to_string().contains('\n'));
+        let e = err("{\"a\\nb\": 1}");
+        assert!(e.reason.contains("unknown field `a\\u{a}b`"), "{e}");
+        assert_eq!(e.field, "a\\u{a}b");
     }
 }
