@@ -16,10 +16,17 @@ use serde::Deserialize;
 use smart_default::SmartDefault;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
-#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    default,
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct Config {
     /// The breakers, first match wins.
-    #[default(_code = "vec![BreakerConfig { key_by: Some(KeyBy::Cluster), ..BreakerConfig::default() }]")]
+    #[default(
+        _code = "vec![BreakerConfig { key_by: Some(KeyBy::Cluster), ..BreakerConfig::default() }]"
+    )]
     pub breakers: Vec<BreakerConfig>,
     /// Header naming the breaker and state on rejections and dry-run marks.
     #[default("x-circuit-breaker")]
@@ -31,7 +38,12 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
-#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    default,
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct BreakerConfig {
     /// `[A-Za-z0-9_-]`, 1 to 64 characters; used in metrics and headers.
     #[default("default")]
@@ -98,8 +110,8 @@ pub struct BreakerConfig {
 
 /// The documented default outcome rules.
 pub fn default_rules() -> Vec<Rule> {
-    use UpstreamFailure::*;
     use EnvoyReason::{DownstreamCancel, NoResponse, Upstream};
+    use UpstreamFailure::*;
     vec![
         Rule {
             outcome: Outcome::Ignore,
@@ -467,7 +479,10 @@ mod tests {
         );
         assert_eq!(b.minimum_calls, 5);
         assert_eq!(b.failure_rate_threshold, 25.0);
-        assert_eq!(b.slow_call_duration, Some(ConfigDuration::from_millis(2_000)));
+        assert_eq!(
+            b.slow_call_duration,
+            Some(ConfigDuration::from_millis(2_000))
+        );
         assert_eq!(b.slow_call_rate_threshold, 80.0);
         assert_eq!(b.consecutive_failures, 3);
         assert_eq!(
@@ -610,11 +625,26 @@ mod tests {
                 "breakers[0].consecutiveFailures",
             ),
             (br#"{"maxSharedMemory": "lots"}"#, "maxSharedMemory"),
-            (br#"{"breakers": [{"window": ["time", "10s"]}]}"#, "breakers[0].window"),
-            (br#"{"breakers": [{"mode": {"dryRun": null}}]}"#, "breakers[0].mode"),
-            (br#"{"breakers": [{"maxKeys": 5.5}]}"#, "breakers[0].maxKeys"),
-            (br#"{"breakers": [{"maxKeys": 1e400}]}"#, "breakers[0].maxKeys"),
-            (br#"{"breakers": [{"name": "a", "name": "b"}]}"#, "breakers[0]"),
+            (
+                br#"{"breakers": [{"window": ["time", "10s"]}]}"#,
+                "breakers[0].window",
+            ),
+            (
+                br#"{"breakers": [{"mode": {"dryRun": null}}]}"#,
+                "breakers[0].mode",
+            ),
+            (
+                br#"{"breakers": [{"maxKeys": 5.5}]}"#,
+                "breakers[0].maxKeys",
+            ),
+            (
+                br#"{"breakers": [{"maxKeys": 1e400}]}"#,
+                "breakers[0].maxKeys",
+            ),
+            (
+                br#"{"breakers": [{"name": "a", "name": "b"}]}"#,
+                "breakers[0]",
+            ),
         ];
         for (json, field) in cases {
             let e = parse::<Config>(Some(json)).unwrap_err();

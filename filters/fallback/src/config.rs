@@ -24,7 +24,12 @@ use smart_default::SmartDefault;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
-#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    default,
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct Config {
     /// First match wins.
     #[default(_code = "vec![RuleConfig::default_rule()]")]
@@ -41,7 +46,12 @@ pub struct Config {
 /// filters before this one, trace-context among them, so it adds them itself; the fields and defaults
 /// are trace-context's own.
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
-#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    default,
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct TraceConfig {
     /// Response header given the trace id on fallback replies; empty disables it.
     #[default(DEFAULT_RESPONSE_HEADER.to_string())]
@@ -108,7 +118,12 @@ impl Kind {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
-#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    default,
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct ResponseConfig {
     /// `problem`, `static`, `stale` or `alternate`.
     pub kind: Kind,
@@ -165,7 +180,12 @@ pub const DEFAULT_PRIVATE_HEADERS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
-#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    default,
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct CacheConfig {
     /// Total bytes of stale responses kept, across all worker threads.
     #[default(8 << 20)]
@@ -404,7 +424,10 @@ mod tests {
         assert_eq!(r.status, Some(503));
         assert_eq!(r.title.as_deref(), Some("Later"));
         assert_eq!(r.problem_type, "https://example.com/p");
-        assert_eq!(r.headers, BTreeMap::from([("x-a".to_string(), "1".to_string())]));
+        assert_eq!(
+            r.headers,
+            BTreeMap::from([("x-a".to_string(), "1".to_string())])
+        );
         assert_eq!(r.body, "b");
         assert_eq!(r.ttl, ConfigDuration::from_millis(30_000));
         assert_eq!(r.max_body_bytes, 1024);
@@ -413,7 +436,10 @@ mod tests {
         assert_eq!(r.cluster.as_deref(), Some("backup"));
         assert_eq!(r.timeout, ConfigDuration::from_millis(250));
         let o = r.otherwise.as_deref().unwrap();
-        assert_eq!((o.kind, o.status, o.body.as_str()), (Kind::Static, Some(200), "x"));
+        assert_eq!(
+            (o.kind, o.status, o.body.as_str()),
+            (Kind::Static, Some(200), "x")
+        );
         assert_eq!(otherwise(r).status, Some(200));
         assert_ne!(r.ttl, d.ttl);
         assert_ne!(r.timeout, d.timeout);

@@ -57,7 +57,12 @@ impl TryFrom<String> for EnvoyReason {
 
 /// The triggers of a rule; any of them fires it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    default,
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct Triggers {
     /// Upstream status codes and ranges.
     pub status: Option<StatusSet>,

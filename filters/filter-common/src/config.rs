@@ -132,7 +132,8 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
         let path = e.path();
         // `?` marks a place serde_path_to_error cannot name, such as the root object read through
         // `from_object_only!`.
-        let unnamed = |s: &serde_path_to_error::Segment| matches!(s, serde_path_to_error::Segment::Unknown);
+        let unnamed =
+            |s: &serde_path_to_error::Segment| matches!(s, serde_path_to_error::Segment::Unknown);
         let field = if path.iter().all(unnamed) {
             ROOT.to_string()
         } else {
@@ -143,6 +144,9 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     de.end().map_err(|e| ConfigError::new(ROOT, reason(&e)))?;
     Ok(value)
 }
+
+/// The longest message (field or reason) a deserialisation error keeps.
+const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// The field of an error about the document as a whole.
 pub const ROOT: &str = "(root)";
@@ -160,11 +164,16 @@ fn reason(e: &serde_json::Error) -> String {
     one_line(&text)
 }
 
-/// `text` with control characters escaped: serde's messages quote unknown names as written, and a name
-/// with a line break must not split the log line.
+/// `text` with control characters escaped and cut after [`MAX_MESSAGE_CHARS`]: serde's messages quote
+/// the value as written, and a value with a line break must not split the log line, nor a 1 MiB one
+/// fill it.
 fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_CHARS + 8));
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_MESSAGE_CHARS {
+            out.push_str("...");
+            break;
+        }
         if c.is_control() {
             out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         } else {
@@ -332,7 +341,12 @@ mod tests {
     use super::*;
 
     #[derive(Debug, Default, PartialEq, Deserialize)]
-    #[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+    #[serde(
+        remote = "Self",
+        default,
+        rename_all = "camelCase",
+        deny_unknown_fields
+    )]
     struct Sample {
         #[serde(deserialize_with = "whole")]
         max_items: u32,
@@ -403,13 +417,23 @@ mod tests {
         assert_eq!(e.reason, "expected a non-negative whole number, got 5.5");
         let e = err(r#"{"maxItems": -1}"#);
         assert_eq!(e.reason, "expected a non-negative whole number, got -1");
-        assert_eq!(err(r#"{"maxItems": 5000000000}"#).reason, "5000000000 is too large");
-        assert_eq!(err(r#"{"maxItems": 5e9}"#).reason, "5000000000 is too large");
+        assert_eq!(
+            err(r#"{"maxItems": 5000000000}"#).reason,
+            "5000000000 is too large"
+        );
+        assert_eq!(
+            err(r#"{"maxItems": 5e9}"#).reason,
+            "5000000000 is too large"
+        );
         let e = err(r#"{"maxItems": 18446744073709551616}"#);
         assert!(e.reason.ends_with("is too large"), "{}", e.reason);
         let e = err(r#"{"maxItems": "5"}"#);
         assert_eq!(e.field, "maxItems");
-        assert!(e.reason.contains("expected a non-negative whole number"), "{}", e.reason);
+        assert!(
+            e.reason.contains("expected a non-negative whole number"),
+            "{}",
+            e.reason
+        );
         assert_eq!(err(r#"{"maxItems": 1e400}"#).field, "maxItems");
         assert_eq!(err(r#"{"ratio": 1e400}"#).field, "ratio");
     }
@@ -456,7 +480,11 @@ mod tests {
 
     #[test]
     fn hostile_documents_are_refused_with_one_line() {
-        let deep = format!("{{\"inner\": {}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep = format!(
+            "{{\"inner\": {}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
         assert_eq!(err(&deep).field, "inner");
         let deep_any = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(err(&deep_any).field, "(root)");
@@ -466,11 +494,22 @@ mod tests {
         }
         let e = parse::<Sample>(Some(b"{\"inner\": {\"name\": \"\xff\"}}")).unwrap_err();
         assert_eq!(e.field, "inner.name", "{e}");
-        let huge = format!(r#"{{"inner": {{"name": "{}"}}}}"#, "x".repeat(MAX_CONFIG_BYTES));
+        let huge = format!(
+            r#"{{"inner": {{"name": "{}"}}}}"#,
+            "x".repeat(MAX_CONFIG_BYTES)
+        );
         let e = err(&huge);
         assert_eq!(e.field, "(root)");
         assert!(e.reason.contains("at most 1.0 MiB"), "{}", e.reason);
         assert!(!e.to_string().contains('\n'));
+        let long = "k".repeat(100_000);
+        let e = err(&format!(r#"{{"kind": "{long}"}}"#));
+        assert_eq!(e.field, "kind");
+        assert!(
+            e.reason.len() < 1100 && e.reason.ends_with("..."),
+            "{}",
+            e.reason.len()
+        );
         let e = err("{\"a\\nb\": 1}");
         assert!(e.reason.contains("unknown field `a\\u{a}b`"), "{e}");
         assert_eq!(e.field, "a\\u{a}b");

@@ -162,6 +162,10 @@ mod tests {
         assert!(from_slice::<ConfigDuration>(b"250").is_err());
         let e = from_slice::<ConfigDuration>(b"\"soon\"").unwrap_err();
         assert_eq!(e.field, "(root)");
-        assert!(e.reason.starts_with("expected a duration such as"), "{}", e.reason);
+        assert!(
+            e.reason.starts_with("expected a duration such as"),
+            "{}",
+            e.reason
+        );
     }
 }

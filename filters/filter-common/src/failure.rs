@@ -2,10 +2,10 @@
 //! (from the response flags) applies, whether the response came from the upstream at all, and which
 //! gRPC codes a configuration may name.
 
-use serde::Deserializer;
 use crate::response_flags::{
     NO_HEALTHY_UPSTREAM, RESET, TIMEOUT, UPSTREAM_CONNECTION_FAILURE, UPSTREAM_OVERFLOW,
 };
+use serde::Deserializer;
 
 /// Envoy's reasons an upstream call failed, named as the filters' `envoy` fields name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,8 +3,8 @@
 //! computes its worst case at load from the sizes its store really writes, and a configuration above
 //! `maxSharedMemory` is refused with the field that costs the most, instead of growing in production.
 
-use crate::config::{ConfigError, Whole, WholeVisitor};
 pub use crate::config::MAX_CONFIG_BYTES;
+use crate::config::{ConfigError, Whole, WholeVisitor};
 pub use crate::text::human;
 use serde::de::{Deserializer, Visitor};
 use std::fmt;

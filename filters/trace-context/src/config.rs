@@ -20,7 +20,12 @@ use serde::Deserialize;
 use smart_default::SmartDefault;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
-#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    default,
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct Config {
     /// Formats read from requests, in precedence order: the first valid one wins.
     #[default(_code = "Format::ALL.to_vec()")]
@@ -67,7 +72,12 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
-#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    default,
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct BaggageConfig {
     /// Handle `baggage` at all (false: leave every baggage header untouched).
     #[default(true)]
@@ -104,7 +114,12 @@ pub enum Direction {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
-#[serde(remote = "Self", default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    default,
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct CorrelationConfig {
     /// Restore the context of an outbound request that carries only `x-request-id`.
     pub enabled: bool,
@@ -221,7 +236,10 @@ impl Validate for Config {
 /// A format listed twice is a mistake (and would be written twice).
 fn check_formats(formats: &[Format], field: &str) -> Result<(), ConfigError> {
     for (i, format) in formats.iter().enumerate() {
-        if formats.get(..i).is_some_and(|earlier| earlier.contains(format)) {
+        if formats
+            .get(..i)
+            .is_some_and(|earlier| earlier.contains(format))
+        {
             return Err(ConfigError::new(
                 field,
                 format!("format {} is listed twice", quoted(format.name())),
