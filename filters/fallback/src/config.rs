@@ -532,6 +532,20 @@ mod tests {
     }
 
     #[test]
+    fn nesting_past_the_recursion_limit_is_refused() {
+        let mut response = r#"{"kind": "static"}"#.to_string();
+        for _ in 0..300 {
+            response = format!(r#"{{"kind": "stale", "otherwise": {response}}}"#);
+        }
+        let json = format!(
+            r#"{{"rules": [{{"name": "a", "triggers": {{"status": "500"}}, "response": {response}}}]}}"#
+        );
+        let e = parse::<Config>(Some(json.as_bytes())).unwrap_err();
+        assert!(e.field.starts_with("rules[0].response.otherwise.otherwise"), "{}", e.field);
+        assert!(e.reason.contains("recursion limit"), "{}", e.reason);
+    }
+
+    #[test]
     fn long_header_values_and_bodies_are_refused() {
         let long = "v".repeat(MAX_HEADER_VALUE_LEN + 1);
         let json = format!(

@@ -11,6 +11,13 @@ fn yaml_with(config: &Value) -> String {
     validation_yaml(fallback_filter(Some(config)))
 }
 
+/// A stale response whose `otherwise` nests `depth` levels deep.
+fn deep_otherwise(depth: usize) -> Value {
+    (0..depth).fold(json!({"kind": "static"}), |inner, _| {
+        json!({"kind": "stale", "otherwise": inner})
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_configuration_is_rejected_naming_the_field() {
     let cases: Vec<(Value, &str)> = vec![
@@ -58,6 +65,13 @@ async fn invalid_configuration_is_rejected_naming_the_field() {
             "rules[0].response.otherwise",
         ),
         (json!({"cache": {"maxBytes": -1}}), "cache.maxBytes"),
+        // Nesting past serde_json's recursion limit, through the one recursive field: refused in the
+        // Wasm VM with one line, no trap.
+        (
+            json!({"rules": [{"name": "r", "triggers": {"status": "503"}, "response": deep_otherwise(200)}]}),
+            "rules[0].response.otherwise",
+        ),
+        (json!({"cache": {"maxBytes": 1.5}}), "cache.maxBytes"),
         (
             json!({"rules": [{"name": "r", "triggers": {"status": "503"},
                              "response": {"kind": "stale", "privateHeaders": ["x-api-key", "x api key"]}}]}),
