@@ -134,10 +134,10 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
         // `from_object_only!`.
         let unnamed =
             |s: &serde_path_to_error::Segment| matches!(s, serde_path_to_error::Segment::Unknown);
-        let field = if path.iter().all(unnamed) {
-            ROOT.to_string()
-        } else {
-            path.to_string()
+        let field = match path.to_string() {
+            // An unknown field named "" at the top is the document's error too.
+            named if path.iter().any(|s| !unnamed(s)) && !named.is_empty() => named,
+            _ => ROOT.to_string(),
         };
         ConfigError::new(one_line(&field), reason(e.inner()))
     })?;
@@ -459,6 +459,10 @@ mod tests {
         let e = err(r#"{"inner": {}, "inner": {}}"#);
         assert!(e.reason.contains("duplicate field `inner`"), "{}", e.reason);
         assert_eq!(err("[]").field, "(root)");
+        // Found by fuzz/config_circuit_breaker: a member named "" must still name a field.
+        let e = err(r#"{"": 1}"#);
+        assert_eq!(e.field, "(root)");
+        assert!(e.reason.contains("unknown field ``"), "{e}");
         assert_eq!(
             err(r#"{"maxItems": 500}"#).to_string(),
             "invalid configuration: field `maxItems`: must be at most 100"
