@@ -541,7 +541,11 @@ mod tests {
             r#"{{"rules": [{{"name": "a", "triggers": {{"status": "500"}}, "response": {response}}}]}}"#
         );
         let e = parse::<Config>(Some(json.as_bytes())).unwrap_err();
-        assert!(e.field.starts_with("rules[0].response.otherwise.otherwise"), "{}", e.field);
+        assert!(
+            e.field.starts_with("rules[0].response.otherwise.otherwise"),
+            "{}",
+            e.field
+        );
         assert!(e.reason.contains("recursion limit"), "{}", e.reason);
     }
 

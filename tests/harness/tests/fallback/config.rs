@@ -13,9 +13,10 @@ fn yaml_with(config: &Value) -> String {
 
 /// A stale response whose `otherwise` nests `depth` levels deep.
 fn deep_otherwise(depth: usize) -> Value {
-    (0..depth).fold(json!({"kind": "static"}), |inner, _| {
-        json!({"kind": "stale", "otherwise": inner})
-    })
+    (0..depth).fold(
+        json!({"kind": "static"}),
+        |inner, _| json!({"kind": "stale", "otherwise": inner}),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
