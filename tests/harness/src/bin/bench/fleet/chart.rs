@@ -10,11 +10,15 @@ use super::{Timeline, BUCKET};
 use crate::stats::{nanos, percentile};
 
 const WIDTH: f64 = 960.0;
-const LEFT: f64 = 190.0;
+const LEFT: f64 = 210.0;
 const RIGHT: f64 = 60.0;
-const PANEL: f64 = 80.0;
+const PANEL: f64 = 90.0;
 const GAP: f64 = 16.0;
-const TOP: f64 = 62.0;
+const TOP: f64 = 76.0;
+/// The y scale reaches at most this many times the busiest bucket of answers: a retry storm's
+/// arrivals beyond it are clipped (their peak is written next to them), so that the answers stay
+/// readable.
+const ARRIVALS_HEADROOM: u32 = 4;
 /// The latency axis: 1 ms at the bottom of a panel, 10^LOG_DECADES ms at the top.
 const LOG_DECADES: f64 = 4.0;
 
@@ -85,18 +89,20 @@ pub fn timeline(t: &Timeline, runs: &[FleetRun]) -> String {
         })
         .collect();
     // One scale for every panel, so they compare at a glance.
-    let ymax = data
+    let answers_max = data
         .iter()
         .flatten()
-        .flat_map(|p| {
-            p.counts
-                .iter()
-                .map(|b| b.iter().sum::<u32>())
-                .chain(p.arrivals.iter().copied())
-        })
+        .flat_map(|p| p.counts.iter().map(|b| b.iter().sum::<u32>()))
         .max()
         .unwrap_or(1)
-        .max(1) as f64;
+        .max(1);
+    let arrivals_max = data
+        .iter()
+        .flatten()
+        .flat_map(|p| p.arrivals.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let ymax = f64::from(answers_max.max(arrivals_max.min(answers_max * ARRIVALS_HEADROOM)));
     let plot_w = WIDTH - LEFT - RIGHT;
     let x_of = |secs: f64| LEFT + plot_w * secs / total;
     let bw = plot_w / n.max(1) as f64;
@@ -139,9 +145,13 @@ pub fn timeline(t: &Timeline, runs: &[FleetRun]) -> String {
     }
     let _ = writeln!(
         o,
-        r#"<text x="{LEFT}" y="52" fill="{ARRIVALS}">answers/s by when the request was sent ({} ms buckets, y up to {:.0}/s); black: requests/s reaching the service; <tspan fill="{LATENCY}">blue: users' p99 latency (right axis, 1 ms – 10 s, log)</tspan></text>"#,
+        r#"<text x="{LEFT}" y="52" fill="{ARRIVALS}">bars: the users' answers/s by when the request was sent ({} ms buckets, y up to {:.0}/s); black line: requests/s reaching the service</text>"#,
         BUCKET.as_millis(),
         ymax * per_second
+    );
+    let _ = writeln!(
+        o,
+        r#"<text x="{LEFT}" y="66" fill="{LATENCY}">blue line: the users' p99 latency per bucket (right axis, 1 ms to 10 s, log scale)</text>"#
     );
     for (k, (r, d)) in runs.iter().zip(&data).enumerate() {
         let top = TOP + k as f64 * (PANEL + GAP);
@@ -214,10 +224,25 @@ pub fn timeline(t: &Timeline, runs: &[FleetRun]) -> String {
         let arrivals_line: Vec<(f64, f64)> = (0..n)
             .map(|b| {
                 let v = f64::from(arrivals.get(b).copied().unwrap_or(0));
-                (mid(b), bottom - PANEL * v / ymax)
+                (mid(b), bottom - PANEL * (v / ymax).min(1.0))
             })
             .collect();
         let _ = writeln!(o, "{}", line(arrivals_line, ARRIVALS));
+        if let Some((b, peak)) = arrivals
+            .iter()
+            .copied()
+            .enumerate()
+            .max_by_key(|(_, v)| *v)
+            .filter(|(_, v)| f64::from(*v) > ymax)
+        {
+            let _ = writeln!(
+                o,
+                r#"<text x="{:.1}" y="{:.1}" fill="{ARRIVALS}" font-size="9">{:.0}/s</text>"#,
+                mid(b) + 3.0,
+                top + 9.0,
+                f64::from(peak) * per_second
+            );
+        }
         let latency_line: Vec<(f64, f64)> = p99
             .iter()
             .enumerate()

@@ -231,3 +231,45 @@ pub fn istio_thresholds_yaml(max_requests: u64) -> String {
     track_remaining: true"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Envoy 1.40 printed for a breaker configuration with a field the module does not know.
+    const REFUSED: &str = "\
+[2026-12-06 12:17:26.328][6570][error][wasm] [source/extensions/common/wasm/context.cc:1157] wasm log cb: circuit-breaker: invalid configuration: field `breakers[0].maxPushback`: unknown field
+[2026-12-06 12:17:26.328][6570][error][wasm] [source/extensions/common/wasm/wasm.cc:104] Wasm VM failed Failed to configure base Wasm plugin
+[2026-12-06 12:17:26.342][6570][critical][main] [source/server/config_validation/server.cc:76] error initializing configuration '/tmp/v.yaml': Unable to create Wasm plugin cb";
+
+    #[test]
+    fn a_refusal_quotes_the_breakers_own_message() {
+        let why = refusal(REFUSED, "{}");
+        assert!(
+            why.ends_with(
+                "wasm log cb: circuit-breaker: invalid configuration: field \
+                 `breakers[0].maxPushback`: unknown field"
+            ),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn without_the_breakers_message_a_refusal_quotes_envoys_last_error() {
+        let log: String = REFUSED.lines().skip(1).collect::<Vec<_>>().join("\n");
+        let why = refusal(&log, "{}");
+        assert!(why.ends_with("Unable to create Wasm plugin cb"), "{why}");
+    }
+
+    #[test]
+    fn protections_without_new_fields_need_no_check() {
+        for p in [
+            Protection::None,
+            Protection::MaxRequests,
+            Protection::AdaptiveConcurrency,
+            Protection::Breaker,
+        ] {
+            assert_eq!(p.availability(), Ok(()), "{p:?}");
+        }
+    }
+}

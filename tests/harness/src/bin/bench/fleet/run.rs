@@ -311,3 +311,75 @@ pub async fn run(t: &Timeline, topology: &Topology, p: Protection) -> Result<Mea
     drop(dependency);
     Ok(measured)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(
+        sent_ms: u64,
+        status: u16,
+        from_dependency: bool,
+        overloaded: bool,
+        body: &str,
+    ) -> Sample {
+        Sample {
+            done: Duration::from_millis(sent_ms + 1),
+            latency: Duration::from_millis(1),
+            status,
+            breaker_header: None,
+            fallback_header: None,
+            from_dependency,
+            overloaded,
+            body_head: body.to_string(),
+        }
+    }
+
+    const CONNECT: &str = "upstream connect error or disconnect/reset before headers. reset";
+
+    #[test]
+    fn envoys_overflow_is_a_refusal_and_its_connection_failure_a_failure() {
+        assert_eq!(
+            classify(&answer(0, 503, false, true, CONNECT)),
+            Answer::Refused
+        );
+        assert_eq!(
+            classify(&answer(0, 503, false, false, CONNECT)),
+            Answer::Failed
+        );
+        assert_eq!(classify(&answer(0, 503, true, false, "")), Answer::Failed);
+        assert_eq!(classify(&answer(0, 200, true, false, "")), Answer::Ok);
+        assert_eq!(classify(&answer(0, 200, false, false, "")), Answer::Other);
+    }
+
+    #[test]
+    fn recovery_ends_at_the_first_request_after_the_last_bad_answer() {
+        let t = Timeline {
+            rate: 1.0,
+            users: 1,
+            pre: Duration::from_secs(1),
+            slow: Duration::from_secs(1),
+            fail: Duration::from_secs(1),
+            post: Duration::from_secs(5),
+            quick: false,
+        };
+        let measured = |samples| Measured {
+            samples,
+            transport_errors: Failures::default(),
+            slow: PhaseCount::default(),
+            failing: PhaseCount::default(),
+            arrivals: Vec::new(),
+        };
+        let healed = 3000;
+        let m = measured(vec![
+            answer(healed + 100, 503, false, false, "breaker"),
+            answer(healed + 1500, 200, true, false, ""),
+            answer(healed + 1600, 503, false, false, "breaker"),
+            answer(healed + 2500, 200, true, false, ""),
+            answer(healed + 2600, 200, true, false, ""),
+        ]);
+        assert_eq!(m.time_to_recover(&t), Some(Duration::from_millis(2500)));
+        let never = measured(vec![answer(healed + 100, 503, false, false, "breaker")]);
+        assert_eq!(never.time_to_recover(&t), None);
+    }
+}
