@@ -15,10 +15,10 @@ const RIGHT: f64 = 60.0;
 const PANEL: f64 = 90.0;
 const GAP: f64 = 16.0;
 const TOP: f64 = 76.0;
-/// The y scale reaches at most this many times the busiest bucket of answers: a retry storm's
-/// arrivals beyond it are clipped (their peak is written next to them), so that the answers stay
-/// readable.
-const ARRIVALS_HEADROOM: u32 = 4;
+/// Arrivals at the service the y scale makes room for, in multiples of the offered load: Istio's
+/// default policy makes up to 3 attempts of every request. A burst beyond that is clipped (its peak
+/// is written next to it), so that the answers stay readable.
+const ARRIVALS_HEADROOM: f64 = 3.0;
 /// The latency axis: 1 ms at the bottom of a panel, 10^LOG_DECADES ms at the top.
 const LOG_DECADES: f64 = 4.0;
 
@@ -102,7 +102,8 @@ pub fn timeline(t: &Timeline, runs: &[FleetRun]) -> String {
         .flat_map(|p| p.arrivals.iter().copied())
         .max()
         .unwrap_or(0);
-    let ymax = f64::from(answers_max.max(arrivals_max.min(answers_max * ARRIVALS_HEADROOM)));
+    let offered = t.rate * BUCKET.as_secs_f64();
+    let ymax = f64::from(answers_max).max(f64::from(arrivals_max).min(ARRIVALS_HEADROOM * offered));
     let plot_w = WIDTH - LEFT - RIGHT;
     let x_of = |secs: f64| LEFT + plot_w * secs / total;
     let bw = plot_w / n.max(1) as f64;

@@ -43,7 +43,7 @@ fn row(t: &Timeline, name: &str, m: &Measured) -> String {
             format!("{:.1} s", d.as_secs_f64())
         });
     format!(
-        "| {name} | {} / {} | {} | {} | {} | {} | {bad} ({}; {refused} refused at once) | {recover} |",
+        "| {name} | {} / {} | {} | {} | {} | {} | {bad} ({}; {refused} refused at once) | {} | {recover} |",
         m.slow.reached,
         m.failing.reached,
         m.slow.peak,
@@ -51,6 +51,7 @@ fn row(t: &Timeline, name: &str, m: &Measured) -> String {
         ms_pair(m.p50_p99(failing.0, failing.1)),
         percent(m.ok_share(slow.0, slow.1)),
         percent(if all == 0 { f64::NAN } else { bad as f64 / all as f64 }),
+        m.refused_in(std::time::Duration::ZERO, t.pre),
     )
 }
 
@@ -109,32 +110,34 @@ pub fn section(t: &Timeline, topology: &str, runs: &[FleetRun]) -> Result<String
     for r in runs {
         let _ = writeln!(s, "  - `{}`: {}", r.protection.name(), r.protection.what());
     }
-    s.push_str(
+    let _ = writeln!(
+        s,
         "- reached: requests that arrived at the service while it was slow / failing (retries \
          included); peak held: most requests the service held at once while slow (queued or served; \
-         its workers serve 16); p50 / p99: latency the users saw for requests sent while the service \
+         its workers serve {WORKERS}); p50 / p99: latency the users saw for requests sent while the service \
          was slow / failing; 2xx while slow: share of the users' requests sent while it was slow \
          that got the service's answer; errors: every answer that was not the service's 2xx, over \
          the whole run, of which refused at once by a sidecar (breaker, overflow, concurrency \
-         limit, shedding); recover: from the service's recovery to the first request after which \
-         every answer was its 2xx\n\n",
+         limit, shedding); refused before the slowdown: refusals of requests sent while all was well \
+         (a limit too tight for the healthy service's jitter); recover: from the service's recovery \
+         to the first request after which every answer was its 2xx (one stray refusal later counts)\n"
     );
     s.push_str("![fleet timeline](fleet.svg)\n\n");
     s.push_str(
-        "| protection | reached: slow / failing | peak held | p50 / p99 ms while slow | p50 / p99 ms while failing | 2xx while slow | errors seen by users | recovered after |\n",
+        "| protection | reached: slow / failing | peak held | p50 / p99 ms while slow | p50 / p99 ms while failing | 2xx while slow | errors seen by users | refused before the slowdown | recovered after |\n",
     );
-    s.push_str("|:--|--:|--:|--:|--:|--:|--:|--:|\n");
+    s.push_str("|:--|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     let mut notes = String::new();
     for r in runs {
         let name = format!("`{}`", r.protection.name());
         match &r.result {
             Outcome::Measured(m) => s.push_str(&row(t, &name, m)),
             Outcome::Unavailable(why) => {
-                let _ = write!(s, "| {name} | not available in this build | | | | | | |");
+                let _ = write!(s, "| {name} | not available in this build | | | | | | | |");
                 let _ = writeln!(notes, "- `{}`: {why}", r.protection.name());
             }
             Outcome::Failed(e) => {
-                let _ = write!(s, "| {name} | run failed | | | | | | |");
+                let _ = write!(s, "| {name} | run failed | | | | | | | |");
                 let _ = writeln!(notes, "- `{}`: {e}", r.protection.name());
             }
         }

@@ -140,6 +140,13 @@ impl Measured {
         (bad + lost, self.samples.len() as u64 + lost)
     }
 
+    /// Requests sent in `[from, to)` that a sidecar refused.
+    pub fn refused_in(&self, from: Duration, to: Duration) -> usize {
+        self.sent_in(from, to)
+            .filter(|x| classify(x) == Answer::Refused)
+            .count()
+    }
+
     /// Answers of each kind.
     pub fn count(&self, kind: Answer) -> usize {
         self.samples.iter().filter(|x| classify(x) == kind).count()
