@@ -71,7 +71,10 @@ impl Topology {
             callers: (1..=callers)
                 .map(|i| host(v4(127, 0, 1, u8::try_from(i).unwrap_or(u8::MAX))))
                 .collect(),
-            description: why.to_string(),
+            description: format!(
+                "{why}: the bench process 127.0.0.1, the dependency sidecar 127.0.2.1, callers \
+                 127.0.1.1–127.0.1.{callers}"
+            ),
             namespaces: Vec::new(),
             bridge: None,
         }
