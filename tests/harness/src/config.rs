@@ -95,6 +95,11 @@ pub struct EnvoyConfig {
     pub component_log_level: String,
     /// Extra command-line arguments for Envoy.
     pub extra_args: Vec<String>,
+    /// Address the admin API and every listener bind (default `127.0.0.1`).
+    pub address: String,
+    /// Command that runs Envoy, before Envoy's own path and arguments (e.g. `ip netns exec NAME`);
+    /// empty: Envoy is started directly. It must exec Envoy in place, so the pid stays Envoy's.
+    pub launcher: Vec<String>,
 }
 
 impl Default for EnvoyConfig {
@@ -114,6 +119,8 @@ impl EnvoyConfig {
             log_level: "info".to_string(),
             component_log_level: "wasm:debug".to_string(),
             extra_args: Vec::new(),
+            address: "127.0.0.1".to_string(),
+            launcher: Vec::new(),
         }
     }
 
@@ -165,6 +172,18 @@ impl EnvoyConfig {
         self
     }
 
+    /// Binds the admin API and the listeners to `address` instead of 127.0.0.1.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = address.into();
+        self
+    }
+
+    /// Runs Envoy through `launcher` (see [`Self::launcher`]).
+    pub fn launcher(mut self, launcher: Vec<String>) -> Self {
+        self.launcher = launcher;
+        self
+    }
+
     /// Mutable access to a listener by name, to add filters to a config built by [`Self::simple`].
     pub fn listener_mut(&mut self, name: &str) -> Option<&mut Listener> {
         self.listeners.iter_mut().find(|l| l.name == name)
@@ -179,11 +198,15 @@ impl EnvoyConfig {
         self
     }
 
-    /// Renders the bootstrap YAML. Admin and all listeners bind 127.0.0.1 port 0; the real ports
-    /// are read back from the admin API.
+    /// Renders the bootstrap YAML. Admin and all listeners bind [`Self::address`] (127.0.0.1) port
+    /// 0; the real ports are read back from the admin API.
     pub fn render(&self) -> String {
         let mut y = String::new();
-        y.push_str("admin:\n  address:\n    socket_address: {address: 127.0.0.1, port_value: 0}\n");
+        let _ = writeln!(
+            y,
+            "admin:\n  address:\n    socket_address: {{address: {}, port_value: 0}}",
+            q(&self.address)
+        );
         y.push_str(&stats_tags_yaml());
         y.push_str("static_resources:\n  listeners:");
         if self.listeners.is_empty() {
@@ -191,7 +214,7 @@ impl EnvoyConfig {
         }
         y.push('\n');
         for l in &self.listeners {
-            l.render(&mut y, &self.runtime);
+            l.render(&mut y, &self.runtime, &self.address);
         }
         y.push_str("  clusters:");
         if self.clusters.is_empty() {
@@ -283,12 +306,16 @@ impl Listener {
         self
     }
 
-    fn render(&self, y: &mut String, runtime: &str) {
+    fn render(&self, y: &mut String, runtime: &str, address: &str) {
         let _ = writeln!(y, "  - name: {}", q(&self.name));
         if let Some(dir) = &self.traffic_direction {
             let _ = writeln!(y, "    traffic_direction: {dir}");
         }
-        y.push_str("    address:\n      socket_address: {address: 127.0.0.1, port_value: 0}\n");
+        let _ = writeln!(
+            y,
+            "    address:\n      socket_address: {{address: {}, port_value: 0}}",
+            q(address)
+        );
         y.push_str("    filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n");
         y.push_str("        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n");
         let ind = 10;

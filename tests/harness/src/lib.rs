@@ -35,8 +35,8 @@ pub mod prometheus;
 pub mod upstream;
 
 pub use client::{
-    get, get_h2, grpc_unary, http1, http2, raw_http1, try_grpc_unary, try_http1, try_http2,
-    GrpcResponse, Response, CLIENT_TIMEOUT, INGRESS,
+    get, get_h2, grpc_unary, http1, http2, raw_http1, try_grpc_unary, try_http1, try_http1_at,
+    try_http2, GrpcResponse, Response, CLIENT_TIMEOUT, INGRESS,
 };
 pub use config::{
     dist, stat_tag_regex, stats_tags_yaml, validation_yaml, wasm_runtime, workspace_root, Cluster,

@@ -2,6 +2,7 @@
 //! a closed loop for a fixed number of requests (cost table) and a paced load for a fixed time
 //! (outage scenarios).
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,6 +77,8 @@ fn mix(x: u64) -> u64 {
 /// What one listener's load looks like on one protocol.
 pub struct Load {
     pub proto: Proto,
+    /// The listener's address: 127.0.0.1, or a fleet sidecar's in its network namespace.
+    pub ip: IpAddr,
     pub port: u16,
     trace: TraceHeader,
     uri: Uri,
@@ -110,11 +113,18 @@ impl Load {
         }
         Ok(Load {
             proto,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port,
             trace,
             uri,
             headers,
         })
+    }
+
+    /// The same load sent to `ip` instead of 127.0.0.1.
+    pub fn at(mut self, ip: IpAddr) -> Load {
+        self.ip = ip;
+        self
     }
 
     fn request(&self, i: u64) -> Request<Empty<Bytes>> {
@@ -140,10 +150,10 @@ pub enum Conn {
 }
 
 impl Conn {
-    async fn open(port: u16, proto: Proto) -> Result<Conn, String> {
-        let stream = TcpStream::connect(("127.0.0.1", port))
+    async fn open(ip: IpAddr, port: u16, proto: Proto) -> Result<Conn, String> {
+        let stream = TcpStream::connect((ip, port))
             .await
-            .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+            .map_err(|e| format!("connect {ip}:{port}: {e}"))?;
         // Like any real client of small requests: without it Nagle delays every other write.
         stream
             .set_nodelay(true)
@@ -196,7 +206,7 @@ impl Conn {
 pub async fn open_connections(load: &Load, n: usize) -> Result<Vec<Conn>, String> {
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
-        conns.push(Conn::open(load.port, load.proto).await?);
+        conns.push(Conn::open(load.ip, load.port, load.proto).await?);
     }
     tokio::time::sleep(SETTLE).await;
     Ok(conns)
@@ -292,6 +302,9 @@ pub struct Sample {
     pub fallback_header: Option<String>,
     /// Whether the answer came from the outage dependency ([`crate::dependency::DEPENDENCY_HEADER`]).
     pub from_dependency: bool,
+    /// Whether it carries `x-envoy-overloaded` (Envoy's own circuit breaker overflowed, or a filter
+    /// asked callers not to retry).
+    pub overloaded: bool,
     /// The start of the body (64 bytes at most): tells Envoy's own replies apart.
     pub body_head: String,
 }
@@ -347,7 +360,7 @@ pub async fn paced(
         next = (next + interval).max(sent);
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match Conn::open(load.port, load.proto).await {
+            None => match Conn::open(load.ip, load.port, load.proto).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     tally.transport_errors.add(|| e);
@@ -367,32 +380,33 @@ pub async fn paced(
             let breaker_header = header(STATUS_HEADER);
             let fallback_header = header("x-fallback");
             let from_dependency = header(crate::dependency::DEPENDENCY_HEADER).is_some();
+            let overloaded = header("x-envoy-overloaded").is_some();
             let body = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| format!("reading body after {status}: {e}"))?
                 .to_bytes();
-            let head = String::from_utf8_lossy(&body[..body.len().min(64)]).into_owned();
-            Ok::<_, String>((
+            let body_head = String::from_utf8_lossy(&body[..body.len().min(64)]).into_owned();
+            // Times are set once the whole answer is in.
+            Ok::<_, String>(Sample {
+                done: Duration::ZERO,
+                latency: Duration::ZERO,
                 status,
                 breaker_header,
                 fallback_header,
                 from_dependency,
-                head,
-            ))
+                overloaded,
+                body_head,
+            })
         };
         match answer.await {
-            Ok((status, breaker_header, fallback_header, from_dependency, body_head)) => {
+            Ok(sample) => {
                 let now = Instant::now();
                 tally.samples.push(Sample {
                     done: now - start,
                     latency: now - sent,
-                    status,
-                    breaker_header,
-                    fallback_header,
-                    from_dependency,
-                    body_head,
+                    ..sample
                 });
             }
             Err(e) => {

@@ -18,8 +18,16 @@
 //! answers during the outage, the time to trip and to recover, with a timeline chart per scenario
 //! (`bench/results/outage-<scenario>.svg`, tables in `bench/results/outage.md`).
 //!
-//! A default run takes about 30 s for the cost table and about 6 min for the outage scenarios
-//! (3 rounds); `BENCH_QUICK=1` shortens the outage part to about 80 s (`--no-outage` skips it).
+//! **Fleet** (`fleet.rs`). 8 caller sidecars, each a separate Envoy in its own network namespace
+//! (distinct loopback addresses when namespaces cannot be made), call one dependency sidecar in front
+//! of a service that slows down tenfold, then fails; once per protection (none, Envoy's
+//! `max_requests`, Envoy's `adaptive_concurrency`, the breaker's defaults, `maxConcurrentCalls`,
+//! inbound shedding with `maxPushback` on the callers). A protection this build's module refuses is
+//! reported as not available (`bench/results/fleet.md`, `bench/results/fleet.svg`).
+//!
+//! A default run takes about 30 s for the cost table, about 6 min for the outage scenarios
+//! (3 rounds) and about 4 min for the fleet; `BENCH_QUICK=1` shortens the outage part to about 80 s
+//! and the fleet to about 2.5 min (`--no-outage`, `--no-fleet` skip them).
 //!
 //! Settings come from the environment, so `make bench` needs no arguments:
 //!
@@ -42,12 +50,19 @@
 //! | `BENCH_OUTAGE_POST` | 8 (quick 7) | healthy seconds after the outage |
 //! | `BENCH_PARTIAL_SECS` | 20 (quick 5) | seconds of the 10 % partial failure |
 //! | `BENCH_FLAP_SECS` | 1 (quick 0.5) | the flapping dependency's half period |
+//! | `BENCH_FLEET` | `1` | `0` (or `skip`) skips the fleet (`--no-fleet`), `only` runs nothing else (`--fleet-only`); with `BENCH_OUTAGE=only` too, both run |
+//! | `BENCH_FLEET_RATE` | 200 | requests/s over the whole fleet |
+//! | `BENCH_FLEET_USERS` | 16 | users (keep-alive connections) per caller sidecar |
+//! | `BENCH_FLEET_PRE` / `_SLOW` / `_FAIL` / `_POST` | 5 / 10 / 5 / 12 (quick 3 / 5 / 3 / 8) | seconds healthy, slow, failing, healthy again |
+//! | `BENCH_FLEET_NETNS` | `1` | `0`: distinct loopback addresses instead of network namespaces |
+//! | `BENCH_FLEET_PROTECTIONS` | all | comma-separated: `none`, `max_requests`, `adaptive_concurrency`, `breaker`, `max_concurrent_calls`, `inbound_shedding` |
 //!
 //! The Markdown report goes to stdout and to `target/bench/results.md`, the cost part also to
 //! `bench/results/cost.md`; progress goes to stderr.
 //! Exit status: 0, or 1 when anything failed: in the cost table any response that was not 200, in the
-//! outage scenarios an answer that is neither the dependency's, a failure Envoy passed on, a
-//! protection's refusal nor a fallback, or a transport error.
+//! outage scenarios and the fleet an answer that is neither the dependency's, a failure Envoy passed
+//! on, a protection's refusal nor a fallback, or a transport error. A fleet protection that is not
+//! available in this build is not a failure.
 
 // Like the library: this is test support, and failing loudly is the point.
 #![allow(
@@ -63,6 +78,7 @@ mod clock;
 mod cost;
 mod dependency;
 mod envoy;
+mod fleet;
 mod load;
 mod outage;
 mod report;
@@ -105,6 +121,11 @@ async fn run(started: Instant) -> Result<bool, String> {
         let (section, outage_setup) = outage::run(&s, &mut errors).await?;
         sections.push(section);
         setup.get_or_insert(outage_setup);
+    }
+    if s.fleet() {
+        let (section, fleet_setup) = fleet::run(&s, &mut errors).await?;
+        sections.push(section);
+        setup.get_or_insert(fleet_setup);
     }
     let setup = setup.ok_or("nothing to run")?;
     let report = report::document(

@@ -431,10 +431,11 @@ fn cpu_model() -> String {
 
 /// The report's title and the setup; `variants` is `None` when the cost table does not run.
 fn header(s: &Settings, setup: &Setup, variants: Option<&[Variant]>) -> String {
-    let mut h = String::from(if variants.is_some() {
-        "# Filter cost per request\n\n"
-    } else {
-        "# Circuit breaker in an outage\n\n"
+    let mut h = String::from(match (variants.is_some(), s.outage(), s.fleet()) {
+        (true, _, _) => "# Filter cost per request\n\n",
+        (false, true, false) => "# Circuit breaker in an outage\n\n",
+        (false, false, _) => "# A fleet when its dependency slows down, then fails\n\n",
+        (false, true, true) => "# Circuit breaker in an outage, and a fleet under overload\n\n",
     });
     let _ = writeln!(
         h,
