@@ -155,3 +155,80 @@ async fn grpc_callers_are_traced_from_grpc_trace_bin() {
         .expect("traceparent forwarded to the gRPC upstream");
     assert_eq!(tp, TRACEPARENT);
 }
+
+/// Issue 16 item 2: OpenTelemetry's `ot-trace` propagator writes ids as hex without leading zeros. They
+/// continue the trace (not counted invalid), and are written back zero-padded; an all-zero id is still
+/// invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_item2_ottrace_ids_without_zero_padding_continue_the_trace() {
+    let (_upstream, envoy) = setup(None).await;
+    for (trace, span, want_trace, want_span) in [
+        (
+            "a3ce929d0e0e4736",
+            "f067aa0ba902b7",
+            "0000000000000000a3ce929d0e0e4736",
+            "00f067aa0ba902b7",
+        ),
+        (
+            "3ce929d0e0e4736",
+            "7",
+            "000000000000000003ce929d0e0e4736",
+            "0000000000000007",
+        ),
+        (
+            "1a3ce929d0e0e4736",
+            "f067aa0ba902b7",
+            "0000000000000001a3ce929d0e0e4736",
+            "00f067aa0ba902b7",
+        ),
+    ] {
+        let r = get(
+            &envoy,
+            "/",
+            &[
+                ("ot-tracer-traceid", trace),
+                ("ot-tracer-spanid", span),
+                ("ot-tracer-sampled", "true"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            r.echo_header("traceparent"),
+            Some(format!("00-{want_trace}-{want_span}-01")),
+            "{trace} {span}"
+        );
+        let padded_trace = if want_trace.starts_with("0000000000000000") {
+            &want_trace[16..]
+        } else {
+            want_trace
+        };
+        assert_eq!(
+            r.echo_header("ot-tracer-traceid").as_deref(),
+            Some(padded_trace)
+        );
+        assert_eq!(
+            r.echo_header("ot-tracer-spanid").as_deref(),
+            Some(want_span)
+        );
+    }
+    // All-zero stays invalid, however short.
+    let r = get(
+        &envoy,
+        "/",
+        &[("ot-tracer-traceid", "0"), ("ot-tracer-spanid", "7")],
+    )
+    .await;
+    let tp = r.echo_header("traceparent").unwrap();
+    assert_ne!(w3c_trace(&tp), "00000000000000000000000000000000");
+    let stats = tagged(&envoy).await;
+    assert_eq!(
+        stats.get("format.ottrace.trace_context_extracted"),
+        Some(&3),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.get("format.ottrace.trace_context_invalid"),
+        Some(&1),
+        "{stats:?}"
+    );
+}
