@@ -232,3 +232,90 @@ async fn issue16_item2_ottrace_ids_without_zero_padding_continue_the_trace() {
         "{stats:?}"
     );
 }
+
+/// Issue 16 item 3: a Datadog context that arrives as W3C only (ddtrace in `tracecontext` style, or an
+/// OpenTelemetry hop forwarding `tracestate`) keeps its sampling priority, origin and propagated tags in
+/// the Datadog headers written from it, by Datadog's own rules for the `dd` member; and Datadog headers
+/// translated to W3C carry them in a `dd` member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_item3_datadog_decisions_travel_through_tracestate_dd() {
+    let (_upstream, envoy) = setup(Some(r#"{"inject": ["tracecontext", "datadog"]}"#)).await;
+    let trace_low = u64::from_str_radix("e3ce929d0e0e4736", 16)
+        .unwrap()
+        .to_string();
+    let span = u64::from_str_radix("f067aa0ba902b7e1", 16)
+        .unwrap()
+        .to_string();
+    // (flags, dd member, priority, origin, tags)
+    for (flags, dd, priority, origin, tags) in [
+        (
+            "01",
+            "dd=s:2;o:synthetics;t.dm:-4",
+            "2",
+            Some("synthetics"),
+            "_dd.p.dm=-4,_dd.p.tid=6a0b1c2d00000000",
+        ),
+        // User reject travels as -1 with an unsampled traceparent.
+        (
+            "00",
+            "dd=s:-1;t.dm:-3",
+            "-1",
+            None,
+            "_dd.p.dm=-3,_dd.p.tid=6a0b1c2d00000000",
+        ),
+        // The traceparent's flag wins over a `s` that contradicts it (an OpenTelemetry hop decided):
+        // priority 1 and decision maker -0, as Datadog's tracers do; `~` in the origin is `=`.
+        (
+            "01",
+            "dd=s:-1;o:a~b;t.dm:-3;t.usr.id:baz64~~",
+            "1",
+            Some("a=b"),
+            "_dd.p.dm=-0,_dd.p.usr.id=baz64==,_dd.p.tid=6a0b1c2d00000000",
+        ),
+    ] {
+        let tp = format!("00-6a0b1c2d00000000e3ce929d0e0e4736-f067aa0ba902b7e1-{flags}");
+        let r = get(&envoy, "/", &[("traceparent", &tp), ("tracestate", dd)]).await;
+        assert_eq!(r.echo_header("traceparent"), Some(tp.clone()));
+        assert_eq!(r.echo_header("tracestate").as_deref(), Some(dd));
+        assert_eq!(
+            r.echo_header("x-datadog-trace-id").as_deref(),
+            Some(trace_low.as_str())
+        );
+        assert_eq!(
+            r.echo_header("x-datadog-parent-id").as_deref(),
+            Some(span.as_str())
+        );
+        assert_eq!(
+            r.echo_header("x-datadog-sampling-priority").as_deref(),
+            Some(priority),
+            "{dd}"
+        );
+        assert_eq!(r.echo_header("x-datadog-origin").as_deref(), origin, "{dd}");
+        assert_eq!(
+            r.echo_header("x-datadog-tags").as_deref(),
+            Some(tags),
+            "{dd}"
+        );
+    }
+    // The other way: Datadog headers in, W3C out with the `dd` member (`p`: the Datadog parent).
+    let r = get(
+        &envoy,
+        "/",
+        &[
+            ("x-datadog-trace-id", &trace_low),
+            ("x-datadog-parent-id", &span),
+            ("x-datadog-sampling-priority", "2"),
+            ("x-datadog-origin", "synthetics"),
+            ("x-datadog-tags", "_dd.p.dm=-4,_dd.p.tid=6a0b1c2d00000000"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.echo_header("traceparent").as_deref(),
+        Some("00-6a0b1c2d00000000e3ce929d0e0e4736-f067aa0ba902b7e1-01")
+    );
+    assert_eq!(
+        r.echo_header("tracestate").as_deref(),
+        Some("dd=s:2;o:synthetics;p:f067aa0ba902b7e1;t.dm:-4")
+    );
+}
