@@ -130,33 +130,29 @@ pub fn inject(ctx: &TraceContext, incoming: &RequestHeaders, edits: &mut HeaderE
     } else {
         w3c_dd_member(ctx, incoming)
     };
-    let (priority, tags) = match &from_w3c {
+    let (priority, tags, origin) = match from_w3c {
         None => (
             sampled.map(|keep| priority_for(incoming_priority(incoming), keep, ctx.debug)),
             rebuild_tags(incoming, ctx.trace_id_high()),
+            None,
         ),
-        Some(dd) => {
-            let keep = sampled.unwrap_or(false);
+        Some(mut dd) => {
             let priority = sampled.map(|keep| match dd.priority_for(keep) {
                 (p, _) if ctx.debug && p < 2 => 2,
                 (p, _) => p,
             });
-            let tags = dd.tags_for(keep);
-            (
-                priority,
-                render_tags(
-                    tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                    ctx.trace_id_high(),
-                ),
-            )
+            let origin = dd.origin.take();
+            let tags = dd.into_tags(sampled.unwrap_or(false));
+            let tags = tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            (priority, render_tags(tags, ctx.trace_id_high()), origin)
         }
     };
     match priority {
         Some(p) => edits.set(SAMPLING_PRIORITY, p.to_string()),
         None => remove_if_present(incoming, edits, SAMPLING_PRIORITY),
     }
-    if let Some(origin) = from_w3c.as_ref().and_then(|dd| dd.origin.as_ref()) {
-        edits.set(ORIGIN, origin.clone());
+    if let Some(origin) = origin {
+        edits.set(ORIGIN, origin);
     }
     if tags.is_empty() {
         remove_if_present(incoming, edits, TAGS);
@@ -214,7 +210,8 @@ pub fn w3c_member(ctx: &TraceContext, incoming: &RequestHeaders) -> Option<Strin
         .ok()
         .flatten()
         .filter(|o| !o.is_empty())
-        .map(|o| String::from_utf8_lossy(o).into_owned());
+        .and_then(|o| std::str::from_utf8(o).ok())
+        .map(str::to_string);
     let tags = rebuild_tags(incoming, 0);
     DdMember {
         priority: sampled.map(|keep| priority_for(incoming_priority(incoming), keep, ctx.debug)),

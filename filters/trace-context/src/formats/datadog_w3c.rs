@@ -14,6 +14,8 @@
 //! `_dd.p.tid` is neither read from nor written to the member: the `traceparent` carries the whole trace id.
 
 use crate::formats::datadog::TID_TAG;
+use filter_common::hex::push_lower_hex;
+use filter_common::text::push_decimal;
 
 pub const KEY: &str = "dd";
 
@@ -60,7 +62,9 @@ impl DdMember {
                     let Some(name) = key.strip_prefix(MEMBER_TAG_PREFIX) else {
                         continue;
                     };
-                    let tag = format!("{TAG_PREFIX}{name}");
+                    let mut tag = String::with_capacity(TAG_PREFIX.len() + name.len());
+                    tag.push_str(TAG_PREFIX);
+                    tag.push_str(name);
                     if name.is_empty()
                         || val.is_empty()
                         || tag == TID_TAG
@@ -87,27 +91,19 @@ impl DdMember {
 
     /// The propagated tags for a context whose `traceparent` says `sampled`: the member's, with the
     /// decision maker set to the default (sampled) or removed (not sampled) when `s` is overruled.
-    pub fn tags_for(&self, sampled: bool) -> Vec<(String, String)> {
-        let mut tags = self.tags.clone();
-        if self.priority_for(sampled).1 {
-            let dm = tags.iter().position(|(k, _)| k == DECISION_MAKER_TAG);
-            match (dm, sampled) {
-                (Some(i), true) => {
-                    if let Some((_, v)) = tags.get_mut(i) {
-                        *v = DEFAULT_MECHANISM.to_string();
-                    }
-                }
-                (None, true) => tags.insert(
+    pub fn into_tags(self, sampled: bool) -> Vec<(String, String)> {
+        let overruled = self.priority_for(sampled).1;
+        let mut tags = self.tags;
+        if overruled {
+            tags.retain(|(k, _)| k != DECISION_MAKER_TAG);
+            if sampled {
+                tags.insert(
                     0,
                     (
                         DECISION_MAKER_TAG.to_string(),
                         DEFAULT_MECHANISM.to_string(),
                     ),
-                ),
-                (Some(i), false) => {
-                    tags.remove(i);
-                }
-                (None, false) => {}
+                );
             }
         }
         tags
@@ -116,25 +112,31 @@ impl DdMember {
     /// Renders the member value: `s`, `o`, `p`, then the tags (`_dd.p.*` only, never `_dd.p.tid`), each
     /// encoded by Datadog's rules. Items that would take the value past 256 characters are left out, tags
     /// first, as Datadog's tracers do. `None` when there is nothing to say.
+    ///
+    /// Built by hand rather than with `format!`: core's formatting machinery for these few items cost
+    /// about 3 KB of module.
     pub fn render(&self) -> Option<String> {
         let mut out = String::new();
-        let push = |out: &mut String, item: &str| {
-            let extra = item.len() + usize::from(!out.is_empty());
-            if out.len() + extra <= MAX_VALUE_LEN {
-                if !out.is_empty() {
-                    out.push(';');
-                }
-                out.push_str(item);
-            }
-        };
+        let mut item = String::new();
         if let Some(s) = self.priority {
-            push(&mut out, &format!("s:{s}"));
+            item.push_str("s:");
+            if s < 0 {
+                item.push('-');
+            }
+            push_decimal(&mut item, s.unsigned_abs());
+            push_item(&mut out, &item);
         }
         if let Some(origin) = &self.origin {
-            push(&mut out, &format!("o:{}", encode_value(origin)));
+            item.clear();
+            item.push_str("o:");
+            encode(&mut item, origin, is_value_char);
+            push_item(&mut out, &item);
         }
         if let Some(p) = self.last_parent {
-            push(&mut out, &format!("p:{p:016x}"));
+            item.clear();
+            item.push_str("p:");
+            push_lower_hex(&mut item, u128::from(p), 16);
+            push_item(&mut out, &item);
         }
         for (key, value) in &self.tags {
             let Some(name) = key.strip_prefix(TAG_PREFIX) else {
@@ -143,14 +145,12 @@ impl DdMember {
             if key == TID_TAG || name.is_empty() {
                 continue;
             }
-            push(
-                &mut out,
-                &format!(
-                    "{MEMBER_TAG_PREFIX}{}:{}",
-                    encode_key(name),
-                    encode_value(value)
-                ),
-            );
+            item.clear();
+            item.push_str(MEMBER_TAG_PREFIX);
+            encode(&mut item, name, is_key_char);
+            item.push(':');
+            encode(&mut item, value, is_value_char);
+            push_item(&mut out, &item);
         }
         // A `tracestate` value may not end in a space.
         if out.ends_with(' ') {
@@ -158,6 +158,17 @@ impl DdMember {
             out.push('_');
         }
         (!out.is_empty()).then_some(out)
+    }
+}
+
+/// Appends `item` (`;`-separated) unless the value would pass 256 characters.
+fn push_item(out: &mut String, item: &str) {
+    let extra = item.len() + usize::from(!out.is_empty());
+    if out.len() + extra <= MAX_VALUE_LEN {
+        if !out.is_empty() {
+            out.push(';');
+        }
+        out.push_str(item);
     }
 }
 
@@ -172,30 +183,35 @@ pub fn parse_priority(s: &str) -> Option<i64> {
     }
 }
 
+/// `~` read as `=`.
 fn decode(value: &str) -> String {
-    value.replace('~', "=")
-}
-
-/// A tag name: printable ASCII other than space, `,` and `=` (dd-trace-rs), else `_`.
-fn encode_key(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '!'..='+' | '-'..='<' | '>'..='~' => c,
-            _ => '_',
-        })
-        .collect()
-}
-
-/// An origin or tag value: printable ASCII other than `,`, `;` and `~`, else `_`; then `=` as `~`.
-fn encode_value(value: &str) -> String {
     value
-        .chars()
-        .map(|c| match c {
-            '=' => '~',
-            ' '..='+' | '-'..=':' | '<'..='}' => c,
-            _ => '_',
-        })
+        .bytes()
+        .map(|b| if b == b'~' { '=' } else { char::from(b) })
         .collect()
+}
+
+/// A tag name character: printable ASCII other than space, `,` and `=` (dd-trace-rs).
+fn is_key_char(b: u8) -> bool {
+    matches!(b, b'!'..=b'+' | b'-'..=b'<' | b'>'..=b'~')
+}
+
+/// An origin or tag value character: printable ASCII other than `,`, `;` and `~` (`=` is written `~`).
+fn is_value_char(b: u8) -> bool {
+    matches!(b, b' '..=b'+' | b'-'..=b':' | b'<'..=b'}')
+}
+
+/// Appends `text` with every character `allowed` refuses as one `_`, and an allowed `=` as `~`.
+fn encode(out: &mut String, text: &str, allowed: fn(u8) -> bool) {
+    for b in text.bytes() {
+        match b {
+            // A multi-byte character becomes one `_`: its continuation bytes add nothing.
+            0x80..=0xbf => {}
+            b'=' if allowed(b) => out.push('~'),
+            b if allowed(b) => out.push(char::from(b)),
+            _ => out.push('_'),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -218,7 +234,7 @@ mod tests {
         assert_eq!(m.last_parent, None);
         assert_eq!(m.tags, tags(&[("_dd.p.dm", "-4")]));
         assert_eq!(m.priority_for(true), (2, false));
-        assert_eq!(m.tags_for(true), tags(&[("_dd.p.dm", "-4")]));
+        assert_eq!(m.clone().into_tags(true), tags(&[("_dd.p.dm", "-4")]));
     }
 
     /// dd-trace-py `_get_sampling_priority` and dd-trace-rs `define_sampling_priority`.
@@ -230,22 +246,25 @@ mod tests {
         assert_eq!(with("1").priority_for(true), (1, false));
         assert_eq!(with("-1").priority_for(false), (-1, false));
         assert_eq!(with("0").priority_for(false), (0, false));
-        assert_eq!(with("2").tags_for(true), tags(&[("_dd.p.dm", "-3")]));
+        assert_eq!(with("2").into_tags(true), tags(&[("_dd.p.dm", "-3")]));
         // Overruled by the flag: 1 with dm -0, or 0 without dm.
         assert_eq!(with("-1").priority_for(true), (1, true));
         assert_eq!(with("0").priority_for(true), (1, true));
         assert_eq!(with("2").priority_for(false), (0, true));
-        assert_eq!(with("-1").tags_for(true), tags(&[("_dd.p.dm", "-0")]));
-        assert_eq!(with("2").tags_for(false), tags(&[]));
+        assert_eq!(with("-1").into_tags(true), tags(&[("_dd.p.dm", "-0")]));
+        assert_eq!(with("2").into_tags(false), tags(&[]));
         // Missing: the flag decides, dm added when sampled.
         let none = DdMember::parse("o:rum;t.usr.id:x");
         assert_eq!(none.priority_for(true), (1, true));
         assert_eq!(
-            none.tags_for(true),
+            none.clone().into_tags(true),
             tags(&[("_dd.p.dm", "-0"), ("_dd.p.usr.id", "x")])
         );
         assert_eq!(none.priority_for(false), (0, true));
-        assert_eq!(none.tags_for(false), tags(&[("_dd.p.usr.id", "x")]));
+        assert_eq!(
+            none.clone().into_tags(false),
+            tags(&[("_dd.p.usr.id", "x")])
+        );
     }
 
     #[test]
