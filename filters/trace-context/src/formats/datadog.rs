@@ -566,6 +566,86 @@ mod tests {
         assert_eq!(prio(&ctx(1, 2, None), "2"), None);
     }
 
+    const TP: &str = "00-6a0b1c2d00000000e3ce929d0e0e4736-f067aa0ba902b7e1-01";
+    const TRACE: u128 = 0x6a0b1c2d00000000e3ce929d0e0e4736;
+    const SPAN: u64 = 0xf067aa0ba902b7e1;
+
+    /// Issue 16 item 3: W3C in, Datadog written: the `dd` member's decisions, by Datadog's rules.
+    #[test]
+    fn issue16_item3_inject_reads_the_dd_member_of_this_trace() {
+        let w3c = |tp: &str, ts: &str| {
+            RequestHeaders::from_strs(&[("traceparent", tp), ("tracestate", ts)])
+        };
+        let e = injected(
+            &ctx(TRACE, SPAN, Some(true)),
+            &w3c(TP, "congo=x,dd=s:2;o:synthetics;t.dm:-4"),
+        );
+        assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("2")));
+        assert_eq!(e.get(ORIGIN), Some(Some("synthetics")));
+        assert_eq!(
+            e.get(TAGS),
+            Some(Some("_dd.p.dm=-4,_dd.p.tid=6a0b1c2d00000000"))
+        );
+        // User reject with an unsampled traceparent.
+        let e = injected(&ctx(TRACE, SPAN, Some(false)), &w3c(TP, "dd=s:-1"));
+        assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("-1")));
+        assert_eq!(e.get(ORIGIN), None);
+        // Overruled by the decision forwarded: 1 and dm -0.
+        let e = injected(&ctx(TRACE, SPAN, Some(true)), &w3c(TP, "dd=s:-1;t.dm:-3"));
+        assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("1")));
+        assert_eq!(
+            e.get(TAGS),
+            Some(Some("_dd.p.dm=-0,_dd.p.tid=6a0b1c2d00000000"))
+        );
+        // Another trace's tracestate, an invalid list, or Datadog headers present: not read.
+        let other = "00-11111111111111111111111111111111-f067aa0ba902b7e1-01";
+        for incoming in [
+            w3c(other, "dd=s:2;o:rum"),
+            w3c(TP, "dd=s:2;o:rum,Bad=x"),
+            RequestHeaders::from_strs(&[
+                ("traceparent", TP),
+                ("tracestate", "dd=s:2;o:rum"),
+                (SAMPLING_PRIORITY, "1"),
+            ]),
+        ] {
+            let e = injected(&ctx(TRACE, SPAN, Some(true)), &incoming);
+            assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("1")), "{incoming:?}");
+            assert_eq!(e.get(ORIGIN), None, "{incoming:?}");
+        }
+    }
+
+    /// Issue 16 item 3: Datadog in, W3C written: the `dd` member for the Datadog headers of this trace.
+    #[test]
+    fn issue16_item3_w3c_member_from_datadog_headers() {
+        let dd = RequestHeaders::from_strs(&[
+            (TRACE_ID, &(TRACE as u64).to_string()),
+            (PARENT_ID, &SPAN.to_string()),
+            (SAMPLING_PRIORITY, "2"),
+            (ORIGIN, "synthetics"),
+            (TAGS, "_dd.p.dm=-4,_dd.p.tid=6a0b1c2d00000000,other=1"),
+        ]);
+        assert_eq!(
+            w3c_member(&ctx(TRACE, SPAN, Some(true)), &dd).as_deref(),
+            Some("s:2;o:synthetics;p:f067aa0ba902b7e1;t.dm:-4")
+        );
+        // The 64-bit low half of the same trace is the same trace; `p` stays the Datadog parent when
+        // the context has a new span id.
+        assert_eq!(
+            w3c_member(&ctx(TRACE, 7, Some(true)), &dd).as_deref(),
+            Some("s:2;o:synthetics;p:f067aa0ba902b7e1;t.dm:-4")
+        );
+        // A decision that disagrees with the header's priority is the one written.
+        assert_eq!(
+            w3c_member(&ctx(TRACE, SPAN, Some(false)), &dd).as_deref(),
+            Some("s:0;o:synthetics;p:f067aa0ba902b7e1;t.dm:-4")
+        );
+        assert_eq!(w3c_member(&ctx(TRACE + 1, SPAN, Some(true)), &dd), None);
+        assert_eq!(
+            w3c_member(&ctx(TRACE, SPAN, Some(true)), &RequestHeaders::default()),
+            None
+        );
+    }
+
     #[test]
     fn inject_skips_zero_ids() {
         assert!(injected(&ctx(1 << 64, 2, None), &RequestHeaders::default()).is_empty());
