@@ -1,10 +1,10 @@
 //! Correlation entries read back from shared data: first line the request id asked for, the rest the
-//! slot's value. Whatever the slot holds, reading and admitting must not fail; an entry that reads back
-//! re-encodes to one that reads the same.
+//! slot's value. Whatever the slot holds, reading it and planning over it must not fail; an entry that
+//! reads back re-encodes to one that reads the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trace_context::correlation::{admit, decode, encode, MAX_REQUEST_ID_LEN};
+use trace_context::correlation::{decode, encode, look, plan, slot_keys, MAX_REQUEST_ID_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let (request_id, entry) = match data.iter().position(|b| *b == b'\n') {
@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
     let own_id = entry.split(|b| *b == b'\n').next().unwrap_or(b"");
     for id in [request_id, own_id] {
         for now in filters_fuzz::NOWS_NS {
-            let _ = admit(Some(entry), id, 0x4bf92f3577b34da6a3ce929d0e0e4736, now);
+            let seen = look(Some(entry), id, 0x4bf92f3577b34da6a3ce929d0e0e4736, now);
+            let _ = plan(&[seen, seen]);
             if let Some(restored) = decode(entry, id, now) {
                 // Ids too long to store are never stored, but an entry holding one still reads.
                 let Some(again) = encode(id, &restored.context, &restored.tracestate, u64::MAX)
@@ -31,5 +32,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let _ = trace_context::correlation::slot_key(request_id, 1024);
+    let seed = filter_common::slots::Seed([1, 2]);
+    assert_eq!(slot_keys(&seed, request_id, 1024).count(), 4);
 });

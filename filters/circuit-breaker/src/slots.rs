@@ -12,46 +12,13 @@ use crate::store::Cas;
 /// a bounded number of reads.
 pub const PROBES: u32 = 4;
 
-/// The secret that keys fingerprints, one per sidecar (kept in shared data): callers that choose key
-/// values cannot compute colliding ones, nor aim at a victim's slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Seed(pub [u64; 2]);
-
-impl Seed {
-    pub fn encode(&self) -> [u8; 16] {
-        let mut out = [0; 16];
-        for (dst, src) in out
-            .iter_mut()
-            .zip(self.0.iter().flat_map(|k| k.to_le_bytes()))
-        {
-            *dst = src;
-        }
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<Seed> {
-        let (k0, rest) = bytes.split_first_chunk::<8>()?;
-        let k1: &[u8; 8] = rest.try_into().ok()?;
-        Some(Seed([u64::from_le_bytes(*k0), u64::from_le_bytes(*k1)]))
-    }
-}
-
-/// A key's fingerprint: keyed SipHash-2-4 of its bytes, never 0 (0 marks a slot nobody owns).
-pub fn fingerprint(seed: &Seed, key: &[u8]) -> u64 {
-    use std::hash::Hasher;
-    // `SipHasher` is deprecated only in favour of `DefaultHasher`, whose keys cannot be chosen; every
-    // worker VM must compute the same fingerprint.
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new_with_keys(seed.0[0], seed.0[1]);
-    h.write(key);
-    h.finish().max(1)
-}
+/// The keyed fingerprint of a key and its seed, shared with the other filters' slot tables: callers that
+/// choose key values cannot compute colliding ones, nor aim at a victim's slots.
+pub use filter_common::slots::{fingerprint, Seed};
 
 /// The slots `fingerprint` may live in, home slot first (distinct, fewer when `maxKeys` is smaller).
 pub fn probes(fingerprint: u64, max_keys: u32) -> impl Iterator<Item = u32> {
-    let n = u64::from(max_keys.max(1));
-    let home = fingerprint % n;
-    (0..u64::from(PROBES).min(n)).map(move |i| ((home + i) % n) as u32)
+    filter_common::slots::probes(fingerprint, max_keys, PROBES)
 }
 
 /// How often an owner's admitted calls mark its slot in use: a quarter of the window, so that healthy
@@ -248,21 +215,6 @@ mod tests {
             Admission::Slot(slot, Decision::Admit { .. }) => slot,
             other => panic!("not admitted: {other:?}"),
         }
-    }
-
-    #[test]
-    fn fingerprints_are_keyed_and_never_zero() {
-        let s = Seed([1, 2]);
-        assert_eq!(fingerprint(&s, b"acme"), fingerprint(&s, b"acme"));
-        assert_ne!(fingerprint(&s, b"acme"), fingerprint(&s, b"evil-160"));
-        assert_ne!(
-            fingerprint(&s, b"acme"),
-            fingerprint(&Seed([1, 3]), b"acme")
-        );
-        assert_ne!(fingerprint(&s, b""), 0);
-        assert_eq!(Seed::decode(&s.encode()), Some(s));
-        assert_eq!(Seed::decode(&[0; 15]), None);
-        assert_eq!(Seed::decode(&[0; 17]), None);
     }
 
     #[test]

@@ -41,22 +41,8 @@ pub use filter_common::keys::BreakerKeys as Keys;
 /// first VM to configure (Envoy's canary, before any worker serves), so every worker fingerprints keys
 /// alike, across configuration pushes too. `None` when shared data fails.
 pub fn key_seed(store: &impl SharedData, keys: &Keys) -> Option<Seed> {
-    let key = keys.seed();
-    if let Ok(Some((bytes, _))) = store.get(&key) {
-        if let Some(seed) = Seed::decode(&bytes) {
-            return Some(seed);
-        }
-    }
-    let mut ids = IdGenerator::from_entropy(host::now_nanos());
-    let fresh = Seed([ids.next_u64(), ids.next_u64()]);
-    if let SharedWrite::Failed(e) = store.set(&key, &fresh.encode(), 0) {
-        log::warn!("circuit-breaker: could not create {key}: {e}");
-    }
-    // Read back: whichever VM wrote last, every VM uses the stored seed.
-    match store.get(&key) {
-        Ok(Some((bytes, _))) => Seed::decode(&bytes),
-        _ => None,
-    }
+    let fresh = Seed::random(&mut IdGenerator::from_entropy(host::now_nanos()));
+    filter_common::slots::shared_seed(store, &keys.seed(), fresh)
 }
 
 /// Creates every breaker key's record before traffic, so that every later write is a real

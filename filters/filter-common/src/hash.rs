@@ -1,6 +1,7 @@
-//! FNV-1a, 64-bit: cheap, stable across VMs, builds and restarts (every worker must pick the same slot
-//! for the same key), and good enough to spread request ids and cache keys over slots. Not for keys an
-//! attacker chooses to collide where a collision shares state (the breaker's slots use a keyed hash).
+//! FNV-1a, 64-bit: cheap, stable across VMs, builds and restarts, and good enough to spread keys that
+//! callers do not choose. Not for keys an attacker chooses to collide where a collision shares or evicts
+//! state: the breaker's key slots and trace-context's correlation slots use the keyed hash of
+//! [`crate::slots`].
 
 const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0000_0100_0000_01b3;

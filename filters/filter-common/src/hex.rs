@@ -39,6 +39,15 @@ pub fn parse_lower_hex_u64(s: &[u8], len: usize) -> Option<u64> {
     parse_lower_hex_u128(s, len).map(|v| v as u64)
 }
 
+/// Parses 1..=max_len lower-case hex digits: formats whose writers drop leading zeros (OpenTelemetry's
+/// `ot-trace` propagator writes `hex(id)`) but, like W3C, not upper case.
+pub fn parse_lower_hex_var(s: &[u8], max_len: usize) -> Option<u128> {
+    if s.is_empty() || s.len() > max_len || s.len() > 32 {
+        return None;
+    }
+    hex_value(s, false)
+}
+
 /// Parses 1..=max_len hex digits of either case (formats such as Jaeger allow variable length).
 pub fn parse_hex_var(s: &[u8], max_len: usize) -> Option<u128> {
     if s.is_empty() || s.len() > max_len || s.len() > 32 {
@@ -84,5 +93,20 @@ mod tests {
         // Digits beyond the width are dropped, as the callers pass values that fit.
         assert_eq!(lower_hex(0x1ff, 2), "ff");
         assert_eq!(lower_hex(7, 40).len(), 32);
+    }
+
+    #[test]
+    fn variable_length_lower_hex() {
+        assert_eq!(parse_lower_hex_var(b"7", 16), Some(7));
+        assert_eq!(
+            parse_lower_hex_var(b"f067aa0ba902b7", 16),
+            Some(0xf067aa0ba902b7)
+        );
+        assert_eq!(parse_lower_hex_var(&[b'f'; 32], 32), Some(u128::MAX));
+        assert_eq!(parse_lower_hex_var(b"", 16), None);
+        assert_eq!(parse_lower_hex_var(&[b'1'; 17], 16), None);
+        assert_eq!(parse_lower_hex_var(&[b'1'; 33], 40), None);
+        assert_eq!(parse_lower_hex_var(b"F067", 16), None);
+        assert_eq!(parse_lower_hex_var(b"-1", 16), None);
     }
 }

@@ -72,6 +72,9 @@ pub fn fallback_cache_prefix(root_id: &str) -> String {
 /// filters may be configured as two plugins.
 pub const CORRELATION_PREFIX: &str = "trace-context/correlation/";
 
+/// The seed that places request ids in the correlation slots (`slots::Seed`), shared like the slots.
+pub const CORRELATION_SEED: &str = "trace-context/correlation-seed";
+
 pub fn correlation_slot(slot: u64) -> String {
     format!("{CORRELATION_PREFIX}{slot}")
 }

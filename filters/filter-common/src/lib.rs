@@ -25,6 +25,7 @@ pub mod plugin;
 pub mod request;
 pub mod response_flags;
 pub mod shared;
+pub mod slots;
 pub mod status;
 pub mod text;
 pub mod w3c;

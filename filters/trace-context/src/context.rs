@@ -44,9 +44,11 @@ impl TraceContext {
     }
 }
 
-pub use filter_common::hex::{parse_hex_var, parse_lower_hex_u128, parse_lower_hex_u64};
+pub use filter_common::hex::{
+    parse_hex_var, parse_lower_hex_u128, parse_lower_hex_u64, parse_lower_hex_var,
+};
 
-/// A 16- or 32-digit lower-case hex trace id, not zero (B3, ottrace).
+/// A 16- or 32-digit lower-case hex trace id, not zero (B3).
 pub fn parse_trace_id_16_or_32(s: &[u8]) -> Option<u128> {
     match s.len() {
         16 | 32 => parse_lower_hex_u128(s, s.len()).filter(|&v| v != 0),
@@ -54,7 +56,7 @@ pub fn parse_trace_id_16_or_32(s: &[u8]) -> Option<u128> {
     }
 }
 
-/// A 16-digit lower-case hex span id, not zero (B3, ottrace).
+/// A 16-digit lower-case hex span id, not zero (B3).
 pub fn parse_span_id_16(s: &[u8]) -> Option<u64> {
     parse_lower_hex_u64(s, 16).filter(|&v| v != 0)
 }

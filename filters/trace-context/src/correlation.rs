@@ -3,19 +3,29 @@
 //! that carried only that id. Entries live in a fixed number of shared-data slots, so memory is `slots`
 //! times one entry of at most `MAX_ENTRY_LEN` bytes whatever the traffic.
 //!
-//! Who may write a slot (`admit`): the first request to claim a request id keeps it until its entry
+//! Where a request id lives: one of [`PROBES`] slots from its home slot, chosen by a keyed hash with the
+//! sidecar's secret seed (`filter_common::slots`), so ids that share a victim's slots cannot be computed
+//! outside the sidecar.
+//!
+//! Who may write a slot (`look`, `plan`): the first request to claim a request id keeps it until its entry
 //! expires. Another request with the same id and the same trace is a retry and refreshes the entry; one
 //! with the same id and another trace is refused, so it cannot make the first request's outbound calls
-//! join its trace. A request with another id that hashes to a live slot replaces the entry (newest wins):
-//! a bounded table has to forget something, and the id is stored in the entry, so the evicted request is
-//! simply not restored any more, never restored into someone else's trace.
+//! join its trace. A request with another id takes a free slot among its probes (never written, expired
+//! or unreadable); only when all of them hold live entries does it replace the oldest of them: a bounded
+//! table has to forget something, and which entry goes is not the caller's choice. The id is stored in
+//! the entry, so an evicted request is simply not restored any more, never restored into someone else's
+//! trace.
 
 use crate::context::TraceContext;
 use crate::propagation::Restored;
 use crate::tracestate::TraceState;
 
-use filter_common::hash::fnv1a;
 pub use filter_common::keys::CORRELATION_PREFIX as KEY_PREFIX;
+use filter_common::slots::{fingerprint, probes, Seed};
+
+/// Slots a request id may live in: its home slot and the next ones. Few, so that a request costs a
+/// bounded number of reads; several, so that no single entry is the only candidate for eviction.
+pub const PROBES: u32 = 4;
 
 /// Request ids longer than this are not correlated (Envoy's are 36-character UUIDs).
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -29,9 +39,10 @@ pub const MAX_TRACESTATE_LEN: usize = crate::tracestate::PROPAGATE_MIN;
 /// tracestate, and the 5 newlines between them.
 pub const MAX_ENTRY_LEN: usize = MAX_REQUEST_ID_LEN + 32 + 16 + 2 + 20 + MAX_TRACESTATE_LEN + 5;
 
-/// The shared-data key of the slot for `request_id`.
-pub fn slot_key(request_id: &[u8], slots: u32) -> String {
-    filter_common::keys::correlation_slot(fnv1a(request_id) % u64::from(slots.max(1)))
+/// The shared-data keys of the slots `request_id` may use, home slot first.
+pub fn slot_keys(seed: &Seed, request_id: &[u8], slots: u32) -> impl Iterator<Item = String> {
+    probes(fingerprint(seed, request_id), slots, PROBES)
+        .map(|slot| filter_common::keys::correlation_slot(u64::from(slot)))
 }
 
 /// Encodes an entry: `request_id \n trace_id \n span_id \n flags \n expiry [\n tracestate]`, all text, so
@@ -125,32 +136,78 @@ pub fn decode(entry: &[u8], request_id: &[u8], now_nanos: u64) -> Option<Restore
     })
 }
 
-/// Whether an inbound request may write its entry over what its slot holds.
+/// What one slot tells an inbound request looking for where to store its entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    /// The slot is free: empty, expired, unreadable, or holding this request id with the same trace (a
-    /// retry, which refreshes the expiry and span id).
-    Store,
-    /// The slot holds a live entry of another request id (a hash collision): replaced, newest wins.
-    Evict,
-    /// The slot holds a live entry of this request id with another trace: kept (first writer wins).
+pub enum Look {
+    /// Never written (or missing). Slots are never emptied once written, so no later probe of this
+    /// request holds its id either: the search ends here, and the slot may be taken.
+    Empty,
+    /// An expired or unreadable entry: may be taken.
+    Free,
+    /// A live entry of this request id; `same_trace`: a retry, which refreshes it.
+    Mine { same_trace: bool },
+    /// A live entry of another request id, expiring at `expires_at`.
+    Taken { expires_at: u64 },
+}
+
+/// Looks at a slot's value (`None` when the key does not exist) for the request `request_id` carrying
+/// `trace_id`.
+pub fn look(current: Option<&[u8]>, request_id: &[u8], trace_id: u128, now_nanos: u64) -> Look {
+    let Some(current) = current.filter(|c| !c.is_empty()) else {
+        return Look::Empty;
+    };
+    match parse(current) {
+        None => Look::Free,
+        Some(e) if now_nanos >= e.expires_at => Look::Free,
+        Some(e) if e.request_id == request_id => Look::Mine {
+            same_trace: e.context.trace_id == trace_id,
+        },
+        Some(e) => Look::Taken {
+            expires_at: e.expires_at,
+        },
+    }
+}
+
+/// What an inbound request does, from the looks at its probes (in order, up to the first `Empty` or
+/// `Mine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Write the entry into probe `probe`; `evicts`: over a live entry of another request id.
+    Write { probe: usize, evicts: bool },
+    /// A live entry holds this request id for another trace: kept (first writer wins).
     Refuse,
 }
 
-/// Decides whether the request `request_id` carrying `trace_id` may replace `current` (the slot's value,
-/// `None` when the key does not exist).
-pub fn admit(current: Option<&[u8]>, request_id: &[u8], trace_id: u128, now_nanos: u64) -> Admit {
-    let Some(e) = current.and_then(parse) else {
-        return Admit::Store;
-    };
-    if now_nanos >= e.expires_at {
-        Admit::Store
-    } else if e.request_id != request_id {
-        Admit::Evict
-    } else if e.context.trace_id == trace_id {
-        Admit::Store
-    } else {
-        Admit::Refuse
+/// Decides where the entry goes: over its own entry (a retry; a request id lives in one slot only),
+/// else into the first empty or free probe, else over the live entry that expires first (the oldest,
+/// when every entry had the same TTL).
+pub fn plan(looks: &[Look]) -> Plan {
+    let write = |probe, evicts| Plan::Write { probe, evicts };
+    for (probe, look) in looks.iter().enumerate() {
+        match look {
+            Look::Mine { same_trace: true } => return write(probe, false),
+            Look::Mine { same_trace: false } => return Plan::Refuse,
+            _ => {}
+        }
+    }
+    if let Some(probe) = looks
+        .iter()
+        .position(|l| matches!(l, Look::Empty | Look::Free))
+    {
+        return write(probe, false);
+    }
+    let oldest = looks
+        .iter()
+        .enumerate()
+        .filter_map(|(probe, look)| match look {
+            Look::Taken { expires_at } => Some((*expires_at, probe)),
+            _ => None,
+        })
+        .min();
+    match oldest {
+        Some((_, probe)) => write(probe, true),
+        // No slot looked at (a table always has one): nothing to write over.
+        None => Plan::Refuse,
     }
 }
 
@@ -276,7 +333,10 @@ mod tests {
             let restored = decode(part, b"req-1", 0);
             if cut <= expiry_at {
                 assert_eq!(restored, None, "cut at {cut}");
-                assert_eq!(admit(Some(part), b"req-1", 0x1111, 0), Admit::Store);
+                assert!(matches!(
+                    look(Some(part), b"req-1", 0x1111, 0),
+                    Look::Free | Look::Empty
+                ));
                 continue;
             }
             // Cut inside the expiry (an earlier expiry) or the tracestate (fewer or shorter members,
@@ -304,41 +364,92 @@ mod tests {
         let live = encode(b"req-1", &ctx(), &none(), 1_000).unwrap();
         let other_trace = 0x1111_u128;
         // Same id, another trace, while live: refused.
-        assert_eq!(
-            admit(Some(&live), b"req-1", other_trace, 999),
-            Admit::Refuse
-        );
+        let mine_other = look(Some(&live), b"req-1", other_trace, 999);
+        assert_eq!(mine_other, Look::Mine { same_trace: false });
+        assert_eq!(plan(&[mine_other]), Plan::Refuse);
         // Same id, same trace: a retry refreshes.
+        let retry = look(Some(&live), b"req-1", ctx().trace_id, 999);
+        assert_eq!(retry, Look::Mine { same_trace: true });
         assert_eq!(
-            admit(Some(&live), b"req-1", ctx().trace_id, 999),
-            Admit::Store
+            plan(&[Look::Taken { expires_at: 5 }, retry]),
+            Plan::Write {
+                probe: 1,
+                evicts: false
+            }
         );
         // Expired: anyone may take the slot.
+        assert_eq!(look(Some(&live), b"req-1", other_trace, 1_000), Look::Free);
+        assert_eq!(look(Some(&live), b"req-2", other_trace, 1_000), Look::Free);
+        // Another id's live entry.
         assert_eq!(
-            admit(Some(&live), b"req-1", other_trace, 1_000),
-            Admit::Store
+            look(Some(&live), b"req-2", other_trace, 0),
+            Look::Taken { expires_at: 1_000 }
         );
-        assert_eq!(
-            admit(Some(&live), b"req-2", other_trace, 1_000),
-            Admit::Store
-        );
-        // Another id hashing to the same live slot: newest wins, and req-1 is no longer restored.
-        assert_eq!(admit(Some(&live), b"req-2", other_trace, 0), Admit::Evict);
-        // Free, emptied or unreadable slots.
-        assert_eq!(admit(None, b"req-1", other_trace, 0), Admit::Store);
-        assert_eq!(admit(Some(b""), b"req-1", other_trace, 0), Admit::Store);
-        assert_eq!(admit(Some(b"junk"), b"req-1", other_trace, 0), Admit::Store);
+        // Missing, emptied or unreadable slots.
+        assert_eq!(look(None, b"req-1", other_trace, 0), Look::Empty);
+        assert_eq!(look(Some(b""), b"req-1", other_trace, 0), Look::Empty);
+        assert_eq!(look(Some(b"junk"), b"req-1", other_trace, 0), Look::Free);
         // The previous module's entries are judged the same way.
         let old = b"req-1\n4bf92f3577b34da6a3ce929d0e0e4736\n00f067aa0ba902b7\n13\n1000";
-        assert_eq!(admit(Some(old), b"req-1", other_trace, 0), Admit::Refuse);
+        assert_eq!(
+            look(Some(old), b"req-1", other_trace, 0),
+            Look::Mine { same_trace: false }
+        );
+    }
+
+    /// Issue 16 item 1: a live entry of another request id is replaced only when every probe holds one,
+    /// and then the one that expires first, never a chosen one.
+    #[test]
+    fn issue16_item1_live_entries_of_other_ids_are_kept_while_a_probe_is_free() {
+        let taken = |e| Look::Taken { expires_at: e };
+        let write = |probe, evicts| Plan::Write { probe, evicts };
+        assert_eq!(plan(&[taken(9), Look::Empty]), write(1, false));
+        assert_eq!(
+            plan(&[taken(9), taken(3), Look::Free, taken(1)]),
+            write(2, false)
+        );
+        // Full: the oldest goes (the first of equals).
+        assert_eq!(
+            plan(&[taken(9), taken(3), taken(5), taken(3)]),
+            write(1, true)
+        );
+        assert_eq!(plan(&[taken(9)]), write(0, true));
+        // Its own entry wins over a free slot found earlier (one slot per id), and so does a refusal.
+        assert_eq!(
+            plan(&[Look::Free, Look::Mine { same_trace: false }]),
+            Plan::Refuse
+        );
+        assert_eq!(
+            plan(&[Look::Free, Look::Mine { same_trace: true }]),
+            write(1, false)
+        );
+        assert_eq!(plan(&[]), Plan::Refuse);
     }
 
     #[test]
-    fn slots_stay_within_bounds() {
+    fn slots_are_keyed_distinct_and_within_bounds() {
+        let seed = Seed([1, 2]);
         for i in 0..1000u32 {
-            let key = slot_key(i.to_string().as_bytes(), 16);
-            let n: u32 = key.strip_prefix(KEY_PREFIX).unwrap().parse().unwrap();
-            assert!(n < 16);
+            let keys: Vec<String> = slot_keys(&seed, i.to_string().as_bytes(), 16).collect();
+            assert_eq!(keys.len(), PROBES as usize);
+            let mut slots: Vec<u32> = keys
+                .iter()
+                .map(|k| k.strip_prefix(KEY_PREFIX).unwrap().parse().unwrap())
+                .collect();
+            assert!(slots.iter().all(|n| *n < 16));
+            slots.sort_unstable();
+            slots.dedup();
+            assert_eq!(slots.len(), PROBES as usize);
         }
+        assert_eq!(slot_keys(&seed, b"x", 1).count(), 1);
+        // Another seed, other slots: which ids collide is not known outside the sidecar.
+        let home = |seed: &Seed, id: &str| slot_keys(seed, id.as_bytes(), 4096).next().unwrap();
+        let moved = (0..100)
+            .filter(|i| {
+                let id = format!("req-{i}");
+                home(&seed, &id) != home(&Seed([3, 4]), &id)
+            })
+            .count();
+        assert!(moved > 90, "{moved}");
     }
 }

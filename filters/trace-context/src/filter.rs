@@ -13,6 +13,7 @@ use filter_common::host::{self, MapType};
 use filter_common::ids::IdGenerator;
 use filter_common::plugin::load_config;
 use filter_common::shared::HostSharedData;
+use filter_common::slots::Seed;
 use filter_common::w3c::TRACERESPONSE;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -38,6 +39,8 @@ struct VmState {
     propagator: Propagator,
     metrics: Metrics,
     ids: RefCell<IdGenerator>,
+    /// Places request ids in the correlation slots (`store::seed`).
+    seed: Seed,
 }
 
 #[derive(Default)]
@@ -53,9 +56,12 @@ impl RootContext for TraceRoot {
             return false;
         };
         store::create_slots(&HostSharedData, &config);
+        let mut ids = IdGenerator::from_entropy(host::now_nanos());
+        let seed = store::seed(&HostSharedData, &config, &mut ids);
         self.vm = Some(Rc::new(VmState {
             metrics: Metrics::define(),
-            ids: RefCell::new(IdGenerator::from_entropy(host::now_nanos())),
+            ids: RefCell::new(ids),
+            seed,
             propagator: Propagator::new(config),
         }));
         true
@@ -145,7 +151,7 @@ fn handle_request(vm: &VmState) -> TraceContext {
         if !(outbound && config.correlation.enabled) {
             return None;
         }
-        store::restore(&HostSharedData, config, request_id?, now)
+        store::restore(&HostSharedData, config, &vm.seed, request_id?, now)
     };
     let decision = vm.propagator.decide(
         &headers,
@@ -194,6 +200,7 @@ fn remember(
     match store::remember(
         &HostSharedData,
         vm.propagator.config(),
+        &vm.seed,
         request_id,
         context,
         tracestate,

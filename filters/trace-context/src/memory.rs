@@ -1,10 +1,13 @@
 //! The worst-case shared memory of a configuration: with correlation on, a fixed number of slots, each
-//! holding at most one entry of `correlation::MAX_ENTRY_LEN` bytes. Nothing is kept otherwise.
+//! holding at most one entry of `correlation::MAX_ENTRY_LEN` bytes, and the seed that places request
+//! ids in them. Nothing is kept otherwise.
 
 use crate::config::Config;
 use crate::correlation::{KEY_PREFIX, MAX_ENTRY_LEN};
 use filter_common::config::{parse, ConfigError};
-use filter_common::limits::{slot_table_bytes, MemoryBudget};
+use filter_common::keys::CORRELATION_SEED;
+use filter_common::limits::{shared_entry_bytes, slot_table_bytes, MemoryBudget};
+use filter_common::slots::Seed;
 
 /// The configuration the filter loads: read and validated, then refused when its worst-case shared
 /// memory is above `maxSharedMemory` (the budget needs the store's sizes, so it is checked here, where
@@ -20,7 +23,8 @@ pub fn budget(config: &Config) -> MemoryBudget {
     if config.correlation.enabled {
         budget.add(
             "correlation.slots",
-            slot_table_bytes(config.correlation.slots, KEY_PREFIX.len(), MAX_ENTRY_LEN),
+            slot_table_bytes(config.correlation.slots, KEY_PREFIX.len(), MAX_ENTRY_LEN)
+                + shared_entry_bytes(CORRELATION_SEED.len(), Seed::default().encode().len()),
         );
     }
     budget

@@ -5,7 +5,7 @@
 use crate::baggage::{Baggage, BaggageLimits};
 use crate::config::Config;
 use crate::context::TraceContext;
-use crate::formats::{Extracted, Format, Partial};
+use crate::formats::{datadog, datadog_w3c, Extracted, Format, Partial};
 use crate::headers::{HeaderEdit, HeaderEdits, RequestHeaders};
 use crate::tracestate::TraceState;
 use filter_common::ids::IdGenerator;
@@ -291,7 +291,8 @@ impl Propagator {
     /// Keeps `tracestate` byte-for-byte when `traceparent` goes on unchanged (the spec forbids changing
     /// one without the other); otherwise rebuilds it: kept when it belongs to this trace, the restored one
     /// for a restored context, dropped when it belonged to another trace or to an invalid `traceparent`,
-    /// with our own member first when configured.
+    /// with Datadog's `dd` member when Datadog headers carried this trace, and our own member first when
+    /// configured.
     fn write_tracestate(
         &self,
         headers: &RequestHeaders,
@@ -318,6 +319,12 @@ impl Propagator {
         } else {
             restored.unwrap_or_default()
         };
+        // A context that arrived in Datadog headers keeps their decisions in Datadog's `dd` member.
+        if !w3c_in_step && self.config.extract.contains(&Format::Datadog) {
+            if let Some(dd) = datadog::w3c_member(context, headers) {
+                state.upsert(datadog_w3c::KEY, &dd);
+            }
+        }
         if let Some((key, value)) = own_member {
             state.upsert(key, &value);
         }

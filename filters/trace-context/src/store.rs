@@ -1,13 +1,16 @@
 //! Request-id correlation in Envoy's shared data: a fixed set of slots (`filter_common::keys`), created
-//! before traffic, read by the outbound side, claimed with compare-and-set by the inbound side.
+//! before traffic, read by the outbound side, claimed with compare-and-set by the inbound side; and the
+//! sidecar's seed that places request ids in them.
 
 use crate::config::Config;
 use crate::context::TraceContext;
-use crate::correlation::{self, Admit};
+use crate::correlation::{self, Look, Plan};
 use crate::propagation::Restored;
 use crate::tracestate::TraceState;
 use filter_common::host::SharedWrite;
+use filter_common::ids::IdGenerator;
 use filter_common::shared::{create_key, SharedData};
+use filter_common::slots::{shared_seed, Seed};
 
 const FILTER: &str = "trace-context";
 
@@ -30,23 +33,46 @@ pub fn create_slots(store: &impl SharedData, config: &Config) {
     }
 }
 
-/// The live context stored under `request_id`, if any.
+/// The sidecar's seed for placing request ids (shared by every worker VM and both listeners' plugins);
+/// a fixed one, with a warning, when shared data fails (correlation then fails too). `ids` makes a new
+/// one when none is stored yet.
+pub fn seed(store: &impl SharedData, config: &Config, ids: &mut IdGenerator) -> Seed {
+    if !config.correlation.enabled {
+        return Seed::default();
+    }
+    let key = filter_common::keys::CORRELATION_SEED;
+    shared_seed(store, key, Seed::random(ids)).unwrap_or_else(|| {
+        log::warn!("{FILTER}: no shared {key}; request ids are placed with a fixed seed");
+        Seed::default()
+    })
+}
+
+/// The live context stored under `request_id`, if any: its probes are read in order, up to its entry
+/// or a slot never written (no later probe holds it then).
 pub fn restore(
     store: &impl SharedData,
     config: &Config,
+    seed: &Seed,
     request_id: &[u8],
     now: u64,
 ) -> Option<Restored> {
-    let key = correlation::slot_key(request_id, config.correlation.slots);
-    let (entry, _cas) = store.get(&key).ok()??;
-    correlation::decode(&entry, request_id, now)
+    for key in correlation::slot_keys(seed, request_id, config.correlation.slots) {
+        let (entry, _cas) = store.get(&key).ok()??;
+        if entry.is_empty() {
+            return None;
+        }
+        if let Some(restored) = correlation::decode(&entry, request_id, now) {
+            return Some(restored);
+        }
+    }
+    None
 }
 
 /// What became of an inbound context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Remembered {
     Stored,
-    /// Stored over a live entry of another request id.
+    /// Stored over the oldest live entry of another request id: every slot of this id held one.
     Evicted,
     /// A live entry holds this request id for another trace: the first writer keeps it.
     Refused,
@@ -55,12 +81,13 @@ pub enum Remembered {
 }
 
 /// Stores the inbound context under the request id so the workload's outbound call can be tied to it,
-/// unless the slot holds a live entry of the same id with another trace (see `correlation::admit`). The
-/// read and the write are one compare-and-set, so of two workers racing for a slot only one writes on
-/// what it read.
+/// unless a live entry of the same id with another trace holds one of its slots (see
+/// `correlation::plan`). The slots are read, then the chosen one written with compare-and-set on what
+/// was read, so of two workers racing for a slot only one writes on what it read; the loser reads again.
 pub fn remember(
     store: &impl SharedData,
     config: &Config,
+    seed: &Seed,
     request_id: &[u8],
     context: &TraceContext,
     tracestate: &TraceState,
@@ -70,22 +97,36 @@ pub fn remember(
     let Some(entry) = correlation::encode(request_id, context, tracestate, expiry) else {
         return Remembered::NotStored;
     };
-    let key = correlation::slot_key(request_id, config.correlation.slots);
+    let mut slots: Vec<(String, u32)> = Vec::with_capacity(correlation::PROBES as usize);
+    let mut looks: Vec<Look> = Vec::with_capacity(correlation::PROBES as usize);
     for _ in 0..CAS_ATTEMPTS {
-        let (current, cas) = match store.get(&key) {
-            Ok(Some((value, cas))) => (Some(value), cas),
-            Ok(None) => (None, 0),
-            Err(e) => {
-                log::warn!("{FILTER}: could not read the correlation slot: {e}");
-                return Remembered::NotStored;
+        slots.clear();
+        looks.clear();
+        for key in correlation::slot_keys(seed, request_id, config.correlation.slots) {
+            let (current, cas) = match store.get(&key) {
+                Ok(Some((value, cas))) => (Some(value), cas),
+                Ok(None) => (None, 0),
+                Err(e) => {
+                    log::warn!("{FILTER}: could not read the correlation slot: {e}");
+                    return Remembered::NotStored;
+                }
+            };
+            let look = correlation::look(current.as_deref(), request_id, context.trace_id, now);
+            slots.push((key, cas));
+            looks.push(look);
+            if matches!(look, Look::Empty | Look::Mine { .. }) {
+                break;
             }
-        };
-        let admit = correlation::admit(current.as_deref(), request_id, context.trace_id, now);
-        if admit == Admit::Refuse {
-            return Remembered::Refused;
         }
-        match store.set(&key, &entry, cas) {
-            SharedWrite::Written if admit == Admit::Evict => return Remembered::Evicted,
+        let (probe, evicts) = match correlation::plan(&looks) {
+            Plan::Refuse => return Remembered::Refused,
+            Plan::Write { probe, evicts } => (probe, evicts),
+        };
+        let Some((key, cas)) = slots.get(probe) else {
+            return Remembered::NotStored;
+        };
+        match store.set(key, &entry, *cas) {
+            SharedWrite::Written if evicts => return Remembered::Evicted,
             SharedWrite::Written => return Remembered::Stored,
             SharedWrite::CasMismatch => continue,
             SharedWrite::Failed(e) => {
@@ -106,6 +147,7 @@ mod tests {
     use std::cell::Cell;
 
     const SEC: u64 = 1_000_000_000;
+    const SEED: Seed = Seed([5, 6]);
 
     fn config() -> Config {
         parse(Some(
@@ -128,6 +170,7 @@ mod tests {
         remember(
             store,
             &config(),
+            &SEED,
             rid,
             &ctx(trace),
             &TraceState::default(),
@@ -143,14 +186,18 @@ mod tests {
         assert_eq!(remember_at(&store, b"r1", 1, 0), Remembered::Stored);
         assert_eq!(remember_at(&store, b"r1", 2, SEC), Remembered::Refused);
         assert_eq!(
-            restore(&store, &config(), b"r1", SEC).unwrap().context,
+            restore(&store, &config(), &SEED, b"r1", SEC)
+                .unwrap()
+                .context,
             ctx(1)
         );
         // A retry of the same trace refreshes; once expired, the id is free.
         assert_eq!(remember_at(&store, b"r1", 1, 2 * SEC), Remembered::Stored);
         assert_eq!(remember_at(&store, b"r1", 2, 70 * SEC), Remembered::Stored);
         assert_eq!(
-            restore(&store, &config(), b"r1", 70 * SEC).unwrap().context,
+            restore(&store, &config(), &SEED, b"r1", 70 * SEC)
+                .unwrap()
+                .context,
             ctx(2)
         );
     }
@@ -161,18 +208,63 @@ mod tests {
             parse(Some(br#"{"correlation": {"enabled": true, "slots": 1}}"#)).unwrap();
         let store = MemoryStore::new();
         create_slots(&store, &one);
-        let at =
-            |rid: &[u8], trace| remember(&store, &one, rid, &ctx(trace), &TraceState::default(), 0);
+        let at = |rid: &[u8], trace| {
+            remember(
+                &store,
+                &one,
+                &SEED,
+                rid,
+                &ctx(trace),
+                &TraceState::default(),
+                0,
+            )
+        };
         assert_eq!(at(b"a", 1), Remembered::Stored);
         assert_eq!(at(b"b", 2), Remembered::Evicted);
-        assert!(restore(&store, &one, b"a", 0).is_none());
+        assert!(restore(&store, &one, &SEED, b"a", 0).is_none());
+    }
+
+    /// Issue 16 item 1: ids sharing slots each get their own while one is free; a full set of probes
+    /// loses its oldest entry, never the live entry an id was aimed at.
+    #[test]
+    fn issue16_item1_other_ids_take_free_slots_and_evict_only_the_oldest() {
+        let store = MemoryStore::new();
+        create_slots(&store, &config());
+        // Four slots, four probes: every id may use every slot.
+        for (i, rid) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
+            let now = i as u64 * SEC;
+            assert_eq!(
+                remember_at(&store, *rid, 10 + i as u128, now),
+                Remembered::Stored
+            );
+        }
+        for (i, rid) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
+            let r = restore(&store, &config(), &SEED, *rid, 4 * SEC).unwrap();
+            assert_eq!(r.context, ctx(10 + i as u128));
+        }
+        // Full: `e` replaces the entry that expires first (`a`'s), whichever slot that is.
+        assert_eq!(remember_at(&store, b"e", 20, 5 * SEC), Remembered::Evicted);
+        assert!(restore(&store, &config(), &SEED, b"a", 5 * SEC).is_none());
+        for (rid, trace) in [(b"b", 11), (b"c", 12), (b"d", 13), (b"e", 20)] {
+            let r = restore(&store, &config(), &SEED, rid, 5 * SEC).unwrap();
+            assert_eq!(r.context, ctx(trace));
+        }
+        // `a`'s id is free again, but `b`'s is still `b`'s: another trace is refused.
+        assert_eq!(remember_at(&store, b"b", 99, 6 * SEC), Remembered::Refused);
+        // Once `b` expired, its slot is free and taken without eviction.
+        assert_eq!(remember_at(&store, b"f", 30, 62 * SEC), Remembered::Stored);
+        // The seed is shared and kept.
+        let mut ids = IdGenerator::from_seed(1);
+        let first = seed(&store, &config(), &mut ids);
+        assert_eq!(seed(&store, &config(), &mut ids), first);
+        assert_ne!(first, Seed::default());
     }
 
     #[test]
     fn shared_data_failures_store_nothing_and_restore_nothing() {
         let store = MemoryStore::new();
         create_slots(&store, &config());
-        let key = correlation::slot_key(b"r1", 4);
+        let key = correlation::slot_keys(&SEED, b"r1", 4).next().unwrap();
         store.inject(&key, Fault::ReadError);
         assert_eq!(remember_at(&store, b"r1", 1, 0), Remembered::NotStored);
         store.inject(&key, Fault::WriteError);
@@ -181,10 +273,10 @@ mod tests {
             store.inject(&key, Fault::CasMismatch);
         }
         assert_eq!(remember_at(&store, b"r1", 1, 0), Remembered::NotStored);
-        assert!(restore(&store, &config(), b"r1", 0).is_none());
+        assert!(restore(&store, &config(), &SEED, b"r1", 0).is_none());
         assert_eq!(remember_at(&store, b"r1", 1, 0), Remembered::Stored);
         store.inject(&key, Fault::ReadError);
-        assert!(restore(&store, &config(), b"r1", 0).is_none());
+        assert!(restore(&store, &config(), &SEED, b"r1", 0).is_none());
     }
 
     /// Two inbound requests with the same request id and different traces, on two workers, in random
@@ -220,7 +312,7 @@ mod tests {
             );
             assert!(results.contains(&Remembered::Refused), "seed {seed}");
             let winner = if mine == Remembered::Stored { 1 } else { 2 };
-            let restored = restore(&store, &config(), b"r", 0).unwrap();
+            let restored = restore(&store, &config(), &SEED, b"r", 0).unwrap();
             assert_eq!(restored.context, ctx(winner), "seed {seed}");
         }
     }

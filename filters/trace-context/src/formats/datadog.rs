@@ -8,13 +8,20 @@
 //!   hex. A malformed or repeated `_dd.p.tid`, or an undecodable tag list, is ignored (the id stays
 //!   64-bit), as dd-trace-cpp does.
 //! - `x-datadog-origin` is not part of the context; it is listed so the format owns it, and left untouched
-//!   on inject.
+//!   on inject when it arrived.
+//!
+//! Without any `x-datadog-*` header, the priority, origin and propagated tags are taken from the `dd`
+//! member of a `tracestate` that belongs to the context (`datadog_w3c`), so a Datadog context that
+//! arrived as W3C only keeps its decisions; and `w3c_member` gives the `dd` member for W3C headers
+//! written from Datadog ones.
 
 use std::fmt::Write as _;
 
 use crate::context::{parse_lower_hex_u64, TraceContext};
-use crate::formats::Extracted;
+use crate::formats::datadog_w3c::{self, DdMember};
+use crate::formats::{w3c, Extracted};
 use crate::headers::{HeaderEdits, RequestHeaders};
+use crate::tracestate::TraceState;
 
 pub const HEADERS: &[&str] = &[TRACE_ID, PARENT_ID, SAMPLING_PRIORITY, ORIGIN, TAGS];
 
@@ -24,7 +31,9 @@ const SAMPLING_PRIORITY: &str = "x-datadog-sampling-priority";
 const ORIGIN: &str = "x-datadog-origin";
 const TAGS: &str = "x-datadog-tags";
 
-const TID_KEY: &[u8] = b"_dd.p.tid";
+pub const TID_TAG: &str = "_dd.p.tid";
+const TID_KEY: &[u8] = TID_TAG.as_bytes();
+const TRACESTATE: &str = "tracestate";
 
 pub fn extract(h: &RequestHeaders) -> Extracted {
     crate::formats::extract_multi(h, HEADERS, parse)
@@ -75,10 +84,7 @@ use crate::context::parse_dec_u64;
 
 /// A decimal integer with an optional leading `-`.
 fn parse_priority(s: &[u8]) -> Option<i64> {
-    match s.strip_prefix(b"-") {
-        Some(digits) => i64::try_from(parse_dec_u64(digits)?).ok().map(|v| -v),
-        None => i64::try_from(parse_dec_u64(s)?).ok(),
-    }
+    datadog_w3c::parse_priority(std::str::from_utf8(s).ok()?)
 }
 
 /// `_dd.p.tid` from a tag list; `None` when absent, malformed, repeated, or the list does not decode.
@@ -104,10 +110,12 @@ fn trace_id_high(tags: &[u8]) -> Option<u64> {
 
 /// Writes the low 64 bits and the span id in decimal, the sampling priority (removed when deferred) and
 /// `_dd.p.tid` in `x-datadog-tags` when the high half of the trace id is non-zero, so a 128-bit id survives
-/// the trip. Other incoming tags are kept; `x-datadog-origin` is not touched.
+/// the trip. Other incoming tags are kept; an incoming `x-datadog-origin` is not touched.
 ///
 /// An incoming priority that agrees with the decision is kept (so 2 "user keep" or -1 "user reject" is not
-/// downgraded to 1 or 0); otherwise debug writes 2 (a forced keep), sampled 1, not sampled 0.
+/// downgraded to 1 or 0); otherwise debug writes 2 (a forced keep), sampled 1, not sampled 0. Without
+/// Datadog headers, the priority, origin and tags come from the `dd` member of this trace's `tracestate`
+/// by Datadog's rules (`datadog_w3c`).
 pub fn inject(ctx: &TraceContext, incoming: &RequestHeaders, edits: &mut HeaderEdits) {
     if ctx.trace_id_low() == 0 || ctx.span_id == 0 {
         // Datadog cannot carry a zero low half or span id: every reader would reject the headers.
@@ -117,29 +125,106 @@ pub fn inject(ctx: &TraceContext, incoming: &RequestHeaders, edits: &mut HeaderE
     edits.set(PARENT_ID, ctx.span_id.to_string());
 
     let sampled = if ctx.debug { Some(true) } else { ctx.sampled };
-    match sampled {
-        None => remove_if_present(incoming, edits, SAMPLING_PRIORITY),
-        Some(keep) => {
-            let incoming_priority = single(incoming, SAMPLING_PRIORITY)
-                .ok()
-                .flatten()
-                .and_then(parse_priority);
-            let priority = match incoming_priority {
-                Some(p) if (p > 0) == keep && (!ctx.debug || p >= 2) => p,
-                _ if ctx.debug => 2,
-                _ if keep => 1,
-                _ => 0,
-            };
-            edits.set(SAMPLING_PRIORITY, priority.to_string());
+    let from_w3c = if HEADERS.iter().any(|name| incoming.contains(name)) {
+        None
+    } else {
+        w3c_dd_member(ctx, incoming)
+    };
+    let (priority, tags, origin) = match from_w3c {
+        None => (
+            sampled.map(|keep| priority_for(incoming_priority(incoming), keep, ctx.debug)),
+            rebuild_tags(incoming, ctx.trace_id_high()),
+            None,
+        ),
+        Some(mut dd) => {
+            let priority = sampled.map(|keep| match dd.priority_for(keep) {
+                (p, _) if ctx.debug && p < 2 => 2,
+                (p, _) => p,
+            });
+            let origin = dd.origin.take();
+            let tags = dd.into_tags(sampled.unwrap_or(false));
+            let tags = tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            (priority, render_tags(tags, ctx.trace_id_high()), origin)
         }
+    };
+    match priority {
+        Some(p) => edits.set(SAMPLING_PRIORITY, p.to_string()),
+        None => remove_if_present(incoming, edits, SAMPLING_PRIORITY),
     }
-
-    let tags = rebuild_tags(incoming, ctx.trace_id_high());
+    if let Some(origin) = origin {
+        edits.set(ORIGIN, origin);
+    }
     if tags.is_empty() {
         remove_if_present(incoming, edits, TAGS);
     } else {
         edits.set(TAGS, tags);
     }
+}
+
+/// The incoming `x-datadog-sampling-priority`, if it is one.
+fn incoming_priority(incoming: &RequestHeaders) -> Option<i64> {
+    single(incoming, SAMPLING_PRIORITY)
+        .ok()
+        .flatten()
+        .and_then(parse_priority)
+}
+
+/// The priority written for a decision: `incoming` when it agrees, else 2 (debug), 1 or 0.
+fn priority_for(incoming: Option<i64>, keep: bool, debug: bool) -> i64 {
+    match incoming {
+        Some(p) if (p > 0) == keep && (!debug || p >= 2) => p,
+        _ if debug => 2,
+        _ => i64::from(keep),
+    }
+}
+
+/// The `dd` member of the incoming `tracestate`, when the incoming `traceparent` is this context's
+/// trace (a `tracestate` belongs to its `traceparent`) and the list is valid.
+fn w3c_dd_member(ctx: &TraceContext, incoming: &RequestHeaders) -> Option<DdMember> {
+    let traceparent = incoming
+        .get_single(filter_common::w3c::TRACEPARENT)
+        .ok()??;
+    if w3c::parse_traceparent(traceparent).ok()?.trace_id != ctx.trace_id {
+        return None;
+    }
+    let state = TraceState::parse(incoming.get_all(TRACESTATE)).ok()?;
+    state.get(datadog_w3c::KEY).map(DdMember::parse)
+}
+
+/// The `dd` member W3C headers written for `ctx` carry, when the incoming Datadog headers describe
+/// `ctx`'s trace: the priority as `inject` writes it, the origin, the Datadog parent (`p`) and the
+/// propagated tags. `None` when no Datadog header describes this trace, or there is nothing to say.
+pub fn w3c_member(ctx: &TraceContext, incoming: &RequestHeaders) -> Option<String> {
+    let (trace_id, parent) = match extract(incoming) {
+        Extracted::Valid(d) => (d.trace_id, Some(d.span_id)),
+        Extracted::Partial(p) => (p.trace_id?, None),
+        Extracted::Absent | Extracted::Invalid(_) => return None,
+    };
+    let same = trace_id == ctx.trace_id
+        || (trace_id >> 64 == 0 && trace_id == u128::from(ctx.trace_id_low()));
+    if !same {
+        return None;
+    }
+    let sampled = if ctx.debug { Some(true) } else { ctx.sampled };
+    let origin = single(incoming, ORIGIN)
+        .ok()
+        .flatten()
+        .filter(|o| !o.is_empty())
+        .and_then(|o| std::str::from_utf8(o).ok())
+        .map(str::to_string);
+    let tags = rebuild_tags(incoming, 0);
+    DdMember {
+        priority: sampled.map(|keep| priority_for(incoming_priority(incoming), keep, ctx.debug)),
+        origin,
+        last_parent: parent,
+        tags: tags
+            .split(',')
+            .filter_map(|t| t.split_once('='))
+            .filter(|(k, _)| k.starts_with("_dd.p."))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+    .render()
 }
 
 fn remove_if_present(incoming: &RequestHeaders, edits: &mut HeaderEdits, name: &'static str) {
@@ -152,28 +237,39 @@ fn remove_if_present(incoming: &RequestHeaders, edits: &mut HeaderEdits, name: &
 /// not fit the Datadog grammar (`key=value`, printable ASCII, no space or `=` in the key) are dropped
 /// rather than passed on.
 fn rebuild_tags(incoming: &RequestHeaders, high: u64) -> String {
-    let mut out = String::new();
+    let mut kept = Vec::new();
     if let Ok(Some(value)) = incoming.get_single(TAGS) {
         for entry in value.split(|&c| c == b',') {
-            let entry = entry.trim_ascii();
-            let Ok(text) = std::str::from_utf8(entry) else {
+            let Ok(text) = std::str::from_utf8(entry.trim_ascii()) else {
                 continue;
             };
-            if !text.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-                continue;
-            }
-            match text.split_once('=') {
-                Some((key, _))
-                    if !key.is_empty() && !key.contains(' ') && key.as_bytes() != TID_KEY =>
-                {
-                    if !out.is_empty() {
-                        out.push(',');
-                    }
-                    out.push_str(text);
-                }
-                _ => {}
+            if let Some(pair) = text.split_once('=') {
+                kept.push(pair);
             }
         }
+    }
+    render_tags(kept.into_iter(), high)
+}
+
+/// `key=value,...` of the valid `tags` other than `_dd.p.tid`, then `_dd.p.tid` for `high` unless zero.
+fn render_tags<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>, high: u64) -> String {
+    let mut out = String::new();
+    for (key, value) in tags {
+        let printable = |s: &str| s.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b',');
+        if key.is_empty()
+            || key.contains(' ')
+            || key == TID_TAG
+            || !printable(key)
+            || !printable(value)
+        {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
     }
     if high != 0 {
         if !out.is_empty() {
@@ -468,6 +564,86 @@ mod tests {
         assert_eq!(prio(&debug, "1"), Some("2".into()));
         assert_eq!(prio(&debug, "2"), Some("2".into()));
         assert_eq!(prio(&ctx(1, 2, None), "2"), None);
+    }
+
+    const TP: &str = "00-6a0b1c2d00000000e3ce929d0e0e4736-f067aa0ba902b7e1-01";
+    const TRACE: u128 = 0x6a0b1c2d00000000e3ce929d0e0e4736;
+    const SPAN: u64 = 0xf067aa0ba902b7e1;
+
+    /// Issue 16 item 3: W3C in, Datadog written: the `dd` member's decisions, by Datadog's rules.
+    #[test]
+    fn issue16_item3_inject_reads_the_dd_member_of_this_trace() {
+        let w3c = |tp: &str, ts: &str| {
+            RequestHeaders::from_strs(&[("traceparent", tp), ("tracestate", ts)])
+        };
+        let e = injected(
+            &ctx(TRACE, SPAN, Some(true)),
+            &w3c(TP, "congo=x,dd=s:2;o:synthetics;t.dm:-4"),
+        );
+        assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("2")));
+        assert_eq!(e.get(ORIGIN), Some(Some("synthetics")));
+        assert_eq!(
+            e.get(TAGS),
+            Some(Some("_dd.p.dm=-4,_dd.p.tid=6a0b1c2d00000000"))
+        );
+        // User reject with an unsampled traceparent.
+        let e = injected(&ctx(TRACE, SPAN, Some(false)), &w3c(TP, "dd=s:-1"));
+        assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("-1")));
+        assert_eq!(e.get(ORIGIN), None);
+        // Overruled by the decision forwarded: 1 and dm -0.
+        let e = injected(&ctx(TRACE, SPAN, Some(true)), &w3c(TP, "dd=s:-1;t.dm:-3"));
+        assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("1")));
+        assert_eq!(
+            e.get(TAGS),
+            Some(Some("_dd.p.dm=-0,_dd.p.tid=6a0b1c2d00000000"))
+        );
+        // Another trace's tracestate, an invalid list, or Datadog headers present: not read.
+        let other = "00-11111111111111111111111111111111-f067aa0ba902b7e1-01";
+        for incoming in [
+            w3c(other, "dd=s:2;o:rum"),
+            w3c(TP, "dd=s:2;o:rum,Bad=x"),
+            RequestHeaders::from_strs(&[
+                ("traceparent", TP),
+                ("tracestate", "dd=s:2;o:rum"),
+                (SAMPLING_PRIORITY, "1"),
+            ]),
+        ] {
+            let e = injected(&ctx(TRACE, SPAN, Some(true)), &incoming);
+            assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("1")), "{incoming:?}");
+            assert_eq!(e.get(ORIGIN), None, "{incoming:?}");
+        }
+    }
+
+    /// Issue 16 item 3: Datadog in, W3C written: the `dd` member for the Datadog headers of this trace.
+    #[test]
+    fn issue16_item3_w3c_member_from_datadog_headers() {
+        let dd = RequestHeaders::from_strs(&[
+            (TRACE_ID, &(TRACE as u64).to_string()),
+            (PARENT_ID, &SPAN.to_string()),
+            (SAMPLING_PRIORITY, "2"),
+            (ORIGIN, "synthetics"),
+            (TAGS, "_dd.p.dm=-4,_dd.p.tid=6a0b1c2d00000000,other=1"),
+        ]);
+        assert_eq!(
+            w3c_member(&ctx(TRACE, SPAN, Some(true)), &dd).as_deref(),
+            Some("s:2;o:synthetics;p:f067aa0ba902b7e1;t.dm:-4")
+        );
+        // The 64-bit low half of the same trace is the same trace; `p` stays the Datadog parent when
+        // the context has a new span id.
+        assert_eq!(
+            w3c_member(&ctx(TRACE, 7, Some(true)), &dd).as_deref(),
+            Some("s:2;o:synthetics;p:f067aa0ba902b7e1;t.dm:-4")
+        );
+        // A decision that disagrees with the header's priority is the one written.
+        assert_eq!(
+            w3c_member(&ctx(TRACE, SPAN, Some(false)), &dd).as_deref(),
+            Some("s:0;o:synthetics;p:f067aa0ba902b7e1;t.dm:-4")
+        );
+        assert_eq!(w3c_member(&ctx(TRACE + 1, SPAN, Some(true)), &dd), None);
+        assert_eq!(
+            w3c_member(&ctx(TRACE, SPAN, Some(true)), &RequestHeaders::default()),
+            None
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod b3multi;
 pub mod base64;
 pub mod cloudtrace;
 pub mod datadog;
+pub mod datadog_w3c;
 pub mod grpcbin;
 pub mod jaeger;
 pub mod ottrace;

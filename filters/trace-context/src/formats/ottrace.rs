@@ -1,10 +1,13 @@
-//! OpenTracing (Lightstep) headers: `ot-tracer-traceid` (16 or 32 lower-case hex), `ot-tracer-spanid`
-//! (16), `ot-tracer-sampled` (`true`/`false`/`1`/`0`, any case, as OpenTelemetry accepts; absent means
-//! "defer"). Parsing follows OpenTelemetry's OT propagator.
+//! OpenTracing (Lightstep) headers: `ot-tracer-traceid` (1 to 32 lower-case hex digits),
+//! `ot-tracer-spanid` (1 to 16), `ot-tracer-sampled` (`true`/`false`/`1`/`0`, any case, as OpenTelemetry
+//! accepts; absent means "defer"). Parsing follows OpenTelemetry's OT propagators: the Python one writes
+//! ids as `hex(id)`, without leading zeros (one span id in 16 starts with a zero digit), and reads
+//! `[0-9a-f]{1,32}` / `{1,16}`, so shorter ids are left-padded here too; all-zero ids stay invalid. Ids
+//! are written zero-padded (16 or 32 digits), which every OT reader accepts.
 //!
 //! `ot-baggage-*` is handled elsewhere and is not among `HEADERS`.
 
-use crate::context::{parse_lower_hex_u128, parse_lower_hex_u64, TraceContext};
+use crate::context::{parse_lower_hex_var, TraceContext};
 use crate::formats::Extracted;
 use crate::headers::{HeaderEdits, RequestHeaders};
 use filter_common::hex::lower_hex;
@@ -33,14 +36,12 @@ fn parse(h: &RequestHeaders) -> Result<TraceContext, &'static str> {
     };
     let trace = trace.ok_or("ot-tracer-traceid missing")?;
     let span = span.ok_or("ot-tracer-spanid missing")?;
-    let trace_id = match trace.len() {
-        16 | 32 => parse_lower_hex_u128(trace, trace.len()),
-        _ => None,
-    }
-    .filter(|&v| v != 0)
-    .ok_or("ot-tracer-traceid: bad value")?;
-    let span_id = parse_lower_hex_u64(span, 16)
+    let trace_id = parse_lower_hex_var(trace, 32)
         .filter(|&v| v != 0)
+        .ok_or("ot-tracer-traceid: bad value")?;
+    let span_id = parse_lower_hex_var(span, 16)
+        .filter(|&v| v != 0)
+        .map(|v| v as u64) // at most 16 hex digits: fits
         .ok_or("ot-tracer-spanid: bad value")?;
     Ok(TraceContext {
         trace_id,
@@ -174,11 +175,6 @@ mod tests {
                 (SAMPLED, "1"),
             ],
             &[
-                (TRACE_ID, "1234567890abcd01234"),
-                (SPAN_ID, SPAN),
-                (SAMPLED, "1"),
-            ],
-            &[
                 (TRACE_ID, TRACE32),
                 (SPAN_ID, "00f067aa0ba902b70000"),
                 (SAMPLED, "1"),
@@ -198,6 +194,63 @@ mod tests {
         ];
         for c in cases {
             assert!(matches!(ex(c), Extracted::Invalid(_)), "{c:?}");
+        }
+    }
+
+    /// Issue 16 item 2: ids without leading zeros, as OpenTelemetry's Python propagator writes them
+    /// (`hex(id)`), are the same ids.
+    #[test]
+    fn issue16_item2_ids_without_zero_padding() {
+        for (trace, span, trace_val, span_val) in [
+            (TRACE16, "f067aa0ba902b7", TRACE16_VAL, SPAN_VAL),
+            ("3ce929d0e0e4736", "7", 0x3ce929d0e0e4736, 7),
+            ("1", "1", 1, 1),
+            // 19 digits: a 128-bit id without its leading zeros (OpenTelemetry Go requires 16 or 32;
+            // Python and Java pad).
+            ("1234567890abcd01234", SPAN, 0x1234567890abcd01234, SPAN_VAL),
+            (TRACE32, SPAN, TRACE32_VAL, SPAN_VAL),
+        ] {
+            assert_eq!(
+                ex(&[(TRACE_ID, trace), (SPAN_ID, span), (SAMPLED, "true")]),
+                Extracted::Valid(ctx(trace_val, span_val, Some(true))),
+                "{trace} {span}"
+            );
+        }
+        // Written back zero-padded: 16 digits for a 64-bit trace id, 32 otherwise.
+        let e = injected(
+            &ctx(0x3ce929d0e0e4736, 7, Some(true)),
+            &RequestHeaders::default(),
+        );
+        assert_eq!(e.get(TRACE_ID), Some(Some("03ce929d0e0e4736")));
+        assert_eq!(e.get(SPAN_ID), Some(Some("0000000000000007")));
+        let e = injected(
+            &ctx(0x1234567890abcd01234, 7, None),
+            &RequestHeaders::default(),
+        );
+        assert_eq!(
+            e.get(TRACE_ID),
+            Some(Some("00000000000001234567890abcd01234"))
+        );
+        // All-zero ids stay invalid at any length; too many digits, upper case and signs too.
+        for (trace, span) in [
+            ("0", SPAN),
+            ("000", SPAN),
+            (TRACE16, "0"),
+            (TRACE16, "00000"),
+            (TRACE16, "10000000000000000"),
+            ("100000000000000000000000000000000", SPAN),
+            ("A3CE929D0E0E4736", SPAN),
+            (TRACE16, "F067AA0BA902B7"),
+            ("+1", SPAN),
+            (TRACE16, ""),
+        ] {
+            assert!(
+                matches!(
+                    ex(&[(TRACE_ID, trace), (SPAN_ID, span)]),
+                    Extracted::Invalid(_)
+                ),
+                "{trace} {span}"
+            );
         }
     }
 

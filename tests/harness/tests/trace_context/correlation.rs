@@ -221,3 +221,74 @@ async fn item10_another_request_id_in_a_live_slot_is_never_restored_into_its_tra
     );
     assert_eq!(stats.get("trace_context_restored"), Some(&1), "{stats:?}");
 }
+
+/// The slot of a request id before issue 16: FNV-1a 64 of the id modulo the slots, with no key. An
+/// attacker computes a colliding id offline, as this does.
+fn old_unkeyed_slot(request_id: &str, slots: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in request_id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h % slots
+}
+
+/// Issue 16 item 1: an id computed offline to share the victim's slot under the old unkeyed hash no
+/// longer evicts the victim's live entry, so the victim's id cannot then be claimed with the attacker's
+/// trace: the victim's outbound call is restored into the victim's trace, the claim is refused and
+/// counted, and the colliding request keeps its own entry (in another slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_item1_correlation_takeover_with_a_colliding_id_fails() {
+    let slots = 4096u64;
+    let (_upstream, envoy) = sidecar(&format!(
+        r#"{{"correlation": {{"enabled": true, "slots": {slots}, "ttl": "30s"}}}}"#
+    ))
+    .await;
+    let (inbound, outbound) = (envoy.port("inbound"), envoy.port("outbound"));
+    let victim_id = format!("victim-{}", std::process::id());
+    let target = old_unkeyed_slot(&victim_id, slots);
+    let collider = (0u64..)
+        .map(|i| format!("attacker-{i}"))
+        .find(|id| old_unkeyed_slot(id, slots) == target)
+        .unwrap();
+    let victim = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let attacker = "00-11111111111111111111111111111111-2222222222222222-01";
+    for (tp, id) in [
+        (victim, &victim_id),
+        (attacker, &collider),
+        (attacker, &victim_id),
+    ] {
+        let r = http1(
+            inbound,
+            "GET",
+            "/in",
+            &[("traceparent", tp), ("x-request-id", id)],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let restored = outbound_with_request_id(outbound, &victim_id)
+        .await
+        .echo_header("traceparent");
+    assert_eq!(restored.as_deref(), Some(victim), "taken over");
+    let restored = outbound_with_request_id(outbound, &collider)
+        .await
+        .echo_header("traceparent");
+    assert_eq!(
+        restored.as_deref(),
+        Some(attacker),
+        "the collider's own entry"
+    );
+    let stats = tagged(&envoy).await;
+    assert_eq!(
+        stats.get("trace_context_correlation_evicted"),
+        Some(&0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.get("trace_context_correlation_refused"),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.get("trace_context_restored"), Some(&2), "{stats:?}");
+}

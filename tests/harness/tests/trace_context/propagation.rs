@@ -155,3 +155,166 @@ async fn grpc_callers_are_traced_from_grpc_trace_bin() {
         .expect("traceparent forwarded to the gRPC upstream");
     assert_eq!(tp, TRACEPARENT);
 }
+
+/// Issue 16 item 2: OpenTelemetry's `ot-trace` propagator writes ids as hex without leading zeros. They
+/// continue the trace (not counted invalid), and are written back zero-padded; an all-zero id is still
+/// invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_item2_ottrace_ids_without_zero_padding_continue_the_trace() {
+    let (_upstream, envoy) = setup(None).await;
+    for (trace, span, want_trace, want_span) in [
+        (
+            "a3ce929d0e0e4736",
+            "f067aa0ba902b7",
+            "0000000000000000a3ce929d0e0e4736",
+            "00f067aa0ba902b7",
+        ),
+        (
+            "3ce929d0e0e4736",
+            "7",
+            "000000000000000003ce929d0e0e4736",
+            "0000000000000007",
+        ),
+        (
+            "1a3ce929d0e0e4736",
+            "f067aa0ba902b7",
+            "0000000000000001a3ce929d0e0e4736",
+            "00f067aa0ba902b7",
+        ),
+    ] {
+        let r = get(
+            &envoy,
+            "/",
+            &[
+                ("ot-tracer-traceid", trace),
+                ("ot-tracer-spanid", span),
+                ("ot-tracer-sampled", "true"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            r.echo_header("traceparent"),
+            Some(format!("00-{want_trace}-{want_span}-01")),
+            "{trace} {span}"
+        );
+        // A 64-bit trace id is written in 16 digits, a 128-bit one in 32.
+        let padded_trace = want_trace
+            .strip_prefix("0000000000000000")
+            .unwrap_or(want_trace);
+        assert_eq!(
+            r.echo_header("ot-tracer-traceid").as_deref(),
+            Some(padded_trace)
+        );
+        assert_eq!(
+            r.echo_header("ot-tracer-spanid").as_deref(),
+            Some(want_span)
+        );
+    }
+    // All-zero stays invalid, however short.
+    let r = get(
+        &envoy,
+        "/",
+        &[("ot-tracer-traceid", "0"), ("ot-tracer-spanid", "7")],
+    )
+    .await;
+    let tp = r.echo_header("traceparent").unwrap();
+    assert_ne!(w3c_trace(&tp), "00000000000000000000000000000000");
+    let stats = tagged(&envoy).await;
+    assert_eq!(
+        stats.get("format.ottrace.trace_context_extracted"),
+        Some(&3),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.get("format.ottrace.trace_context_invalid"),
+        Some(&1),
+        "{stats:?}"
+    );
+}
+
+/// Issue 16 item 3: a Datadog context that arrives as W3C only (ddtrace in `tracecontext` style, or an
+/// OpenTelemetry hop forwarding `tracestate`) keeps its sampling priority, origin and propagated tags in
+/// the Datadog headers written from it, by Datadog's own rules for the `dd` member; and Datadog headers
+/// translated to W3C carry them in a `dd` member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_item3_datadog_decisions_travel_through_tracestate_dd() {
+    let (_upstream, envoy) = setup(Some(r#"{"inject": ["tracecontext", "datadog"]}"#)).await;
+    let trace_low = u64::from_str_radix("e3ce929d0e0e4736", 16)
+        .unwrap()
+        .to_string();
+    let span = u64::from_str_radix("f067aa0ba902b7e1", 16)
+        .unwrap()
+        .to_string();
+    // (flags, dd member, priority, origin, tags)
+    for (flags, dd, priority, origin, tags) in [
+        (
+            "01",
+            "dd=s:2;o:synthetics;t.dm:-4",
+            "2",
+            Some("synthetics"),
+            "_dd.p.dm=-4,_dd.p.tid=6a0b1c2d00000000",
+        ),
+        // User reject travels as -1 with an unsampled traceparent.
+        (
+            "00",
+            "dd=s:-1;t.dm:-3",
+            "-1",
+            None,
+            "_dd.p.dm=-3,_dd.p.tid=6a0b1c2d00000000",
+        ),
+        // The traceparent's flag wins over a `s` that contradicts it (an OpenTelemetry hop decided):
+        // priority 1 and decision maker -0, as Datadog's tracers do; `~` in the origin is `=`.
+        (
+            "01",
+            "dd=s:-1;o:a~b;t.dm:-3;t.usr.id:baz64~~",
+            "1",
+            Some("a=b"),
+            "_dd.p.dm=-0,_dd.p.usr.id=baz64==,_dd.p.tid=6a0b1c2d00000000",
+        ),
+    ] {
+        let tp = format!("00-6a0b1c2d00000000e3ce929d0e0e4736-f067aa0ba902b7e1-{flags}");
+        let r = get(&envoy, "/", &[("traceparent", &tp), ("tracestate", dd)]).await;
+        assert_eq!(r.echo_header("traceparent"), Some(tp.clone()));
+        assert_eq!(r.echo_header("tracestate").as_deref(), Some(dd));
+        assert_eq!(
+            r.echo_header("x-datadog-trace-id").as_deref(),
+            Some(trace_low.as_str())
+        );
+        assert_eq!(
+            r.echo_header("x-datadog-parent-id").as_deref(),
+            Some(span.as_str())
+        );
+        assert_eq!(
+            r.echo_header("x-datadog-sampling-priority").as_deref(),
+            Some(priority),
+            "{dd}"
+        );
+        assert_eq!(r.echo_header("x-datadog-origin").as_deref(), origin, "{dd}");
+        assert_eq!(
+            r.echo_header("x-datadog-tags").as_deref(),
+            Some(tags),
+            "{dd}"
+        );
+    }
+    // The other way: Datadog headers in, W3C out with the `dd` member (`p`: the Datadog parent).
+    let r = get(
+        &envoy,
+        "/",
+        &[
+            ("x-datadog-trace-id", &trace_low),
+            ("x-datadog-parent-id", &span),
+            ("x-datadog-sampling-priority", "2"),
+            ("x-datadog-origin", "synthetics"),
+            ("x-datadog-tags", "_dd.p.dm=-4,_dd.p.tid=6a0b1c2d00000000"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.echo_header("traceparent").as_deref(),
+        Some("00-6a0b1c2d00000000e3ce929d0e0e4736-f067aa0ba902b7e1-01")
+    );
+    assert_eq!(
+        r.echo_header("tracestate").as_deref(),
+        Some("dd=s:2;o:synthetics;p:f067aa0ba902b7e1;t.dm:-4")
+    );
+}
