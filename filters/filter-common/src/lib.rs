@@ -15,6 +15,7 @@ pub mod hash;
 pub mod headers;
 pub mod hex;
 pub mod host;
+pub mod http_field;
 pub mod ids;
 pub mod json;
 pub mod keys;
