@@ -27,17 +27,20 @@ pub const NAME_RULE: &str = "must be a lower-case token (RFC 9110 §5.1: letters
 /// §5.5: visible characters, spaces and tabs inside, none at either end; bytes of non-ASCII
 /// characters are `obs-text`, which Envoy passes).
 pub fn value_problem(value: &[u8]) -> Option<&'static str> {
-    if value.iter().any(|&b| matches!(b, b'\r' | b'\n' | b'\0')) {
-        return Some("must not contain CR, LF or NUL: they would split the response");
-    }
-    if value.iter().any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f)) {
-        return Some("must not contain control characters other than a horizontal tab");
+    let mut problem = None;
+    for &b in value {
+        if matches!(b, b'\r' | b'\n' | b'\0') {
+            return Some("must not contain CR, LF or NUL: they would split the response");
+        }
+        if b != b'\t' && (b < 0x20 || b == 0x7f) {
+            problem = Some("must not contain control characters other than a horizontal tab");
+        }
     }
     let ows = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
-    if ows(value.first()) || ows(value.last()) {
-        return Some("must not start or end with a space or tab");
+    if problem.is_none() && (ows(value.first()) || ows(value.last())) {
+        problem = Some("must not start or end with a space or tab");
     }
-    None
+    problem
 }
 
 /// A configured header name: a lower-case token (HTTP/2 and HTTP/3 forbid upper case in names; `:`

@@ -18,6 +18,7 @@ pub mod host;
 pub mod http_field;
 pub mod ids;
 pub mod json;
+pub mod keyed_hash;
 pub mod keys;
 pub mod limits;
 pub mod matching;
