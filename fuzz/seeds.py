@@ -190,7 +190,8 @@ def fallback_inputs():
                                    "text/html;q=0.9, application/json", "503"]))
     for vary, ct, body in [("", "application/json", b'{"ok": true}'),
                            ("accept-language,x-tenant", "text/html", b"<p>hi</p>")]:
-        entry = struct.pack("<B16sQIQ16s", 2, bytes(range(16)), 1764000000000000000, 30,
+        # Version 3: key, stored at, initial Age, freshness lifetime, serving window, Vary hash.
+        entry = struct.pack("<B16sQIIQ16s", 3, bytes(range(16)), 1764000000000000000, 30, 60,
                             60_000_000_000, bytes(range(16, 32)))
         entry += struct.pack("<H", len(vary)) + vary.encode()
         entry += struct.pack("<I", len(ct)) + ct.encode() + body
@@ -203,6 +204,8 @@ def fallback_inputs():
         [(b":status", b"200"), (b"cache-control", b's-maxage=10, must-revalidate, x="a,b"'),
          (b"content-length", b"1048577"), (b"content-encoding", b"gzip"), (b"vary", b"*")],
         [(b"authorization", b"Bearer x"), (b"accept", b"text/html"), (b"x-tenant", b"acme")],
+        # A caller's own Cache-Control.
+        [(b"cache-control", b"max-stale, stale-if-error=60"), (b"cache-control", b"Max-Stale=10, no-cache")],
     ]
     for r in responses:
         write("cache_policy", encode_map(r))

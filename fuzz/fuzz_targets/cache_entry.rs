@@ -18,6 +18,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = entry.vary_names();
     let _ = entry.is_recent_copy_of(&entry);
-    let _ = fallback::cache::slot(entry.key, 1024);
+    let _ = fallback::cache::slot(&filter_common::keyed_hash::Seed([1, 2]), entry.key, 1024);
+    assert_eq!(fallback::cache::key_of(data), Some(entry.key));
+    let _ = entry.staleness_s(u64::MAX);
     let _ = fallback::reply::stale_answer(&entry.content_type, u64::from(entry.initial_age_s));
 });

@@ -1,6 +1,6 @@
 //! The fallback cache's policy over a response's and a request's headers (an encoded header map as the
 //! host returns it, so malformed maps are tried too): Cache-Control, Age, Vary, what may be stored and
-//! what is private.
+//! what is private, and what a caller's own Cache-Control accepts.
 #![no_main]
 
 use fallback::policy::{age, is_private, storable, vary_hash, vary_names, window, CacheControl};
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = vary_hash(&names, &h);
     }
     for limit in [0, 1024, usize::MAX] {
-        if let Some(s) = storable(&h, limit) {
+        if let Ok(s) = storable(&h, limit) {
             assert!(s.content_type.len() <= fallback::policy::MAX_CONTENT_TYPE_LEN);
         }
     }
@@ -25,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|s| s.to_string())
         .collect();
+    for staleness in [0, 1, u64::MAX] {
+        let _ = cc.accepts(staleness);
+    }
     let _ = is_private(&h, &private, &["x-tenant".to_string()]);
     let _ = fallback::render::negotiate(h.get_first("accept"));
 });

@@ -1,10 +1,13 @@
 //! Stale-if-error entries. The cache is a fixed number of shared-data slots, one response each, so its
 //! memory is bounded by configuration whatever the traffic; a key that hashes to a taken slot evicts the
-//! older entry.
+//! older entry. Slots are chosen by a keyed hash with the sidecar's secret seed, so a caller cannot
+//! compute offline a path that lands in another's slot.
 
 use filter_common::hash::Fnv1a;
+use filter_common::keyed_hash::{self, Seed};
 
-const VERSION: u8 = 2;
+/// 3: the freshness lifetime was added (modules before read such entries as garbage, and back).
+const VERSION: u8 = 3;
 
 /// A cached good response. The key is kept as a 128-bit hash, so an entry's size does not depend on how
 /// long the request's path and key headers are.
@@ -14,6 +17,8 @@ pub struct Entry {
     pub stored_at_ns: u64,
     /// The response's `Age` when it arrived, in seconds (it was that old already).
     pub initial_age_s: u32,
+    /// Its freshness lifetime in seconds (`s-maxage`, else `max-age`, else 0): how stale it is.
+    pub lifetime_s: u32,
     /// How long after `stored_at_ns` it may be served at most (its own directives); `u64::MAX` when
     /// only the rule's ttl bounds it.
     pub serve_for_ns: u64,
@@ -49,13 +54,20 @@ pub fn key(authority: &[u8], path: &[u8], header_values: &[Option<&[u8]>]) -> u1
     (u128::from(hi.finish()) << 64) | u128::from(lo.finish())
 }
 
-/// The slot of a key, among `slots`.
-pub fn slot(key: u128, slots: u32) -> u32 {
-    ((key >> 64) as u64 % u64::from(slots.max(1))) as u32
+/// The slot of a key, among `slots`: keyed by the sidecar's seed.
+pub fn slot(seed: &Seed, key: u128, slots: u32) -> u32 {
+    keyed_hash::slot(seed, key, slots)
 }
 
 /// Bytes of an entry besides its Vary names, content type and body.
-pub const FIXED: usize = 1 + 16 + 8 + 4 + 8 + 16 + 2 + 4;
+pub const FIXED: usize = 1 + 16 + 8 + 4 + 4 + 8 + 16 + 2 + 4;
+
+/// The key of an encoded entry, read without decoding the rest.
+pub fn key_of(bytes: &[u8]) -> Option<u128> {
+    let (&version, rest) = bytes.split_first()?;
+    let key = rest.first_chunk::<16>()?;
+    (version == VERSION).then(|| u128::from_le_bytes(*key))
+}
 
 impl Entry {
     pub fn encode(&self) -> Vec<u8> {
@@ -64,6 +76,7 @@ impl Entry {
         out.extend_from_slice(&self.key.to_le_bytes());
         out.extend_from_slice(&self.stored_at_ns.to_le_bytes());
         out.extend_from_slice(&self.initial_age_s.to_le_bytes());
+        out.extend_from_slice(&self.lifetime_s.to_le_bytes());
         out.extend_from_slice(&self.serve_for_ns.to_le_bytes());
         out.extend_from_slice(&self.vary_hash.to_le_bytes());
         out.extend_from_slice(
@@ -90,6 +103,7 @@ impl Entry {
         let (key, rest) = rest.split_first_chunk::<16>()?;
         let (stored, rest) = rest.split_first_chunk::<8>()?;
         let (initial_age, rest) = rest.split_first_chunk::<4>()?;
+        let (lifetime, rest) = rest.split_first_chunk::<4>()?;
         let (serve_for, rest) = rest.split_first_chunk::<8>()?;
         let (vary_hash, rest) = rest.split_first_chunk::<16>()?;
         let (vary_len, rest) = rest.split_first_chunk::<2>()?;
@@ -100,6 +114,7 @@ impl Entry {
             key: u128::from_le_bytes(*key),
             stored_at_ns: u64::from_le_bytes(*stored),
             initial_age_s: u32::from_le_bytes(*initial_age),
+            lifetime_s: u32::from_le_bytes(*lifetime),
             serve_for_ns: u64::from_le_bytes(*serve_for),
             vary: String::from_utf8(vary.to_vec()).ok()?,
             vary_hash: u128::from_le_bytes(*vary_hash),
@@ -115,6 +130,11 @@ impl Entry {
         let resident = now_ns.checked_sub(self.stored_at_ns)?;
         (self.key == key && resident < ttl_ns.min(self.serve_for_ns))
             .then(|| resident / 1_000_000_000 + u64::from(self.initial_age_s))
+    }
+
+    /// How many seconds past its freshness lifetime the entry is at `age_s`.
+    pub fn staleness_s(&self, age_s: u64) -> u64 {
+        age_s.saturating_sub(u64::from(self.lifetime_s))
     }
 
     /// The Vary names, as stored.
@@ -152,6 +172,7 @@ mod tests {
             key: key(b"shop", b"/item?id=1", &[Some(b"application/json"), None]),
             stored_at_ns: 100 * SEC,
             initial_age_s: 0,
+            lifetime_s: 0,
             serve_for_ns: u64::MAX,
             vary: "accept-language,x-tenant".into(),
             vary_hash: 7,
@@ -165,11 +186,16 @@ mod tests {
         let e = entry();
         let bytes = e.encode();
         assert_eq!(bytes.len(), e.size());
-        assert_eq!(Entry::decode(&bytes), Some(e));
+        assert_eq!(Entry::decode(&bytes), Some(e.clone()));
         for cut in 0..FIXED {
             assert_eq!(Entry::decode(&bytes[..cut]), None);
         }
         assert_eq!(Entry::decode(&[1, 0, 0]), None, "another version");
+        assert_eq!(key_of(&bytes), Some(e.key));
+        let mut older = bytes.clone();
+        older[0] = 2;
+        assert_eq!((Entry::decode(&older), key_of(&older)), (None, None));
+        assert_eq!(key_of(&bytes[..16]), None);
     }
 
     #[test]
@@ -196,9 +222,43 @@ mod tests {
             "Age counts"
         );
         assert_eq!(e.servable_age(k, 103 * SEC, 30 * SEC), None, "own window");
+        e.lifetime_s = 30;
+        assert_eq!((e.staleness_s(42), e.staleness_s(10)), (12, 0));
         assert_eq!(e.vary_names(), vec!["accept-language", "x-tenant"]);
         e.vary.clear();
         assert!(e.vary_names().is_empty());
+    }
+
+    #[test]
+    fn slots_are_keyed_by_the_seed() {
+        // A key that shares its slot with another under one seed rarely does under another: the slot a
+        // caller's path lands in cannot be computed without the sidecar's seed.
+        let (a, b) = (Seed([1, 2]), Seed([3, 4]));
+        let keys: Vec<u128> = (0..2000u32)
+            .map(|i| key(b"shop", format!("/p/{i}").as_bytes(), &[]))
+            .collect();
+        let victim = keys[0];
+        let colliding: Vec<u128> = keys[1..]
+            .iter()
+            .copied()
+            .filter(|k| slot(&a, *k, 64) == slot(&a, victim, 64))
+            .collect();
+        assert!(!colliding.is_empty());
+        let still = colliding
+            .iter()
+            .filter(|k| slot(&b, **k, 64) == slot(&b, victim, 64))
+            .count();
+        assert!(
+            still * 4 < colliding.len(),
+            "{still} of {}",
+            colliding.len()
+        );
+        // Slots spread evenly: no slot of 64 holds more than twice its share of 2000 keys.
+        let mut per_slot = [0u32; 64];
+        for k in &keys {
+            per_slot[slot(&a, *k, 64) as usize] += 1;
+        }
+        assert!(per_slot.iter().all(|n| *n < 2 * 2000 / 64), "{per_slot:?}");
     }
 
     #[test]
@@ -213,8 +273,9 @@ mod tests {
             k(b"h", b"/", &[Some(&[0xfe])]),
             "non-UTF-8 values differ"
         );
+        let seed = Seed([5, 6]);
         for i in 0..1000u32 {
-            assert!(slot(k(b"h", &i.to_le_bytes(), &[]), 7) < 7);
+            assert!(slot(&seed, k(b"h", &i.to_le_bytes(), &[]), 7) < 7);
         }
     }
 }

@@ -9,6 +9,7 @@ use filter_common::config::{
     check, check_names, unique_map, whole, whole_some, ConfigError, Validate,
 };
 use filter_common::duration::ConfigDuration;
+use filter_common::http_field;
 use filter_common::limits::{
     byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_VALUE_LEN, MAX_MATCH_VALUE_LEN,
     MAX_STRING_LEN,
@@ -248,12 +249,9 @@ fn validate_response(
         )?;
     }
     for (name, value) in &r.headers {
-        check(
-            is_header_name(name) && !name.starts_with(':'),
-            f("headers"),
-            HEADER_NAME_RULE,
-        )?;
+        http_field::check_name(name, f("headers"))?;
         check_len(value, MAX_HEADER_VALUE_LEN, f(&format!("headers.{name}")))?;
+        http_field::check_value(value, f(&format!("headers.{name}")))?;
     }
     if let Some(title) = &r.title {
         check_len(title, MAX_HEADER_VALUE_LEN, f("title"))?;
@@ -505,6 +503,13 @@ mod tests {
             (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "maxBodyBytes": 100000}}]}"#, "rules[0].response.maxBodyBytes"),
             (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "otherwise": {"kind": "stale"}}}]}"#, "rules[0].response.otherwise"),
             (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"headers": {"X-Bad": "1"}}}]}"#, "rules[0].response.headers"),
+            // Configured headers that would split the response or are no field at all (issue 16 item 4).
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "static", "headers": {"x-a": "b\r\nset-cookie: session=attacker"}}}]}"#, "rules[0].response.headers.x-a"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "static", "headers": {"x-a": "b\u0000"}}}]}"#, "rules[0].response.headers.x-a"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "static", "headers": {"x-a": " b"}}}]}"#, "rules[0].response.headers.x-a"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "static", "headers": {"x a": "b"}}}]}"#, "rules[0].response.headers"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "static", "headers": {"x-a\r\nx-b": "b"}}}]}"#, "rules[0].response.headers"),
+            (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "otherwise": {"kind": "static", "headers": {"content-type": "text/html\nx: y"}}}}]}"#, "rules[0].response.otherwise.headers.content-type"),
             (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "privateHeaders": ["x-ok", "bad header"]}}]}"#, "rules[0].response.privateHeaders"),
             (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "privateHeaders": [":authority"]}}]}"#, "rules[0].response.privateHeaders"),
             (br#"{"rules": [{"name": "a", "triggers": {"status": "500"}, "response": {"kind": "stale", "privateHeaders": [""]}}]}"#, "rules[0].response.privateHeaders"),

@@ -13,7 +13,7 @@ use crate::alternate;
 use crate::cache::{self, Entry};
 use crate::config::{otherwise, Config, Kind, ResponseConfig, RuleConfig};
 use crate::metrics::Metrics;
-use crate::policy;
+use crate::policy::{self, CacheControl, NotStored};
 use crate::render::{self, negotiate, Rendered, Vars};
 use crate::reply::{self, Parts, MARKER};
 use crate::store;
@@ -22,6 +22,7 @@ use crate::trigger::{fire, Observed, Reason};
 use filter_common::failure::{is_upstream_answer, CIRCUIT_BREAKER_DETAILS};
 use filter_common::headers::HeaderMap;
 use filter_common::host::{self, Buffer, MapType};
+use filter_common::keyed_hash::{self, Seed};
 use filter_common::matching::Needs;
 use filter_common::plugin::load_config;
 use filter_common::shared::HostSharedData;
@@ -45,6 +46,8 @@ struct VmState {
     config: Config,
     needs: Needs,
     cache_prefix: String,
+    /// The cache slots' hash seed (shared by every worker of the sidecar).
+    seed: Seed,
     metrics: Metrics,
 }
 
@@ -67,9 +70,21 @@ impl RootContext for FallbackRoot {
         let root_id = host::plugin_root_id();
         let cache_prefix = filter_common::keys::fallback_cache_prefix(&root_id);
         store::create_slots(&HostSharedData, &cache_prefix, &config);
+        let seed = if config.serves_stale() {
+            let key = filter_common::keys::fallback_seed(&root_id);
+            keyed_hash::shared_seed(&HostSharedData, &key, host::now_nanos()).unwrap_or_else(|| {
+                log::warn!(
+                    "{FILTER}: no shared cache-slot seed; slots are chosen with a fixed one"
+                );
+                Seed::default()
+            })
+        } else {
+            Seed::default()
+        };
         self.vm = Some(Rc::new(VmState {
             needs,
             cache_prefix,
+            seed,
             metrics: Metrics::define(&config),
             config,
         }));
@@ -109,6 +124,8 @@ struct RequestFacts {
     key_headers: Vec<(String, Option<Vec<u8>>)>,
     /// The request carries one of the rule's private headers: nothing is stored for it or served to it.
     private: bool,
+    /// A stale rule's GET or HEAD: the caller's own `Cache-Control` (parsed in place, only when sent).
+    directives: CacheControl,
     /// A stale rule's GET or HEAD: the request headers, kept (not copied: the buffer of the one host
     /// read) so that the response's `Vary` can select on them later.
     vary_source: Option<HeaderMap>,
@@ -127,6 +144,7 @@ struct Capture {
     body: Vec<u8>,
     limit: usize,
     initial_age_s: u32,
+    lifetime_s: u32,
     serve_for_ns: u64,
     vary: Vec<String>,
     vary_hash: u128,
@@ -245,6 +263,11 @@ impl HttpContext for FallbackStream {
             // part of the key.
             private: stale
                 && policy::is_private(&headers, &rule.response.private_headers, key_names),
+            directives: if stale {
+                CacheControl::parse(headers.get_all("cache-control"))
+            } else {
+                CacheControl::default()
+            },
             vary_source: None,
         });
         if stale {
@@ -267,17 +290,19 @@ impl HttpContext for FallbackStream {
         };
         let status =
             host::header_number::<u16>(MapType::HttpResponseHeaders, ":status").unwrap_or(0);
-        let capture_candidate = rule.response.kind == Kind::Stale
+        // A good response another caller may be served: stored, or (when it forbids reuse) removing the
+        // key's older entry. A caller's `no-store` keeps it out of the cache.
+        let cache_candidate = rule.response.kind == Kind::Stale
             && status == 200
             && facts.method == "GET"
-            && !facts.private
-            && !end_of_stream;
+            && !facts.private;
+        let capture_candidate = cache_candidate && !end_of_stream && !facts.directives.no_store;
         // Envoy's own replies and the breaker's rejections are 4xx/5xx, or a gRPC status to a gRPC
         // caller: a plain answer below 400 that no status trigger names and that is not copied into the
         // cache cannot fire a rule, so the two attribute reads are skipped (half the filter's host calls).
         let quiet = !facts.grpc
             && status < 400
-            && !capture_candidate
+            && !cache_candidate
             && !rule
                 .triggers
                 .status
@@ -310,8 +335,8 @@ impl HttpContext for FallbackStream {
             self.retry_after = host::header(MapType::HttpResponseHeaders, "retry-after");
             return self.serve(&vm, rule, reason, status);
         }
-        if capture_candidate && observed.from_upstream {
-            self.capture = capture_for(facts, rule.response.max_body_bytes);
+        if cache_candidate && observed.from_upstream {
+            self.capture = capture_for(&vm, facts, rule.response.max_body_bytes, capture_candidate);
         }
         Action::Continue
     }
@@ -472,12 +497,13 @@ impl FallbackStream {
         if facts.method != "GET" && facts.method != "HEAD" {
             return false;
         }
-        // Another caller's response is never served to a request with credentials.
-        if facts.private {
+        // Another caller's response is never served to a request with credentials, nor to a caller
+        // that refuses stored answers.
+        if facts.private || facts.directives.refuses_stored() {
             return false;
         }
         let key = cache_key(facts);
-        let slot_key = store::slot_key(&vm.cache_prefix, key, &vm.config);
+        let slot_key = store::slot_key(&vm.cache_prefix, &vm.seed, key, &vm.config);
         let now = host::now_nanos();
         let empty = HeaderMap::default();
         let request = facts.vary_source.as_ref().unwrap_or(&empty);
@@ -486,6 +512,8 @@ impl FallbackStream {
                 e.servable_age(key, now, rule.response.ttl.as_nanos_u64())
                     .map(|age| (e, age))
             })
+            // No staler than the caller accepts (its max-stale, stale-if-error).
+            .filter(|(e, age)| facts.directives.accepts(e.staleness_s(*age)))
             // The variant this request selects, or none (RFC 9111 §4.1).
             .filter(|(e, _)| policy::vary_hash(&e.vary_names(), request) == e.vary_hash);
         let Some((entry, age)) = hit else {
@@ -591,11 +619,30 @@ fn cache_key(facts: &RequestFacts) -> u128 {
     cache::key(facts.authority.as_bytes(), facts.path.as_bytes(), &values)
 }
 
-/// The capture of a good response another caller may be served (`policy::storable`), reading the
-/// response headers in one host call (every `Cache-Control`, `Vary` and `Age` line counts).
-fn capture_for(facts: &RequestFacts, limit: usize) -> Option<Capture> {
+/// The capture of a good response another caller may be served (`policy::storable`) when `may_store`,
+/// reading the response headers in one host call (every `Cache-Control`, `Vary` and `Age` line counts).
+/// A response that forbids reuse removes the key's older entry instead.
+fn capture_for(
+    vm: &VmState,
+    facts: &RequestFacts,
+    limit: usize,
+    may_store: bool,
+) -> Option<Capture> {
     let response = HeaderMap::from_encoded(host::header_map_encoded(MapType::HttpResponseHeaders));
-    let storable = policy::storable(&response, limit)?;
+    let storable = match policy::storable(&response, limit) {
+        Ok(s) if may_store => s,
+        Ok(_) | Err(NotStored::Unsuitable) => return None,
+        Err(NotStored::ForbidsReuse) => {
+            let key = cache_key(facts);
+            let slot_key = store::slot_key(&vm.cache_prefix, &vm.seed, key, &vm.config);
+            if let Some(freed) = store::remove(&HostSharedData, &slot_key, key) {
+                vm.metrics
+                    .cache_bytes
+                    .add(-i64::try_from(freed).unwrap_or(i64::MAX));
+            }
+            return None;
+        }
+    };
     let empty = HeaderMap::default();
     let vary_hash = policy::vary_hash(&storable.vary, facts.vary_source.as_ref().unwrap_or(&empty));
     Some(Capture {
@@ -603,6 +650,7 @@ fn capture_for(facts: &RequestFacts, limit: usize) -> Option<Capture> {
         body: Vec::new(),
         limit,
         initial_age_s: storable.initial_age_s,
+        lifetime_s: storable.lifetime_s,
         serve_for_ns: storable.serve_for_ns,
         vary: storable.vary,
         vary_hash,
@@ -616,13 +664,14 @@ fn store_capture(vm: &VmState, facts: &RequestFacts, capture: Capture) {
         key,
         stored_at_ns: host::now_nanos(),
         initial_age_s: capture.initial_age_s,
+        lifetime_s: capture.lifetime_s,
         serve_for_ns: capture.serve_for_ns,
         vary: filter_common::text::join(&capture.vary, ","),
         vary_hash: capture.vary_hash,
         content_type: capture.content_type,
         body: capture.body,
     };
-    let slot_key = store::slot_key(&vm.cache_prefix, key, &vm.config);
+    let slot_key = store::slot_key(&vm.cache_prefix, &vm.seed, key, &vm.config);
     if let Some(written) = store::write(&HostSharedData, &slot_key, &entry) {
         vm.metrics.cache_stores.inc();
         if written.evicted {

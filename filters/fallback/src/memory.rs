@@ -1,11 +1,11 @@
 //! The worst-case shared memory of a configuration: the stale-if-error cache is a fixed number of slots
 //! (`cache.maxBytes / cache.maxBodyBytes`), each holding at most one entry of the largest size the store
-//! writes. Nothing is kept when no rule serves stale responses.
+//! writes, and the slots' hash seed. Nothing is kept when no rule serves stale responses.
 
 use crate::config::Config;
 use filter_common::config::{parse, ConfigError};
 use filter_common::keys::ROOT_ID_ALLOWANCE;
-use filter_common::limits::{slot_table_bytes, MemoryBudget};
+use filter_common::limits::{shared_entry_bytes, slot_table_bytes, MemoryBudget};
 
 /// An entry's largest size besides its body: fixed fields, the longest Vary list and content type.
 const ENTRY_FIXED: usize =
@@ -29,6 +29,9 @@ pub fn budget(config: &Config) -> MemoryBudget {
                 config.cache.slots(),
                 filter_common::keys::fallback_cache_prefix("").len() + ROOT_ID_ALLOWANCE,
                 ENTRY_FIXED + config.cache.max_body_bytes,
+            ) + shared_entry_bytes(
+                filter_common::keys::fallback_seed("").len() + ROOT_ID_ALLOWANCE,
+                filter_common::keyed_hash::SEED_LEN,
             ),
         );
     }

@@ -5,9 +5,10 @@
 
 use filter_common::headers::{trim_ows as trim, HeaderMap};
 
-/// The response directives that decide storing and serving. Names are case-insensitive; a directive
-/// given twice keeps its most restrictive value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The `Cache-Control` directives that decide storing and serving: a response's, or a caller's own
+/// (RFC 9111 §5.2.1; one parser for both keeps the module small). Names are case-insensitive; a
+/// directive given twice keeps its most restrictive value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheControl {
     pub no_store: bool,
     /// `no-cache` in any form (with or without field names): never reused without a successful
@@ -20,6 +21,9 @@ pub struct CacheControl {
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
     pub stale_if_error: Option<u64>,
+    /// A request's `max-stale` (§5.2.1.2): `Some(None)` without a value (any staleness), else at most
+    /// that many seconds past the freshness lifetime.
+    pub max_stale: Option<Option<u64>>,
 }
 
 /// RFC 9111 §1.2.2: a delta-seconds too large to represent counts as 2^31.
@@ -35,65 +39,131 @@ fn delta_seconds(s: &[u8]) -> Option<u64> {
     }))
 }
 
-/// Splits a list field value at commas outside quoted strings.
-fn split_list(value: &[u8]) -> Vec<&[u8]> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, &b) in value.iter().enumerate() {
-        if escaped {
-            escaped = false;
-        } else if quoted && b == b'\\' {
-            escaped = true;
-        } else if b == b'"' {
-            quoted = !quoted;
-        } else if b == b',' && !quoted {
-            parts.push(value.get(start..i).unwrap_or_default());
-            start = i + 1;
+/// The elements of a list field value: split at commas outside quoted strings, without allocating (a
+/// caller's `Cache-Control` is read on the request path).
+fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let v = rest?;
+        let (mut quoted, mut escaped) = (false, false);
+        for (i, &b) in v.iter().enumerate() {
+            if escaped {
+                escaped = false;
+            } else if quoted && b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                quoted = !quoted;
+            } else if b == b',' && !quoted {
+                rest = v.get(i + 1..);
+                return v.get(..i);
+            }
         }
-    }
-    parts.push(value.get(start..).unwrap_or_default());
-    parts
+        rest = None;
+        Some(v)
+    })
+}
+
+/// Every directive of every `Cache-Control` line: its name (any case) and argument (quotes removed;
+/// empty when none), whitespace trimmed, without allocating.
+fn directives<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    lines.into_iter().flat_map(split_list).map(|directive| {
+        let directive = trim(directive);
+        let (name, arg) = match directive.iter().position(|&b| b == b'=') {
+            Some(eq) => (
+                directive.get(..eq).unwrap_or_default(),
+                directive.get(eq + 1..).unwrap_or_default(),
+            ),
+            None => (directive, &b""[..]),
+        };
+        let arg = trim(arg);
+        let arg = arg
+            .strip_prefix(b"\"")
+            .and_then(|a| a.strip_suffix(b"\""))
+            .unwrap_or(arg);
+        (trim(name), arg)
+    })
+}
+
+/// Keeps the smaller of an earlier and a new value (the most restrictive reading of a repeated
+/// directive); a malformed number reads as 0, the strictest.
+fn keep_min(slot: &mut Option<u64>, arg: &[u8]) {
+    let v = delta_seconds(arg).unwrap_or(0);
+    *slot = Some(slot.map_or(v, |old| old.min(v)));
 }
 
 impl CacheControl {
     /// Every `Cache-Control` line of a response, taken together.
     pub fn parse<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> CacheControl {
         let mut cc = CacheControl::default();
-        // A malformed number reads as 0: the strictest reading of what the origin meant.
-        let min = |slot: &mut Option<u64>, arg: &[u8]| {
-            let v = delta_seconds(arg).unwrap_or(0);
-            *slot = Some(slot.map_or(v, |old| old.min(v)));
-        };
-        for line in lines {
-            for directive in split_list(line) {
-                let directive = trim(directive);
-                let (name, arg) = match directive.iter().position(|&b| b == b'=') {
-                    Some(eq) => (
-                        directive.get(..eq).unwrap_or_default(),
-                        directive.get(eq + 1..).unwrap_or_default(),
-                    ),
-                    None => (directive, &b""[..]),
-                };
-                let name = trim(name).to_ascii_lowercase();
-                let arg = trim(arg);
-                let arg = arg
-                    .strip_prefix(b"\"")
-                    .and_then(|a| a.strip_suffix(b"\""))
-                    .unwrap_or(arg);
-                match name.as_slice() {
-                    b"no-store" => cc.no_store = true,
-                    b"no-cache" => cc.no_cache = true,
-                    b"private" => cc.private = true,
-                    b"must-revalidate" => cc.must_revalidate = true,
-                    b"proxy-revalidate" => cc.proxy_revalidate = true,
-                    b"max-age" => min(&mut cc.max_age, arg),
-                    b"s-maxage" => min(&mut cc.s_maxage, arg),
-                    b"stale-if-error" => min(&mut cc.stale_if_error, arg),
-                    _ => {}
+        for (name, arg) in directives(lines) {
+            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+            if is(b"no-store") {
+                cc.no_store = true;
+            } else if is(b"no-cache") {
+                cc.no_cache = true;
+            } else if is(b"private") {
+                cc.private = true;
+            } else if is(b"must-revalidate") {
+                cc.must_revalidate = true;
+            } else if is(b"proxy-revalidate") {
+                cc.proxy_revalidate = true;
+            } else if is(b"max-age") {
+                keep_min(&mut cc.max_age, arg);
+            } else if is(b"s-maxage") {
+                keep_min(&mut cc.s_maxage, arg);
+            } else if is(b"stale-if-error") {
+                keep_min(&mut cc.stale_if_error, arg);
+            } else if is(b"max-stale") {
+                let mut bound = cc.max_stale.flatten();
+                if !arg.is_empty() {
+                    keep_min(&mut bound, arg);
                 }
+                cc.max_stale = Some(bound);
             }
         }
         cc
+    }
+
+    /// The response forbids any reuse without validation (RFC 9111 §5.2.2.4, .5, .7): as the origin's
+    /// newest word for its key, it also ends an older entry's serving.
+    pub fn forbids_reuse(&self) -> bool {
+        self.no_store || self.private || self.no_cache
+    }
+
+    /// The freshness lifetime a shared cache uses (§4.2.1): `s-maxage`, else `max-age`, else 0
+    /// (`Expires` and heuristics are not used, which can only make a response count as staler).
+    pub fn lifetime(&self) -> u64 {
+        self.s_maxage.or(self.max_age).unwrap_or(0)
+    }
+}
+
+/// A caller's own `Cache-Control` (RFC 9111 §5.2.1, RFC 5861 §4). Its freshness preferences
+/// (`max-age`, `min-fresh`) are not used: serving on error disregards freshness (RFC 5861 §4), and a
+/// browser's reload sends `max-age=0`.
+impl CacheControl {
+    /// Whether the caller takes no stored answer at all: `no-cache` asks for a validated answer
+    /// (§5.2.1.4), which an error is not; `no-store` forbids storing the response to it (§5.2.1.5),
+    /// and, stricter than that section asks, a caller who wants caches to keep nothing is given
+    /// nothing stored either.
+    pub fn refuses_stored(&self) -> bool {
+        self.no_store || self.no_cache
+    }
+
+    /// Whether the caller accepts, on error, an answer `staleness_s` seconds past its freshness
+    /// lifetime. Without either directive the caller sets no bound (the rule's `ttl` and the response's
+    /// own directives still do). Each directive says what the caller accepts, so on error it accepts
+    /// what either accepts: `max-stale` (what it would take even without an error) or `stale-if-error`
+    /// (RFC 5861's "absent other information"). A caller can only narrow: its directives never lift
+    /// the response's own limits, which are checked first.
+    pub fn accepts(&self, staleness_s: u64) -> bool {
+        let within = |bound: Option<u64>| bound.is_some_and(|b| staleness_s <= b);
+        match (self.max_stale, self.stale_if_error) {
+            (None, None) | (Some(None), _) => true,
+            (Some(max_stale), sie) => within(max_stale) || within(sie),
+            (None, sie) => within(sie),
+        }
     }
 }
 
@@ -120,7 +190,7 @@ pub enum Window {
 /// - `stale-if-error=N` (RFC 5861 §4): until N seconds past the freshness lifetime.
 /// - otherwise: the rule's ttl.
 pub fn window(cc: &CacheControl, age: u64) -> Window {
-    if cc.no_store || cc.private || cc.no_cache {
+    if cc.forbids_reuse() {
         return Window::Never;
     }
     let lifetime = cc.s_maxage.or(cc.max_age);
@@ -161,10 +231,7 @@ pub fn vary_names<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<S
             if name.is_empty() {
                 continue;
             }
-            let token = name
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b));
-            if name == b"*" || !token {
+            if name == b"*" || !filter_common::http_field::is_token(name) {
                 return None;
             }
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
@@ -218,16 +285,34 @@ pub struct Storable {
     pub content_type: String,
     /// Its `Age` when it arrived.
     pub initial_age_s: u32,
+    /// Its freshness lifetime ([`CacheControl::lifetime`]): how stale it is, for a caller's bounds.
+    pub lifetime_s: u32,
     /// How long after storing it may be served at most; `u64::MAX` when only the rule's ttl bounds it.
     pub serve_for_ns: u64,
     pub vary: Vec<String>,
+}
+
+/// Why a good response is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    /// Its `Cache-Control` forbids any reuse without validation (`no-store`, `private`, `no-cache`):
+    /// the origin's newest word for the key, so an older stored entry of the key is removed too (a
+    /// resource that became private stops being served).
+    ForbidsReuse,
+    /// Anything else (its serving window, `Vary: *`, cookies, an encoding, its size): an older entry
+    /// still stands on its own directives.
+    Unsuitable,
 }
 
 /// Whether a good response (its headers) may be stored for other callers, and what of it: not
 /// `no-store`/`no-cache`/`private`, servable on error for some time ([`window`]), not `Vary: *`, not
 /// setting cookies, not encoded (the encoding is not part of the key), not announced larger than
 /// `limit`, and with a content type of at most [`MAX_CONTENT_TYPE_LEN`].
-pub fn storable(response: &HeaderMap, limit: usize) -> Option<Storable> {
+pub fn storable(response: &HeaderMap, limit: usize) -> Result<Storable, NotStored> {
+    let cc = CacheControl::parse(response.get_all("cache-control"));
+    if cc.forbids_reuse() {
+        return Err(NotStored::ForbidsReuse);
+    }
     let encoded = response
         .get_all("content-encoding")
         .any(|e| !e.eq_ignore_ascii_case(b"identity"));
@@ -236,25 +321,26 @@ pub fn storable(response: &HeaderMap, limit: usize) -> Option<Storable> {
         .and_then(|l| std::str::from_utf8(l).ok()?.trim().parse::<usize>().ok())
         .is_some_and(|l| l > limit);
     if encoded || too_long || response.contains("set-cookie") {
-        return None;
+        return Err(NotStored::Unsuitable);
     }
     let age = age(response.get_all("age"));
-    let serve_for_ns = match window(&CacheControl::parse(response.get_all("cache-control")), age) {
-        Window::Never => return None,
+    let serve_for_ns = match window(&cc, age) {
+        Window::Never => return Err(NotStored::Unsuitable),
         Window::Ttl => u64::MAX,
         Window::Secs(s) => s.saturating_mul(1_000_000_000),
     };
-    let vary = vary_names(response.get_all("vary"))?;
+    let vary = vary_names(response.get_all("vary")).ok_or(NotStored::Unsuitable)?;
     let content_type = response
         .get_first("content-type")
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
     if content_type.len() > MAX_CONTENT_TYPE_LEN {
-        return None;
+        return Err(NotStored::Unsuitable);
     }
-    Some(Storable {
+    Ok(Storable {
         content_type,
         initial_age_s: u32::try_from(age).unwrap_or(u32::MAX),
+        lifetime_s: u32::try_from(cc.lifetime()).unwrap_or(u32::MAX),
         serve_for_ns,
         vary,
     })
@@ -340,6 +426,109 @@ mod tests {
         assert_eq!(w(&["stale-if-error=5"], 0), Window::Secs(5));
         assert_eq!(w(&["max-age=10, stale-if-error=5"], 3), Window::Secs(12));
         assert_eq!(w(&["max-age=2, stale-if-error=1"], 5), Window::Never);
+    }
+
+    /// A caller's directives.
+    fn req(lines: &[&str]) -> CacheControl {
+        cc(lines)
+    }
+
+    #[test]
+    fn a_caller_s_no_store_or_no_cache_refuses_stored_answers() {
+        for lines in [
+            &["no-store"][..],
+            &["No-Cache"],
+            &["max-age=0", "no-cache=\"x\""],
+            &["max-stale, NO-STORE"],
+        ] {
+            assert!(req(lines).refuses_stored(), "{lines:?}");
+        }
+        for lines in [
+            &[][..],
+            &["max-age=0"],
+            &["max-stale"],
+            &["no-cachex"],
+            &["x=\"no-cache\""],
+        ] {
+            assert!(!req(lines).refuses_stored(), "{lines:?}");
+        }
+        assert!(req(&["no-store"]).no_store && !req(&["no-cache"]).no_store);
+    }
+
+    #[test]
+    fn a_caller_s_max_stale_and_stale_if_error_bound_the_staleness_it_accepts() {
+        let accepts = |lines: &[&str], staleness| req(lines).accepts(staleness);
+        // No bound of its own.
+        assert!(accepts(&[], u64::MAX));
+        assert!(
+            accepts(&["max-age=0, min-fresh=60"], 1000),
+            "freshness preferences are not read"
+        );
+        // max-stale without a value: any staleness.
+        assert!(accepts(&["max-stale"], u64::MAX));
+        assert!(accepts(&["max-stale", "stale-if-error=5"], 100));
+        // A value bounds it, inclusive.
+        assert!(accepts(&["max-stale=10"], 10));
+        assert!(!accepts(&["max-stale=10"], 11));
+        assert!(accepts(&["Max-Stale=\"10\""], 10));
+        assert!(!accepts(&["stale-if-error=10"], 11));
+        assert!(accepts(&["stale-if-error=10"], 0));
+        // On error either permission suffices.
+        assert!(accepts(&["max-stale=10, stale-if-error=60"], 30));
+        assert!(accepts(&["max-stale=60", "stale-if-error=10"], 30));
+        assert!(!accepts(&["max-stale=5", "stale-if-error=10"], 11));
+        // Repeated: the stricter; a value wins over none; malformed reads as 0.
+        assert!(!accepts(&["max-stale=60, max-stale=10"], 30));
+        assert!(!accepts(&["max-stale", "max-stale=10"], 30));
+        assert!(!accepts(&["max-stale=10", "max-stale"], 30));
+        assert!(!accepts(&["max-stale=soon"], 1));
+        assert!(accepts(&["max-stale=soon"], 0));
+        assert_eq!(
+            req(&["stale-if-error=7, stale-if-error=3"]).stale_if_error,
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn a_response_that_forbids_reuse_is_told_apart_from_one_this_cache_cannot_keep() {
+        let h = |pairs: &[(&str, &str)]| storable(&HeaderMap::from_strs(pairs), 1024);
+        for cc in [
+            "no-store",
+            "private",
+            "Private=\"x-a\"",
+            "max-age=60, no-cache",
+        ] {
+            assert_eq!(
+                h(&[("cache-control", cc)]),
+                Err(NotStored::ForbidsReuse),
+                "{cc}"
+            );
+        }
+        // Forbidding wins over anything else wrong with the response.
+        assert_eq!(
+            h(&[
+                ("cache-control", "private"),
+                ("set-cookie", "a=b"),
+                ("vary", "*")
+            ]),
+            Err(NotStored::ForbidsReuse)
+        );
+        for pairs in [
+            &[("set-cookie", "a=b")][..],
+            &[("content-encoding", "gzip")],
+            &[("content-length", "2048")],
+            &[("vary", "*")],
+            &[("cache-control", "max-age=0, must-revalidate")],
+            &[
+                ("cache-control", "max-age=2, stale-if-error=1"),
+                ("age", "5"),
+            ],
+        ] {
+            assert_eq!(h(pairs), Err(NotStored::Unsuitable), "{pairs:?}");
+        }
+        let s = h(&[("cache-control", "max-age=60, s-maxage=30"), ("age", "4")]).unwrap();
+        assert_eq!((s.lifetime_s, s.initial_age_s), (30, 4));
+        assert_eq!(h(&[]).unwrap().lifetime_s, 0);
     }
 
     #[test]

@@ -14,17 +14,14 @@ pub fn marker(rule: &str, reason: Reason, kind: Kind) -> String {
     format!("{}; rule={rule}; reason={}", kind.label(), reason.label())
 }
 
-/// A cached response served on error: its content type, how old it is, and that it is stale.
+/// A cached response served on error: its content type and how old it is. No `Warning: 110`: RFC 9111
+/// obsoletes the header; `age` and the `x-fallback` mark say the answer is stale.
 pub fn stale_answer(content_type: &str, age_s: u64) -> Rendered {
     Rendered {
         status: 200,
         headers: vec![
             ("content-type".to_string(), content_type.to_string()),
             ("age".to_string(), age_s.to_string()),
-            (
-                "warning".to_string(),
-                "110 - \"Response is Stale\"".to_string(),
-            ),
         ],
         body: String::new(),
     }
@@ -200,6 +197,19 @@ mod tests {
             (r.status, r.body.as_slice(), r.grpc_status),
             (503, &b"p"[..], -1)
         );
+    }
+
+    #[test]
+    fn a_stale_answer_says_its_age_and_mark_and_no_warning() {
+        let trace = TraceConfig::default();
+        let mut p = parts(&trace, Kind::Stale, stale_answer("text/plain", 42), false);
+        p.raw_body = Some(b"cached".to_vec());
+        let r = build(p);
+        assert_eq!(header(&r, "age"), Some(&b"42"[..]));
+        assert_eq!(header(&r, "content-type"), Some(&b"text/plain"[..]));
+        assert!(header(&r, MARKER).is_some_and(|m| m.starts_with(b"stale;")));
+        assert_eq!(header(&r, "warning"), None, "RFC 9111 obsoletes Warning");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"cached"[..]));
     }
 
     #[test]

@@ -5,13 +5,14 @@
 use crate::cache::{self, Entry};
 use crate::config::Config;
 use filter_common::host::SharedWrite;
+use filter_common::keyed_hash::Seed;
 use filter_common::shared::{create_key, SharedData};
 
 const FILTER: &str = "fallback";
 
-/// The key of the slot `key` lives in.
-pub fn slot_key(prefix: &str, key: u128, config: &Config) -> String {
-    format!("{prefix}{}", cache::slot(key, config.cache.slots()))
+/// The key of the slot `key` lives in (keyed by the sidecar's `seed`).
+pub fn slot_key(prefix: &str, seed: &Seed, key: u128, config: &Config) -> String {
+    format!("{prefix}{}", cache::slot(seed, key, config.cache.slots()))
 }
 
 /// Creates every cache slot before traffic (empty), so every later write is a real compare-and-swap.
@@ -48,9 +49,11 @@ pub struct Written {
 /// a compare-and-swap against the value read, so the byte count stays exact when workers race; the loser
 /// skips its store (the slot was just refreshed).
 pub fn write(store: &impl SharedData, slot_key: &str, entry: &Entry) -> Option<Written> {
-    let (previous, cas) = match store.get(slot_key).ok()? {
-        Some((bytes, cas)) => (Entry::decode(&bytes), cas),
-        None => (None, 0),
+    // The bytes replaced count whatever they held (an entry of an older module version too), so the
+    // byte gauge stays exact.
+    let (previous, before, cas) = match store.get(slot_key).ok()? {
+        Some((bytes, cas)) => (Entry::decode(&bytes), bytes.len(), cas),
+        None => (None, 0, 0),
     };
     if previous
         .as_ref()
@@ -66,12 +69,34 @@ pub fn write(store: &impl SharedData, slot_key: &str, entry: &Entry) -> Option<W
             return None;
         }
     }
-    let before = previous.as_ref().map_or(0, Entry::size);
     Some(Written {
         evicted: previous.is_some_and(|p| p.key != entry.key),
         bytes_delta: i64::try_from(entry.size()).unwrap_or(i64::MAX)
             - i64::try_from(before).unwrap_or(0),
     })
+}
+
+/// Compare-and-swap attempts of a removal that keeps losing to other workers' writes.
+const REMOVE_ATTEMPTS: u32 = 3;
+
+/// Empties the slot when it holds an entry of `key` (any variant): a later response for the key that
+/// forbids reuse (`policy::NotStored::ForbidsReuse`) ends the older entry's serving. Returns the bytes
+/// freed, `None` when the slot holds another key's entry, nothing, or the host fails (the entry then
+/// stays until the next such response; not logged: a failing shared data shows in every write).
+pub fn remove(store: &impl SharedData, slot_key: &str, key: u128) -> Option<usize> {
+    for _ in 0..REMOVE_ATTEMPTS {
+        let (bytes, cas) = store.get(slot_key).ok()??;
+        if cache::key_of(&bytes) != Some(key) {
+            return None;
+        }
+        match store.set(slot_key, b"", cas) {
+            SharedWrite::Written => return Some(bytes.len()),
+            // Another worker wrote the slot meanwhile: look again.
+            SharedWrite::CasMismatch => {}
+            SharedWrite::Failed(_) => return None,
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -90,6 +115,7 @@ mod tests {
             key,
             stored_at_ns: at,
             initial_age_s: 0,
+            lifetime_s: 0,
             serve_for_ns: u64::MAX,
             vary: String::new(),
             vary_hash: 0,
@@ -149,9 +175,48 @@ mod tests {
         assert!(write(&store, SLOT, &entry(1, b"mine", 5 * SEC)).is_none());
         store.inject(SLOT, Fault::ReadError);
         assert!(read(&store, SLOT).is_none());
-        // Garbage in a slot reads as nothing and is replaced.
+        // Garbage in a slot reads as nothing and is replaced, its bytes counted as freed.
         store.set(SLOT, b"\x07garbage", 0);
         assert!(read(&store, SLOT).is_none());
-        assert!(write(&store, SLOT, &entry(1, b"mine", 5 * SEC)).is_some());
+        let mine = entry(1, b"mine", 5 * SEC);
+        let w = write(&store, SLOT, &mine).unwrap();
+        assert_eq!(w.bytes_delta, mine.size() as i64 - 8);
+    }
+
+    #[test]
+    fn removal_empties_only_the_key_s_own_entry() {
+        let store = MemoryStore::new();
+        assert_eq!(remove(&store, SLOT, 1), None, "no slot");
+        let e = entry(1, b"abc", 0);
+        write(&store, SLOT, &e).unwrap();
+        assert_eq!(remove(&store, SLOT, 2), None, "another key's entry stays");
+        assert_eq!(read(&store, SLOT).unwrap(), e);
+        assert_eq!(remove(&store, SLOT, 1), Some(e.size()));
+        assert!(read(&store, SLOT).is_none());
+        assert_eq!(remove(&store, SLOT, 1), None, "already empty");
+        // A slot emptied this way takes the next entry as a store, not an eviction.
+        let w = write(&store, SLOT, &entry(2, b"x", 0)).unwrap();
+        assert!(!w.evicted);
+    }
+
+    #[test]
+    fn removal_retries_a_lost_race_and_gives_up_on_errors() {
+        let raced = Cell::new(false);
+        let store = MemoryStore::new();
+        write(&store, SLOT, &entry(1, b"abc", 0)).unwrap();
+        // Another worker rewrites the same key between the read and the write: removed on the retry.
+        store.before_write(|key, s| {
+            if !raced.replace(true) {
+                s.set(key, &entry(1, b"abcd", SEC).encode(), 0);
+            }
+        });
+        assert_eq!(remove(&store, SLOT, 1), Some(entry(1, b"abcd", SEC).size()));
+        assert!(read(&store, SLOT).is_none());
+        write(&store, SLOT, &entry(1, b"abc", 0)).unwrap();
+        store.inject(SLOT, Fault::WriteError);
+        assert_eq!(remove(&store, SLOT, 1), None);
+        store.inject(SLOT, Fault::ReadError);
+        assert_eq!(remove(&store, SLOT, 1), None);
+        assert!(read(&store, SLOT).is_some());
     }
 }

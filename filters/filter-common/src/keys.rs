@@ -67,6 +67,11 @@ pub fn fallback_cache_prefix(root_id: &str) -> String {
     format!("{FALLBACK_PREFIX}{root_id}/cache/")
 }
 
+/// The fallback's cache-slot seed (`keyed_hash`): `fallback/<root id>/seed`.
+pub fn fallback_seed(root_id: &str) -> String {
+    format!("{FALLBACK_PREFIX}{root_id}/seed")
+}
+
 /// Trace-context's request-id correlation slots: `trace-context/correlation/<slot>`. Without the root
 /// id: the outbound side restores what the inbound side stored, and outside Istio the two listeners'
 /// filters may be configured as two plugins.
@@ -95,6 +100,7 @@ mod tests {
         assert_eq!(b.leases(), "circuit-breaker/cb/leases");
         assert_eq!(b.seed(), "circuit-breaker/cb/seed");
         assert_eq!(fallback_cache_prefix("fb"), "fallback/fb/cache/");
+        assert_eq!(fallback_seed("fb"), "fallback/fb/seed");
         assert_eq!(correlation_slot(12), "trace-context/correlation/12");
     }
 }

@@ -8,15 +8,6 @@ use e2e_harness::*;
 
 use crate::support::*;
 
-fn assert_nothing_cached(r: &Response, what: &str) {
-    assert_eq!(
-        r.text(),
-        "nothing cached",
-        "{what} must not be served from the cache: {}",
-        r.describe()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item4_vary_keys_stale_entries_by_the_listed_request_headers() {
     let (_upstream, envoy) =

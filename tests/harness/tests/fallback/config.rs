@@ -79,41 +79,7 @@ async fn invalid_configuration_is_rejected_naming_the_field() {
             "rules[0].response.privateHeaders",
         ),
     ];
-    let mut set = JoinSet::new();
-    for (config, field) in cases {
-        let yaml = yaml_with(&config);
-        set.spawn_blocking(move || (config, field, validate_yaml(&yaml)));
-    }
-    let mut failures = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        let (config, field, result) = joined.unwrap();
-        let Err(err) = result else {
-            failures.push(format!("{config}: accepted"));
-            continue;
-        };
-        let Some(line) = err
-            .lines()
-            .find(|l| l.contains("fallback: invalid configuration: field `"))
-        else {
-            failures.push(format!("{config}: no line naming the field:\n{err}"));
-            continue;
-        };
-        let rest = line.split_once("field `").map_or("", |(_, r)| r);
-        let (named, reason) = rest.split_once('`').unwrap_or((rest, ""));
-        // The field itself (or an element of it), or its parent with the reason naming the missing
-        // member.
-        let last = field.rsplit('.').next().unwrap_or(field);
-        let ok = named.starts_with(field)
-            || (!named.is_empty()
-                && field.starts_with(named)
-                && reason.contains(&format!("`{last}`")));
-        if !ok {
-            failures.push(format!(
-                "{config}: names {named:?}, expected {field:?}: {line}"
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_refused_naming_the_field(cases).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,4 +123,99 @@ async fn every_documented_field_is_accepted() {
     validate_yaml(&yaml_with(&config)).unwrap();
     // An empty object is the defaults too.
     validate_yaml(&yaml_with(&json!({}))).unwrap();
+}
+
+/// Loads each configuration in Envoy and asserts it is refused with one log line naming its field (or
+/// an element of it, or its parent with the reason naming the missing member).
+async fn assert_refused_naming_the_field(cases: Vec<(Value, &'static str)>) {
+    let mut set = JoinSet::new();
+    for (config, field) in cases {
+        let yaml = yaml_with(&config);
+        set.spawn_blocking(move || (config, field, validate_yaml(&yaml)));
+    }
+    let mut failures = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (config, field, result) = joined.unwrap();
+        let Err(err) = result else {
+            failures.push(format!("{config}: accepted"));
+            continue;
+        };
+        let Some(line) = err
+            .lines()
+            .find(|l| l.contains("fallback: invalid configuration: field `"))
+        else {
+            failures.push(format!("{config}: no line naming the field:\n{err}"));
+            continue;
+        };
+        let rest = line.split_once("field `").map_or("", |(_, r)| r);
+        let (named, reason) = rest.split_once('`').unwrap_or((rest, ""));
+        // The field itself (or an element of it), or its parent with the reason naming the missing
+        // member.
+        if reason.trim_start_matches(':').trim().is_empty() {
+            failures.push(format!("{config}: no reason on the line: {line}"));
+            continue;
+        }
+        let last = field.rsplit('.').next().unwrap_or(field);
+        let ok = named.starts_with(field)
+            || (!named.is_empty()
+                && field.starts_with(named)
+                && reason.contains(&format!("`{last}`")));
+        if !ok {
+            failures.push(format!(
+                "{config}: names {named:?}, expected {field:?}: {line}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Issue 16 item 4: a configured header name or value that is no valid field (RFC 9110 §5) would split
+/// the fallback reply (`b\r\nset-cookie: ...` reached HTTP/1.1 callers as a header of its own), so it
+/// is refused at load, naming the field, in rules and their `otherwise` alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_item4_configured_header_values_cannot_split_the_response() {
+    let rule = |response: Value| json!({"rules": [{"name": "r", "triggers": {"status": "503"}, "response": response}]});
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            rule(
+                json!({"kind": "static", "headers": {"x-a": "b\r\nset-cookie: session=attacker"}}),
+            ),
+            "rules[0].response.headers.x-a",
+        ),
+        (
+            rule(json!({"kind": "static", "headers": {"x-a": "b\nset-cookie: session=attacker"}})),
+            "rules[0].response.headers.x-a",
+        ),
+        (
+            rule(json!({"kind": "problem", "headers": {"x-a": "b\u{0}c"}})),
+            "rules[0].response.headers.x-a",
+        ),
+        (
+            rule(json!({"kind": "static", "headers": {"x-a": "b\u{1b}c"}})),
+            "rules[0].response.headers.x-a",
+        ),
+        (
+            rule(json!({"kind": "static", "headers": {"x-a": "b "}})),
+            "rules[0].response.headers.x-a",
+        ),
+        (
+            rule(json!({"kind": "static", "headers": {"x-a\r\nset-cookie": "b"}})),
+            "rules[0].response.headers",
+        ),
+        (
+            rule(json!({"kind": "static", "headers": {"content-type": "text/html\r\nx-b: c"}})),
+            "rules[0].response.headers.content-type",
+        ),
+        (
+            rule(json!({"kind": "stale", "otherwise": {"kind": "static",
+                        "headers": {"content-type": "text/plain\r\nset-cookie: a=b"}}})),
+            "rules[0].response.otherwise.headers.content-type",
+        ),
+    ];
+    assert_refused_naming_the_field(cases).await;
+    // A tab inside a value is a valid field value.
+    validate_yaml(&yaml_with(&rule(
+        json!({"kind": "static", "headers": {"x-a": "b\tc", "content-type": "text/plain; charset=utf-8"}}),
+    )))
+    .unwrap();
 }

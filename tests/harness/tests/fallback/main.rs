@@ -21,6 +21,7 @@ mod grpc;
 mod metrics;
 mod problem;
 mod retry_after;
+mod shared_cache;
 mod stale_cache;
 mod static_response;
 mod support;

@@ -231,3 +231,36 @@ async fn stale_cache_never_leaks_across_hosts_or_callers() {
         assert_eq!(r.text(), "nothing cached", "{path} was cached");
     }
 }
+
+/// Issue 16 item 5: RFC 9111 obsoletes the `Warning` header, so a stale answer no longer sends
+/// `warning: 110`; its `age` and the `x-fallback` mark say that it is stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_item5_stale_answers_send_no_warning_header() {
+    let (_upstream, envoy) = setup(Some(
+        json!({"rules": [stale_rule("cache", "/", json!({}))]}),
+    ))
+    .await;
+    let cached = get(&envoy, "/item", &[("x-upstream-set-header", "age: 7")]).await;
+    assert_eq!(cached.status, 200, "{}", cached.describe());
+    wait_stores(&envoy, 1).await;
+    for r in [
+        get(&envoy, "/item", FAIL_503).await,
+        get_h2(&envoy, "/item", FAIL_503).await,
+    ] {
+        assert_eq!(r.status, 200, "{}", r.describe());
+        assert_eq!(r.body, cached.body, "{}", r.describe());
+        assert_eq!(
+            r.header("warning"),
+            None,
+            "no warning header: {}",
+            r.describe()
+        );
+        let age: u64 = r.header("age").unwrap_or("").trim().parse().unwrap_or(0);
+        assert!(
+            (7..=30).contains(&age),
+            "age from the stored Age on: {}",
+            r.describe()
+        );
+        assert_eq!(mark(&r).kind, "stale", "{}", r.describe());
+    }
+}

@@ -184,13 +184,19 @@ pub fn assert_stale(r: &Response, cached: &Response, rule: &str) {
         .parse()
         .unwrap_or_else(|e| panic!("age is not a number ({e}): {}", r.describe()));
     assert!(age <= 30, "age {age} within the ttl");
-    assert!(
-        r.header("warning")
-            .is_some_and(|w| w.contains("110") && w.contains("Response is Stale")),
-        "warning 110: {}",
+    // RFC 9111 obsoletes `Warning`: `age` and the mark say the answer is stale (issue 16 item 5).
+    assert_eq!(r.header("warning"), None, "no warning: {}", r.describe());
+    assert_mark(r, "stale", rule);
+}
+
+/// Asserts the `otherwise` of a [`stale_rule`]: nothing was served from the cache.
+pub fn assert_nothing_cached(r: &Response, what: &str) {
+    assert_eq!(
+        r.text(),
+        "nothing cached",
+        "{what} must not be served from the cache: {}",
         r.describe()
     );
-    assert_mark(r, "stale", rule);
 }
 
 /// The fallback with `config`, then the breaker `dep` (opens after 4 failing calls, for 5 s).
