@@ -109,11 +109,8 @@ pub fn create(
         match store.set(bitmap_key, &created.encode(), cas) {
             SharedWrite::Written => {
                 return match store.set(record_key, initial, 0) {
-                    SharedWrite::Failed(e) => {
-                        // The slot stays marked without a record: keys pass it by as taken.
-                        log::warn!("circuit-breaker: could not create {record_key}: {e}");
-                        Creation::Failed
-                    }
+                    // The slot stays marked without a record: keys pass it by as taken.
+                    SharedWrite::Failed(_) => Creation::Failed,
                     SharedWrite::Written | SharedWrite::CasMismatch => Creation::Created,
                 };
             }
