@@ -71,7 +71,7 @@ impl RootContext for BreakerRoot {
         };
         let root_id = host::plugin_root_id();
         let keys = Keys::new(&root_id);
-        store::create_records(&HostSharedData, &keys, &config.breakers);
+        store::create_tables(&HostSharedData, &keys, &config.breakers);
         let seed = store::key_seed(&HostSharedData, &keys).unwrap_or_else(|| {
             log::warn!(
                 "{FILTER}: no shared fingerprint seed; keys are fingerprinted with a fixed one"
@@ -305,15 +305,20 @@ fn admit(
     metrics: &BreakerMetrics,
 ) -> Admission {
     let jitter = jitter_unit(vm);
-    slots::admit(selected.key, now, b, jitter, |slot, change| {
-        let key = vm.keys.state(&b.name, slot);
-        match store::update(&HostSharedData, &key, ADMIT_ATTEMPTS, change) {
-            Cas::Written(look, before, Some(after)) => {
-                transitioned(b, slot, &before, &after, metrics, None);
-                Cas::Written(look, before, Some(after))
-            }
-            other => other,
+    slots::admit(selected.key, now, b, jitter, |slot, create, change| {
+        let result = store::update_slot(
+            &HostSharedData,
+            &vm.keys,
+            &b.name,
+            slot,
+            ADMIT_ATTEMPTS,
+            create,
+            change,
+        );
+        if let Cas::Written(_, before, Some(after)) = &result {
+            transitioned(b, slot, before, after, metrics, None);
         }
+        result
     })
 }
 
@@ -425,7 +430,7 @@ fn update_state(
             transitioned(b, slot, &before, &after, metrics, trip)
         }
         Cas::Written((), _, None) => {}
-        Cas::Exhausted(()) | Cas::Failed => {
+        Cas::Exhausted(()) | Cas::Failed | Cas::Missing => {
             log::warn!(
                 "{FILTER}: breaker {} could not record a result in its state",
                 b.name

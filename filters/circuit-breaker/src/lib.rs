@@ -4,13 +4,14 @@
 //! Parse, decide, render in plain Rust, tested natively: `config` (and `memory`, its worst-case shared
 //! memory), `matching` (which breaker and key a request has), `classify` (how a finished call counts),
 //! `window` (failure and slow rates per worker stripe), `state` (the breaker state machine), `slots`
-//! (which slot a key owns), `leases` (which worker writes which stripe), `reject` (the rejection).
+//! (which slot a key owns), `created` (which slots have a record), `leases` (which worker writes which stripe), `reject` (the rejection).
 //!
 //! Modules that touch the host: `filter` (the proxy-wasm adapter), `store` (the records, stripes,
 //! leases and seed in shared data, with their compare-and-swap loops) and `metrics`.
 
 pub mod classify;
 pub mod config;
+pub mod created;
 pub mod leases;
 pub mod matching;
 pub mod memory;

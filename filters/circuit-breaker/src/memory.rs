@@ -1,9 +1,11 @@
 //! The worst-case shared memory of a configuration, from the sizes the store really writes: per breaker
-//! key one state record, and one window stripe per key and leased stripe number. The stripe count is the
+//! key one state record, and one window stripe per key and leased stripe number, plus per breaker the
+//! bitmap of created slots. The stripe count is the
 //! lease table's bound (`leases::MAX_STRIPES`), not today's worker count, because stripes of VMs that
 //! stopped (restarts, module updates) stay until their number is leased again.
 
 use crate::config::{BreakerConfig, Config};
+use crate::created::max_encoded_len;
 use crate::leases::MAX_STRIPES;
 use crate::state::Record;
 use crate::window::Stripe;
@@ -38,7 +40,11 @@ pub fn breaker_bytes(b: &BreakerConfig) -> u64 {
     let record = shared_entry_bytes(key, Record::default().encode().len());
     let stripe_key = key + "/s/".len() + decimal_digits(MAX_STRIPES as u32);
     let stripes = MAX_STRIPES as u64 * shared_entry_bytes(stripe_key, stripe_value_len(b));
-    u64::from(b.max_keys).saturating_mul(record.saturating_add(stripes))
+    let created_key =
+        BREAKER_PREFIX.len() + ROOT_ID_ALLOWANCE + 1 + b.name.len() + "/created".len();
+    u64::from(b.max_keys)
+        .saturating_mul(record.saturating_add(stripes))
+        .saturating_add(shared_entry_bytes(created_key, max_encoded_len(b.max_keys)))
 }
 
 /// Every breaker's worst case, named by the field that scales it, plus the lease table.

@@ -94,32 +94,40 @@ pub enum Admission {
     Overflow,
 }
 
-/// Finds the key's slot and admits the request there. `update(slot, change)` is a CAS loop on the
-/// slot's record ([`crate::store::update`]). The key's own slot is searched for in every probe before
-/// any is claimed, so a key never takes a second slot while it owns one; a key at home costs one read.
+/// Finds the key's slot and admits the request there. `update(slot, create, change)` is a CAS loop on
+/// the slot's record that, with `create`, first creates a missing one
+/// ([`crate::store::update_slot`]). The key's own slot is searched for in every probe before any is
+/// claimed, so a key never takes a second slot while it owns one; a key at home costs one read. A
+/// slot without a record is free, and only the slot a key claims is created: shared data holds
+/// records for the slots keys have owned, not for every slot they looked at.
 pub fn admit(
     fp: u64,
     now_ns: u64,
     cfg: &BreakerConfig,
     jitter_unit: f64,
-    mut update: impl FnMut(u32, &mut dyn FnMut(&Record) -> (Look, Option<Record>)) -> Cas<Look>,
+    mut update: impl FnMut(u32, bool, &mut dyn FnMut(&Record) -> (Look, Option<Record>)) -> Cas<Look>,
 ) -> Admission {
     let failed = |slot| Admission::Slot(slot, Decision::Admit { gen: 0 });
     let mut free = Vec::new();
     for slot in probes(fp, cfg.max_keys) {
-        match update(slot, &mut |rec| look(rec, fp, now_ns, cfg, jitter_unit)) {
+        match update(slot, false, &mut |rec| {
+            look(rec, fp, now_ns, cfg, jitter_unit)
+        }) {
             Cas::Written(Look::Mine(decision), ..) => return Admission::Slot(slot, decision),
             Cas::Exhausted(_) => return busy(slot, now_ns),
-            Cas::Written(Look::Free, ..) => free.push(slot),
+            Cas::Written(Look::Free, ..) | Cas::Missing => free.push(slot),
             Cas::Written(Look::Taken, ..) => {}
             Cas::Failed => return failed(slot),
         }
     }
     for slot in free {
-        match update(slot, &mut |rec| claim(rec, fp, now_ns, cfg, jitter_unit)) {
+        match update(slot, true, &mut |rec| {
+            claim(rec, fp, now_ns, cfg, jitter_unit)
+        }) {
             Cas::Written(Look::Mine(decision), ..) => return Admission::Slot(slot, decision),
-            // Another key won the slot (or kept winning it): try the next.
-            Cas::Written(..) | Cas::Exhausted(_) => {}
+            // Another key won the slot (or kept winning it), or another worker is creating its
+            // record: try the next.
+            Cas::Written(..) | Cas::Exhausted(_) | Cas::Missing => {}
             Cas::Failed => return failed(slot),
         }
     }
@@ -142,6 +150,7 @@ fn busy(slot: u32, now_ns: u64) -> Admission {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::store::Keys;
     use filter_common::config::parse;
     use filter_common::shared::{MemoryStore, SharedData};
     use std::cell::Cell;
@@ -155,7 +164,7 @@ mod tests {
     }
 
     /// A breaker's slot records in shared data, admitted through the filter's own CAS loop
-    /// (`store::update`).
+    /// (`store::update_slot`).
     struct Store<'a> {
         mem: MemoryStore<'a>,
         reads_before: Cell<u32>,
@@ -166,6 +175,7 @@ mod tests {
     }
 
     impl<'a> Store<'a> {
+        /// `n` slots whose records exist (0: every record is created when first needed).
         fn new(n: u32) -> Store<'a> {
             let mem = MemoryStore::new();
             for slot in 0..n {
@@ -204,8 +214,8 @@ mod tests {
 
         fn admit(&self, fp: u64, now: u64, c: &BreakerConfig) -> Admission {
             self.reads_before.set(self.mem.calls().0);
-            admit(fp, now, c, 0.0, |slot, change| {
-                crate::store::update(&self.mem, &key(slot), 8, change)
+            admit(fp, now, c, 0.0, |slot, create, change| {
+                crate::store::update_slot(&self.mem, &Keys::new("cb"), "b", slot, 8, create, change)
             })
         }
     }
@@ -306,5 +316,37 @@ mod tests {
         store.race(0, state::claimed(&Record::default(), 10, 0));
         assert_eq!(admitted(store.admit(10, 0, &c)), 0);
         assert_eq!(store.get(1).owner, 0, "no second slot");
+    }
+
+    /// Records are created when a key first needs a slot: only the slots probed exist, a key at home
+    /// then costs one read, and overflow and reuse work as with records made in advance.
+    #[test]
+    fn records_are_created_when_keys_first_need_them() {
+        let c = cfg(r#"{"maxKeys": 1000, "window": {"duration": "4s"}}"#);
+        let store = Store::new(0);
+        assert_eq!(admitted(store.admit(7, 0, &c)), 7);
+        assert_eq!(store.get(7).owner, 7);
+        assert_eq!(
+            store.mem.len(),
+            2,
+            "the claimed slot's record and the bitmap of created slots"
+        );
+        admitted(store.admit(7, SEC, &c));
+        assert_eq!(store.reads(), 1);
+        // Another key at the same home takes the next slot, created for it.
+        assert_eq!(admitted(store.admit(1007, SEC, &c)), 8);
+        assert_eq!(store.mem.len(), 3);
+        // A slot whose creation another worker claimed but has not written yet is passed by. (The
+        // lookup reads slots 20 to 23 and claims 20, so 21 is still missing when the key claims it.)
+        let map = Keys::new("cb").created("b");
+        let mut created = crate::created::Created::decode(&store.mem.value(&map).unwrap());
+        created.insert(20);
+        store.mem.set(&map, &created.encode(), 0);
+        assert_eq!(admitted(store.admit(20, SEC, &c)), 21);
+        assert_eq!(
+            store.mem.value(&key(20)),
+            None,
+            "never written by a second creator"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! stripes, so recording a call never contends with another worker.
 
 use crate::config::BreakerConfig;
+use crate::created::{self, Created, Creation};
 use crate::leases::Table;
 use crate::slots::Seed;
 use crate::state::Record;
@@ -45,33 +46,65 @@ pub fn key_seed(store: &impl SharedData, keys: &Keys) -> Option<Seed> {
     filter_common::slots::shared_seed(store, &keys.seed(), fresh)
 }
 
-/// Creates every breaker key's record before traffic, so that every later write is a real
-/// compare-and-swap (the host skips the CAS check for a key that does not exist yet). The first VM to
+/// Creates, before traffic, what every later write needs to exist so that it is a real
+/// compare-and-swap (the host skips the CAS check for a key that does not exist yet): the lease table
+/// and each breaker's bitmap of created slots. The slots' records themselves are created when a key
+/// first needs one ([`update_slot`]), so loading costs the same whatever `maxKeys` is. The first VM to
 /// configure (Envoy's canary, on the main thread) does it before any worker serves a request.
-pub fn create_records(store: &impl SharedData, keys: &Keys, breakers: &[BreakerConfig]) {
+pub fn create_tables(store: &impl SharedData, keys: &Keys, breakers: &[BreakerConfig]) {
     let leases = keys.leases();
     if let Err(e) = create_key(store, leases, &Table::default().encode()) {
         log::warn!("circuit-breaker: could not create {leases}: {e}");
     }
-    let empty = Record::default().encode();
+    let empty = Created::default().encode();
     for b in breakers {
-        for slot in 0..b.max_keys {
-            let key = keys.state(&b.name, slot);
-            if let Err(e) = create_key(store, &key, &empty) {
-                log::warn!("circuit-breaker: could not create {key}: {e}");
-                return;
-            }
+        let key = keys.created(&b.name);
+        if let Err(e) = create_key(store, &key, &empty) {
+            log::warn!("circuit-breaker: could not create {key}: {e}");
+            return;
         }
     }
 }
 
-/// The record and its CAS token; a missing or unreadable value reads as a new closed breaker.
-/// `None` when shared data itself failed.
-pub fn read_record(store: &impl SharedData, key: &str) -> Option<(Record, u32)> {
+/// The record and its CAS token; an unreadable value reads as a new closed breaker. `Ok(None)` when
+/// the record does not exist, `Err` when shared data itself failed.
+fn read_record(store: &impl SharedData, key: &str) -> Result<Option<(Record, u32)>, ()> {
     match store.get(key) {
-        Ok(Some((bytes, cas))) => Some((Record::decode(&bytes).unwrap_or_default(), cas)),
-        Ok(None) => Some((Record::default(), 0)),
-        Err(_) => None,
+        Ok(Some((bytes, cas))) => Ok(Some((Record::decode(&bytes).unwrap_or_default(), cas))),
+        Ok(None) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+/// [`update`] on the record of `breaker`'s key slot `slot`. With `create`, a record no key has needed
+/// yet is created first (see `created`), and `Cas::Missing` then says another worker is creating it
+/// (or its creator stopped before writing it): the slot is not usable now.
+pub fn update_slot<T>(
+    store: &impl SharedData,
+    keys: &Keys,
+    breaker: &str,
+    slot: u32,
+    attempts: u32,
+    create: bool,
+    mut change: impl FnMut(&Record) -> (T, Option<Record>),
+) -> Cas<T> {
+    let key = keys.state(breaker, slot);
+    match update(store, &key, attempts, &mut change) {
+        Cas::Missing if create => {}
+        done => return done,
+    }
+    let initial = Record::default().encode();
+    match created::create(
+        store,
+        &keys.created(breaker),
+        &key,
+        slot,
+        &initial,
+        attempts,
+    ) {
+        Creation::Failed => Cas::Failed,
+        // Written by this worker, or by another since the record was found missing: read it again.
+        Creation::Created | Creation::ClaimedElsewhere => update(store, &key, attempts, change),
     }
 }
 
@@ -83,9 +116,12 @@ pub enum Cas<T> {
     Exhausted(T),
     /// Shared data failed.
     Failed,
+    /// The record does not exist: nothing was read or written.
+    Missing,
 }
 
-/// Reads the record, lets `change` compute (value, record to write), and writes with CAS, retrying.
+/// Reads the record, lets `change` compute (value, record to write), and writes with CAS, retrying. A
+/// record that does not exist is `Cas::Missing` ([`update_slot`] creates it).
 pub fn update<T>(
     store: &impl SharedData,
     key: &str,
@@ -94,8 +130,10 @@ pub fn update<T>(
 ) -> Cas<T> {
     let mut last = None;
     for _ in 0..attempts {
-        let Some((record, cas)) = read_record(store, key) else {
-            return Cas::Failed;
+        let (record, cas) = match read_record(store, key) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Cas::Missing,
+            Err(()) => return Cas::Failed,
         };
         let (value, next) = change(&record);
         let Some(next) = next else {
@@ -348,20 +386,33 @@ mod tests {
     }
 
     #[test]
-    fn records_are_created_once_and_kept() {
+    fn loading_creates_no_record_and_keeps_live_state() {
         let store = MemoryStore::new();
         let keys = Keys::new("cb");
-        let b = breaker(r#"{"name": "b", "maxKeys": 3}"#);
-        create_records(&store, &keys, std::slice::from_ref(&b));
-        assert_eq!(store.len(), 4, "three records and the lease table");
-        let open = state::on_trip(&Record::default(), 1, 0, &b, 0.0).unwrap();
-        put(&store, &open);
-        create_records(&store, &keys, &[b]);
+        let b = breaker(r#"{"name": "b", "maxKeys": 1000}"#);
+        create_tables(&store, &keys, std::slice::from_ref(&b));
+        assert_eq!(
+            store.len(),
+            2,
+            "the lease table and the bitmap of created slots, whatever maxKeys"
+        );
+        // The first key to need slot 0 creates its record.
+        assert!(matches!(
+            update_slot(&store, &keys, "b", 0, ADMIT_ATTEMPTS, true, |rec| {
+                ((), state::on_trip(rec, rec.gen, 0, &b, 0.0))
+            }),
+            Cas::Written((), _, Some(_))
+        ));
+        let open = record(&store);
+        assert_eq!(open.state, State::Open);
+        create_tables(&store, &keys, std::slice::from_ref(&b));
+        update_slot(&store, &keys, "b", 0, ADMIT_ATTEMPTS, true, |_| ((), None));
         assert_eq!(
             record(&store),
             open,
             "a second VM does not reset live state"
         );
+        assert_eq!(store.len(), 3);
     }
 
     #[test]
@@ -395,8 +446,11 @@ mod tests {
         assert!(matches!(admit(&store, &b, 2 * SEC), Cas::Failed));
         store.inject(KEY, Fault::WriteError);
         assert!(matches!(admit(&store, &b3, 2 * SEC), Cas::Failed));
-        // A missing or unreadable record reads as a new closed breaker: admitted, nothing written.
+        // A missing record is neither read nor written (`update_slot` creates it).
         store.inject(KEY, Fault::Missing);
+        assert!(matches!(admit(&store, &b, 2 * SEC), Cas::Missing));
+        // An unreadable one reads as a new closed breaker.
+        store.set(KEY, b"garbage", 0);
         assert!(matches!(
             admit(&store, &b, 2 * SEC),
             Cas::Written(Decision::Admit { .. }, _, None)
@@ -440,7 +494,7 @@ mod tests {
                     }
                 }
                 Cas::Written(..) | Cas::Exhausted(_) => {}
-                Cas::Failed => panic!("the store does not fail here"),
+                Cas::Failed | Cas::Missing => panic!("the store does not fail here"),
             };
             let store = MemoryStore::new();
             put(
@@ -531,7 +585,7 @@ mod tests {
             assert_eq!(s.set(keys.leases(), &t.encode(), cas), SharedWrite::Written);
         };
         let store = MemoryStore::new();
-        create_records(&store, &keys, &[]);
+        create_tables(&store, &keys, &[]);
         store.before_write(|_, s| {
             if once.replace(false) {
                 other(s);

@@ -48,6 +48,12 @@ impl BreakerKeys {
         key
     }
 
+    /// Which of a breaker's key slots have a record (the circuit breaker's `created.rs`):
+    /// `.../<breaker>/created`.
+    pub fn created(&self, breaker: &str) -> String {
+        format!("{}{breaker}/created", self.prefix)
+    }
+
     /// The stripe lease table: `.../leases`.
     pub fn leases(&self) -> &str {
         &self.leases
@@ -98,6 +104,7 @@ mod tests {
             "circuit-breaker/cb/payments/7/s/3"
         );
         assert_eq!(b.leases(), "circuit-breaker/cb/leases");
+        assert_eq!(b.created("payments"), "circuit-breaker/cb/payments/created");
         assert_eq!(b.seed(), "circuit-breaker/cb/seed");
         assert_eq!(fallback_cache_prefix("fb"), "fallback/fb/cache/");
         assert_eq!(fallback_seed("fb"), "fallback/fb/seed");

@@ -19,6 +19,7 @@ mod classify;
 mod config;
 mod half_open;
 mod keys;
+mod load;
 mod matching;
 mod metrics;
 mod modes;
