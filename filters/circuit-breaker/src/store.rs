@@ -50,7 +50,7 @@ pub fn key_seed(store: &impl SharedData, keys: &Keys) -> Option<Seed> {
     let mut ids = IdGenerator::from_entropy(host::now_nanos());
     let fresh = Seed([ids.next_u64(), ids.next_u64()]);
     if let SharedWrite::Failed(e) = store.set(&key, &fresh.encode(), 0) {
-        log::warn!("circuit-breaker: could not create {key}: {e}");
+        log::warn!("could not create {key}: {e}");
     }
     // Read back: whichever VM wrote last, every VM uses the stored seed.
     match store.get(&key) {
@@ -65,14 +65,14 @@ pub fn key_seed(store: &impl SharedData, keys: &Keys) -> Option<Seed> {
 pub fn create_records(store: &impl SharedData, keys: &Keys, breakers: &[BreakerConfig]) {
     let leases = keys.leases();
     if let Err(e) = create_key(store, leases, &Table::default().encode()) {
-        log::warn!("circuit-breaker: could not create {leases}: {e}");
+        log::warn!("could not create {leases}: {e}");
     }
     let empty = Record::default().encode();
     for b in breakers {
         for slot in 0..b.max_keys {
             let key = keys.state(&b.name, slot);
             if let Err(e) = create_key(store, &key, &empty) {
-                log::warn!("circuit-breaker: could not create {key}: {e}");
+                log::warn!("could not create {key}: {e}");
                 return;
             }
         }
@@ -119,7 +119,7 @@ pub fn update<T>(
             SharedWrite::Written => return Cas::Written(value, record, Some(next)),
             SharedWrite::CasMismatch => last = Some(value),
             SharedWrite::Failed(e) => {
-                log::warn!("circuit-breaker: could not write {key}: {e}");
+                log::warn!("could not write {key}: {e}");
                 return Cas::Failed;
             }
         }
@@ -291,7 +291,7 @@ fn lease(
                 None => {
                     if !WARNED_FULL.with(|w| w.replace(true)) {
                         log::warn!(
-                            "circuit-breaker: all {} window stripes are leased by live workers; this worker's calls count only in its own decisions",
+                            "all {} window stripes are leased by live workers; this worker's calls count only in its own decisions",
                             crate::leases::MAX_STRIPES
                         );
                     }

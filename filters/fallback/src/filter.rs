@@ -31,8 +31,6 @@ use proxy_wasm::types::{Action, ContextType};
 use std::cell::OnceCell;
 use std::rc::Rc;
 
-const FILTER: &str = "fallback";
-
 // The module's entry point: only the Wasm build exports it, so native builds (tests, fuzzing) can link
 // several filter crates into one binary.
 #[cfg(target_arch = "wasm32")]
@@ -57,7 +55,7 @@ impl Context for FallbackRoot {}
 
 impl RootContext for FallbackRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = load_config::<Config>(FILTER) else {
+        let Some(config) = load_config::<Config>() else {
             return false;
         };
         let mut needs = Needs::default();
@@ -525,7 +523,7 @@ impl FallbackStream {
         {
             Ok(token) => Some(token),
             Err(e) => {
-                log::warn!("{FILTER}: could not call cluster {cluster}: {e:?}");
+                log::warn!("could not call cluster {cluster}: {e:?}");
                 None
             }
         }
@@ -572,10 +570,7 @@ impl FallbackStream {
         );
         if !sent {
             // The stream is gone or the host refused: let the original response go on rather than hang.
-            log::warn!(
-                "{FILTER}: could not send the fallback of rule {}",
-                rule.name
-            );
+            log::warn!("could not send the fallback of rule {}", rule.name);
             self.own_reply = false;
             host::resume_response();
         }

@@ -7,8 +7,6 @@ use crate::config::Config;
 use filter_common::host::SharedWrite;
 use filter_common::shared::{create_key, SharedData};
 
-const FILTER: &str = "fallback";
-
 /// The key of the slot `key` lives in.
 pub fn slot_key(prefix: &str, key: u128, config: &Config) -> String {
     format!("{prefix}{}", cache::slot(key, config.cache.slots()))
@@ -23,7 +21,7 @@ pub fn create_slots(store: &impl SharedData, prefix: &str, config: &Config) {
     for slot in 0..config.cache.slots() {
         let key = format!("{prefix}{slot}");
         if let Err(e) = create_key(store, &key, b"") {
-            log::warn!("{FILTER}: could not create cache slot {key}: {e}");
+            log::warn!("could not create cache slot {key}: {e}");
             return;
         }
     }
@@ -62,7 +60,7 @@ pub fn write(store: &impl SharedData, slot_key: &str, entry: &Entry) -> Option<W
         SharedWrite::Written => {}
         SharedWrite::CasMismatch => return None,
         SharedWrite::Failed(e) => {
-            log::warn!("{FILTER}: could not cache a response: {e}");
+            log::warn!("could not cache a response: {e}");
             return None;
         }
     }

@@ -9,10 +9,14 @@ use proxy_wasm::types::LogLevel;
 /// call at all.
 pub const LOG_LEVEL: LogLevel = LogLevel::Info;
 
-/// Reads and checks the plugin configuration. On error it logs exactly one line naming the filter, the
-/// field and the reason, and returns `None`; the filter then returns `false` from `on_configure`, which
-/// makes Envoy reject the configuration instead of running with a guess.
-pub fn load_config<T>(filter: &str) -> Option<T>
+/// Reads and checks the plugin configuration. On error it logs exactly one line naming the field and
+/// the reason, and returns `None`; the filter then returns `false` from `on_configure`, which makes
+/// Envoy reject the configuration instead of running with a guess.
+///
+/// No log line of a filter names the filter itself: Envoy starts every line a plugin logs with the
+/// plugin's name, root_id and vm_id (those set: `wasm log circuit-breaker: invalid configuration: ...`),
+/// so a name of our own would only repeat it.
+pub fn load_config<T>() -> Option<T>
 where
     T: FromJson + Default + Validate,
 {
@@ -20,7 +24,7 @@ where
     match parse::<T>(raw.as_deref()) {
         Ok(config) => Some(config),
         Err(e) => {
-            log::error!("{filter}: {e}");
+            log::error!("{e}");
             None
         }
     }

@@ -9,8 +9,6 @@ use crate::tracestate::TraceState;
 use filter_common::host::SharedWrite;
 use filter_common::shared::{create_key, SharedData};
 
-const FILTER: &str = "trace-context";
-
 /// Bounded compare-and-set retries: another worker writing the same slot at the same moment is rare,
 /// and giving up only costs this request its correlation.
 const CAS_ATTEMPTS: usize = 4;
@@ -24,7 +22,7 @@ pub fn create_slots(store: &impl SharedData, config: &Config) {
     for slot in 0..u64::from(config.correlation.slots) {
         let key = filter_common::keys::correlation_slot(slot);
         if let Err(e) = create_key(store, &key, b"") {
-            log::warn!("{FILTER}: could not create correlation slot {key}: {e}");
+            log::warn!("could not create correlation slot {key}: {e}");
             return;
         }
     }
@@ -76,7 +74,7 @@ pub fn remember(
             Ok(Some((value, cas))) => (Some(value), cas),
             Ok(None) => (None, 0),
             Err(e) => {
-                log::warn!("{FILTER}: could not read the correlation slot: {e}");
+                log::warn!("could not read the correlation slot: {e}");
                 return Remembered::NotStored;
             }
         };
@@ -89,7 +87,7 @@ pub fn remember(
             SharedWrite::Written => return Remembered::Stored,
             SharedWrite::CasMismatch => continue,
             SharedWrite::Failed(e) => {
-                log::warn!("{FILTER}: could not store the correlation entry: {e}");
+                log::warn!("could not store the correlation entry: {e}");
                 return Remembered::NotStored;
             }
         }
