@@ -1,8 +1,7 @@
 //! Start-up steps every filter takes the same way.
 
 use crate::config::{parse, FromJson, Validate};
-use crate::host;
-use proxy_wasm::types::LogLevel;
+use crate::host::{Host, LogLevel, ProxyHost};
 
 /// The level every filter logs at: configuration errors, transitions and one-off warnings, never a line
 /// per request. Envoy's own `wasm` log level filters further; a message below this one costs no host
@@ -16,7 +15,15 @@ pub fn load_config<T>(filter: &str) -> Option<T>
 where
     T: FromJson + Default + Validate,
 {
-    let raw = host::plugin_configuration();
+    load_config_from(&ProxyHost, filter)
+}
+
+/// [`load_config`] from `host`.
+pub fn load_config_from<T>(host: &impl Host, filter: &str) -> Option<T>
+where
+    T: FromJson + Default + Validate,
+{
+    let raw = host.plugin_configuration();
     match parse::<T>(raw.as_deref()) {
         Ok(config) => Some(config),
         Err(e) => {
