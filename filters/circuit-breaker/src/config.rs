@@ -56,6 +56,10 @@ pub struct BreakerConfig {
     pub reject_status: u32,
     pub retry_after: bool,
     pub envoy_overloaded: bool,
+    /// Calls in flight for one key, all workers together; `None`: no limit (see `permits`).
+    pub max_concurrent_calls: Option<u32>,
+    /// The longest server-driven backoff honoured; zero: off (see `pushback`).
+    pub max_pushback: ConfigDuration,
 }
 
 impl Default for BreakerConfig {
@@ -82,6 +86,8 @@ impl Default for BreakerConfig {
             reject_status: 503,
             retry_after: true,
             envoy_overloaded: false,
+            max_concurrent_calls: None,
+            max_pushback: ConfigDuration::from_millis(0),
         }
     }
 }
@@ -206,6 +212,8 @@ impl FromJson for BreakerConfig {
             "rejectStatus" => b.reject_status = read(value, at)?,
             "retryAfter" => b.retry_after = read(value, at)?,
             "envoyOverloaded" => b.envoy_overloaded = read(value, at)?,
+            "maxConcurrentCalls" => b.max_concurrent_calls = Some(read(value, at)?),
+            "maxPushback" => b.max_pushback = read(value, at)?,
         });
         Ok(b)
     }
@@ -365,9 +373,26 @@ impl Validate for Config {
                 f("rejectStatus"),
                 "must be between 400 and 599",
             )?;
+            validate_overload(b, &f)?;
         }
         crate::memory::budget(self).check(self.max_shared_memory)
     }
+}
+
+/// Limits of the overload fields (issue 20): `maxConcurrentCalls`, `maxPushback`.
+fn validate_overload(b: &BreakerConfig, f: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    if let Some(n) = b.max_concurrent_calls {
+        check(
+            (1..=1_000_000).contains(&n),
+            f("maxConcurrentCalls"),
+            "must be between 1 and 1000000 (leave it out for no limit)",
+        )?;
+    }
+    check(
+        b.max_pushback.0.as_secs() <= 3600,
+        f("maxPushback"),
+        "must be at most 1h (\"0s\" turns it off)",
+    )
 }
 
 #[cfg(test)]
@@ -392,6 +417,8 @@ mod tests {
         assert_eq!(b.max_open_duration.0.as_secs(), 60);
         assert_eq!(b.half_open_probes, 3);
         assert_eq!(b.classify, default_rules());
+        assert_eq!(b.max_concurrent_calls, None, "no limit");
+        assert!(b.max_pushback.0.is_zero(), "no pushback");
     }
 
     #[test]
@@ -406,7 +433,7 @@ mod tests {
                          {"envoy": ["timeout"], "outcome": "ignore"}],
             "openDuration": "1s", "openDurationMultiplier": 1.5, "maxOpenDuration": "30s", "openJitter": 0,
             "halfOpenProbes": 1, "maxHalfOpenDuration": "5s", "rejectStatus": 429, "retryAfter": false,
-            "envoyOverloaded": true}], "statusHeader": "x-cb"}"#;
+            "envoyOverloaded": true, "maxConcurrentCalls": 40, "maxPushback": "30s"}], "statusHeader": "x-cb"}"#;
         let c: Config = parse(Some(json)).unwrap();
         let b = &c.breakers[0];
         assert_eq!(b.key_by, Some(KeyBy::Header("x-tenant".into())));
@@ -414,6 +441,8 @@ mod tests {
         assert_eq!(b.window.kind, WindowType::Count);
         assert_eq!(b.classify.len(), 3);
         assert_eq!(b.max_keys, 50);
+        assert_eq!(b.max_concurrent_calls, Some(40));
+        assert_eq!(b.max_pushback.0.as_secs(), 30);
     }
 
     #[test]
@@ -469,6 +498,22 @@ mod tests {
             (
                 br#"{"breakers": [{"openJitter": 0.9}]}"#,
                 "breakers[0].openJitter",
+            ),
+            (
+                br#"{"breakers": [{"maxConcurrentCalls": 0}]}"#,
+                "breakers[0].maxConcurrentCalls",
+            ),
+            (
+                br#"{"breakers": [{"maxConcurrentCalls": -3}]}"#,
+                "breakers[0].maxConcurrentCalls",
+            ),
+            (
+                br#"{"breakers": [{"maxPushback": "2h"}]}"#,
+                "breakers[0].maxPushback",
+            ),
+            (
+                br#"{"breakers": [{"maxPushback": 30}]}"#,
+                "breakers[0].maxPushback",
             ),
             (br#"{"breakerz": []}"#, "breakerz"),
             (

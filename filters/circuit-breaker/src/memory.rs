@@ -28,7 +28,8 @@ pub fn breaker_bytes(b: &BreakerConfig) -> u64 {
     let record = shared_entry_bytes(key, Record::default().encode().len());
     let stripe_key = key + "/s/".len() + decimal_digits(MAX_STRIPES as u32);
     let stripes = MAX_STRIPES as u64 * shared_entry_bytes(stripe_key, stripe_value_len(b));
-    u64::from(b.max_keys).saturating_mul(record.saturating_add(stripes))
+    let overload = crate::overload::key_bytes(b, key);
+    u64::from(b.max_keys).saturating_mul(record.saturating_add(stripes).saturating_add(overload))
 }
 
 /// Every breaker's worst case, named by the field that scales it, plus the lease table.
