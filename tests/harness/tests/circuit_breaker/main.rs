@@ -22,5 +22,6 @@ mod keys;
 mod matching;
 mod metrics;
 mod modes;
+mod overload;
 mod support;
 mod tripping;
