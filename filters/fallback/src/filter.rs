@@ -22,10 +22,12 @@ use crate::trigger::{fire, Observed, Reason};
 use filter_common::failure::{is_upstream_answer, CIRCUIT_BREAKER_DETAILS};
 use filter_common::headers::HeaderMap;
 use filter_common::host::{self, Buffer, MapType};
-use filter_common::keyed_hash::{self, Seed};
+use filter_common::ids::IdGenerator;
+use filter_common::keyed_hash::Seed;
 use filter_common::matching::Needs;
 use filter_common::plugin::load_config;
 use filter_common::shared::HostSharedData;
+use filter_common::slots;
 use filter_common::w3c::TRACEPARENT;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -72,7 +74,8 @@ impl RootContext for FallbackRoot {
         store::create_slots(&HostSharedData, &cache_prefix, &config);
         let seed = if config.serves_stale() {
             let key = filter_common::keys::fallback_seed(&root_id);
-            keyed_hash::shared_seed(&HostSharedData, &key, host::now_nanos()).unwrap_or_else(|| {
+            let fresh = Seed::random(&mut IdGenerator::from_entropy(host::now_nanos()));
+            slots::shared_seed(&HostSharedData, &key, fresh).unwrap_or_else(|| {
                 log::warn!(
                     "{FILTER}: no shared cache-slot seed; slots are chosen with a fixed one"
                 );
