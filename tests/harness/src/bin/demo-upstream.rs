@@ -1,5 +1,10 @@
 //! `demo-upstream [--port N]`: the test upstream on 127.0.0.1:N (default 8081), for running the
-//! shipped Envoy configs by hand. Logs one line per request to stderr; runs until killed.
+//! shipped Envoy configs by hand. Logs one line per request to stderr; runs until SIGTERM or SIGINT
+//! (Ctrl-C), and exits 0 at once on either.
+//!
+//! Handling SIGTERM explicitly matters in a container (docker-compose.yaml): there it is PID 1, and the
+//! kernel gives PID 1 no default action for SIGTERM, so `compose down`/`docker stop` would wait 10 s and
+//! then SIGKILL it.
 
 use e2e_harness::Upstream;
 
@@ -42,5 +47,22 @@ async fn main() {
         "demo-upstream listening on 127.0.0.1:{} (HTTP/1.1 and h2c)",
         upstream.port()
     );
-    std::future::pending::<()>().await;
+    match shutdown_signal().await {
+        Ok(name) => eprintln!("demo-upstream: {name}, stopping"),
+        Err(e) => {
+            eprintln!("demo-upstream: cannot wait for SIGTERM: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and names the one that came.
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
 }
