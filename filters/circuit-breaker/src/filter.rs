@@ -28,8 +28,6 @@ use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-const FILTER: &str = "circuit-breaker";
-
 // The module's entry point: only the Wasm build exports it, so native builds (tests, fuzzing) can link
 // several filter crates into one binary.
 #[cfg(target_arch = "wasm32")]
@@ -66,20 +64,18 @@ impl RootContext for BreakerRoot {
     }
 
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = load_config(FILTER, crate::memory::load) else {
+        let Some(config) = load_config(crate::memory::load) else {
             return false;
         };
         let root_id = host::plugin_root_id();
         let keys = Keys::new(&root_id);
         store::create_tables(&HostSharedData, &keys, &config.breakers);
         let seed = store::key_seed(&HostSharedData, &keys).unwrap_or_else(|| {
-            log::warn!(
-                "{FILTER}: no shared fingerprint seed; keys are fingerprinted with a fixed one"
-            );
+            log::warn!("no shared fingerprint seed; keys are fingerprinted with a fixed one");
             Seed::default()
         });
         if !host::set_tick_period(LEASE_TICK_MS) {
-            log::warn!("{FILTER}: no timer: an idle worker's calls stop counting after 5 minutes");
+            log::warn!("no timer: an idle worker's calls stop counting after 5 minutes");
         }
         self.vm = Some(Rc::new(VmState {
             needs: needs(&config),
@@ -174,7 +170,7 @@ impl HttpContext for BreakerStream {
                 metrics.keys_overflow.inc();
                 if !metrics.warned_overflow.replace(true) {
                     log::warn!(
-                        "{FILTER}: breaker {}: every slot a new key may use is owned by another key; such keys pass unprotected (counted in circuit_breaker_keys_overflow, raise maxKeys)",
+                        "breaker {}: every slot a new key may use is owned by another key; such keys pass unprotected (counted in circuit_breaker_keys_overflow, raise maxKeys)",
                         b.name
                     );
                 }
@@ -285,10 +281,7 @@ impl BreakerStream {
         );
         if !sent {
             // The stream is gone or the host refused: let it continue rather than hang.
-            log::warn!(
-                "{FILTER}: could not send the rejection for breaker {}",
-                b.name
-            );
+            log::warn!("could not send the rejection for breaker {}", b.name);
             self.rejected = false;
             host::resume_request();
         }
@@ -432,7 +425,7 @@ fn update_state(
         Cas::Written((), _, None) => {}
         Cas::Exhausted(()) | Cas::Failed | Cas::Missing => {
             log::warn!(
-                "{FILTER}: breaker {} could not record a result in its state",
+                "breaker {} could not record a result in its state",
                 b.name
             )
         }
@@ -468,7 +461,7 @@ fn transitioned(
         String::new()
     };
     log::info!(
-        "{FILTER}: breaker {}{key} {} -> {}{why}",
+        "breaker {}{key} {} -> {}{why}",
         b.name,
         from.state.label(),
         to.state.label()

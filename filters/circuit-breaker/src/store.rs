@@ -54,13 +54,13 @@ pub fn key_seed(store: &impl SharedData, keys: &Keys) -> Option<Seed> {
 pub fn create_tables(store: &impl SharedData, keys: &Keys, breakers: &[BreakerConfig]) {
     let leases = keys.leases();
     if let Err(e) = create_key(store, leases, &Table::default().encode()) {
-        log::warn!("circuit-breaker: could not create {leases}: {e}");
+        log::warn!("could not create {leases}: {e}");
     }
     let empty = Created::default().encode();
     for b in breakers {
         let key = keys.created(&b.name);
         if let Err(e) = create_key(store, &key, &empty) {
-            log::warn!("circuit-breaker: could not create {key}: {e}");
+            log::warn!("could not create {key}: {e}");
             return;
         }
     }
@@ -143,7 +143,7 @@ pub fn update<T>(
             SharedWrite::Written => return Cas::Written(value, record, Some(next)),
             SharedWrite::CasMismatch => last = Some(value),
             SharedWrite::Failed(e) => {
-                log::warn!("circuit-breaker: could not write {key}: {e}");
+                log::warn!("could not write {key}: {e}");
                 return Cas::Failed;
             }
         }
@@ -315,7 +315,7 @@ fn lease(
                 None => {
                     if !WARNED_FULL.with(|w| w.replace(true)) {
                         log::warn!(
-                            "circuit-breaker: all {} window stripes are leased by live workers; this worker's calls count only in its own decisions",
+                            "all {} window stripes are leased by live workers; this worker's calls count only in its own decisions",
                             crate::leases::MAX_STRIPES
                         );
                     }

@@ -34,8 +34,6 @@ use proxy_wasm::types::{Action, ContextType};
 use std::cell::OnceCell;
 use std::rc::Rc;
 
-const FILTER: &str = "fallback";
-
 // The module's entry point: only the Wasm build exports it, so native builds (tests, fuzzing) can link
 // several filter crates into one binary.
 #[cfg(target_arch = "wasm32")]
@@ -62,7 +60,7 @@ impl Context for FallbackRoot {}
 
 impl RootContext for FallbackRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = load_config(FILTER, crate::memory::load) else {
+        let Some(config) = load_config(crate::memory::load) else {
             return false;
         };
         let mut needs = Needs::default();
@@ -77,7 +75,7 @@ impl RootContext for FallbackRoot {
             let fresh = Seed::random(&mut IdGenerator::from_entropy(host::now_nanos()));
             slots::shared_seed(&HostSharedData, &key, fresh).unwrap_or_else(|| {
                 log::warn!(
-                    "{FILTER}: no shared cache-slot seed; slots are chosen with a fixed one"
+                    "no shared cache-slot seed; slots are chosen with a fixed one"
                 );
                 Seed::default()
             })
@@ -556,7 +554,7 @@ impl FallbackStream {
         {
             Ok(token) => Some(token),
             Err(e) => {
-                log::warn!("{FILTER}: could not call cluster {cluster}: {e:?}");
+                log::warn!("could not call cluster {cluster}: {e:?}");
                 None
             }
         }
@@ -603,10 +601,7 @@ impl FallbackStream {
         );
         if !sent {
             // The stream is gone or the host refused: let the original response go on rather than hang.
-            log::warn!(
-                "{FILTER}: could not send the fallback of rule {}",
-                rule.name
-            );
+            log::warn!("could not send the fallback of rule {}", rule.name);
             self.own_reply = false;
             host::resume_response();
         }

@@ -8,8 +8,6 @@ use filter_common::host::SharedWrite;
 use filter_common::keyed_hash::Seed;
 use filter_common::shared::{create_key, SharedData};
 
-const FILTER: &str = "fallback";
-
 /// The key of the slot `key` lives in (keyed by the sidecar's `seed`).
 pub fn slot_key(prefix: &str, seed: &Seed, key: u128, config: &Config) -> String {
     format!("{prefix}{}", cache::slot(seed, key, config.cache.slots()))
@@ -24,7 +22,7 @@ pub fn create_slots(store: &impl SharedData, prefix: &str, config: &Config) {
     for slot in 0..config.cache.slots() {
         let key = format!("{prefix}{slot}");
         if let Err(e) = create_key(store, &key, b"") {
-            log::warn!("{FILTER}: could not create cache slot {key}: {e}");
+            log::warn!("could not create cache slot {key}: {e}");
             return;
         }
     }
@@ -65,7 +63,7 @@ pub fn write(store: &impl SharedData, slot_key: &str, entry: &Entry) -> Option<W
         SharedWrite::Written => {}
         SharedWrite::CasMismatch => return None,
         SharedWrite::Failed(e) => {
-            log::warn!("{FILTER}: could not cache a response: {e}");
+            log::warn!("could not cache a response: {e}");
             return None;
         }
     }

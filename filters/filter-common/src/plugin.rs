@@ -10,18 +10,19 @@ use proxy_wasm::types::LogLevel;
 pub const LOG_LEVEL: LogLevel = LogLevel::Info;
 
 /// Reads the plugin configuration with `load` (the filter's: parse, validate, then its shared-memory
-/// ceiling). On error it logs exactly one line naming the filter, the field and the reason, and returns
-/// `None`; the filter then returns `false` from `on_configure`, which makes Envoy reject the
-/// configuration instead of running with a guess.
-pub fn load_config<T>(
-    filter: &str,
-    load: impl FnOnce(Option<&[u8]>) -> Result<T, ConfigError>,
-) -> Option<T> {
+/// ceiling). On error it logs exactly one line naming the field and the reason, and returns `None`; the
+/// filter then returns `false` from `on_configure`, which makes Envoy reject the configuration instead
+/// of running with a guess.
+///
+/// No log line of a filter names the filter itself: Envoy starts every line a plugin logs with the
+/// plugin's name, root_id and vm_id (those set: `wasm log circuit-breaker: invalid configuration: ...`),
+/// so a name of our own would only repeat it.
+pub fn load_config<T>(load: impl FnOnce(Option<&[u8]>) -> Result<T, ConfigError>) -> Option<T> {
     let raw = host::plugin_configuration();
     match load(raw.as_deref()) {
         Ok(config) => Some(config),
         Err(e) => {
-            log::error!("{filter}: {e}");
+            log::error!("{e}");
             None
         }
     }

@@ -20,7 +20,6 @@ use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-const FILTER: &str = "trace-context";
 const REQUEST_ID: &str = "x-request-id";
 /// Envoy's `listener_direction` attribute: 1 inbound, 2 outbound.
 const LISTENER_INBOUND: u64 = 1;
@@ -52,7 +51,7 @@ impl Context for TraceRoot {}
 
 impl RootContext for TraceRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = load_config(FILTER, crate::memory::load) else {
+        let Some(config) = load_config(crate::memory::load) else {
             return false;
         };
         store::create_slots(&HostSharedData, &config);
@@ -183,7 +182,7 @@ fn apply_edits(decision: &Decision) {
         };
         if !ok {
             let (HeaderEdit::Set(name, _) | HeaderEdit::Remove(name)) = edit;
-            log::warn!("{FILTER}: the host refused to edit request header {name}");
+            log::warn!("the host refused to edit request header {name}");
         }
     }
 }

@@ -12,8 +12,6 @@ use filter_common::ids::IdGenerator;
 use filter_common::shared::{create_key, SharedData};
 use filter_common::slots::{shared_seed, Seed};
 
-const FILTER: &str = "trace-context";
-
 /// Bounded compare-and-set retries: another worker writing the same slot at the same moment is rare,
 /// and giving up only costs this request its correlation.
 const CAS_ATTEMPTS: usize = 4;
@@ -27,7 +25,7 @@ pub fn create_slots(store: &impl SharedData, config: &Config) {
     for slot in 0..u64::from(config.correlation.slots) {
         let key = filter_common::keys::correlation_slot(slot);
         if let Err(e) = create_key(store, &key, b"") {
-            log::warn!("{FILTER}: could not create correlation slot {key}: {e}");
+            log::warn!("could not create correlation slot {key}: {e}");
             return;
         }
     }
@@ -42,7 +40,7 @@ pub fn seed(store: &impl SharedData, config: &Config, ids: &mut IdGenerator) -> 
     }
     let key = filter_common::keys::CORRELATION_SEED;
     shared_seed(store, key, Seed::random(ids)).unwrap_or_else(|| {
-        log::warn!("{FILTER}: no shared {key}; request ids are placed with a fixed seed");
+        log::warn!("no shared {key}; request ids are placed with a fixed seed");
         Seed::default()
     })
 }
@@ -107,7 +105,7 @@ pub fn remember(
                 Ok(Some((value, cas))) => (Some(value), cas),
                 Ok(None) => (None, 0),
                 Err(e) => {
-                    log::warn!("{FILTER}: could not read the correlation slot: {e}");
+                    log::warn!("could not read the correlation slot: {e}");
                     return Remembered::NotStored;
                 }
             };
@@ -130,7 +128,7 @@ pub fn remember(
             SharedWrite::Written => return Remembered::Stored,
             SharedWrite::CasMismatch => continue,
             SharedWrite::Failed(e) => {
-                log::warn!("{FILTER}: could not store the correlation entry: {e}");
+                log::warn!("could not store the correlation entry: {e}");
                 return Remembered::NotStored;
             }
         }
