@@ -250,7 +250,7 @@ impl HttpContext for BreakerStream {
                 record_call(&vm, &call);
             }
         }
-        filter_common::perf::stream_end();
+        filter_common::host::stream_end();
     }
 }
 

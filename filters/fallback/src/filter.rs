@@ -397,7 +397,7 @@ impl HttpContext for FallbackStream {
     }
 
     fn on_log(&mut self) {
-        filter_common::perf::stream_end();
+        filter_common::host::stream_end();
     }
 }
 

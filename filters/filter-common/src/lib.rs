@@ -2,15 +2,18 @@
 //! layer that never panics, the rules the filters must apply alike (Envoy's failure reasons, W3C
 //! `traceparent`, request matching, shared-data key names), Istio-style metric names, and id generation.
 //!
-//! Modules that touch the host: `host` (the only one calling the ABI), and through it `plugin`
-//! (configuration loading), `request` (request attributes), `metrics` (`Counter`, `Gauge`) and
-//! `shared` (shared data behind a trait, with an in-memory store for tests), and `perf` (per-request
-//! counts, only with the cargo feature `count-host-calls`). Every
-//! other module is plain Rust, unit-tested natively.
+//! The host seam: `host` holds the `Host` trait (every host call a filter makes) and `ProxyHost`, the
+//! only code calling the proxy-wasm ABI; `fake_host` (cargo feature `test-support`) is a `Host` in
+//! memory for unit tests. Over the trait: `plugin` (configuration loading), `request` (request
+//! attributes), `metrics` (`Counter`, `Gauge`) and `shared` (shared data as the stores see it, with an
+//! in-memory store for tests). `perf` counts host calls and allocations per request (cargo feature
+//! `count-host-calls`). Every other module is plain Rust, unit-tested natively.
 
 pub mod config;
 pub mod duration;
 pub mod failure;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake_host;
 pub mod hash;
 pub mod headers;
 pub mod hex;

@@ -159,7 +159,7 @@ impl Needs {
     }
 
     /// The needed attributes, read through `header` (a request header's first value) and `property`
-    /// (an Envoy attribute); `request::load` gives them the host's.
+    /// (an Envoy attribute); `request::read` gives them a host's.
     pub fn load_with(
         &self,
         header: impl Fn(&str) -> Option<Vec<u8>>,

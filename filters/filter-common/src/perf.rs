@@ -2,10 +2,13 @@
 //! only with the cargo feature `count-host-calls` (`make perf-counts`); without it every function here is
 //! an empty inline function, so release modules carry none of it.
 //!
-//! Each filter calls [`stream_end`] when a stream ends (`on_log`); it adds what the stream cost to
+//! Each filter calls `host::stream_end` when a stream ends (`on_log`); it adds what the stream cost to
 //! counters named `perf.<root id>.<what>` (Envoy shows them as `wasmcustom.perf...`), plus
 //! `perf.<root id>.streams`, so `/stats?filter=perf` divided by `streams` is the cost per request.
 //! The flush itself (one `increment_metric` per non-zero counter) is not counted.
+//!
+//! This module calls no host function itself (the host module counts its calls here, and hands the
+//! flush the metric calls it needs), so the two do not import each other.
 
 /// The host calls counted, one counter each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,19 +102,23 @@ mod imp {
         static IDS: RefCell<Vec<Option<u32>>> = const { RefCell::new(Vec::new()) };
     }
 
-    pub fn stream_end() {
+    pub fn stream_end(
+        root_id: impl FnOnce() -> String,
+        mut define: impl FnMut(&str) -> Option<u32>,
+        mut increment: impl FnMut(u32, i64),
+    ) {
         PAUSED.store(true, Relaxed);
         IDS.with(|ids| {
             let mut ids = ids.borrow_mut();
             if ids.is_empty() {
-                let root = crate::host::plugin_root_id();
+                let root = root_id();
                 let name = |what: &str| format!("perf.{root}.{what}");
                 *ids = NAMES
                     .iter()
                     .copied()
                     .map(&name)
                     .chain([name("allocs"), name("alloc_bytes"), name("streams")])
-                    .map(|n| crate::host::define_counter(&n))
+                    .map(|n| define(&n))
                     .collect();
             }
             for (i, id) in ids.iter().enumerate() {
@@ -121,7 +128,7 @@ mod imp {
                 };
                 if let (Some(id), Ok(delta)) = (id, i64::try_from(delta)) {
                     if delta > 0 {
-                        crate::host::increment_metric(*id, delta);
+                        increment(*id, delta);
                     }
                 }
             }
@@ -137,9 +144,14 @@ pub fn hit(_call: Call) {
     imp::hit(_call);
 }
 
-/// Adds this stream's counts to the `perf.*` counters (feature `count-host-calls` only).
+/// Adds this stream's counts to the `perf.*` counters (feature `count-host-calls` only), through the
+/// host calls it is given: the plugin's root id (names the counters), defining a counter, incrementing.
 #[inline(always)]
-pub fn stream_end() {
+pub fn stream_end(
+    _root_id: impl FnOnce() -> String,
+    _define: impl FnMut(&str) -> Option<u32>,
+    _increment: impl FnMut(u32, i64),
+) {
     #[cfg(feature = "count-host-calls")]
-    imp::stream_end();
+    imp::stream_end(_root_id, _define, _increment);
 }

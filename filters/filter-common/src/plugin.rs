@@ -1,8 +1,7 @@
 //! Start-up steps every filter takes the same way.
 
 use crate::config::ConfigError;
-use crate::host;
-use proxy_wasm::types::LogLevel;
+use crate::host::{Host, LogLevel, ProxyHost};
 
 /// The level every filter logs at: configuration errors, transitions and one-off warnings, never a line
 /// per request. Envoy's own `wasm` log level filters further; a message below this one costs no host
@@ -18,7 +17,15 @@ pub const LOG_LEVEL: LogLevel = LogLevel::Info;
 /// plugin's name, root_id and vm_id (those set: `wasm log circuit-breaker: invalid configuration: ...`),
 /// so a name of our own would only repeat it.
 pub fn load_config<T>(load: impl FnOnce(Option<&[u8]>) -> Result<T, ConfigError>) -> Option<T> {
-    let raw = host::plugin_configuration();
+    load_config_from(&ProxyHost, load)
+}
+
+/// [`load_config`] from `host`.
+pub fn load_config_from<T>(
+    host: &impl Host,
+    load: impl FnOnce(Option<&[u8]>) -> Result<T, ConfigError>,
+) -> Option<T> {
+    let raw = host.plugin_configuration();
     match load(raw.as_deref()) {
         Ok(config) => Some(config),
         Err(e) => {

@@ -1,14 +1,18 @@
-//! Envoy's shared data behind a small trait, so the code that reads it and writes it with
-//! compare-and-swap (breaker records, stripe leases, the stale cache, correlation slots) runs natively in
-//! unit tests. [`HostSharedData`] is the host; [`MemoryStore`] behaves as proxy-wasm-cpp-host's
-//! `SharedData` does (a CAS token checked only on keys that exist, a new token on every write) and
-//! fails on demand: CAS mismatches, missing keys, host errors, and another worker's write landing
-//! between a read and a write.
+//! Envoy's shared data seen through a narrow trait, so the code that reads it and writes it with
+//! compare-and-swap (breaker records, stripe leases, the stale cache, correlation slots) asks for no more
+//! of the host than it uses and runs natively in unit tests.
+//!
+//! [`SharedData`] stays a trait of its own beside [`Host`] (which carries the same two calls) because
+//! the stores need only these two calls: every `Host` is a `SharedData` (the blanket impl below), and so
+//! is [`MemoryStore`], which behaves as proxy-wasm-cpp-host's `SharedData` does (a CAS token checked only
+//! on keys that exist, a new token on every write) and fails on demand: CAS mismatches, missing keys,
+//! host errors, and another worker's write landing between a read and a write. `fake_host::FakeHost`
+//! keeps its shared data in one. [`MemoryStore`] is built only for tests (cargo feature `test-support`).
 
-use crate::host::{self, HostError, SharedWrite};
-use crate::HashMap;
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use crate::host::{Host, HostError, SharedWrite};
+
+/// The host's shared data, as filters named it before the `Host` seam: the one host.
+pub use crate::host::ProxyHost as HostSharedData;
 
 /// Shared-data reads and writes.
 pub trait SharedData {
@@ -18,17 +22,13 @@ pub trait SharedData {
     fn set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite;
 }
 
-/// The host's shared data.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HostSharedData;
-
-impl SharedData for HostSharedData {
+impl<H: Host> SharedData for H {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
-        host::shared_data(key)
+        self.shared_data(key)
     }
 
     fn set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
-        host::set_shared_data(key, value, cas)
+        self.set_shared_data(key, value, cas)
     }
 }
 
@@ -45,110 +45,122 @@ pub fn create_key(store: &impl SharedData, key: &str, initial: &[u8]) -> Result<
     }
 }
 
-/// A failure [`MemoryStore`] returns once, for the next matching call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The next read of the key fails.
-    ReadError,
-    /// The next read of the key finds nothing.
-    Missing,
-    /// The next write of the key fails.
-    WriteError,
-    /// The next write of the key loses to a write that was not seen.
-    CasMismatch,
-}
+#[cfg(any(test, feature = "test-support"))]
+pub use memory::{Fault, MemoryStore};
 
-/// Another worker's step, run just before a write: `(key, store)`.
-type BeforeWrite<'a> = Box<dyn FnMut(&str, &MemoryStore) + 'a>;
+#[cfg(any(test, feature = "test-support"))]
+mod memory {
+    use super::SharedData;
+    use crate::host::{HostError, SharedWrite};
+    use crate::HashMap;
+    use std::cell::{Cell, RefCell};
+    use std::collections::VecDeque;
 
-/// Shared data in memory, with the host's semantics and faults on demand.
-#[derive(Default)]
-pub struct MemoryStore<'a> {
-    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-    last_cas: Cell<u32>,
-    faults: RefCell<VecDeque<(String, Fault)>>,
-    before_write: RefCell<Option<BeforeWrite<'a>>>,
-    reads: Cell<u32>,
-    writes: Cell<u32>,
-}
-
-impl<'a> MemoryStore<'a> {
-    pub fn new() -> Self {
-        Self::default()
+    /// A failure [`MemoryStore`] returns once, for the next matching call.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Fault {
+        /// The next read of the key fails.
+        ReadError,
+        /// The next read of the key finds nothing.
+        Missing,
+        /// The next write of the key fails.
+        WriteError,
+        /// The next write of the key loses to a write that was not seen.
+        CasMismatch,
     }
 
-    /// Makes the next matching call on `key` fail with `fault` (faults queue in order).
-    pub fn inject(&self, key: &str, fault: Fault) {
-        self.faults.borrow_mut().push_back((key.to_string(), fault));
+    /// Another worker's step, run just before a write: `(key, store)`.
+    type BeforeWrite<'a> = Box<dyn FnMut(&str, &MemoryStore) + 'a>;
+
+    /// Shared data in memory, with the host's semantics and faults on demand.
+    #[derive(Default)]
+    pub struct MemoryStore<'a> {
+        entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+        last_cas: Cell<u32>,
+        faults: RefCell<VecDeque<(String, Fault)>>,
+        before_write: RefCell<Option<BeforeWrite<'a>>>,
+        reads: Cell<u32>,
+        writes: Cell<u32>,
     }
 
-    /// Runs `step` before every write from now on (not before writes `step` itself makes): another
-    /// worker acting between this worker's read and its write.
-    pub fn before_write(&self, step: impl FnMut(&str, &MemoryStore) + 'a) {
-        *self.before_write.borrow_mut() = Some(Box::new(step));
-    }
-
-    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
-        self.entries.borrow().get(key).map(|(v, _)| v.clone())
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.borrow().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Reads and writes so far (host calls a request would make).
-    pub fn calls(&self) -> (u32, u32) {
-        (self.reads.get(), self.writes.get())
-    }
-
-    fn take_fault(&self, key: &str, reading: bool) -> Option<Fault> {
-        let mut faults = self.faults.borrow_mut();
-        let pos = faults.iter().position(|(k, f)| {
-            k == key && reading == matches!(f, Fault::ReadError | Fault::Missing)
-        })?;
-        faults.remove(pos).map(|(_, f)| f)
-    }
-}
-
-impl SharedData for MemoryStore<'_> {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
-        self.reads.set(self.reads.get() + 1);
-        match self.take_fault(key, true) {
-            Some(Fault::ReadError) => return Err(HostError(1)),
-            Some(_) => return Ok(None),
-            None => {}
+    impl<'a> MemoryStore<'a> {
+        pub fn new() -> Self {
+            Self::default()
         }
-        Ok(self.entries.borrow().get(key).cloned())
+
+        /// Makes the next matching call on `key` fail with `fault` (faults queue in order).
+        pub fn inject(&self, key: &str, fault: Fault) {
+            self.faults.borrow_mut().push_back((key.to_string(), fault));
+        }
+
+        /// Runs `step` before every write from now on (not before writes `step` itself makes): another
+        /// worker acting between this worker's read and its write.
+        pub fn before_write(&self, step: impl FnMut(&str, &MemoryStore) + 'a) {
+            *self.before_write.borrow_mut() = Some(Box::new(step));
+        }
+
+        pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+            self.entries.borrow().get(key).map(|(v, _)| v.clone())
+        }
+
+        pub fn len(&self) -> usize {
+            self.entries.borrow().len()
+        }
+
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+
+        /// Reads and writes so far (host calls a request would make).
+        pub fn calls(&self) -> (u32, u32) {
+            (self.reads.get(), self.writes.get())
+        }
+
+        fn take_fault(&self, key: &str, reading: bool) -> Option<Fault> {
+            let mut faults = self.faults.borrow_mut();
+            let pos = faults.iter().position(|(k, f)| {
+                k == key && reading == matches!(f, Fault::ReadError | Fault::Missing)
+            })?;
+            faults.remove(pos).map(|(_, f)| f)
+        }
     }
 
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
-        self.writes.set(self.writes.get() + 1);
-        // Taken out while it runs, so its own writes do not call it again.
-        let step = self.before_write.borrow_mut().take();
-        if let Some(mut step) = step {
-            step(key, self);
-            *self.before_write.borrow_mut() = Some(step);
-        }
-        match self.take_fault(key, false) {
-            Some(Fault::WriteError) => return SharedWrite::Failed(HostError(1)),
-            Some(_) => return SharedWrite::CasMismatch,
-            None => {}
-        }
-        let mut entries = self.entries.borrow_mut();
-        if let Some((_, current)) = entries.get(key) {
-            if cas != 0 && cas != *current {
-                return SharedWrite::CasMismatch;
+    impl SharedData for MemoryStore<'_> {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+            self.reads.set(self.reads.get() + 1);
+            match self.take_fault(key, true) {
+                Some(Fault::ReadError) => return Err(HostError(1)),
+                Some(_) => return Ok(None),
+                None => {}
             }
+            Ok(self.entries.borrow().get(key).cloned())
         }
-        // As the host: a missing key is created whatever the token.
-        self.last_cas
-            .set(self.last_cas.get().wrapping_add(1).max(1));
-        entries.insert(key.to_string(), (value.to_vec(), self.last_cas.get()));
-        SharedWrite::Written
+
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
+            self.writes.set(self.writes.get() + 1);
+            // Taken out while it runs, so its own writes do not call it again.
+            let step = self.before_write.borrow_mut().take();
+            if let Some(mut step) = step {
+                step(key, self);
+                *self.before_write.borrow_mut() = Some(step);
+            }
+            match self.take_fault(key, false) {
+                Some(Fault::WriteError) => return SharedWrite::Failed(HostError(1)),
+                Some(_) => return SharedWrite::CasMismatch,
+                None => {}
+            }
+            let mut entries = self.entries.borrow_mut();
+            if let Some((_, current)) = entries.get(key) {
+                if cas != 0 && cas != *current {
+                    return SharedWrite::CasMismatch;
+                }
+            }
+            // As the host: a missing key is created whatever the token.
+            self.last_cas
+                .set(self.last_cas.get().wrapping_add(1).max(1));
+            entries.insert(key.to_string(), (value.to_vec(), self.last_cas.get()));
+            SharedWrite::Written
+        }
     }
 }
 

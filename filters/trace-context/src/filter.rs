@@ -131,7 +131,7 @@ impl HttpContext for TraceStream {
     }
 
     fn on_log(&mut self) {
-        filter_common::perf::stream_end();
+        filter_common::host::stream_end();
     }
 }
 
