@@ -143,10 +143,13 @@ struct Metric {
 /// Header maps are indexed by the ABI's `MapType` value (0..=7).
 const MAPS: usize = 8;
 
+/// One header map's pairs, in order.
+type Pairs = Vec<(String, Vec<u8>)>;
+
 /// A host in memory. Every method takes `&self`, as the trait's do.
 pub struct FakeHost<'a> {
     /// `None`: the map is withdrawn (unavailable).
-    maps: RefCell<[Option<Vec<(String, Vec<u8>)>>; MAPS]>,
+    maps: RefCell<[Option<Pairs>; MAPS]>,
     properties: RefCell<HashMap<Vec<String>, Vec<u8>>>,
     buffers: RefCell<HashMap<Buffer, Vec<u8>>>,
     now: Cell<u64>,
@@ -288,7 +291,7 @@ impl<'a> FakeHost<'a> {
     }
 
     /// A map as it is now, after the filter's writes; `None` when withdrawn. Records no call.
-    pub fn headers(&self, map: MapType) -> Option<Vec<(String, Vec<u8>)>> {
+    pub fn headers(&self, map: MapType) -> Option<Pairs> {
         self.maps.borrow().get(map as usize).cloned().flatten()
     }
 
@@ -381,18 +384,14 @@ impl<'a> FakeHost<'a> {
         }
     }
 
-    fn put_map(&self, map: MapType, pairs: Option<Vec<(String, Vec<u8>)>>) {
+    fn put_map(&self, map: MapType, pairs: Option<Pairs>) {
         if let Some(slot) = self.maps.borrow_mut().get_mut(map as usize) {
             *slot = pairs;
         }
     }
 
     /// Edits an available map; `BadArgument` for a withdrawn one.
-    fn with_map(
-        &self,
-        map: MapType,
-        edit: impl FnOnce(&mut Vec<(String, Vec<u8>)>),
-    ) -> Result<(), HostError> {
+    fn with_map(&self, map: MapType, edit: impl FnOnce(&mut Pairs)) -> Result<(), HostError> {
         let mut maps = self.maps.borrow_mut();
         match maps.get_mut(map as usize) {
             Some(Some(pairs)) => {

@@ -16,7 +16,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::envoy::Envoy;
 use crate::upstream::{grpc_frame, header_pairs};
 
 /// Upper bound for one request, connect to last body byte.
@@ -167,19 +166,6 @@ pub async fn raw_http1(port: u16, request: &[u8]) -> String {
         .expect("raw response within the client timeout")
         .unwrap();
     String::from_utf8_lossy(&response).into_owned()
-}
-
-/// The listener name of the tests' usual single listener (`EnvoyConfig::simple(INGRESS, ..)`).
-pub const INGRESS: &str = "ingress";
-
-/// GET `path` over HTTP/1.1 on `envoy`'s [`INGRESS`] listener; panics on transport errors or timeout.
-pub async fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
-    http1(envoy.port(INGRESS), "GET", path, headers, "").await
-}
-
-/// Like [`get`], over h2c.
-pub async fn get_h2(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
-    http2(envoy.port(INGRESS), "GET", path, headers, "").await
 }
 
 /// HTTP/1.1 request to 127.0.0.1:`port`; panics on transport errors or timeout.

@@ -9,6 +9,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The listener name of the tests' usual single listener (`EnvoyConfig::simple(INGRESS, ..)`).
+pub const INGRESS: &str = "ingress";
+
 /// Tag names extracted from metric names with Istio's regex convention (see [`stats_tags_yaml`]).
 pub const STAT_TAGS: &[&str] = &[
     "format",
@@ -381,9 +384,7 @@ impl HttpFilter {
 /// A configuration with `filter` in front of a cluster nobody serves: only for `envoy --mode
 /// validate`, which loads every plugin's configuration.
 pub fn validation_yaml(filter: impl Into<HttpFilter>) -> String {
-    EnvoyConfig::simple(crate::client::INGRESS, 1)
-        .filter_all(filter)
-        .render()
+    EnvoyConfig::simple(INGRESS, 1).filter_all(filter).render()
 }
 
 /// `envoy.filters.http.wasm` with a local module, rendered the way istiod does it.

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::client::{try_http1_at, Response};
-use crate::config::{workspace_root, EnvoyConfig};
+use crate::client::{http1, http2, try_http1_at, Response};
+use crate::config::{workspace_root, EnvoyConfig, INGRESS};
 
 /// How long Envoy gets to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -453,4 +453,14 @@ impl Drop for Envoy {
             );
         }
     }
+}
+
+/// GET `path` over HTTP/1.1 on `envoy`'s [`INGRESS`] listener; panics on transport errors or timeout.
+pub async fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
+    http1(envoy.port(INGRESS), "GET", path, headers, "").await
+}
+
+/// Like [`get`], over h2c.
+pub async fn get_h2(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Response {
+    http2(envoy.port(INGRESS), "GET", path, headers, "").await
 }

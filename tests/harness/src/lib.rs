@@ -35,15 +35,16 @@ pub mod prometheus;
 pub mod upstream;
 
 pub use client::{
-    get, get_h2, grpc_unary, http1, http2, raw_http1, try_grpc_unary, try_http1, try_http1_at,
-    try_http2, GrpcResponse, Response, CLIENT_TIMEOUT, INGRESS,
+    grpc_unary, http1, http2, raw_http1, try_grpc_unary, try_http1, try_http1_at, try_http2,
+    GrpcResponse, Response, CLIENT_TIMEOUT,
 };
 pub use config::{
     dist, stat_tag_regex, stats_tags_yaml, validation_yaml, wasm_runtime, workspace_root, Cluster,
-    EnvoyConfig, HttpFilter, Listener, Route, RouteAction, WasmFilter, STAT_TAGS,
+    EnvoyConfig, HttpFilter, Listener, Route, RouteAction, WasmFilter, INGRESS, STAT_TAGS,
 };
 pub use envoy::{
-    envoy_bin, envoy_version, validate, validate_yaml, Envoy, READY_TIMEOUT, RECORD_WAIT,
+    envoy_bin, envoy_version, get, get_h2, validate, validate_yaml, Envoy, READY_TIMEOUT,
+    RECORD_WAIT,
 };
 pub use istio_stats::{SidecarStats, FILTER_STAT_TAGS};
 pub use prom::{assert_series, prom_lines, prom_sum, wait_series, Absent, Series};
