@@ -164,6 +164,7 @@ unit:
 # Clippy with warnings denied, natively and for the Wasm target (the adapter code only builds there);
 # no import cycle between the modules of a crate (tools/module-cycles.py; known ones in its .allow).
 lint: wasm-target
+	python3 tools/module-cycles-test.py -q
 	python3 tools/module-cycles.py
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) $(foreach c,$(FILTER_CRATES),-p $(c)) -p filter-common -- -D warnings
