@@ -424,10 +424,7 @@ fn update_state(
         }
         Cas::Written((), _, None) => {}
         Cas::Exhausted(()) | Cas::Failed | Cas::Missing => {
-            log::warn!(
-                "breaker {} could not record a result in its state",
-                b.name
-            )
+            log::warn!("breaker {} could not record a result in its state", b.name)
         }
     }
 }

@@ -74,9 +74,7 @@ impl RootContext for FallbackRoot {
             let key = filter_common::keys::fallback_seed(&root_id);
             let fresh = Seed::random(&mut IdGenerator::from_entropy(host::now_nanos()));
             slots::shared_seed(&HostSharedData, &key, fresh).unwrap_or_else(|| {
-                log::warn!(
-                    "no shared cache-slot seed; slots are chosen with a fixed one"
-                );
+                log::warn!("no shared cache-slot seed; slots are chosen with a fixed one");
                 Seed::default()
             })
         } else {
