@@ -21,7 +21,7 @@ use crate::trace::{self, well_formed_traceparent};
 use crate::trigger::{fire, Observed, Reason};
 use filter_common::failure::{is_upstream_answer, CIRCUIT_BREAKER_DETAILS};
 use filter_common::headers::HeaderMap;
-use filter_common::host::{self, Buffer, MapType};
+use filter_common::host::{self, Buffer, Host, MapType, ProxyHost};
 use filter_common::ids::IdGenerator;
 use filter_common::keyed_hash::Seed;
 use filter_common::matching::Needs;
@@ -540,19 +540,15 @@ impl FallbackStream {
             &facts.key_headers,
             facts.traceparent.as_deref(),
         );
-        // The SDK's call registers the token with its dispatcher, which routes the answer back to this
-        // context (a raw host call would make the dispatcher reject the answer). It returns an error for
-        // the statuses Envoy uses (unknown cluster, bad headers); it panics only on statuses Envoy never
-        // returns for this call.
         let headers: Vec<(&str, &str)> = headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        match proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, None, vec![], r.timeout.0)
-        {
+        // An error for an unknown cluster or bad headers: the caller serves the rule's `otherwise`.
+        match ProxyHost.dispatch_http_call(cluster, &headers, None, r.timeout.0) {
             Ok(token) => Some(token),
             Err(e) => {
-                log::warn!("could not call cluster {cluster}: {e:?}");
+                log::warn!("could not call cluster {cluster}: {e}");
                 None
             }
         }
