@@ -5,8 +5,8 @@
 //! when no key owns it, or when its owner's breaker is closed and was not used for a full window.
 
 use crate::config::BreakerConfig;
+use crate::state::Cas;
 use crate::state::{self, Decision, Record, State};
-use crate::store::Cas;
 
 /// Slots a key may live in: its home slot and the next ones. Few, so that a key that is nowhere costs
 /// a bounded number of reads.
@@ -19,22 +19,6 @@ pub use filter_common::slots::{fingerprint, Seed};
 /// The slots `fingerprint` may live in, home slot first (distinct, fewer when `maxKeys` is smaller).
 pub fn probes(fingerprint: u64, max_keys: u32) -> impl Iterator<Item = u32> {
     filter_common::slots::probes(fingerprint, max_keys, PROBES)
-}
-
-/// How often an owner's admitted calls mark its slot in use: a quarter of the window, so that healthy
-/// traffic writes the record at most four times a window (per sidecar: the mark is shared).
-pub fn touch_interval_ns(cfg: &BreakerConfig) -> u64 {
-    (cfg.window.duration.as_nanos_u64() / 4).max(1)
-}
-
-/// How long a closed slot must go unused before another key may take it: a full window after the
-/// owner's last admitted call (its mark may lag by up to one touch interval). A count window has no
-/// duration of its own: `window.duration` is used for it too.
-pub fn idle_after_ns(cfg: &BreakerConfig) -> u64 {
-    cfg.window
-        .duration
-        .as_nanos_u64()
-        .saturating_add(touch_interval_ns(cfg))
 }
 
 /// What one slot tells a key looking for its state.

@@ -5,6 +5,34 @@
 
 use crate::config::BreakerConfig;
 
+/// How often an owner's admitted calls mark its slot in use: a quarter of the window, so that healthy
+/// traffic writes the record at most four times a window (per sidecar: the mark is shared).
+pub fn touch_interval_ns(cfg: &BreakerConfig) -> u64 {
+    (cfg.window.duration.as_nanos_u64() / 4).max(1)
+}
+
+/// How long a closed slot must go unused before another key may take it: a full window after the
+/// owner's last admitted call (its mark may lag by up to one touch interval). A count window has no
+/// duration of its own: `window.duration` is used for it too.
+pub fn idle_after_ns(cfg: &BreakerConfig) -> u64 {
+    cfg.window
+        .duration
+        .as_nanos_u64()
+        .saturating_add(touch_interval_ns(cfg))
+}
+
+/// Outcome of a CAS write loop.
+pub enum Cas<T> {
+    /// `change` returned this value and its record (if any) was written: (value, before, after).
+    Written(T, Record, Option<Record>),
+    /// Every attempt lost the race; the value computed from the last record read.
+    Exhausted(T),
+    /// Shared data failed.
+    Failed,
+    /// The record does not exist: nothing was read or written.
+    Missing,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Closed,
@@ -49,7 +77,7 @@ pub struct Record {
     /// Fingerprint of the key that owns this slot ([`crate::slots::fingerprint`]); 0: no key.
     pub owner: u64,
     /// When the owner last used the slot: refreshed by an admitted call at most every
-    /// [`crate::slots::touch_interval_ns`], and by every transition. Frees an idle closed slot.
+    /// [`touch_interval_ns`], and by every transition. Frees an idle closed slot.
     pub used_ns: u64,
 }
 
@@ -136,11 +164,10 @@ pub fn on_request(rec: &Record, now_ns: u64, cfg: &BreakerConfig, jitter_unit: f
         // Healthy traffic only reads, but for marking the slot in use every so often.
         State::Closed => Step {
             decision: Decision::Admit { gen: rec.gen },
-            write: (now_ns.abs_diff(rec.used_ns) >= crate::slots::touch_interval_ns(cfg))
-                .then_some(Record {
-                    used_ns: now_ns,
-                    ..*rec
-                }),
+            write: (now_ns.abs_diff(rec.used_ns) >= touch_interval_ns(cfg)).then_some(Record {
+                used_ns: now_ns,
+                ..*rec
+            }),
         },
         State::Open if !deadline_passed(rec, now_ns, cfg) => Step {
             decision: Decision::Reject {
@@ -253,8 +280,7 @@ pub fn on_trip(
 /// used for a full window (so its window is empty too).
 pub fn is_free(rec: &Record, now_ns: u64, cfg: &BreakerConfig) -> bool {
     rec.owner == 0
-        || (rec.state == State::Closed
-            && now_ns.saturating_sub(rec.used_ns) >= crate::slots::idle_after_ns(cfg))
+        || (rec.state == State::Closed && now_ns.saturating_sub(rec.used_ns) >= idle_after_ns(cfg))
 }
 
 /// `rec`'s slot taken by the key `owner`: a new closed breaker, in a new generation, so every window

@@ -5,12 +5,12 @@
 use crate::config::BreakerConfig;
 use crate::created::{self, Created, Creation};
 use crate::leases::Table;
-use crate::slots::Seed;
-use crate::state::Record;
+use crate::state::{Cas, Record};
 use crate::window::Stripe;
 use filter_common::host::{self, SharedWrite};
 use filter_common::ids::IdGenerator;
 use filter_common::shared::{create_key, SharedData};
+use filter_common::slots::Seed;
 use filter_common::HashMap;
 use std::cell::{Cell, RefCell};
 
@@ -106,18 +106,6 @@ pub fn update_slot<T>(
         // Written by this worker, or by another since the record was found missing: read it again.
         Creation::Created | Creation::ClaimedElsewhere => update(store, &key, attempts, change),
     }
-}
-
-/// Outcome of a CAS write loop.
-pub enum Cas<T> {
-    /// `change` returned this value and its record (if any) was written: (value, before, after).
-    Written(T, Record, Option<Record>),
-    /// Every attempt lost the race; the value computed from the last record read.
-    Exhausted(T),
-    /// Shared data failed.
-    Failed,
-    /// The record does not exist: nothing was read or written.
-    Missing,
 }
 
 /// Reads the record, lets `change` compute (value, record to write), and writes with CAS, retrying. A

@@ -18,7 +18,7 @@
 use std::fmt::Write as _;
 
 use crate::context::{parse_lower_hex_u64, TraceContext};
-use crate::formats::datadog_w3c::{self, DdMember};
+use crate::formats::datadog_w3c::{self, DdMember, TID_TAG};
 use crate::formats::{w3c, Extracted};
 use crate::headers::{HeaderEdits, RequestHeaders};
 use crate::tracestate::TraceState;
@@ -31,7 +31,6 @@ const SAMPLING_PRIORITY: &str = "x-datadog-sampling-priority";
 const ORIGIN: &str = "x-datadog-origin";
 const TAGS: &str = "x-datadog-tags";
 
-pub const TID_TAG: &str = "_dd.p.tid";
 const TID_KEY: &[u8] = TID_TAG.as_bytes();
 const TRACESTATE: &str = "tracestate";
 

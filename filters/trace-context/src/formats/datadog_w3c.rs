@@ -13,9 +13,11 @@
 //!
 //! `_dd.p.tid` is neither read from nor written to the member: the `traceparent` carries the whole trace id.
 
-use crate::formats::datadog::TID_TAG;
 use filter_common::hex::push_lower_hex;
 use filter_common::text::push_decimal;
+
+/// The tag carrying the high 64 bits of a 128-bit trace id (Datadog writes it, both encodings share it).
+pub const TID_TAG: &str = "_dd.p.tid";
 
 pub const KEY: &str = "dd";
 
