@@ -19,8 +19,8 @@
 use crate::headers::HeaderMap;
 use crate::perf::{self, Call};
 use crate::wire;
-// The ABI's own names for header maps and log levels: plain enums, usable natively.
-pub use proxy_wasm::types::{LogLevel, MapType};
+// The ABI's own names for header maps, log levels and a callback's answer: plain enums, usable natively.
+pub use proxy_wasm::types::{Action, LogLevel, MapType};
 use std::time::Duration;
 
 /// A status the host returned, kept for logs.
