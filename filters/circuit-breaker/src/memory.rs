@@ -42,8 +42,9 @@ pub fn breaker_bytes(b: &BreakerConfig) -> u64 {
     let stripes = MAX_STRIPES as u64 * shared_entry_bytes(stripe_key, stripe_value_len(b));
     let created_key =
         BREAKER_PREFIX.len() + ROOT_ID_ALLOWANCE + 1 + b.name.len() + "/created".len();
+    let overload = crate::overload::key_bytes(b, key);
     u64::from(b.max_keys)
-        .saturating_mul(record.saturating_add(stripes))
+        .saturating_mul(record.saturating_add(stripes).saturating_add(overload))
         .saturating_add(shared_entry_bytes(created_key, max_encoded_len(b.max_keys)))
 }
 
