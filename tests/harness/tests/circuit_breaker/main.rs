@@ -23,5 +23,6 @@ mod load;
 mod matching;
 mod metrics;
 mod modes;
+mod overload;
 mod support;
 mod tripping;
