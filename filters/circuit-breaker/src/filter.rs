@@ -383,8 +383,9 @@ impl BreakerStream {
         let state_key = vm.keys.state(&b.name, call.slot);
         if overload::note_pushback(&HostSharedData, b, &state_key, asked, now) {
             log::debug!(
-                "breaker {}: the upstream asked callers to wait {asked:?}",
-                b.name
+                "breaker {}: the upstream asked callers to wait {} ms",
+                b.name,
+                u64::try_from(asked.as_millis()).unwrap_or(u64::MAX)
             );
         }
     }

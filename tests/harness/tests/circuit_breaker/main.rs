@@ -18,6 +18,7 @@ mod cancel;
 mod classify;
 mod config;
 mod half_open;
+mod hard_down;
 mod keys;
 mod load;
 mod matching;

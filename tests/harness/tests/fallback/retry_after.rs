@@ -112,5 +112,9 @@ async fn a_full_key_s_rejection_is_replaced_keeping_retry_after() {
     assert_grpc_trailers_only(&g, 14);
     assert_eq!(g.header("retry-after"), Some("1"), "gRPC: {g:?}");
     assert_eq!(held.await.unwrap().status, 200);
-    assert_eq!(upstream.count(), 1, "neither rejected call reached the upstream");
+    assert_eq!(
+        upstream.count(),
+        1,
+        "neither rejected call reached the upstream"
+    );
 }
