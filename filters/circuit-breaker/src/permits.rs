@@ -418,6 +418,30 @@ mod tests {
         assert_eq!(total(&store, T), 1);
     }
 
+    /// The host's create race, on a key missing at request time: the other VM's whole acquire lands
+    /// between this VM's read of "absent" and its create, which writes over it. The lost entry comes
+    /// back with the losing VM's next write (here its timer's renewal), as documented on `read`.
+    #[test]
+    fn the_create_race_loses_an_entry_until_its_owner_writes_again() {
+        let other = RefCell::new(Ledger::default());
+        let once = Cell::new(true);
+        let store = MemoryStore::new();
+        store.before_write(|_, s| {
+            if once.replace(false) {
+                acquire(s, &mut other.borrow_mut(), KEY, 2, 2, T);
+            }
+        });
+        let mut mine = Ledger::default();
+        assert!(matches!(
+            acquire(&store, &mut mine, KEY, 1, 2, T),
+            Acquire::Granted { .. }
+        ));
+        assert_eq!(other.borrow().count(KEY), 1);
+        assert_eq!(total(&store, T), 1, "the other VM's entry was written over");
+        publish(&store, &mut other.borrow_mut(), KEY, 2, T + 10);
+        assert_eq!(total(&store, T + 10), 2, "and is back after its renewal");
+    }
+
     #[test]
     fn malformed_or_oversized_tables_are_bounded() {
         assert_eq!(Table::decode(&[]), Table::default());
