@@ -524,3 +524,26 @@ async fn item3_inbound_shedding_makes_callers_back_off() {
     .await;
     until_ok(&caller, Duration::from_secs(3)).await;
 }
+
+/// In `dryRun` a full key rejects nothing: the call goes on, marked `state=full; dry-run`, and counts
+/// as `would_reject`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item1_dry_run_marks_what_a_full_key_would_reject() {
+    let (upstream, envoy) = setup(one(json!({
+        "name": "try", "mode": "dryRun", "maxConcurrentCalls": 1
+    })))
+    .await;
+    let held = slow_calls(envoy.port(INGRESS), 1, 1000);
+    until_active(&upstream, 1).await;
+    let r = get(&envoy, "/", OK).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(
+        r.header(STATUS_HEADER),
+        Some("try; state=full; dry-run"),
+        "{}",
+        r.describe()
+    );
+    all_ok(held).await;
+    assert_eq!(outcome(&envoy, "try", "would_reject").await, 1);
+    assert_eq!(outcome(&envoy, "try", "full").await, 0);
+}
