@@ -152,7 +152,7 @@ pub fn forget_expired(
 
 /// Whether this VM holds permits (its timer must run to keep them counted).
 pub fn holding() -> bool {
-    LEDGER.with(|l| l.try_borrow().is_ok_and(|l| !l.keys().is_empty()))
+    LEDGER.with(|l| l.try_borrow().is_ok_and(|l| !l.is_empty()))
 }
 
 /// A response asked for backoff (`asked`): the key closes for `min(asked, maxPushback)`, for every

@@ -159,6 +159,11 @@ impl Ledger {
         self.held.get(key).copied().unwrap_or(0)
     }
 
+    /// No key to renew or repair.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
     /// Keys whose entry must be renewed or repaired: held permits or a failed write.
     pub fn keys(&self) -> Vec<String> {
         self.held.keys().cloned().collect()
@@ -340,7 +345,7 @@ mod tests {
             Table::default(),
             "entries at 0 are removed"
         );
-        assert!(a.keys().is_empty() && b.keys().is_empty());
+        assert!(a.is_empty() && b.is_empty());
     }
 
     #[test]
