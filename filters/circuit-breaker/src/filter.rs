@@ -80,7 +80,6 @@ impl RootContext for BreakerRoot {
         let root_id = host::plugin_root_id();
         let keys = Keys::new(&root_id);
         store::create_tables(&HostSharedData, &keys, &config.breakers);
-        overload::create_keys(&HostSharedData, &keys, &config.breakers);
         let seed = store::key_seed(&HostSharedData, &keys).unwrap_or_else(|| {
             log::warn!("no shared fingerprint seed; keys are fingerprinted with a fixed one");
             Seed::default()
@@ -437,7 +436,7 @@ fn admit(
         let result = store::update_slot(
             &HostSharedData,
             &vm.keys,
-            &b.name,
+            b,
             slot,
             ADMIT_ATTEMPTS,
             create,

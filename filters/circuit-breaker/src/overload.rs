@@ -6,7 +6,7 @@ use crate::config::BreakerConfig;
 use crate::metrics::BreakerMetrics;
 use crate::permits::{self, Acquire, Ledger};
 use crate::reject;
-use filter_common::shared::{create_key, SharedData};
+use filter_common::shared::SharedData;
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -173,21 +173,6 @@ pub fn note_pushback(
             b.max_pushback.0,
             now_ns,
         )
-}
-
-/// Creates the permit keys of every limited breaker before traffic, so that every write to them is a
-/// real compare-and-swap (as `store::create_records` does for the records).
-pub fn create_keys(store: &impl SharedData, keys: &crate::store::Keys, breakers: &[BreakerConfig]) {
-    let empty = permits::Table::default().encode();
-    for b in breakers.iter().filter(|b| b.max_concurrent_calls.is_some()) {
-        for slot in 0..b.max_keys {
-            let key = permits::key(&keys.state(&b.name, slot));
-            if let Err(e) = create_key(store, &key, &empty) {
-                log::warn!("could not create {key}: {e}");
-                return;
-            }
-        }
-    }
 }
 
 /// Worst-case shared memory the overload checks add to one key of `b`, whose state key is

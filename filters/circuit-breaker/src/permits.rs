@@ -269,9 +269,10 @@ pub fn publish(
     0
 }
 
-/// The table and its CAS token. Keys are created at configuration (`overload::create_keys`), before
-/// any worker serves, because the host ignores the token when it writes a missing key. One missing
-/// all the same (its creation failed) is created here empty, then read for its token: two workers
+/// The table and its CAS token. A key's table is created with its slot's record, by the one worker
+/// whose claim of the slot landed (`store::update_slot`), because the host ignores the token when it
+/// writes a missing key. One missing all the same (its creation failed, or the slot was created
+/// before the breaker had `maxConcurrentCalls`) is created here empty, then read for its token: two workers
 /// doing so at once may each write over the other's first entry (the host's create race), which the
 /// losing VM's ledger puts back at its next write or renewal, within [`RENEW_EVERY_MS`]: until then
 /// the limit may be passed by that one VM's permits, once. `None` when shared data fails.
