@@ -233,6 +233,7 @@ istio-check: istio/check/node_modules/.installed kubectl
 	  "$(KUBECTL)" kustomize $$k | node istio/check/check.mjs - || exit 1; \
 	done
 	KUBECTL="$(KUBECTL)" node istio/check/overlays.mjs
+	node istio/check/check.mjs istio/examples/*.yaml
 
 istio/check/node_modules/.installed: istio/check/package-lock.json
 	cd istio/check && npm ci --no-audit --no-fund --loglevel=error
