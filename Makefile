@@ -111,7 +111,7 @@ build: wasm-target
 
 # Size budgets in bytes, one per filter module, in one place (README "Performance"): `make size-check`, part of
 # `make test`, fails when a module is over its budget or has none.
-SIZE_BUDGETS := trace_context=255000 circuit_breaker=264000 fallback=278000
+SIZE_BUDGETS := trace_context=255000 circuit_breaker=287000 fallback=278000
 
 size-check: build
 	@fail=0; for m in $(FILTER_MODULES); do n=$$(basename $$m .wasm); size=$$(stat -c %s $$m); budget=; \
@@ -233,6 +233,7 @@ istio-check: istio/check/node_modules/.installed kubectl
 	  "$(KUBECTL)" kustomize $$k | node istio/check/check.mjs - || exit 1; \
 	done
 	KUBECTL="$(KUBECTL)" node istio/check/overlays.mjs
+	node istio/check/check.mjs istio/examples/*.yaml
 
 istio/check/node_modules/.installed: istio/check/package-lock.json
 	cd istio/check && npm ci --no-audit --no-fund --loglevel=error

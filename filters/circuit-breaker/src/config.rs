@@ -4,7 +4,7 @@
 //! memory is checked where the filter loads (`memory::load`). Imports nothing of this crate: the
 //! outcome rules' value types live here, their logic in `classify`.
 
-use filter_common::config::{check, check_names, quoted, whole, ConfigError, Validate};
+use filter_common::config::{check, check_names, quoted, whole, whole_some, ConfigError, Validate};
 use filter_common::duration::ConfigDuration;
 use filter_common::failure::{reason_from_label, UpstreamFailure, MAX_GRPC_CODE};
 use filter_common::limits::{byte_size, DEFAULT_MAX_SHARED_MEMORY};
@@ -106,6 +106,13 @@ pub struct BreakerConfig {
     pub retry_after: bool,
     /// Send `x-envoy-overloaded: true` on rejections.
     pub envoy_overloaded: bool,
+    /// Calls in flight for one key, all workers together (1 to 1000000); none: no limit (see
+    /// `permits`).
+    #[serde(deserialize_with = "whole_some")]
+    pub max_concurrent_calls: Option<u32>,
+    /// The longest server-driven backoff honoured (at most 1h); zero: off (see `pushback`).
+    #[default(ConfigDuration::from_millis(0))]
+    pub max_pushback: ConfigDuration,
 }
 
 /// The documented default outcome rules.
@@ -408,9 +415,26 @@ impl Validate for Config {
                 f("rejectStatus"),
                 "must be between 400 and 599",
             )?;
+            validate_overload(b, &f)?;
         }
         Ok(())
     }
+}
+
+/// Limits of the overload fields (issue 20): `maxConcurrentCalls`, `maxPushback`.
+fn validate_overload(b: &BreakerConfig, f: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    if let Some(n) = b.max_concurrent_calls {
+        check(
+            (1..=1_000_000).contains(&n),
+            f("maxConcurrentCalls"),
+            "must be between 1 and 1000000 (leave it out for no limit)",
+        )?;
+    }
+    check(
+        b.max_pushback.0.as_secs() <= 3600,
+        f("maxPushback"),
+        "must be at most 1h (\"0s\" turns it off)",
+    )
 }
 
 #[cfg(test)]
@@ -435,6 +459,8 @@ mod tests {
         assert_eq!(b.max_open_duration.0.as_secs(), 60);
         assert_eq!(b.half_open_probes, 3);
         assert_eq!(b.classify, default_rules());
+        assert_eq!(b.max_concurrent_calls, None, "no limit");
+        assert!(b.max_pushback.0.is_zero(), "no pushback");
     }
 
     /// Every field set to a value other than its default, and every field asserted: a field wired to
@@ -452,7 +478,8 @@ mod tests {
                          {"envoy": ["timeout", "noResponse"], "outcome": "ignore"}],
             "openDuration": "1s", "openDurationMultiplier": 1.5, "maxOpenDuration": "30s", "openJitter": 0,
             "halfOpenProbes": 1, "maxHalfOpenDuration": "5s", "rejectStatus": 429, "retryAfter": false,
-            "envoyOverloaded": true}], "statusHeader": "x-cb", "maxSharedMemory": "128Mi"}"#;
+            "envoyOverloaded": true, "maxConcurrentCalls": 40.0, "maxPushback": "30s"}],
+            "statusHeader": "x-cb", "maxSharedMemory": "128Mi"}"#;
         let c: Config = parse(Some(json)).unwrap();
         let d = BreakerConfig::default();
         assert_eq!(c.status_header, "x-cb");
@@ -526,6 +553,8 @@ mod tests {
         assert_eq!(b.reject_status, 429);
         assert!(!b.retry_after);
         assert!(b.envoy_overloaded);
+        assert_eq!(b.max_concurrent_calls, Some(40));
+        assert_eq!(b.max_pushback, ConfigDuration::from_millis(30_000));
         // Each value above differs from its default, so a field left unread would show.
         assert_ne!(b.window, d.window);
         assert_ne!(b.classify, d.classify);
@@ -633,6 +662,26 @@ mod tests {
             (
                 br#"{"breakers": [{"openJitter": 0.9}]}"#,
                 "breakers[0].openJitter",
+            ),
+            (
+                br#"{"breakers": [{"maxConcurrentCalls": 0}]}"#,
+                "breakers[0].maxConcurrentCalls",
+            ),
+            (
+                br#"{"breakers": [{"maxConcurrentCalls": -3}]}"#,
+                "breakers[0].maxConcurrentCalls",
+            ),
+            (
+                br#"{"breakers": [{"maxConcurrentCalls": 2.5}]}"#,
+                "breakers[0].maxConcurrentCalls",
+            ),
+            (
+                br#"{"breakers": [{"maxPushback": "2h"}]}"#,
+                "breakers[0].maxPushback",
+            ),
+            (
+                br#"{"breakers": [{"maxPushback": 30}]}"#,
+                "breakers[0].maxPushback",
             ),
             (br#"{"breakerz": []}"#, "breakerz"),
             (

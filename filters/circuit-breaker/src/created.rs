@@ -83,14 +83,15 @@ pub enum Creation {
 }
 
 /// Claims the creation of `slot` in the bitmap at `bitmap_key` and, when the claim lands, writes the
-/// slot's first record (`initial`) at `record_key`. A missing bitmap (its creation at load failed) is
-/// created first.
+/// slot's first values: `companions` (the keys a record needs beside it, such as its permit table),
+/// then the record (`initial`) at `record_key`, last, so that whoever finds the record finds them too.
+/// A missing bitmap (its creation at load failed) is created first.
 pub fn create(
     store: &impl SharedData,
     bitmap_key: &str,
-    record_key: &str,
+    (record_key, initial): (&str, &[u8]),
+    companions: &[(String, Vec<u8>)],
     slot: u32,
-    initial: &[u8],
     attempts: u32,
 ) -> Creation {
     for _ in 0..attempts {
@@ -108,6 +109,10 @@ pub fn create(
         }
         match store.set(bitmap_key, &created.encode(), cas) {
             SharedWrite::Written => {
+                for (key, value) in companions {
+                    // A companion that could not be written is created by its first user instead.
+                    let _ = store.set(key, value, 0);
+                }
                 return match store.set(record_key, initial, 0) {
                     // The slot stays marked without a record: keys pass it by as taken.
                     SharedWrite::Failed(_) => Creation::Failed,
@@ -150,12 +155,15 @@ mod tests {
     fn the_first_claim_writes_the_record_and_later_ones_do_not() {
         let store = MemoryStore::new();
         create_key(&store, MAP, &Created::default().encode()).unwrap();
-        assert_eq!(create(&store, MAP, REC, 9, b"new", 8), Creation::Created);
+        assert_eq!(
+            create(&store, MAP, (REC, b"new"), &[], 9, 8),
+            Creation::Created
+        );
         assert_eq!(store.value(REC).unwrap(), b"new");
         // The record changed since (a claim): a second creation must not reset it.
         store.set(REC, b"claimed", 0);
         assert_eq!(
-            create(&store, MAP, REC, 9, b"new", 8),
+            create(&store, MAP, (REC, b"new"), &[], 9, 8),
             Creation::ClaimedElsewhere
         );
         assert_eq!(store.value(REC).unwrap(), b"claimed");
@@ -171,12 +179,15 @@ mod tests {
         create_key(&store, MAP, &Created::default().encode()).unwrap();
         store.before_write(|key, s| {
             if key == MAP && !raced.replace(true) {
-                assert_eq!(create(s, MAP, REC, 9, b"other", 8), Creation::Created);
+                assert_eq!(
+                    create(s, MAP, (REC, b"other"), &[], 9, 8),
+                    Creation::Created
+                );
                 s.set(REC, b"other's claim", 0);
             }
         });
         assert_eq!(
-            create(&store, MAP, REC, 9, b"mine", 8),
+            create(&store, MAP, (REC, b"mine"), &[], 9, 8),
             Creation::ClaimedElsewhere
         );
         assert_eq!(store.value(REC).unwrap(), b"other's claim");
@@ -186,10 +197,13 @@ mod tests {
         create_key(&store, MAP, &Created::default().encode()).unwrap();
         store.before_write(|key, s| {
             if key == MAP && !raced.replace(true) {
-                create(s, MAP, "circuit-breaker/cb/b/3", 3, b"other", 8);
+                create(s, MAP, ("circuit-breaker/cb/b/3", b"other"), &[], 3, 8);
             }
         });
-        assert_eq!(create(&store, MAP, REC, 9, b"mine", 8), Creation::Created);
+        assert_eq!(
+            create(&store, MAP, (REC, b"mine"), &[], 9, 8),
+            Creation::Created
+        );
         let map = Created::decode(&store.value(MAP).unwrap());
         assert!(map.contains(3) && map.contains(9));
     }
@@ -197,15 +211,24 @@ mod tests {
     #[test]
     fn failures_are_reported_and_a_missing_bitmap_is_made() {
         let store = MemoryStore::new();
-        assert_eq!(create(&store, MAP, REC, 9, b"new", 8), Creation::Created);
+        assert_eq!(
+            create(&store, MAP, (REC, b"new"), &[], 9, 8),
+            Creation::Created
+        );
         let store = MemoryStore::new();
         store.inject(MAP, Fault::ReadError);
-        assert_eq!(create(&store, MAP, REC, 9, b"new", 8), Creation::Failed);
+        assert_eq!(
+            create(&store, MAP, (REC, b"new"), &[], 9, 8),
+            Creation::Failed
+        );
         store.inject(REC, Fault::WriteError);
-        assert_eq!(create(&store, MAP, REC, 9, b"new", 8), Creation::Failed);
+        assert_eq!(
+            create(&store, MAP, (REC, b"new"), &[], 9, 8),
+            Creation::Failed
+        );
         assert_eq!(store.value(REC), None);
         assert_eq!(
-            create(&store, MAP, REC, 9, b"new", 8),
+            create(&store, MAP, (REC, b"new"), &[], 9, 8),
             Creation::ClaimedElsewhere,
             "marked without a record: never written by another"
         );

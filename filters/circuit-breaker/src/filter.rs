@@ -13,9 +13,10 @@ use crate::classify::{is_slow, judge, Call, Outcome};
 use crate::config::{BreakerConfig, Config, Mode};
 use crate::matching::{needs, select, Needs, Selected};
 use crate::metrics::BreakerMetrics;
+use crate::overload::{self, Permit};
 use crate::reject;
 use crate::slots::{self, Admission, Seed};
-use crate::state::{self, Cas, Decision, Record, State};
+use crate::state::{self, Cas, Decision, ProbeOutcome, Record, State};
 use crate::store::{self, Keys, ADMIT_ATTEMPTS, RESULT_ATTEMPTS};
 use crate::window::{evaluate, totals, Trip};
 use filter_common::failure::is_upstream_answer;
@@ -60,6 +61,15 @@ impl RootContext for BreakerRoot {
     fn on_tick(&mut self) {
         if let Some(vm) = &self.vm {
             store::renew_lease(&HostSharedData, &vm.keys);
+            if overload::holding() {
+                let (b, m) = (&vm.config.breakers, &vm.metrics);
+                overload::renew(
+                    &HostSharedData,
+                    store::owner_id(),
+                    host::now_nanos(),
+                    |k, n| overload::forget_expired(&vm.keys, b, m, k, n),
+                );
+            }
         }
     }
 
@@ -74,7 +84,17 @@ impl RootContext for BreakerRoot {
             log::warn!("no shared fingerprint seed; keys are fingerprinted with a fixed one");
             Seed::default()
         });
-        if !host::set_tick_period(LEASE_TICK_MS) {
+        // Permits held by this VM must be renewed well within their time to live.
+        let limited = config
+            .breakers
+            .iter()
+            .any(|b| b.max_concurrent_calls.is_some());
+        let tick = if limited {
+            crate::permits::RENEW_EVERY_MS
+        } else {
+            LEASE_TICK_MS
+        };
+        if !host::set_tick_period(tick) {
             log::warn!("no timer: an idle worker's calls stop counting after 5 minutes");
         }
         self.vm = Some(Rc::new(VmState {
@@ -102,6 +122,7 @@ impl RootContext for BreakerRoot {
             call: None,
             dry_run_mark: None,
             rejected: false,
+            permit: None,
         }))
     }
 }
@@ -133,6 +154,8 @@ struct BreakerStream {
     dry_run_mark: Option<String>,
     /// This stream was answered by our own rejection.
     rejected: bool,
+    /// The call's permit (`maxConcurrentCalls`), given back when the stream ends.
+    permit: Option<Permit>,
 }
 
 impl Context for BreakerStream {}
@@ -208,6 +231,9 @@ impl HttpContext for BreakerStream {
                 return Action::Pause;
             }
         }
+        if overload::enabled(b) {
+            return self.check_overload(&vm, b, selected.breaker, slot, grpc, now, metrics);
+        }
         Action::Continue
     }
 
@@ -224,6 +250,7 @@ impl HttpContext for BreakerStream {
             let plain_success = !call.grpc && call.status.is_some_and(|s| s < 400);
             call.local_reply = Some(!plain_success && made_in_proxy());
         }
+        self.note_pushback(MapType::HttpResponseHeaders);
         if let (Some(mark), Some(vm)) = (&self.dry_run_mark, &self.vm) {
             host::set_header(
                 MapType::HttpResponseHeaders,
@@ -241,10 +268,14 @@ impl HttpContext for BreakerStream {
                 call.grpc_status = Some(status);
             }
         }
+        if self.call.as_ref().is_some_and(|c| c.grpc) {
+            self.note_pushback(MapType::HttpResponseTrailers);
+        }
         Action::Continue
     }
 
     fn on_log(&mut self) {
+        self.release_permit();
         if !self.rejected {
             if let (Some(vm), Some(call)) = (self.vm.clone(), self.call.take()) {
                 record_call(&vm, &call);
@@ -254,7 +285,110 @@ impl HttpContext for BreakerStream {
     }
 }
 
+impl Drop for BreakerStream {
+    /// A stream that ends without `on_log` (the host skipped it) still gives its permit back.
+    fn drop(&mut self) {
+        self.release_permit();
+    }
+}
+
 impl BreakerStream {
+    /// Gives the call's permit back, once: from `on_log` or the drop, whichever comes first.
+    fn release_permit(&mut self) {
+        if let (Some(permit), Some(vm)) = (self.permit.take(), &self.vm) {
+            let now = host::now_nanos();
+            overload::release(&HostSharedData, permit, store::owner_id(), now, &vm.metrics);
+        }
+    }
+
+    /// The pushback and concurrency checks of a call the breaker admitted (`overload`).
+    #[allow(clippy::too_many_arguments)]
+    fn check_overload(
+        &mut self,
+        vm: &VmState,
+        b: &BreakerConfig,
+        breaker: usize,
+        slot: u32,
+        grpc: bool,
+        now: u64,
+        metrics: &BreakerMetrics,
+    ) -> Action {
+        let state_key = vm.keys.state(&b.name, slot);
+        let owner = store::owner_id();
+        let refusal =
+            match overload::admit(&HostSharedData, b, breaker, &state_key, owner, now, metrics) {
+                Ok(permit) => {
+                    self.permit = permit;
+                    return Action::Continue;
+                }
+                Err(refusal) => refusal,
+            };
+        let label = refusal.label;
+        if b.mode == Mode::DryRun {
+            metrics.would_reject.inc();
+            self.dry_run_mark = Some(format!("{}; state={label}; dry-run", b.name));
+            return Action::Continue;
+        }
+        // The call does not go: not recorded, and a probe permit it took is given back.
+        if let Some(call) = self.call.take().filter(|c| c.probe) {
+            update_state(vm, b, slot, &state_key, metrics, None, |rec, jitter| {
+                state::on_probe_result(rec, call.gen, ProbeOutcome::Ignored, now, b, jitter)
+            });
+        }
+        if label == reject::FULL {
+            metrics.full.inc();
+        } else {
+            metrics.pushback.inc();
+        }
+        self.reject(vm, b, grpc, label, Some(refusal.retry_at_ns), now);
+        Action::Pause
+    }
+
+    /// With `maxPushback` on: an upstream answer asking callers to back off (`Retry-After` on a 503 or
+    /// 429, gRPC `grpc-retry-pushback-ms` in `map`) closes the call's key for the time asked, capped.
+    fn note_pushback(&self, map: MapType) {
+        let (Some(vm), Some(call)) = (&self.vm, &self.call) else {
+            return;
+        };
+        let Some(b) = vm.config.breakers.get(call.breaker) else {
+            return;
+        };
+        // Only the upstream speaks for itself: Envoy's and filters' own replies ask nothing.
+        if b.max_pushback.0.is_zero() || call.local_reply != Some(false) {
+            return;
+        }
+        let headers = map == MapType::HttpResponseHeaders;
+        let retry_after = (headers && matches!(call.status, Some(503 | 429)))
+            .then(|| host::header(map, "retry-after"))
+            .flatten();
+        let grpc_pushback = call
+            .grpc
+            .then(|| host::header(map, "grpc-retry-pushback-ms"))
+            .flatten();
+        if retry_after.is_none() && grpc_pushback.is_none() {
+            return;
+        }
+        let now = host::now_nanos();
+        let status = headers.then_some(call.status).flatten();
+        let since_epoch = std::time::Duration::from_nanos(now);
+        let Some(asked) = crate::pushback::asked(
+            status,
+            retry_after.as_deref(),
+            grpc_pushback.as_deref(),
+            since_epoch,
+        ) else {
+            return;
+        };
+        let state_key = vm.keys.state(&b.name, call.slot);
+        if overload::note_pushback(&HostSharedData, b, &state_key, asked, now) {
+            log::debug!(
+                "breaker {}: the upstream asked callers to wait {} ms",
+                b.name,
+                u64::try_from(asked.as_millis()).unwrap_or(u64::MAX)
+            );
+        }
+    }
+
     /// Answers at once: the request never reaches the upstream.
     fn reject(
         &mut self,
@@ -274,7 +408,7 @@ impl BreakerStream {
             .collect();
         let sent = host::send_local_response(
             r.status,
-            reject::DETAILS,
+            r.details,
             &headers,
             r.body.as_bytes(),
             r.grpc_status,
@@ -302,7 +436,7 @@ fn admit(
         let result = store::update_slot(
             &HostSharedData,
             &vm.keys,
-            &b.name,
+            b,
             slot,
             ADMIT_ATTEMPTS,
             create,

@@ -4,10 +4,14 @@
 //! Parse, decide, render in plain Rust, tested natively: `config` (and `memory`, its worst-case shared
 //! memory), `matching` (which breaker and key a request has), `classify` (how a finished call counts),
 //! `window` (failure and slow rates per worker stripe), `state` (the breaker state machine), `slots`
-//! (which slot a key owns), `created` (which slots have a record), `leases` (which worker writes which stripe), `reject` (the rejection).
+//! (which slot a key owns), `created` (which slots have a record), `leases` (which worker writes which
+//! stripe), `reject` (the rejection), `permits` (calls in flight per key across workers,
+//! `maxConcurrentCalls`) and `pushback` (the dependency's own `Retry-After` or gRPC pushback,
+//! `maxPushback`).
 //!
 //! Modules that touch the host: `filter` (the proxy-wasm adapter), `store` (the records, stripes,
-//! leases and seed in shared data, with their compare-and-swap loops) and `metrics`.
+//! leases and seed in shared data, with their compare-and-swap loops), `overload` (the permit and
+//! pushback checks of an admitted call) and `metrics`.
 
 pub mod classify;
 pub mod config;
@@ -15,6 +19,8 @@ pub mod created;
 pub mod leases;
 pub mod matching;
 pub mod memory;
+pub mod permits;
+pub mod pushback;
 pub mod reject;
 pub mod slots;
 pub mod state;
@@ -25,3 +31,4 @@ pub mod window;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod filter;
 mod metrics;
+mod overload;

@@ -42,8 +42,9 @@ pub fn breaker_bytes(b: &BreakerConfig) -> u64 {
     let stripes = MAX_STRIPES as u64 * shared_entry_bytes(stripe_key, stripe_value_len(b));
     let created_key =
         BREAKER_PREFIX.len() + ROOT_ID_ALLOWANCE + 1 + b.name.len() + "/created".len();
+    let overload = crate::overload::key_bytes(b, key);
     u64::from(b.max_keys)
-        .saturating_mul(record.saturating_add(stripes))
+        .saturating_mul(record.saturating_add(stripes).saturating_add(overload))
         .saturating_add(shared_entry_bytes(created_key, max_encoded_len(b.max_keys)))
 }
 
@@ -115,8 +116,12 @@ mod tests {
     /// The README's table; `-- --nocapture` prints the figures.
     #[test]
     fn documented_figures() {
-        let cases: [(&str, &[u8]); 4] = [
+        let cases: [(&str, &[u8]); 5] = [
             ("defaults", b"{}"),
+            (
+                "defaults, maxConcurrentCalls and maxPushback",
+                br#"{"breakers": [{"name": "default", "keyBy": "cluster", "maxConcurrentCalls": 10, "maxPushback": "10s"}]}"#,
+            ),
             (
                 "maxKeys 1000",
                 br#"{"breakers": [{"name": "a", "maxKeys": 1000}]}"#,
@@ -141,7 +146,8 @@ mod tests {
             totals.push(total);
         }
         let limit = filter_common::limits::DEFAULT_MAX_SHARED_MEMORY;
-        assert!(totals[0] < limit / 8 && totals[1] < limit && totals[2] < limit);
-        assert!(totals[3] > 100 * limit);
+        assert!(totals[0] < limit / 8 && totals[2] < limit && totals[3] < limit);
+        assert!(totals[1] > totals[0] && totals[1] < limit / 8);
+        assert!(totals[4] > 100 * limit);
     }
 }

@@ -8,6 +8,10 @@ pub struct BreakerMetrics {
     pub failure: Counter,
     pub slow: Counter,
     pub rejected: Counter,
+    /// Rejected: the key was at its `maxConcurrentCalls`.
+    pub full: Counter,
+    /// Rejected: the dependency's pushback (`maxPushback`) held.
+    pub pushback: Counter,
     pub would_reject: Counter,
     pub ignored: Counter,
     pub cancelled: Counter,
@@ -19,6 +23,8 @@ pub struct BreakerMetrics {
     pub to_half_open: Counter,
     pub to_closed: Counter,
     pub open_keys: Gauge,
+    /// Calls holding a permit (`maxConcurrentCalls`), every key and worker together.
+    pub in_flight: Gauge,
 }
 
 impl BreakerMetrics {
@@ -40,6 +46,8 @@ impl BreakerMetrics {
             failure: calls("failure"),
             slow: calls("slow"),
             rejected: calls("rejected"),
+            full: calls("full"),
+            pushback: calls("pushback"),
             would_reject: calls("would_reject"),
             ignored: calls("ignored"),
             cancelled: calls("cancelled"),
@@ -54,6 +62,10 @@ impl BreakerMetrics {
             to_closed: transitions("closed"),
             open_keys: Gauge::define(&tagged_name(
                 "circuit_breaker_open",
+                &[("breaker", breaker)],
+            )),
+            in_flight: Gauge::define(&tagged_name(
+                "circuit_breaker_in_flight",
                 &[("breaker", breaker)],
             )),
         }

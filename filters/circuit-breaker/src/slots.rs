@@ -198,8 +198,20 @@ mod tests {
 
         fn admit(&self, fp: u64, now: u64, c: &BreakerConfig) -> Admission {
             self.reads_before.set(self.mem.calls().0);
+            let named = BreakerConfig {
+                name: "b".into(),
+                ..c.clone()
+            };
             admit(fp, now, c, 0.0, |slot, create, change| {
-                crate::store::update_slot(&self.mem, &Keys::new("cb"), "b", slot, 8, create, change)
+                crate::store::update_slot(
+                    &self.mem,
+                    &Keys::new("cb"),
+                    &named,
+                    slot,
+                    8,
+                    create,
+                    change,
+                )
             })
         }
     }

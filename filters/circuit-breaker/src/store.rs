@@ -5,6 +5,7 @@
 use crate::config::BreakerConfig;
 use crate::created::{self, Created, Creation};
 use crate::leases::Table;
+use crate::permits;
 use crate::state::{Cas, Record};
 use crate::window::Stripe;
 use filter_common::host::{self, SharedWrite};
@@ -82,24 +83,31 @@ fn read_record(store: &impl SharedData, key: &str) -> Result<Option<(Record, u32
 pub fn update_slot<T>(
     store: &impl SharedData,
     keys: &Keys,
-    breaker: &str,
+    b: &BreakerConfig,
     slot: u32,
     attempts: u32,
     create: bool,
     mut change: impl FnMut(&Record) -> (T, Option<Record>),
 ) -> Cas<T> {
-    let key = keys.state(breaker, slot);
+    let key = keys.state(&b.name, slot);
     match update(store, &key, attempts, &mut change) {
         Cas::Missing if create => {}
         done => return done,
     }
     let initial = Record::default().encode();
+    // A limited breaker's key has a permit table, made with the record so that every write to it is
+    // a real compare-and-swap (see `permits::read`).
+    let companions: Vec<(String, Vec<u8>)> = b
+        .max_concurrent_calls
+        .map(|_| (permits::key(&key), permits::Table::default().encode()))
+        .into_iter()
+        .collect();
     match created::create(
         store,
-        &keys.created(breaker),
-        &key,
+        &keys.created(&b.name),
+        (&key, &initial),
+        &companions,
         slot,
-        &initial,
         attempts,
     ) {
         Creation::Failed => Cas::Failed,
@@ -386,7 +394,7 @@ mod tests {
         );
         // The first key to need slot 0 creates its record.
         assert!(matches!(
-            update_slot(&store, &keys, "b", 0, ADMIT_ATTEMPTS, true, |rec| {
+            update_slot(&store, &keys, &b, 0, ADMIT_ATTEMPTS, true, |rec| {
                 ((), state::on_trip(rec, rec.gen, 0, &b, 0.0))
             }),
             Cas::Written((), _, Some(_))
@@ -394,13 +402,36 @@ mod tests {
         let open = record(&store);
         assert_eq!(open.state, State::Open);
         create_tables(&store, &keys, std::slice::from_ref(&b));
-        update_slot(&store, &keys, "b", 0, ADMIT_ATTEMPTS, true, |_| ((), None));
+        update_slot(&store, &keys, &b, 0, ADMIT_ATTEMPTS, true, |_| ((), None));
         assert_eq!(
             record(&store),
             open,
             "a second VM does not reset live state"
         );
         assert_eq!(store.len(), 3);
+    }
+
+    /// A limited breaker's slot gets its permit table with its record, from the creator alone, so
+    /// the first permit is already a compare-and-swap on an existing key.
+    #[test]
+    fn a_limited_breaker_s_slot_is_created_with_its_permit_table() {
+        let store = MemoryStore::new();
+        let keys = Keys::new("cb");
+        let b = breaker(r#"{"name": "b", "maxKeys": 1000, "maxConcurrentCalls": 2}"#);
+        create_tables(&store, &keys, std::slice::from_ref(&b));
+        assert_eq!(store.len(), 2, "nothing per slot at load");
+        update_slot(&store, &keys, &b, 7, ADMIT_ATTEMPTS, true, |_| ((), None));
+        let table = crate::permits::key(&keys.state("b", 7));
+        assert_eq!(
+            store.value(&table),
+            Some(crate::permits::Table::default().encode())
+        );
+        assert_eq!(store.len(), 4, "the record and its permit table");
+        let unlimited = breaker(r#"{"name": "b"}"#);
+        update_slot(&store, &keys, &unlimited, 8, ADMIT_ATTEMPTS, true, |_| {
+            ((), None)
+        });
+        assert_eq!(store.len(), 5, "no permit table without a limit");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::reply::{self, Parts, MARKER};
 use crate::store;
 use crate::trace::{self, well_formed_traceparent};
 use crate::trigger::{fire, Observed, Reason};
-use filter_common::failure::{is_upstream_answer, CIRCUIT_BREAKER_DETAILS};
+use filter_common::failure::{is_circuit_breaker_rejection, is_upstream_answer};
 use filter_common::headers::HeaderMap;
 use filter_common::host::{self, Buffer, Host, MapType, ProxyHost};
 use filter_common::ids::IdGenerator;
@@ -325,7 +325,7 @@ impl HttpContext for FallbackStream {
                 host::property_u64(&["response", "flags"]).unwrap_or(0)
             },
             from_upstream: is_upstream_answer(details.as_deref()),
-            circuit_breaker: details.as_deref() == Some(CIRCUIT_BREAKER_DETAILS.as_bytes()),
+            circuit_breaker: details.as_deref().is_some_and(is_circuit_breaker_rejection),
         };
         if let Some(reason) = fire(&rule.triggers, &observed) {
             self.upstream_grpc_status = observed.grpc_status.filter(|g| *g != 0);

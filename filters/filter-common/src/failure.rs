@@ -86,8 +86,23 @@ pub fn is_upstream_answer(code_details: Option<&[u8]>) -> bool {
 }
 
 /// `response.code_details` of the circuit breaker's rejections: how the fallback (and an access log)
-/// tells them from other local replies.
+/// tells them from other local replies. An open (half-open, forced-open) breaker:
 pub const CIRCUIT_BREAKER_DETAILS: &str = "circuit_breaker_open";
+/// A key at its `maxConcurrentCalls`.
+pub const CIRCUIT_BREAKER_FULL_DETAILS: &str = "circuit_breaker_full";
+/// A key closed by the dependency's own pushback (`maxPushback`).
+pub const CIRCUIT_BREAKER_PUSHBACK_DETAILS: &str = "circuit_breaker_pushback";
+
+/// The response is one of the circuit breaker's rejections, whatever the reason.
+pub fn is_circuit_breaker_rejection(code_details: &[u8]) -> bool {
+    [
+        CIRCUIT_BREAKER_DETAILS,
+        CIRCUIT_BREAKER_FULL_DETAILS,
+        CIRCUIT_BREAKER_PUSHBACK_DETAILS,
+    ]
+    .iter()
+    .any(|d| d.as_bytes() == code_details)
+}
 
 /// The largest gRPC status code (`UNAUTHENTICATED`).
 pub const MAX_GRPC_CODE: u32 = 16;
@@ -106,6 +121,25 @@ pub fn grpc_codes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error>
 mod tests {
     use super::*;
     use crate::response_flags::{UPSTREAM_PROTOCOL_ERROR, UPSTREAM_REQUEST_TIMEOUT};
+
+    #[test]
+    fn every_breaker_rejection_is_recognised_and_nothing_else() {
+        for d in [
+            "circuit_breaker_open",
+            "circuit_breaker_full",
+            "circuit_breaker_pushback",
+        ] {
+            assert!(is_circuit_breaker_rejection(d.as_bytes()), "{d}");
+        }
+        for d in [
+            "via_upstream",
+            "circuit_breaker",
+            "circuit_breaker_open2",
+            "",
+        ] {
+            assert!(!is_circuit_breaker_rejection(d.as_bytes()), "{d}");
+        }
+    }
 
     #[test]
     fn labels_round_trip_and_flags_match() {

@@ -13,6 +13,7 @@
 //! | `x-upstream-grpc-status: N` | gRPC status for `application/grpc` requests (default 0) |
 //! | `x-upstream-grpc-message: text` | gRPC message (default: empty for 0, else a fixed text) |
 //! | `x-upstream-grpc-in: trailers\|headers` | where grpc-status goes; `headers` = trailers-only |
+//! | `x-upstream-call-id: id` | names the request for [`Upstream::call_ender`] |
 //!
 //! Default answer: 200 `application/json`, the echo `{"method","path","version","authority",
 //! "headers":[[name,value],...],"body_size"}` of exactly what arrived.
@@ -20,10 +21,12 @@
 //! [`Upstream::set_behaviour`] applies such headers to every request, as an upstream that fails on
 //! its own (the clients send nothing special).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -83,6 +86,62 @@ struct State {
     log_requests: bool,
     /// `x-upstream-*` headers applied to every request (see [`Upstream::set_behaviour`]).
     behaviour: Mutex<Vec<(HeaderName, HeaderValue)>>,
+    /// Requests being handled now, and the most at once (see [`Upstream::max_concurrent`]).
+    active: AtomicUsize,
+    max_active: AtomicUsize,
+    /// Requests in progress by `x-upstream-call-id`, and the ids whose caller gave up
+    /// ([`Upstream::call_ender`]).
+    calls: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    given_up: Mutex<HashSet<String>>,
+}
+
+/// Counts a request as in progress from its arrival until its handler ends or is dropped (hyper drops
+/// it when an h2 peer resets the stream), or until its caller gave up, whichever comes first.
+struct Active {
+    state: Arc<State>,
+    id: Option<String>,
+    /// Already taken off the count (or never counted).
+    ended: Arc<AtomicBool>,
+}
+
+impl Active {
+    fn start(state: &Arc<State>, id: Option<String>) -> Active {
+        let ended = Arc::new(AtomicBool::new(false));
+        if let Some(id) = &id {
+            // Given up before it arrived: it never counts.
+            if lock(&state.given_up).contains(id) {
+                ended.store(true, Ordering::SeqCst);
+                return Active {
+                    state: state.clone(),
+                    id: None,
+                    ended,
+                };
+            }
+            lock(&state.calls).insert(id.clone(), ended.clone());
+        }
+        let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_active.fetch_max(now, Ordering::SeqCst);
+        Active {
+            state: state.clone(),
+            id,
+            ended,
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Some(id) = &self.id {
+            lock(&self.state.calls).remove(id);
+        }
+        if !self.ended.swap(true, Ordering::SeqCst) {
+            self.state.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl State {
@@ -125,6 +184,10 @@ impl Upstream {
             requests: Mutex::new(Vec::new()),
             log_requests,
             behaviour: Mutex::new(Vec::new()),
+            active: AtomicUsize::new(0),
+            max_active: AtomicUsize::new(0),
+            calls: Mutex::new(HashMap::new()),
+            given_up: Mutex::new(HashSet::new()),
         });
         let (tx, rx) = watch::channel(());
         tokio::spawn(accept_loop(listener, state.clone(), rx));
@@ -164,6 +227,35 @@ impl Upstream {
 
     pub fn clear(&self) {
         self.state.requests().clear();
+    }
+
+    /// The most requests this upstream handled at once (from arrival until the response headers, or
+    /// until the peer gave up on an h2 stream), since it started.
+    pub fn max_concurrent(&self) -> usize {
+        self.state.max_active.load(Ordering::SeqCst)
+    }
+
+    /// Requests being handled now.
+    pub fn active(&self) -> usize {
+        self.state.active.load(Ordering::SeqCst)
+    }
+
+    /// A function a client calls with a request's `x-upstream-call-id` when it gives up on the
+    /// request: from then on the request no longer counts in [`Upstream::max_concurrent`] (and one
+    /// that arrives later never does). A proxy frees its own resources for a call only after its
+    /// client gave up, but tells the upstream later still (a reset on its way): this lets a test count
+    /// exactly what a proxy's concurrency limit promises.
+    pub fn call_ender(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let state = self.state.clone();
+        move |id: &str| {
+            lock(&state.given_up).insert(id.to_string());
+            let ended = lock(&state.calls).get(id).cloned();
+            if let Some(ended) = ended {
+                if !ended.swap(true, Ordering::SeqCst) {
+                    state.active.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
     }
 
     /// From now on every request behaves as if it carried `headers` (`x-upstream-status`,
@@ -262,6 +354,8 @@ pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<UpBody>, Abort> {
+    let id = header_str(req.headers(), "x-upstream-call-id").map(str::to_string);
+    let _active = Active::start(&state, id);
     let version = format!("{:?}", req.version());
     let path = req
         .uri()

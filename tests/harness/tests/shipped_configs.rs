@@ -42,6 +42,10 @@ async fn istio_plugin_configs_are_accepted_by_their_filters() {
         ("istio/base/trace-context.yaml", "trace_context.wasm"),
         ("istio/base/circuit-breaker.yaml", "circuit_breaker.wasm"),
         ("istio/base/fallback.yaml", "fallback.wasm"),
+        (
+            "istio/examples/inbound-shedding.yaml",
+            "circuit_breaker.wasm",
+        ),
     ] {
         let text = std::fs::read_to_string(workspace_root().join(manifest)).unwrap();
         let start = text

@@ -79,3 +79,42 @@ async fn item7_retry_after_survives_the_fallback() {
     assert_grpc_trailers_only(&g, 14);
     assert!(g.header("retry-after").is_some(), "gRPC: {g:?}");
 }
+
+/// Issue 20: a full key's rejection (`maxConcurrentCalls`) is a breaker rejection to the fallback too:
+/// replaced like an open breaker's, keeping its `retry-after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_key_s_rejection_is_replaced_keeping_retry_after() {
+    let upstream = Upstream::start().await;
+    let fallback = json!({"rules": [
+        {"name": "cb", "triggers": {"circuitBreaker": true}, "response": {"kind": "problem"}}
+    ]});
+    let breaker = json!({"breakers": [{"name": "dep", "maxConcurrentCalls": 1}]});
+    let envoy = Envoy::start(config_with(
+        &upstream,
+        vec![fallback_filter(Some(&fallback)), breaker_filter(&breaker)],
+        Vec::new(),
+    ))
+    .await;
+    let port = envoy.port("ingress");
+    let held = tokio::spawn(async move {
+        http1(port, "GET", "/pay", &[("x-upstream-delay-ms", "1500")], "").await
+    });
+    let deadline = Instant::now() + RECORD_WAIT;
+    while upstream.active() < 1 {
+        assert!(Instant::now() < deadline, "the first call never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = get(&envoy, "/pay", OK).await;
+    assert_eq!(assert_mark(&r, "problem", "cb"), "circuitBreaker");
+    assert_eq!(r.status, 503, "{}", r.describe());
+    assert_eq!(r.header("retry-after"), Some("1"), "{}", r.describe());
+    let g = grpc_unary(port, "/pkg.Svc/Call", &[], b"hi").await;
+    assert_grpc_trailers_only(&g, 14);
+    assert_eq!(g.header("retry-after"), Some("1"), "gRPC: {g:?}");
+    assert_eq!(held.await.unwrap().status, 200);
+    assert_eq!(
+        upstream.count(),
+        1,
+        "neither rejected call reached the upstream"
+    );
+}

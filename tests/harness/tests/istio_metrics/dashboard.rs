@@ -25,6 +25,7 @@ const METRICS: &[&str] = &[
     "circuit_breaker_transitions",
     "circuit_breaker_open",
     "circuit_breaker_keys_overflow",
+    "circuit_breaker_in_flight",
     "fallback_served",
     "fallback_cache_hits",
     "fallback_cache_misses",
@@ -160,6 +161,26 @@ async fn every_panel_query_returns_series_from_a_real_prometheus() {
     prom.wait_query("fallback_cache_hits", wait, |r| !r.is_empty())
         .await;
     drive_traffic(&envoy).await;
+    // A call holding the bulkhead's permit while Prometheus scrapes (once the dependency's 1 s
+    // pushback is over): the in-flight panels draw it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let outbound = envoy.port("outbound");
+    let held = tokio::spawn(async move {
+        http1(
+            outbound,
+            "GET",
+            "/bulk/held",
+            &[("x-upstream-delay-ms", "3000")],
+            "",
+        )
+        .await
+    });
+    prom.wait_query(
+        &format!("sum(circuit_breaker_in_flight{{breaker=\"{BULKHEAD}\"}})"),
+        wait,
+        |r| r.iter().any(|s| s["value"][1] == "1"),
+    )
+    .await;
     let dash = dashboard();
     for p in panels(&dash) {
         for t in p["targets"].as_array().unwrap() {
@@ -191,6 +212,8 @@ async fn every_panel_query_returns_series_from_a_real_prometheus() {
         "sum(circuit_breaker_open{breaker=\"per-cluster\"})",
         "sum(increase(circuit_breaker_transitions{state=\"open\"}[1m]))",
         "sum(rate(circuit_breaker_calls{outcome=\"rejected\"}[1m]))",
+        "sum(rate(circuit_breaker_calls{outcome=\"full\"}[1m]))",
+        "sum(rate(circuit_breaker_calls{outcome=\"pushback\"}[1m]))",
         "sum(rate(fallback_cache_hits[1m])) / (sum(rate(fallback_cache_hits[1m])) + sum(rate(fallback_cache_misses[1m])))",
         "sum(rate(trace_context_restored[1m]))",
         "sum(rate(trace_context_correlation_refused[1m]))",
@@ -222,4 +245,5 @@ async fn every_panel_query_returns_series_from_a_real_prometheus() {
         })
         .await;
     assert!(r.iter().any(|s| s["metric"]["breaker"] == BREAKER), "{r:?}");
+    held.abort();
 }

@@ -42,6 +42,14 @@ async fn with_the_documented_extra_stat_tags_every_metric_carries_its_labels() {
         ("circuit_breaker_transitions", &[b, ("state", "open")]),
         ("circuit_breaker_open", &[b]),
         (
+            "circuit_breaker_calls",
+            &[("breaker", BULKHEAD), ("outcome", "full")],
+        ),
+        (
+            "circuit_breaker_calls",
+            &[("breaker", BULKHEAD), ("outcome", "pushback")],
+        ),
+        (
             "fallback_served",
             &[
                 ("rule", ENVOY_RULE),
@@ -92,6 +100,7 @@ async fn with_the_documented_extra_stat_tags_every_metric_carries_its_labels() {
     for (metric, kind) in [
         ("circuit_breaker_calls", "counter"),
         ("circuit_breaker_open", "gauge"),
+        ("circuit_breaker_in_flight", "gauge"),
         ("fallback_served", "counter"),
         ("fallback_cache_bytes", "gauge"),
         ("trace_context_extracted", "counter"),

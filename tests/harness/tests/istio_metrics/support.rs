@@ -1,7 +1,8 @@
 //! One Envoy shaped like an Istio sidecar (inbound and outbound listeners, `--concurrency 2`, the three
 //! filters with the shipped `pluginConfig`s, no `vm_id` as istiod sends them) and the traffic that
 //! makes every metric of the filters move: several trace formats, invalid and conflicting headers,
-//! request-id correlation, an outage that opens the breaker, and stale-cache fallbacks.
+//! request-id correlation, an outage that opens the breaker, stale-cache fallbacks, and a key at its
+//! concurrency limit and under the dependency's pushback.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,8 @@ pub const BREAKER: &str = "per-cluster";
 pub const ENVOY_RULE: &str = "envoy-failures";
 /// The stale-cache rule the test adds in front of the shipped one.
 pub const STALE_RULE: &str = "catalog-stale";
+/// The breaker the test adds in front of the shipped one: `/bulk`, one call at a time, pushback on.
+pub const BULKHEAD: &str = "bulkhead";
 
 /// `pluginName` and `pluginConfig` (written as JSON in the manifest) of a shipped WasmPlugin.
 pub fn shipped_plugin(manifest: &str) -> (String, Value) {
@@ -44,7 +47,15 @@ fn filter(plugin: &(String, Value), module: &str) -> WasmFilter {
 /// are refused: the outage) and `/` (another live one).
 pub fn sidecar_config(upstream: &Upstream) -> EnvoyConfig {
     let trace = shipped_plugin("istio/base/trace-context.yaml");
-    let breaker = shipped_plugin("istio/base/circuit-breaker.yaml");
+    let mut breaker = shipped_plugin("istio/base/circuit-breaker.yaml");
+    breaker.1["breakers"]
+        .as_array_mut()
+        .expect("breakers")
+        .insert(
+            0,
+            json!({"name": BULKHEAD, "match": {"pathPrefix": "/bulk"}, "maxConcurrentCalls": 1,
+               "maxPushback": "30s", "consecutiveFailures": 0}),
+        );
     let mut fallback = shipped_plugin("istio/base/fallback.yaml");
     // A stale-cache rule first (first match wins), so the cache metrics move too.
     let rules = fallback.1["rules"].as_array_mut().expect("rules");
@@ -71,6 +82,7 @@ pub fn sidecar_config(upstream: &Upstream) -> EnvoyConfig {
                 .filter(filter(&fallback, "fallback.wasm"))
                 .filter(filter(&breaker, "circuit_breaker.wasm"))
                 .route(Route::to("catalog", "/catalog", "catalog"))
+                .route(Route::to("bulk", "/bulk", "catalog"))
                 .route(Route::to("payments", "/payments", "payments"))
                 .route(Route::to("outbound", "/", "app")),
         )
@@ -229,4 +241,59 @@ pub async fn drive_traffic(envoy: &Envoy) {
         |v| v >= 4,
     )
     .await;
+
+    // Overload: a second call while the bulkhead's one permit is held is rejected as full (and the
+    // shipped fallback answers for it, keeping `retry-after`); then the dependency asks callers to
+    // wait, and the next call is held back by the caller's sidecar.
+    let held = tokio::spawn(async move {
+        http1(
+            outbound,
+            "GET",
+            "/bulk",
+            &[("x-upstream-delay-ms", "500")],
+            "",
+        )
+        .await
+    });
+    wait_series(
+        envoy,
+        "circuit_breaker",
+        "circuit_breaker_in_flight",
+        &[("breaker", BULKHEAD)],
+        |v| v >= 1,
+    )
+    .await;
+    let r = http1(outbound, "GET", "/bulk", &[], "").await;
+    assert_eq!(r.status, 503, "{}", r.describe());
+    assert!(
+        r.header("x-fallback")
+            .is_some_and(|m| m.contains("reason=circuitBreaker")),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(r.header("retry-after"), Some("1"), "{}", r.describe());
+    assert_eq!(held.await.unwrap().status, 200);
+    let asks = [
+        ("x-upstream-status", "503"),
+        ("x-upstream-set-header", "retry-after: 1"),
+    ];
+    let r = http1(outbound, "GET", "/bulk", &asks, "").await;
+    assert_eq!(r.status, 503, "{}", r.describe());
+    let r = http1(outbound, "GET", "/bulk", &[], "").await;
+    assert!(
+        r.header("x-fallback")
+            .is_some_and(|m| m.contains("reason=circuitBreaker")),
+        "{}",
+        r.describe()
+    );
+    for outcome in ["full", "pushback"] {
+        wait_series(
+            envoy,
+            "circuit_breaker",
+            "circuit_breaker_calls",
+            &[("breaker", BULKHEAD), ("outcome", outcome)],
+            |v| v >= 1,
+        )
+        .await;
+    }
 }
