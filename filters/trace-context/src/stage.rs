@@ -188,21 +188,18 @@ fn remember(
     }
 }
 
-/// A refused response header costs only that echo: the response goes on without it.
+/// A refused response header costs only that echo: the response goes on without it, and a log line
+/// per response would cost more than the echo is worth.
 fn set_response_header(host: &impl Host, name: &str, value: &[u8]) {
-    if let Err(e) = host.set_header(MapType::HttpResponseHeaders, name, value) {
-        log::debug!("the host refused response header {name}: {e}");
-    }
+    let _ = host.set_header(MapType::HttpResponseHeaders, name, value);
 }
 
-/// The trace id as filter state, for access logs (`%FILTER_STATE(wasm.NAME)%`).
+/// The trace id as filter state, for access logs (`%FILTER_STATE(wasm.NAME)%`). A refusal costs only
+/// the access log's field, as for response headers.
 fn set_filter_state(host: &impl Host, config: &Config, context: &TraceContext) {
-    if config.filter_state_name.is_empty() {
-        return;
-    }
-    let name = config.filter_state_name.as_str();
-    if let Err(e) = host.set_property(&[name], context.trace_id_hex().as_bytes()) {
-        log::debug!("the host refused filter state {name}: {e}");
+    if !config.filter_state_name.is_empty() {
+        let name = config.filter_state_name.as_str();
+        let _ = host.set_property(&[name], context.trace_id_hex().as_bytes());
     }
 }
 

@@ -479,6 +479,33 @@ fn an_inbound_request_is_never_given_a_stored_context() {
 }
 
 #[test]
+fn only_an_inbound_listener_stores_a_context() {
+    let host = FakeHost::new();
+    let vm = new_vm(&host, CORRELATION);
+    host.clear_calls();
+    // A gateway (no direction attribute) and an outbound listener: neither stores.
+    request(
+        &host,
+        &vm,
+        &[("traceparent", TRACEPARENT), ("x-request-id", "r")],
+    );
+    listener(&host, 2);
+    request(
+        &host,
+        &vm,
+        &[("traceparent", TRACEPARENT), ("x-request-id", "r")],
+    );
+    assert_eq!(host.count(Op::SetSharedData), 0);
+    listener(&host, 1);
+    request(
+        &host,
+        &vm,
+        &[("traceparent", TRACEPARENT), ("x-request-id", "r")],
+    );
+    assert_eq!(host.count(Op::SetSharedData), 1);
+}
+
+#[test]
 fn a_live_entry_is_not_taken_over_by_another_trace() {
     let host = FakeHost::new();
     let vm = new_vm(&host, CORRELATION);
