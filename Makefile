@@ -38,7 +38,7 @@ export ENVOY_BIN WASM_RUNTIME
 .PHONY: wasm-image image push pin registry-args
 .PHONY: fuzz fuzz-build fuzz-smoke fuzz-cmin fuzz-seeds
 .PHONY: soak soak-short
-.PHONY: perf-counts
+.PHONY: perf-counts perf-native
 
 # Every user-facing target, one line each (tests/harness/tests/newcomer.rs checks that none is missing).
 help:
@@ -71,6 +71,7 @@ help:
 	@echo "  make fuzz-seeds   rewrite the fuzz seed inputs"
 	@echo "  make bench        the filters' cost per request, what they buy in an outage and for a fleet under overload (BENCH_QUICK=1: quick)"
 	@echo "  make perf-counts  host calls, allocations (PERF_CALLGRIND=1: instructions) per request of each filter"
+	@echo "  make perf-native  each filter's request path natively under callgrind: instructions per request, top 10 functions"
 	@echo "Containers:"
 	@echo "  make docker-up    the same as make run with Docker Compose or Podman (same envoy/envoy.yaml);"
 	@echo "                    says which it found, or what is missing; Ctrl-C stops it"
@@ -295,6 +296,14 @@ perf-counts: build envoy
 	  ENVOY_REAL="$(ENVOY_BIN)" ENVOY_BIN=$(CURDIR)/tools/perf/envoy-callgrind CALLGRIND_DIR=$(CURDIR)/target/perf/callgrind \
 	    ENVOY_READY_TIMEOUT_SECS=900 PERF_CALLGRIND=1 target/release/perf-counts; \
 	else target/release/perf-counts; fi
+
+# Each filter's request path natively (its examples/request_path.rs: the stage over the fake host) under
+# valgrind's callgrind: instructions per request and the ten costliest functions, per filter that has the
+# example. REQUESTS requests after WARMUP; profiles in target/perf-native/ (tools/perf/native.sh).
+REQUESTS ?= 20000
+WARMUP   ?= 1000
+perf-native:
+	@tools/perf/native.sh $(REQUESTS) $(WARMUP) $(FILTER_CRATES)
 
 # Images of the modules, built and pushed without a Docker daemon by tools/wasm-image (istio/README.md,
 # "Publish the modules"). Each filter's image is named after its crate, as its WasmPlugin is.

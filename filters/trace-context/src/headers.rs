@@ -18,6 +18,12 @@ impl Deref for RequestHeaders {
     }
 }
 
+impl From<HeaderMap> for RequestHeaders {
+    fn from(map: HeaderMap) -> Self {
+        RequestHeaders(map)
+    }
+}
+
 impl RequestHeaders {
     pub fn from_encoded(buf: Vec<u8>) -> Self {
         RequestHeaders(HeaderMap::from_encoded(buf))

@@ -4,8 +4,8 @@
 //! `tracestate`, `baggage`, `propagation` (the per-request decision and its header edits), `correlation`
 //! (entries and who owns a request id), `config` and `memory` (its worst-case shared memory).
 //!
-//! Modules that touch the host: `filter` (the proxy-wasm adapter), `store` (correlation's shared-data
-//! I/O) and `metrics`.
+//! The request path: `stage` (each stream callback over the `filter_common::host::Host` seam, with
+//! `store`, correlation's shared-data I/O, and `metrics`), forwarded to by `filter`, the proxy-wasm shell.
 
 pub mod baggage;
 pub mod config;
@@ -15,6 +15,7 @@ pub mod formats;
 pub mod headers;
 pub mod memory;
 pub mod propagation;
+pub mod stage;
 pub mod tracestate;
 
 // Natively (tests, fuzzing) nothing calls the adapter: only the Wasm build has its entry point.

@@ -3,6 +3,7 @@
 
 use crate::formats::Format;
 use crate::propagation::{Decision, Source};
+use filter_common::host::Host;
 use filter_common::metrics::{tagged_name, Counter};
 
 pub struct Metrics {
@@ -21,14 +22,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn define() -> Self {
+    pub fn define(host: &impl Host) -> Self {
         let per_format = |base: &str| -> Vec<(Format, Counter)> {
             Format::ALL
                 .iter()
                 .map(|f| {
                     (
                         *f,
-                        Counter::define(&tagged_name(base, &[("format", f.name())])),
+                        Counter::define_on(host, &tagged_name(base, &[("format", f.name())])),
                     )
                 })
                 .collect()
@@ -37,37 +38,41 @@ impl Metrics {
             extracted: per_format("trace_context_extracted"),
             invalid: per_format("trace_context_invalid"),
             conflicts: per_format("trace_context_conflicts"),
-            started: Counter::define("trace_context_started"),
-            restored: Counter::define("trace_context_restored"),
-            outbound_without_context: Counter::define("trace_context_outbound_without_context"),
-            baggage_dropped: Counter::define("trace_context_baggage_dropped"),
-            correlation_refused: Counter::define("trace_context_correlation_refused"),
-            correlation_evicted: Counter::define("trace_context_correlation_evicted"),
+            started: Counter::define_on(host, "trace_context_started"),
+            restored: Counter::define_on(host, "trace_context_restored"),
+            outbound_without_context: Counter::define_on(
+                host,
+                "trace_context_outbound_without_context",
+            ),
+            baggage_dropped: Counter::define_on(host, "trace_context_baggage_dropped"),
+            correlation_refused: Counter::define_on(host, "trace_context_correlation_refused"),
+            correlation_evicted: Counter::define_on(host, "trace_context_correlation_evicted"),
         }
     }
 
-    pub fn record(&self, decision: &Decision, outbound: bool) {
+    pub fn record(&self, host: &impl Host, decision: &Decision, outbound: bool) {
         match decision.source {
-            Source::Extracted(format) => inc(&self.extracted, format),
-            Source::Restored => self.restored.inc(),
-            Source::Started => self.started.inc(),
+            Source::Extracted(format) => inc(host, &self.extracted, format),
+            Source::Restored => self.restored.add_on(host, 1),
+            Source::Started => self.started.add_on(host, 1),
         }
         // An outbound call with no context of its own means the workload did not propagate it.
         if outbound && !matches!(decision.source, Source::Extracted(_)) {
-            self.outbound_without_context.inc();
+            self.outbound_without_context.add_on(host, 1);
         }
         for f in &decision.invalid {
-            inc(&self.invalid, *f);
+            inc(host, &self.invalid, *f);
         }
         for f in &decision.conflicting {
-            inc(&self.conflicts, *f);
+            inc(host, &self.conflicts, *f);
         }
-        self.baggage_dropped.add(decision.baggage_dropped as u64);
+        self.baggage_dropped
+            .add_on(host, decision.baggage_dropped as u64);
     }
 }
 
-fn inc(counters: &[(Format, Counter)], format: Format) {
+fn inc(host: &impl Host, counters: &[(Format, Counter)], format: Format) {
     if let Some((_, c)) = counters.iter().find(|(f, _)| *f == format) {
-        c.inc();
+        c.add_on(host, 1);
     }
 }
