@@ -237,8 +237,11 @@ impl Stream {
                 self.serve_otherwise(host, vm, rule, reason);
             }
             Kind::Stale if !facts.grpc => {
-                let now = host.now_nanos();
-                match answer::stale(host, vm, rule, facts, now) {
+                // The clock is read only for a lookup that can serve.
+                let hit = answer::may_serve_stale(facts)
+                    .then(|| host.now_nanos())
+                    .and_then(|now| answer::stale(host, vm, rule, facts, now));
+                match hit {
                     Some(answer) => self.send(host, vm, rule, reason, answer),
                     None => self.serve_otherwise(host, vm, rule, reason),
                 }

@@ -59,9 +59,16 @@ pub fn simple(
     }
 }
 
-/// The cached good response for this request when one may be served at `now`: fresh enough for the
-/// rule's `ttl` and the entry's own `stale-if-error`, no staler than the caller accepts, and the
-/// variant the request selects. Counts the lookup as a hit or a miss.
+/// Whether the request may be answered from the stale cache at all: a GET or HEAD, without
+/// credentials (another caller's response is never served to it), from a caller that takes stored
+/// answers.
+pub fn may_serve_stale(facts: &RequestFacts) -> bool {
+    is_get_or_head(&facts.method) && !facts.private && !facts.directives.refuses_stored()
+}
+
+/// The cached good response for a request that [`may_serve_stale`], when one may be served at `now`:
+/// fresh enough for the rule's `ttl` and the entry's own directives, no staler than the caller accepts,
+/// and the variant the request selects. Counts the lookup as a hit or a miss.
 pub fn stale(
     host: &impl Host,
     vm: &Vm,
@@ -69,14 +76,6 @@ pub fn stale(
     facts: &RequestFacts,
     now: u64,
 ) -> Option<Answer> {
-    if !is_get_or_head(&facts.method) {
-        return None;
-    }
-    // Another caller's response is never served to a request with credentials, nor to a caller that
-    // refuses stored answers.
-    if facts.private || facts.directives.refuses_stored() {
-        return None;
-    }
     let key = facts.cache_key();
     let hit = store::read(host, &vm.slot_key(key))
         .and_then(|e| {

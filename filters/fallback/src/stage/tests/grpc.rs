@@ -7,7 +7,7 @@ const TRAILERS: MapType = MapType::HttpResponseTrailers;
 const GRPC: (&str, &str) = ("content-type", "application/grpc");
 
 const RULES: &str = r#"{"rules": [
-    {"name": "grpc-problem", "match": {"pathPrefix": "/pkg."}, "triggers": {"grpcStatus": [14], "status": "503"}},
+    {"name": "grpc-problem", "match": {"pathPrefix": "/pkg."}, "triggers": {"grpcStatus": [8, 14], "status": "503"}},
     {"name": "grpc-static", "match": {"pathPrefix": "/static."}, "triggers": {"grpcStatus": [14]},
      "response": {"kind": "static", "status": 200, "body": "sorry"}},
     {"name": "stale", "match": {"pathPrefix": "/stale."}, "triggers": {"status": "503", "grpcStatus": [14]},
@@ -54,6 +54,12 @@ fn a_grpc_status_trigger_replaces_a_trailers_only_failure_keeping_its_code() {
         header(&r, "x-fallback"),
         Some("problem; rule=grpc-problem; reason=grpcStatus")
     );
+    // The upstream's own code, not one mapped from an HTTP status.
+    host.clear_calls();
+    let mut s = grpc_call(&host, &vm, "/pkg.Svc/Call");
+    upstream(&host, "200", &[("grpc-status", "8"), GRPC]);
+    s.on_response_headers(&host, &vm, true);
+    assert_eq!(the_reply(&host).grpc_status, 8);
     // OK and codes the rule does not name pass.
     for code in ["0", "5"] {
         host.clear_calls();
@@ -100,6 +106,23 @@ fn grpc_callers_of_stale_and_alternate_rules_get_the_otherwise_as_a_status() {
         assert_eq!(host.count(Op::GetSharedData), 0, "{path}");
         assert_eq!(host.count(Op::DispatchHttpCall), 0, "{path}");
     }
+    // Not even with a copy in the cache for a gRPC-Web GET of the same path.
+    let mut s = request(&host, &vm, &[(":path", "/stale.Svc/Call")]);
+    upstream(&host, "200", &[("content-type", "text/plain")]);
+    s.on_response_headers(&host, &vm, false);
+    host.script_buffer(Buffer::HttpResponseBody, b"cached");
+    s.on_response_body(&host, &vm, 6, true);
+    assert_eq!(host.metric("fallback_cache_stores"), Some(1));
+    host.clear_calls();
+    let mut s = request(&host, &vm, &[(":path", "/stale.Svc/Call"), GRPC]);
+    upstream(&host, "503", &[]);
+    s.on_response_headers(&host, &vm, true);
+    let r = the_reply(&host);
+    assert_eq!(r.grpc_status, 14);
+    assert_eq!(
+        header(&r, "x-fallback"),
+        Some("static; rule=stale; reason=status")
+    );
 }
 
 #[test]
