@@ -43,7 +43,9 @@ pub struct Stream {
     /// Our own reply is passing through this filter: never wrap it again.
     own_reply: bool,
     pending: Option<Pending>,
-    capture: Option<Capture>,
+    /// Boxed: rare (a stale rule's good GET) and large, with a 16-byte alignment (its `u128` hash)
+    /// that would make every stream's context 16 bytes larger.
+    capture: Option<Box<Capture>>,
     replaced: Replaced,
     /// The trace id, looked up once (it may take a property read).
     trace_id: OnceCell<String>,
@@ -132,7 +134,7 @@ impl Stream {
         }
         if cache_candidate && observed.from_upstream {
             let limit = rule.response.max_body_bytes;
-            self.capture = Capture::begin(host, vm, facts, limit, capture_candidate);
+            self.capture = Capture::begin(host, vm, facts, limit, capture_candidate).map(Box::new);
         }
         Action::Continue
     }
