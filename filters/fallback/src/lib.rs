@@ -6,8 +6,9 @@
 //! fallback reply carries), `alternate` (the alternate call and its answer), `trace` (the trace headers
 //! a reply carries).
 //!
-//! Modules that touch the host: `filter` (the proxy-wasm adapter, moving data between Envoy and the
-//! modules above), `store` (the cache's shared-data I/O) and `metrics`.
+//! Over the host seam (`filter_common::host::Host`): `stage` (the request path, callback by callback:
+//! every decision a fallback takes on a live stream), `store` (the cache's shared-data I/O) and
+//! `metrics`. `filter` is the proxy-wasm shell that forwards Envoy's callbacks to the stage.
 
 pub mod alternate;
 pub mod cache;
@@ -16,6 +17,7 @@ pub mod memory;
 pub mod policy;
 pub mod render;
 pub mod reply;
+pub mod stage;
 pub mod trace;
 pub mod trigger;
 

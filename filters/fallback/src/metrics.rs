@@ -2,6 +2,7 @@
 
 use crate::config::{otherwise, Config, Kind};
 use crate::trigger::Reason;
+use filter_common::host::Host;
 use filter_common::metrics::{tagged_name, Counter, Gauge};
 use filter_common::HashMap;
 use std::cell::RefCell;
@@ -19,40 +20,43 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn define(config: &Config) -> Self {
+    pub fn define(host: &impl Host, config: &Config) -> Self {
         let mut served = HashMap::new();
         for rule in &config.rules {
             for (reason, kind) in served_labels(rule) {
                 served.insert(
                     (rule.name.clone(), reason, kind),
-                    served_counter(&rule.name, reason, kind),
+                    served_counter(host, &rule.name, reason, kind),
                 );
             }
         }
         Metrics {
             served: RefCell::new(served),
-            cache_hits: Counter::define("fallback_cache_hits"),
-            cache_misses: Counter::define("fallback_cache_misses"),
-            cache_stores: Counter::define("fallback_cache_stores"),
-            cache_evictions: Counter::define("fallback_cache_evictions"),
-            cache_bytes: Gauge::define("fallback_cache_bytes"),
+            cache_hits: Counter::define_on(host, "fallback_cache_hits"),
+            cache_misses: Counter::define_on(host, "fallback_cache_misses"),
+            cache_stores: Counter::define_on(host, "fallback_cache_stores"),
+            cache_evictions: Counter::define_on(host, "fallback_cache_evictions"),
+            cache_bytes: Gauge::define_on(host, "fallback_cache_bytes"),
         }
     }
 
-    pub fn served(&self, rule: &str, reason: Reason, kind: &'static str) {
+    pub fn served(&self, host: &impl Host, rule: &str, reason: Reason, kind: &'static str) {
         let mut served = self.served.borrow_mut();
         let counter = served
             .entry((rule.to_string(), reason.label(), kind))
-            .or_insert_with(|| served_counter(rule, reason.label(), kind));
-        counter.inc();
+            .or_insert_with(|| served_counter(host, rule, reason.label(), kind));
+        counter.add_on(host, 1);
     }
 }
 
-fn served_counter(rule: &str, trigger: &str, kind: &str) -> Counter {
-    Counter::define(&tagged_name(
-        "fallback_served",
-        &[("rule", rule), ("trigger", trigger), ("kind", kind)],
-    ))
+fn served_counter(host: &impl Host, rule: &str, trigger: &str, kind: &str) -> Counter {
+    Counter::define_on(
+        host,
+        &tagged_name(
+            "fallback_served",
+            &[("rule", rule), ("trigger", trigger), ("kind", kind)],
+        ),
+    )
 }
 
 /// The (trigger, kind) pairs a rule can count: each trigger it names, with the kind it answers with,
