@@ -348,6 +348,17 @@ mod tests {
     }
 
     #[test]
+    fn states_have_a_metric_label_and_a_header_spelling() {
+        // Prometheus labels use underscores; the `x-circuit-breaker` header the prose form.
+        assert_eq!(State::Closed.label(), "closed");
+        assert_eq!(State::Open.label(), "open");
+        assert_eq!(State::HalfOpen.label(), "half_open");
+        assert_eq!(State::Closed.header_label(), "closed");
+        assert_eq!(State::Open.header_label(), "open");
+        assert_eq!(State::HalfOpen.header_label(), "half-open");
+    }
+
+    #[test]
     fn closed_admits_without_writing() {
         let c = cfg("{}");
         let step = on_request(&Record::default(), 0, &c, 0.0);

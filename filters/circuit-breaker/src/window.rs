@@ -457,6 +457,28 @@ mod tests {
     }
 
     #[test]
+    fn a_stripe_fits_only_the_window_shape_it_was_made_for() {
+        // A configuration change (another window type, bucket count or size) makes every stripe a
+        // worker finds in shared data unfit: it starts afresh rather than misread the old shape.
+        let time10 = cfg(r#"{"window": {"duration": "10s", "buckets": 10}}"#);
+        let time5 = cfg(r#"{"window": {"duration": "10s", "buckets": 5}}"#);
+        let count10 = cfg(r#"{"window": {"type": "count", "size": 10}}"#);
+        let count20 = cfg(r#"{"window": {"type": "count", "size": 20}}"#);
+        let timed = Stripe::new(1, &time10);
+        assert!(timed.fits(&time10));
+        assert!(!timed.fits(&time5));
+        assert!(!timed.fits(&count10), "same length, another type");
+        let counted = Stripe::new(1, &count10);
+        assert!(counted.fits(&count10));
+        assert!(!counted.fits(&count20));
+        assert!(!counted.fits(&time10), "same length, another type");
+        // Only the shape matters, not what was recorded or the duration.
+        let mut used = Stripe::new(1, &time10);
+        used.record(100 * SEC, true, false, &time10);
+        assert!(used.fits(&cfg(r#"{"window": {"duration": "20s", "buckets": 10}}"#)));
+    }
+
+    #[test]
     fn trips_exactly_at_the_threshold_after_the_minimum_calls() {
         let c = cfg(r#"{"minimumCalls": 10, "failureRateThreshold": 50}"#);
         let mut s = Stripe::new(1, &c);

@@ -561,6 +561,10 @@ mod tests {
         assert_eq!(prio(&ctx(1, 2, Some(false)), "-1"), Some("-1".into()));
         assert_eq!(prio(&ctx(1, 2, Some(false)), "2"), Some("0".into()));
         assert_eq!(prio(&ctx(1, 2, Some(false)), "junk"), Some("0".into()));
+        // 0 is AUTO_REJECT: it agrees with a drop and is overruled by a keep.
+        assert_eq!(prio(&ctx(1, 2, Some(false)), "0"), Some("0".into()));
+        assert_eq!(prio(&ctx(1, 2, Some(true)), "0"), Some("1".into()));
+        assert_eq!(prio(&debug, "0"), Some("2".into()));
         assert_eq!(prio(&debug, "1"), Some("2".into()));
         assert_eq!(prio(&debug, "2"), Some("2".into()));
         assert_eq!(prio(&ctx(1, 2, None), "2"), None);
