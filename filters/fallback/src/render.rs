@@ -329,6 +329,48 @@ mod tests {
     }
 
     #[test]
+    fn negotiation_skips_what_it_cannot_produce_and_keeps_the_first_of_equals() {
+        let n = |accept: &str| negotiate(Some(accept.as_bytes()));
+        // RFC 9110 §12.5.1: a range the caller lists that this filter cannot produce does not compete.
+        assert_eq!(n("text/plain;q=0.5, image/png"), Negotiated::Text);
+        assert_eq!(n("text/html;q=0.2, font/woff2, video/*"), Negotiated::Html);
+        assert_eq!(n("application/xhtml+xml;q=0.3, audio/*"), Negotiated::Html);
+        // Ranges that cover JSON.
+        for json in [
+            "application/json",
+            "application/json;charset=utf-8",
+            "application/problem+json",
+            "application/*",
+            "*/*",
+            "Application/JSON",
+        ] {
+            assert_eq!(
+                n(&format!("text/plain;q=0.5, {json}")),
+                Negotiated::Json,
+                "{json}"
+            );
+        }
+        assert_eq!(n("text/*;q=0.5, application/xml"), Negotiated::Text);
+        // q=0 is "not acceptable": alone it leaves the default.
+        assert_eq!(n("text/html;q=0"), Negotiated::Json);
+        assert_eq!(n("text/plain;q=0, text/html;q=0"), Negotiated::Json);
+        // Equal weights: the first listed wins, whichever it is.
+        assert_eq!(n("text/plain, text/html"), Negotiated::Text);
+        assert_eq!(n("text/html, text/plain"), Negotiated::Html);
+        assert_eq!(
+            n("text/html;q=0.5, application/json;q=0.5"),
+            Negotiated::Html
+        );
+        assert_eq!(
+            n("text/plain;q=0.5, text/html;q=0.5, */*;q=0.5"),
+            Negotiated::Text
+        );
+        // A higher weight later wins.
+        assert_eq!(n("text/plain;q=0.4, text/html;q=0.5"), Negotiated::Html);
+        assert_eq!(n("text/html;q=0.5, text/plain;q=0.4"), Negotiated::Html);
+    }
+
+    #[test]
     fn quality_weights_are_read_without_floats() {
         assert_eq!(quality("1"), Some(1000));
         assert_eq!(quality("0.9"), Some(900));
