@@ -479,6 +479,47 @@ mod tests {
     }
 
     #[test]
+    fn trips_say_why_in_the_log() {
+        assert_eq!(Trip::FailureRate(62.5).to_string(), "failure rate 62.5%");
+        assert_eq!(
+            Trip::SlowCallRate(100.0).to_string(),
+            "slow-call rate 100.0%"
+        );
+        assert_eq!(
+            Trip::ConsecutiveFailures {
+                run: 9,
+                required: 7
+            }
+            .to_string(),
+            "9 consecutive failures (at least 7 needed at the window's error rate)"
+        );
+    }
+
+    #[test]
+    fn the_size_hint_fits_the_encoding_of_a_stripe_with_at_most_one_kept_failure() {
+        // The buffer is sized once: encoding a stripe never grows it.
+        for json in [
+            r#"{"window": {"duration": "10s", "buckets": 10}}"#,
+            r#"{"window": {"type": "count", "size": 100}}"#,
+        ] {
+            let c = cfg(json);
+            let mut s = Stripe::new(1, &c);
+            for failure in [false, true] {
+                s.record(100 * SEC, failure, false, &c);
+                let encoded = s.encode();
+                let hint = s.encoded_len_hint();
+                assert!(encoded.len() <= hint, "{json}: {} > {hint}", encoded.len());
+                assert!(
+                    hint - encoded.len() <= 16,
+                    "{json}: {hint} for {}",
+                    encoded.len()
+                );
+                assert_eq!(encoded.capacity(), hint, "{json}");
+            }
+        }
+    }
+
+    #[test]
     fn trips_exactly_at_the_threshold_after_the_minimum_calls() {
         let c = cfg(r#"{"minimumCalls": 10, "failureRateThreshold": 50}"#);
         let mut s = Stripe::new(1, &c);
