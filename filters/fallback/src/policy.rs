@@ -374,6 +374,11 @@ mod tests {
         // The comma inside the quoted no-cache argument did not start a directive named `x-a"`.
         let c = cc(&["no-cache=\"a, must-revalidate\""]);
         assert!(c.no_cache && !c.must_revalidate);
+        // Nor one named `max-age` (RFC 9110 §5.6.4: a quoted-string runs to its closing quote, and a
+        // backslash-escaped quote does not close it).
+        assert_eq!(cc(&["private=\"a, max-age=5\""]).max_age, None);
+        assert_eq!(cc(&["private=\"a\\\", max-age=5\""]).max_age, None);
+        assert_eq!(cc(&["private=\"a\\\\\", max-age=5"]).max_age, Some(5));
         let c = cc(&[
             "max-age=60",
             "max-age=10",
