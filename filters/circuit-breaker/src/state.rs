@@ -813,6 +813,19 @@ mod tests {
         assert_eq!(Record::decode(&[0; 24]), None);
         assert_eq!(Record::decode(&[0; 26]), None);
         assert_eq!(Record::decode(&[0; 40]), None);
+        assert_eq!(Record::decode(&[0; 42]), None);
+        // The layout other modules on the sidecar (older and newer) read: the fields little-endian in
+        // order, nothing after them.
+        let mut bytes = vec![2u8];
+        bytes.extend_from_slice(&7u32.to_le_bytes());
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bytes.extend_from_slice(&99u64.to_le_bytes());
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&0xfeed_beef_0000_0001u64.to_le_bytes());
+        bytes.extend_from_slice(&12u64.to_le_bytes());
+        assert_eq!(r.encode().as_slice(), bytes.as_slice());
+        assert_eq!(Record::decode(&bytes), Some(r));
         // A record of an earlier version (25 bytes): its state, no owner, so a free slot.
         let legacy = &r.encode()[..25];
         let read = Record::decode(legacy).unwrap();
