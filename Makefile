@@ -263,8 +263,8 @@ perf-counts: build envoy
 # tests did not pass; unviable mutants, which do not build, count for nothing). .cargo/mutants.toml says
 # what is examined (all but the proxy-wasm shells) and lists the equivalent mutants left out, with why.
 # Not part of `make test`: about 2 s of CPU per mutant, some 2 500 mutants. One job at nice 19 by default;
-# MUTANTS_ARGS passes more options (`-f filters/fallback/src/policy.rs` for one file, `--iterate` to retest
-# only what the last run missed). Outcomes in target/mutants/<crate>/mutants.out (missed.txt: survivors).
+# MUTANTS_ARGS passes more options (`-f filters/fallback/src/policy.rs`: one file, with MUTANTS_CRATES=fallback).
+# Outcomes in target/mutants/<crate>/mutants.out (missed.txt: the survivors).
 MUTANTS_VERSION    ?= 27.1.0
 MUTANTS_CRATES     ?= circuit-breaker fallback trace-context filter-common
 MUTANTS_MIN_CAUGHT ?= 95
