@@ -815,6 +815,38 @@ mod tests {
     }
 
     #[test]
+    fn lengths_beyond_the_input_are_refused_before_allocating() {
+        // Shared data may hold anything: a count of 2^32 - 1 must not reserve tens of gigabytes.
+        let header = |kept: u32| {
+            let mut b = vec![VERSION];
+            b.extend_from_slice(&1u32.to_le_bytes()); // gen
+            b.extend_from_slice(&0u64.to_le_bytes()); // last success
+            b.extend_from_slice(&0u32.to_le_bytes()); // run length
+            b.extend_from_slice(&0u64.to_le_bytes()); // run start
+            b.extend_from_slice(&kept.to_le_bytes());
+            b
+        };
+        let mut huge_run = header(u32::MAX);
+        huge_run.extend_from_slice(&[0; 64]);
+        assert_eq!(Stripe::decode(&huge_run), None);
+        for kind in [KIND_TIME, KIND_COUNT] {
+            let mut huge_window = header(0);
+            huge_window.push(kind);
+            huge_window.extend_from_slice(&u32::MAX.to_le_bytes());
+            huge_window.extend_from_slice(&[0; 64]);
+            assert_eq!(Stripe::decode(&huge_window), None, "kind {kind}");
+        }
+        // A long run of kept failures still reads.
+        let c = cfg(r#"{"consecutiveFailures": 40, "window": {"type": "count", "size": 1}}"#);
+        let mut s = Stripe::new(3, &c);
+        for i in 1..=40 {
+            s.record(i * SEC, true, false, &c);
+        }
+        assert_eq!(s.run.len(), 40);
+        assert_eq!(Stripe::decode(&s.encode()), Some(s));
+    }
+
+    #[test]
     fn encoding_round_trips_and_rejects_garbage() {
         for json in [r#"{}"#, r#"{"window": {"type": "count", "size": 5}}"#] {
             let c = cfg(json);
