@@ -441,6 +441,15 @@ mod tests {
             template("id={{traceId}} {{", &v, "text/plain"),
             "id=0af7651916cd43dd8448eb211c80319c {{"
         );
+        // Every documented placeholder, each once.
+        assert_eq!(
+            template(
+                "{{reason}} {{status}} {{traceId}} {{Reason}}",
+                &v,
+                "text/plain"
+            ),
+            "connectionFailure 503 0af7651916cd43dd8448eb211c80319c {{Reason}}"
+        );
     }
 
     #[test]
