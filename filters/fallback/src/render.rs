@@ -454,9 +454,42 @@ mod tests {
 
     #[test]
     fn grpc_mapping_follows_grpc() {
-        assert_eq!(grpc_status_for(503), 14);
-        assert_eq!(grpc_status_for(504), 14);
-        assert_eq!(grpc_status_for(404), 12);
-        assert_eq!(grpc_status_for(500), 2);
+        // gRPC's doc/http-grpc-status-mapping.md, every row, and UNKNOWN for the rest.
+        for (http, grpc) in [
+            (400, 13), // INTERNAL
+            (401, 16), // UNAUTHENTICATED
+            (403, 7),  // PERMISSION_DENIED
+            (404, 12), // UNIMPLEMENTED
+            (429, 14), // UNAVAILABLE
+            (502, 14),
+            (503, 14),
+            (504, 14),
+            (500, 2), // UNKNOWN
+            (418, 2),
+            (200, 2),
+        ] {
+            assert_eq!(grpc_status_for(http), grpc, "{http}");
+        }
+    }
+
+    #[test]
+    fn reason_phrases_are_rfc_9110_s() {
+        for (status, phrase) in [
+            (200, "OK"),
+            (400, "Bad Request"),
+            (401, "Unauthorized"),
+            (403, "Forbidden"),
+            (404, "Not Found"),
+            (408, "Request Timeout"),
+            (429, "Too Many Requests"),
+            (500, "Internal Server Error"),
+            (501, "Not Implemented"),
+            (502, "Bad Gateway"),
+            (503, "Service Unavailable"),
+            (504, "Gateway Timeout"),
+            (599, "Error"),
+        ] {
+            assert_eq!(reason_phrase(status), phrase, "{status}");
+        }
     }
 }
