@@ -473,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn reason_phrases_are_rfc_9110_s() {
+    fn reason_phrases_are_the_standard_ones() {
         for (status, phrase) in [
             (200, "OK"),
             (400, "Bad Request"),
