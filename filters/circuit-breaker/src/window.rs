@@ -479,6 +479,34 @@ mod tests {
     }
 
     #[test]
+    fn background_errors_count_from_exactly_minimum_calls() {
+        let c = cfg(r#"{"minimumCalls": 10, "consecutiveFailures": 5}"#);
+        // 10 calls before the current run of 5, half of them failed: at 50 % a run of 5 comes by
+        // chance, 30 does not (0.5^30 < 1e-9).
+        let at_minimum = Totals {
+            calls: 15,
+            failures: 10,
+            slow: 0,
+            consecutive_failures: 5,
+        };
+        assert_eq!(required_run(&at_minimum, &c), 30);
+        // One call fewer: too few to judge the background rate, the configured run holds.
+        let below = Totals {
+            calls: 14,
+            failures: 9,
+            ..at_minimum
+        };
+        assert_eq!(required_run(&below, &c), 5);
+        // No background failure: the configured run holds.
+        let clean = Totals {
+            calls: 100,
+            failures: 5,
+            ..at_minimum
+        };
+        assert_eq!(required_run(&clean, &c), 5);
+    }
+
+    #[test]
     fn trips_say_why_in_the_log() {
         assert_eq!(Trip::FailureRate(62.5).to_string(), "failure rate 62.5%");
         assert_eq!(
