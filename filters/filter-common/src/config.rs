@@ -385,6 +385,23 @@ mod tests {
     }
 
     #[test]
+    fn names_are_short_tokens_and_unique() {
+        let names = |list: &[&str]| check_names(list.iter().copied(), "rules");
+        assert!(names(&["a", "payments-v2", "A_b-9", &"x".repeat(64)]).is_ok());
+        assert!(names(&[]).is_ok());
+        for (bad, at) in [
+            (vec!["ok", ""], "rules[1].name"),
+            (vec![&"x".repeat(65)[..]], "rules[0].name"),
+            (vec!["a b"], "rules[0].name"),
+            (vec!["a.b"], "rules[0].name"),
+            (vec!["é"], "rules[0].name"),
+            (vec!["a", "b", "a"], "rules[2].name"),
+        ] {
+            assert_eq!(names(&bad).unwrap_err().field, at, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn quoting_matches_debug_for_ordinary_text() {
         for text in [
             "",

@@ -87,6 +87,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_generator_is_xoshiro256_star_star_seeded_by_splitmix64() {
+        // Reference values of Vigna's splitmix64.c (seed 0) and xoshiro256starstar.c from that state.
+        let mut g = IdGenerator::from_seed(0);
+        assert_eq!(
+            g.s,
+            [
+                0xe220_a839_7b1d_cdaf,
+                0x6e78_9e6a_a1b9_65f4,
+                0x06c4_5d18_8009_454f,
+                0xf88b_b8a8_724c_81ec
+            ]
+        );
+        assert_eq!(g.next_u64(), 0x99ec_5f36_cb75_f2b4);
+        assert_eq!(g.next_u64(), 0xbf6e_1f78_4956_452a);
+        assert_eq!(g.next_u64(), 0x1a5f_849d_4933_e6e0);
+    }
+
+    #[test]
     fn ids_are_nonzero_and_vary() {
         let mut g = IdGenerator::from_seed(1);
         let a = g.trace_id();
