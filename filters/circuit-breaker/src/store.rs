@@ -576,6 +576,43 @@ mod tests {
     }
 
     #[test]
+    fn a_held_lease_is_kept_renewed_when_due_and_replaced_when_lost() {
+        use crate::leases::{LEASE_SECS, RENEW_AFTER_SECS};
+        let keys = Keys::new("lease-held");
+        let store = MemoryStore::new();
+        create_tables(&store, &keys, &[]);
+        let lease_at = |now_s: u64, claim: bool| {
+            let mut table = read_leases(&store, &keys);
+            lease(&store, &keys, 5, now_s, &mut table, claim)
+        };
+        assert_eq!(lease_at(1_000, true), Some(0));
+        // Held and not due: kept without a write.
+        let writes = store.calls().1;
+        assert_eq!(lease_at(1_000 + RENEW_AFTER_SECS - 1, true), Some(0));
+        assert_eq!(store.calls().1, writes, "no write while the lease is fresh");
+        // Due: renewed in place.
+        let due = 1_000 + RENEW_AFTER_SECS;
+        assert_eq!(lease_at(due, false), Some(0));
+        let (t, _) = read_leases(&store, &keys).unwrap();
+        assert!(t.holds(0, 5, due) && !t.due(0, 5, due));
+        // Lost (the lease ended and 77 leased the number): the timer's renewal gives up, leaving the
+        // table alone; a recorded call leases another number.
+        let late = due + LEASE_SECS;
+        let (mut t, cas) = read_leases(&store, &keys).unwrap();
+        assert_eq!(t.claim(77, late), Some(0));
+        assert_eq!(
+            store.set(keys.leases(), &t.encode(), cas),
+            SharedWrite::Written
+        );
+        assert_eq!(lease_at(late, false), None);
+        let (t, _) = read_leases(&store, &keys).unwrap();
+        assert_eq!(t.live(late).collect::<Vec<_>>(), vec![(0, 77)]);
+        assert_eq!(lease_at(late, true), Some(1));
+        let (t, _) = read_leases(&store, &keys).unwrap();
+        assert_eq!(t.live(late).collect::<Vec<_>>(), vec![(0, 77), (1, 5)]);
+    }
+
+    #[test]
     fn generations_are_newer_across_the_wrap() {
         assert!(newer(2, 1));
         assert!(!newer(1, 2));
