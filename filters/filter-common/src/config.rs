@@ -522,6 +522,12 @@ mod tests {
         let e = err(&huge);
         assert_eq!(e.field, "(root)");
         assert!(e.reason.contains("at most 1.0 MiB"), "{}", e.reason);
+        // Exactly MAX_CONFIG_BYTES is read.
+        let mut at_limit = br#"{"a": 1}"#.to_vec();
+        at_limit.resize(MAX_CONFIG_BYTES, b' ');
+        assert!(from_slice::<serde_json::Value>(&at_limit).is_ok());
+        at_limit.push(b' ');
+        assert!(from_slice::<serde_json::Value>(&at_limit).is_err());
         assert!(!e.to_string().contains('\n'));
         let long = "k".repeat(100_000);
         let e = err(&format!(r#"{{"kind": "{long}"}}"#));
