@@ -621,8 +621,8 @@ mod tests {
         assert!(!newer(u32::MAX, 1));
     }
 
-    /// This VM (owner 5) among others: 11 holds number 0 and wrote its stripe, 22's lease on number 1
-    /// ended, 33 holds number 2 but the stripe there is still its predecessor 44's.
+    /// This VM (owner 5) among others: 11 holds number 0 and wrote its stripe, 33 holds number 1 but the
+    /// stripe there is still its predecessor 44's, the leases of 22 (number 2) and 66 (number 3) ended.
     #[test]
     fn calls_go_into_this_worker_s_stripe_and_decisions_see_the_live_workers() {
         let keys = Keys::new("record-and-collect");
@@ -632,7 +632,7 @@ mod tests {
         create_tables(&store, &keys, std::slice::from_ref(&b));
         let now = 1_000 * SEC;
         let mut table = Table::default().encode();
-        for (owner, renewed_s) in [(11u64, 1_000u64), (22, 700), (33, 1_000)] {
+        for (owner, renewed_s) in [(11u64, 1_000u64), (33, 1_000), (22, 700), (66, 600)] {
             table.extend_from_slice(&owner.to_le_bytes());
             table.extend_from_slice(&renewed_s.to_le_bytes());
         }
@@ -649,7 +649,8 @@ mod tests {
         };
         let (theirs, value) = stripe_by(11, 2);
         store.set(&Keys::stripe(&state_key, 0), &value, 0);
-        store.set(&Keys::stripe(&state_key, 2), &stripe_by(44, 4).1, 0);
+        store.set(&Keys::stripe(&state_key, 1), &stripe_by(44, 4).1, 0);
+        store.set(&Keys::stripe(&state_key, 3), &stripe_by(66, 5).1, 0);
         let call = |gen, failure| Finished {
             gen,
             now,
@@ -657,13 +658,14 @@ mod tests {
             slow: false,
         };
         let published = |store: &MemoryStore| {
-            let value = store.value(&Keys::stripe(&state_key, 1)).unwrap();
+            let value = store.value(&Keys::stripe(&state_key, 2)).unwrap();
             let (writer, stripe) = value.split_first_chunk::<8>().unwrap();
             (u64::from_le_bytes(*writer), Stripe::decode(stripe).unwrap())
         };
         let calls_of = |s: &Stripe| crate::window::totals(std::slice::from_ref(s), s.gen, now, &b);
 
-        // The first call leases the lowest number whose lease ended, and sees 11's stripe, not 44's.
+        // The first call leases the lowest number whose lease ended, and sees 11's stripe only: not
+        // 44's (no longer the holder) nor 66's (its lease ended).
         let all = record_and_collect(&store, 5, &keys, &state_key, &b, call(1, true), true);
         assert_eq!(all.len(), 2, "{all:?}");
         assert_eq!(all[0], theirs);
@@ -672,7 +674,7 @@ mod tests {
             (1, 1)
         );
         let (t, _) = read_leases(&store, &keys).unwrap();
-        assert!(t.holds(1, 5, 1_000));
+        assert!(t.holds(2, 5, 1_000));
         assert_eq!(published(&store), (5, all[1].clone()));
 
         // While the lease is fresh, a call that decides nothing costs one write and no read.
