@@ -115,6 +115,16 @@ mod tests {
     }
 
     #[test]
+    fn chance_is_a_draw_below_the_ratio() {
+        // The first draw of seed 0 is 0x99ec5f36cb75f2b4: its top 53 bits over 2^53 is the unit drawn.
+        // [0, ratio) has probability ratio, so a draw equal to the ratio is outside.
+        let unit = (0x99ec_5f36_cb75_f2b4u64 >> 11) as f64 / (1u64 << 53) as f64;
+        assert!(!IdGenerator::from_seed(0).chance(unit));
+        let next = unit + 1.0 / (1u64 << 53) as f64;
+        assert!(IdGenerator::from_seed(0).chance(next));
+    }
+
+    #[test]
     fn chance_follows_the_ratio() {
         let mut g = IdGenerator::from_seed(7);
         let hits = (0..100_000).filter(|_| g.chance(0.25)).count();
