@@ -283,7 +283,7 @@ mutants:
 	  tested=$$((caught + missed + timeout)); \
 	  pct=$$(awk -v k=$$((caught + timeout)) -v n=$$tested 'BEGIN { printf "%.1f", n ? 100 * k / n : 100 }'); \
 	  echo "  $$pct% caught: $$caught caught, $$timeout timed out, $$missed missed ($$unviable unviable)"; \
-	  if awk -v p=$$pct -v m=$(MUTANTS_MIN_CAUGHT) 'BEGIN { exit !(p < m) }'; then \
+	  if awk -v k=$$((caught + timeout)) -v n=$$tested -v m=$(MUTANTS_MIN_CAUGHT) 'BEGIN { exit !(100 * k < m * n) }'; then \
 	    echo "  below $(MUTANTS_MIN_CAUGHT)%; survivors:"; sed 's/^/    /' $$out/mutants.out/missed.txt; fail=1; fi; \
 	done; exit $$fail
 
