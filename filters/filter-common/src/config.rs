@@ -385,6 +385,15 @@ mod tests {
     }
 
     #[test]
+    fn whole_numbers_and_objects_as_istio_sends_them() {
+        let mut de = serde_json::Deserializer::from_str("5.0");
+        assert_eq!(whole_some::<_, u32>(&mut de).unwrap(), Some(5));
+        let mut de = serde_json::Deserializer::from_str("[1]");
+        let e = unique_map::<_, u32>(&mut de).unwrap_err().to_string();
+        assert!(e.contains("expected an object"), "{e}");
+    }
+
+    #[test]
     fn names_are_short_tokens_and_unique() {
         let names = |list: &[&str]| check_names(list.iter().copied(), "rules");
         assert!(names(&["a", "payments-v2", "A_b-9", &"x".repeat(64)]).is_ok());

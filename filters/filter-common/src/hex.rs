@@ -74,6 +74,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn thirty_two_digits_are_the_most_an_id_has() {
+        assert_eq!(parse_hex_var(&[b'F'; 32], 40), Some(u128::MAX));
+        assert_eq!(parse_hex_var(&[b'F'; 33], 40), None);
+        assert_eq!(parse_lower_hex_var(&[b'f'; 32], 40), Some(u128::MAX));
+    }
+
+    #[test]
     fn lower_hex_is_what_fmt_writes() {
         for v in [
             0u128,

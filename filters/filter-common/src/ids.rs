@@ -87,6 +87,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn span_ids_are_the_generator_s_draws() {
+        let mut g = IdGenerator::from_seed(0);
+        assert_eq!(g.span_id(), 0x99ec_5f36_cb75_f2b4);
+        assert_eq!(g.trace_id(), 0xbf6e_1f78_4956_452a_1a5f_849d_4933_e6e0);
+    }
+
+    #[test]
     fn the_generator_is_xoshiro256_star_star_seeded_by_splitmix64() {
         // Reference values of Vigna's splitmix64.c (seed 0) and xoshiro256starstar.c from that state.
         let mut g = IdGenerator::from_seed(0);

@@ -211,6 +211,37 @@ mod tests {
     }
 
     #[test]
+    fn needs_are_the_union_of_the_matches() {
+        let mut needs = Needs::default();
+        needs.add_match(&Match {
+            cluster: Some("c".into()),
+            route: Some("r".into()),
+            ..Match::default()
+        });
+        needs.add_match(&Match {
+            authority: Some("a".into()),
+            method: Some("GET".into()),
+            header: Some(HeaderMatch {
+                name: "x-tenant".into(),
+                value: None,
+            }),
+            ..Match::default()
+        });
+        needs.add_match(&Match::default());
+        assert_eq!(
+            needs,
+            Needs {
+                cluster: true,
+                route: true,
+                authority: true,
+                path: false,
+                method: true,
+                headers: vec!["x-tenant".into()],
+            }
+        );
+    }
+
+    #[test]
     fn header_names_are_lower_case_tokens_of_bounded_length() {
         for ok in [
             "x-tenant",
