@@ -109,6 +109,8 @@ mod tests {
         assert_eq!(probes(5, 1, 4).collect::<Vec<_>>(), vec![0]);
         assert_eq!(probes(5, 0, 4).collect::<Vec<_>>(), vec![0]);
         assert_eq!(probes(5, 100, 1).collect::<Vec<_>>(), vec![5]);
+        // Any fingerprint, the largest too.
+        assert_eq!(probes(u64::MAX, 100, 2).collect::<Vec<_>>(), vec![15, 16]);
     }
 
     #[test]
