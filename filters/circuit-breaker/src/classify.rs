@@ -314,6 +314,71 @@ mod tests {
         assert_eq!(classify(&rules, &http(200)), Outcome::Success);
     }
 
+    fn breaker(json: &str) -> crate::config::BreakerConfig {
+        let c: crate::config::Config =
+            filter_common::config::parse(Some(format!(r#"{{"breakers": [{json}]}}"#).as_bytes()))
+                .unwrap();
+        c.breakers.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn slow_means_strictly_longer_than_slow_call_duration() {
+        // Resilience4j: a call is slow when its duration is greater than the threshold.
+        let b = breaker(r#"{"slowCallDuration": "200ms"}"#);
+        let ms = 1_000_000;
+        assert!(!is_slow(&b, 0));
+        assert!(!is_slow(&b, 199 * ms));
+        assert!(!is_slow(&b, 200 * ms), "exactly the threshold is not slow");
+        assert!(is_slow(&b, 200 * ms + 1));
+        assert!(is_slow(&b, 10_000 * ms));
+        // Without slowCallDuration latency is not watched: nothing is slow.
+        let unwatched = breaker("{}");
+        assert!(!is_slow(&unwatched, 0));
+        assert!(!is_slow(&unwatched, u64::MAX));
+    }
+
+    #[test]
+    fn probes_succeed_only_when_quick_and_successful() {
+        let verdict = |outcome, slow| Verdict {
+            outcome,
+            slow,
+            cancelled: false,
+        };
+        assert_eq!(
+            verdict(Outcome::Success, false).probe(),
+            ProbeOutcome::Success
+        );
+        assert_eq!(
+            verdict(Outcome::Success, true).probe(),
+            ProbeOutcome::Failure
+        );
+        assert_eq!(
+            verdict(Outcome::Failure, false).probe(),
+            ProbeOutcome::Failure
+        );
+        assert_eq!(
+            verdict(Outcome::Ignore, false).probe(),
+            ProbeOutcome::Ignored
+        );
+    }
+
+    #[test]
+    fn only_counted_outcomes_of_a_window_generation_go_into_the_window() {
+        let verdict = |outcome| Verdict {
+            outcome,
+            slow: false,
+            cancelled: false,
+        };
+        for outcome in [Outcome::Success, Outcome::Failure] {
+            assert!(verdict(outcome).counts_in_window(1), "{outcome:?}");
+            assert!(verdict(outcome).counts_in_window(7), "{outcome:?}");
+            // Generation 0: admitted while no closed window counted.
+            assert!(!verdict(outcome).counts_in_window(0), "{outcome:?}");
+        }
+        assert!(!verdict(Outcome::Ignore).counts_in_window(1));
+        assert!(!verdict(Outcome::Ignore).counts_in_window(0));
+    }
+
     #[test]
     fn rules_need_exactly_one_valid_condition() {
         for bad in [

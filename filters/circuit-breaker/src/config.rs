@@ -604,6 +604,42 @@ mod tests {
     }
 
     #[test]
+    fn values_at_their_limits() {
+        let breaker =
+            |json: &str| parse::<Config>(Some(format!(r#"{{"breakers": [{json}]}}"#).as_bytes()));
+        for field in ["failureRateThreshold", "slowCallRateThreshold"] {
+            // A percentage above 0 (0 would open on any call) and at most 100.
+            for ok in ["0.5", "100"] {
+                assert!(
+                    breaker(&format!(r#"{{"{field}": {ok}}}"#)).is_ok(),
+                    "{field} {ok}"
+                );
+            }
+            for bad in ["0", "100.5", "150"] {
+                let e = breaker(&format!(r#"{{"{field}": {bad}}}"#)).unwrap_err();
+                assert_eq!(e.field, format!("breakers[0].{field}"), "{bad}");
+            }
+        }
+        // gRPC codes run from 0 (OK) to 16 (UNAUTHENTICATED).
+        let rule = |codes: &str| {
+            breaker(&format!(
+                r#"{{"classify": [{{"grpcStatus": {codes}, "outcome": "failure"}}]}}"#
+            ))
+        };
+        assert!(rule("[0, 16]").is_ok());
+        assert!(rule("[17]").is_err());
+        // A header key names a lower-case header (what Envoy's header maps hold).
+        let key = |by: &str| breaker(&format!(r#"{{"keyBy": "{by}"}}"#));
+        assert_eq!(
+            key("header:x-tenant").unwrap().breakers[0].key_by,
+            Some(KeyBy::Header("x-tenant".into()))
+        );
+        for bad in ["header:X-Tenant", "header:", "header:a b"] {
+            assert_eq!(key(bad).unwrap_err().field, "breakers[0].keyBy", "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_field() {
         let one = r#"{"match": {"pathPrefix": "/x"}}"#;
         let too_many = format!(

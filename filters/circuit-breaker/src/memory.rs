@@ -91,6 +91,57 @@ mod tests {
         assert_eq!(load(None).unwrap(), Config::default());
     }
 
+    /// The estimate is the size of what the store writes, built here with the store's own key names and
+    /// encodings: the longest root id, the last slot, the last stripe, a full window and failure run, a
+    /// full bitmap of created slots, a full lease table.
+    #[test]
+    fn the_estimate_is_what_the_store_writes_at_its_largest() {
+        use crate::created::Created;
+        use crate::leases::Table;
+        use crate::slots::Seed;
+        use crate::store::Keys;
+        let c: Config = parse(Some(
+            br#"{"breakers": [{"name": "payments", "maxKeys": 99, "consecutiveFailures": 7,
+                "window": {"duration": "10s", "buckets": 10}},
+                {"name": "b", "maxKeys": 9, "window": {"type": "count", "size": 30}}]}"#,
+        ))
+        .unwrap();
+        let keys = Keys::new(&"r".repeat(ROOT_ID_ALLOWANCE));
+        let mut expected_total = 0;
+        for b in &c.breakers {
+            // 99 and 9 keys: slot numbers have as many digits as maxKeys, so the estimate is exact.
+            let state_key = keys.state(&b.name, b.max_keys - 1);
+            assert_eq!(state_key_len(b), state_key.len(), "{}", b.name);
+            let mut stripe = Stripe::new(u32::MAX, b);
+            for i in 0..u64::from(b.window.size.max(b.window.buckets)) {
+                stripe.record(i + 1, true, true, b);
+            }
+            assert_eq!(stripe.run.len(), b.consecutive_failures as usize);
+            let mut value = u64::MAX.to_le_bytes().to_vec();
+            stripe.encode_into(&mut value);
+            assert_eq!(stripe_value_len(b), value.len(), "{}", b.name);
+            let stripe_key = Keys::stripe(&state_key, MAX_STRIPES - 1);
+            let mut created = Created::default();
+            for slot in 0..b.max_keys {
+                created.insert(slot);
+            }
+            let per_key = shared_entry_bytes(state_key.len(), Record::default().encode().len())
+                + MAX_STRIPES as u64 * shared_entry_bytes(stripe_key.len(), value.len());
+            let expected = u64::from(b.max_keys) * per_key
+                + shared_entry_bytes(keys.created(&b.name).len(), created.encode().len());
+            assert_eq!(breaker_bytes(b), expected, "{}", b.name);
+            expected_total += expected;
+        }
+        let mut table = Table::default();
+        for owner in 1..=MAX_STRIPES as u64 {
+            assert!(table.claim(owner, u64::MAX).is_some());
+        }
+        assert!(table.claim(0, u64::MAX).is_none(), "the table is full");
+        expected_total += shared_entry_bytes(keys.leases().len(), table.encode().len())
+            + shared_entry_bytes(keys.seed().len(), Seed::default().encode().len());
+        assert_eq!(budget(&c).total(), expected_total);
+    }
+
     #[test]
     fn the_default_configuration_fits_with_room() {
         let c: Config = parse(None).unwrap();

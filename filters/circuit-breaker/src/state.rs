@@ -374,6 +374,17 @@ mod tests {
     }
 
     #[test]
+    fn states_have_a_metric_label_and_a_header_spelling() {
+        // Prometheus labels use underscores; the `x-circuit-breaker` header the prose form.
+        assert_eq!(State::Closed.label(), "closed");
+        assert_eq!(State::Open.label(), "open");
+        assert_eq!(State::HalfOpen.label(), "half_open");
+        assert_eq!(State::Closed.header_label(), "closed");
+        assert_eq!(State::Open.header_label(), "open");
+        assert_eq!(State::HalfOpen.header_label(), "half-open");
+    }
+
+    #[test]
     fn closed_admits_without_writing() {
         let c = cfg("{}");
         let step = on_request(&Record::default(), 0, &c, 0.0);
@@ -437,6 +448,210 @@ mod tests {
         assert_eq!(
             (closed.state, closed.gen, closed.trips),
             (State::Closed, 4, 0)
+        );
+    }
+
+    /// A half-open record as found in shared data, with every field set.
+    fn half_open(gen: u32, admitted: u32, succeeded: u32) -> Record {
+        Record {
+            state: State::HalfOpen,
+            gen,
+            trips: 3,
+            until_ns: 130 * SEC,
+            probes_admitted: admitted,
+            probes_succeeded: succeeded,
+            owner: 42,
+            used_ns: 90 * SEC,
+        }
+    }
+
+    #[test]
+    fn every_transition_writes_the_whole_record() {
+        let c = cfg(
+            r#"{"openDuration": "5s", "openDurationMultiplier": 2, "maxOpenDuration": "60s",
+                "openJitter": 0, "halfOpenProbes": 3, "maxHalfOpenDuration": "30s"}"#,
+        );
+        let now = 100 * SEC;
+        // The last probe's success closes: a new generation, and the trip count (the next open time),
+        // the deadline and both probe counts start again from nothing; the slot stays the key's.
+        assert_eq!(
+            on_probe_result(&half_open(5, 3, 2), 5, ProbeOutcome::Success, now, &c, 0.0),
+            Some(Record {
+                state: State::Closed,
+                gen: 6,
+                trips: 0,
+                until_ns: 0,
+                probes_admitted: 0,
+                probes_succeeded: 0,
+                owner: 42,
+                used_ns: now,
+            })
+        );
+        // An earlier probe's success only counts.
+        assert_eq!(
+            on_probe_result(&half_open(5, 3, 0), 5, ProbeOutcome::Success, now, &c, 0.0),
+            Some(half_open(5, 3, 1))
+        );
+        // An ignored probe gives its permit back and changes nothing else.
+        assert_eq!(
+            on_probe_result(&half_open(5, 3, 1), 5, ProbeOutcome::Ignored, now, &c, 0.0),
+            Some(half_open(5, 2, 1))
+        );
+        // A failed probe opens for the fourth time (5s * 2^3) with no probe left over.
+        assert_eq!(
+            on_probe_result(&half_open(5, 3, 2), 5, ProbeOutcome::Failure, now, &c, 0.0),
+            Some(Record {
+                state: State::Open,
+                gen: 6,
+                trips: 4,
+                until_ns: now + 40 * SEC,
+                probes_admitted: 0,
+                probes_succeeded: 0,
+                owner: 42,
+                used_ns: now,
+            })
+        );
+        // Half-open after the open time, whatever counts the open record held: this request is the
+        // first probe, and the probes have maxHalfOpenDuration to finish.
+        let open = Record {
+            state: State::Open,
+            until_ns: now,
+            probes_admitted: 7,
+            probes_succeeded: 7,
+            ..half_open(6, 0, 0)
+        };
+        assert_eq!(
+            on_request(&open, now, &c, 0.0),
+            Step {
+                decision: Decision::Probe { gen: 7 },
+                write: Some(Record {
+                    state: State::HalfOpen,
+                    gen: 7,
+                    trips: 3,
+                    until_ns: now + 30 * SEC,
+                    probes_admitted: 1,
+                    probes_succeeded: 0,
+                    owner: 42,
+                    used_ns: now,
+                })
+            }
+        );
+    }
+
+    #[test]
+    fn half_open_admits_exactly_the_configured_probes() {
+        let c = cfg(r#"{"halfOpenProbes": 3, "maxHalfOpenDuration": "30s"}"#);
+        let now = 110 * SEC;
+        for admitted in 0..3 {
+            assert_eq!(
+                on_request(&half_open(5, admitted, 0), now, &c, 0.0),
+                Step {
+                    decision: Decision::Probe { gen: 5 },
+                    write: Some(half_open(5, admitted + 1, 0))
+                },
+                "{admitted} admitted"
+            );
+        }
+        // Every permit taken: rejected for a second, nothing written.
+        assert_eq!(
+            on_request(&half_open(5, 3, 0), now, &c, 0.0),
+            Step {
+                decision: Decision::Reject {
+                    state: State::HalfOpen,
+                    retry_at_ns: now + SEC
+                },
+                write: None
+            }
+        );
+    }
+
+    #[test]
+    fn only_a_closed_breaker_of_the_window_s_generation_trips() {
+        let c = cfg(r#"{"openDuration": "5s", "openJitter": 0}"#);
+        let now = 100 * SEC;
+        let closed = Record {
+            gen: 4,
+            owner: 42,
+            used_ns: 90 * SEC,
+            ..Record::default()
+        };
+        assert_eq!(
+            on_trip(&closed, 4, now, &c, 0.0),
+            Some(Record {
+                state: State::Open,
+                gen: 5,
+                trips: 1,
+                until_ns: now + 5 * SEC,
+                probes_admitted: 0,
+                probes_succeeded: 0,
+                owner: 42,
+                used_ns: now,
+            })
+        );
+        // A window of an earlier (or later) generation: the breaker already moved on.
+        assert_eq!(on_trip(&closed, 3, now, &c, 0.0), None);
+        assert_eq!(on_trip(&closed, 5, now, &c, 0.0), None);
+        // Open and half-open breakers of that generation are not closed ones: no second trip.
+        for state in [State::Open, State::HalfOpen] {
+            let rec = Record { state, ..closed };
+            assert_eq!(on_trip(&rec, 4, now, &c, 0.0), None, "{state:?}");
+        }
+        // Stale probe results change nothing either.
+        assert_eq!(
+            on_probe_result(&half_open(5, 1, 0), 4, ProbeOutcome::Failure, now, &c, 0.0),
+            None
+        );
+        assert_eq!(
+            on_probe_result(&closed, 4, ProbeOutcome::Failure, now, &c, 0.0),
+            None
+        );
+    }
+
+    #[test]
+    fn deadlines_are_reached_at_their_instant() {
+        let c = cfg(
+            r#"{"openDuration": "10s", "maxOpenDuration": "10s", "openJitter": 0,
+                "maxHalfOpenDuration": "30s", "halfOpenProbes": 1}"#,
+        );
+        let open = on_trip(&Record::default(), 1, 100 * SEC, &c, 0.0).unwrap();
+        assert_eq!(open.until_ns, 110 * SEC);
+        // Just opened, deadline exactly maxOpenDuration away: that is no clock step, it holds.
+        assert!(matches!(
+            on_request(&open, 100 * SEC, &c, 0.0).decision,
+            Decision::Reject { .. }
+        ));
+        assert!(matches!(
+            on_request(&open, 110 * SEC - 1, &c, 0.0).decision,
+            Decision::Reject { .. }
+        ));
+        assert!(matches!(
+            on_request(&open, 110 * SEC, &c, 0.0).decision,
+            Decision::Probe { .. }
+        ));
+        // A deadline further than maxOpenDuration: the clock stepped back.
+        assert!(matches!(
+            on_request(&open, 100 * SEC - 1, &c, 0.0).decision,
+            Decision::Probe { .. }
+        ));
+        // Half-open until its deadline (the one permit is taken), open again at it.
+        let half = on_request(&open, 110 * SEC, &c, 0.0).write.unwrap();
+        assert_eq!(half.until_ns, 140 * SEC);
+        assert!(matches!(
+            on_request(&half, 140 * SEC - 1, &c, 0.0).decision,
+            Decision::Reject {
+                state: State::HalfOpen,
+                ..
+            }
+        ));
+        let step = on_request(&half, 140 * SEC, &c, 0.0);
+        let reopened = step.write.unwrap();
+        assert_eq!((reopened.state, reopened.trips), (State::Open, 2));
+        assert_eq!(
+            step.decision,
+            Decision::Reject {
+                state: State::Open,
+                retry_at_ns: reopened.until_ns
+            }
         );
     }
 
@@ -624,6 +839,19 @@ mod tests {
         assert_eq!(Record::decode(&[0; 24]), None);
         assert_eq!(Record::decode(&[0; 26]), None);
         assert_eq!(Record::decode(&[0; 40]), None);
+        assert_eq!(Record::decode(&[0; 42]), None);
+        // The layout other modules on the sidecar (older and newer) read: the fields little-endian in
+        // order, nothing after them.
+        let mut bytes = vec![2u8];
+        bytes.extend_from_slice(&7u32.to_le_bytes());
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bytes.extend_from_slice(&99u64.to_le_bytes());
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&0xfeed_beef_0000_0001u64.to_le_bytes());
+        bytes.extend_from_slice(&12u64.to_le_bytes());
+        assert_eq!(r.encode().as_slice(), bytes.as_slice());
+        assert_eq!(Record::decode(&bytes), Some(r));
         // A record of an earlier version (25 bytes): its state, no owner, so a free slot.
         let legacy = &r.encode()[..25];
         let read = Record::decode(legacy).unwrap();

@@ -595,6 +595,138 @@ mod tests {
     }
 
     #[test]
+    fn a_held_lease_is_kept_renewed_when_due_and_replaced_when_lost() {
+        use crate::leases::{LEASE_SECS, RENEW_AFTER_SECS};
+        let keys = Keys::new("lease-held");
+        let store = MemoryStore::new();
+        create_tables(&store, &keys, &[]);
+        let lease_at = |now_s: u64, claim: bool| {
+            let mut table = read_leases(&store, &keys);
+            lease(&store, &keys, 5, now_s, &mut table, claim)
+        };
+        assert_eq!(lease_at(1_000, true), Some(0));
+        // Held and not due: kept without a write.
+        let writes = store.calls().1;
+        assert_eq!(lease_at(1_000 + RENEW_AFTER_SECS - 1, true), Some(0));
+        assert_eq!(store.calls().1, writes, "no write while the lease is fresh");
+        // Due: renewed in place.
+        let due = 1_000 + RENEW_AFTER_SECS;
+        assert_eq!(lease_at(due, false), Some(0));
+        let (t, _) = read_leases(&store, &keys).unwrap();
+        assert!(t.holds(0, 5, due) && !t.due(0, 5, due));
+        // Lost (the lease ended and 77 leased the number): the timer's renewal gives up, leaving the
+        // table alone; a recorded call leases another number.
+        let late = due + LEASE_SECS;
+        let (mut t, cas) = read_leases(&store, &keys).unwrap();
+        assert_eq!(t.claim(77, late), Some(0));
+        assert_eq!(
+            store.set(keys.leases(), &t.encode(), cas),
+            SharedWrite::Written
+        );
+        assert_eq!(lease_at(late, false), None);
+        let (t, _) = read_leases(&store, &keys).unwrap();
+        assert_eq!(t.live(late).collect::<Vec<_>>(), vec![(0, 77)]);
+        assert_eq!(lease_at(late, true), Some(1));
+        let (t, _) = read_leases(&store, &keys).unwrap();
+        assert_eq!(t.live(late).collect::<Vec<_>>(), vec![(0, 77), (1, 5)]);
+    }
+
+    #[test]
+    fn generations_are_newer_across_the_wrap() {
+        assert!(newer(2, 1));
+        assert!(!newer(1, 2));
+        assert!(!newer(7, 7));
+        assert!(newer(1, u32::MAX), "1 follows the wrap");
+        assert!(!newer(u32::MAX, 1));
+    }
+
+    /// This VM (owner 5) among others: 11 holds number 0 and wrote its stripe, 33 holds number 1 but the
+    /// stripe there is still its predecessor 44's, the leases of 22 (number 2) and 66 (number 3) ended.
+    #[test]
+    fn calls_go_into_this_worker_s_stripe_and_decisions_see_the_live_workers() {
+        let keys = Keys::new("record-and-collect");
+        let b = breaker(r#"{"name": "b", "window": {"duration": "10s", "buckets": 10}}"#);
+        let state_key = keys.state("b", 0);
+        let store = MemoryStore::new();
+        create_tables(&store, &keys, std::slice::from_ref(&b));
+        let now = 1_000 * SEC;
+        let mut table = Table::default().encode();
+        for (owner, renewed_s) in [(11u64, 1_000u64), (33, 1_000), (22, 700), (66, 600)] {
+            table.extend_from_slice(&owner.to_le_bytes());
+            table.extend_from_slice(&renewed_s.to_le_bytes());
+        }
+        let (_, cas) = read_leases(&store, &keys).unwrap();
+        assert_eq!(store.set(keys.leases(), &table, cas), SharedWrite::Written);
+        let stripe_by = |writer: u64, failures: usize| {
+            let mut s = Stripe::new(1, &b);
+            for _ in 0..failures {
+                s.record(now - SEC, true, false, &b);
+            }
+            let mut value = writer.to_le_bytes().to_vec();
+            s.encode_into(&mut value);
+            (s, value)
+        };
+        let (theirs, value) = stripe_by(11, 2);
+        store.set(&Keys::stripe(&state_key, 0), &value, 0);
+        store.set(&Keys::stripe(&state_key, 1), &stripe_by(44, 4).1, 0);
+        store.set(&Keys::stripe(&state_key, 3), &stripe_by(66, 5).1, 0);
+        let call = |gen, failure| Finished {
+            gen,
+            now,
+            failure,
+            slow: false,
+        };
+        let published = |store: &MemoryStore| {
+            let value = store.value(&Keys::stripe(&state_key, 2)).unwrap();
+            let (writer, stripe) = value.split_first_chunk::<8>().unwrap();
+            (u64::from_le_bytes(*writer), Stripe::decode(stripe).unwrap())
+        };
+        let calls_of = |s: &Stripe| crate::window::totals(std::slice::from_ref(s), s.gen, now, &b);
+
+        // The first call leases the lowest number whose lease ended, and sees 11's stripe only: not
+        // 44's (no longer the holder) nor 66's (its lease ended).
+        let all = record_and_collect(&store, 5, &keys, &state_key, &b, call(1, true), true);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all[0], theirs);
+        assert_eq!(
+            (calls_of(&all[1]).calls, calls_of(&all[1]).failures),
+            (1, 1)
+        );
+        let (t, _) = read_leases(&store, &keys).unwrap();
+        assert!(t.holds(2, 5, 1_000));
+        assert_eq!(published(&store), (5, all[1].clone()));
+
+        // While the lease is fresh, a call that decides nothing costs one write and no read.
+        let before = store.calls();
+        assert!(
+            record_and_collect(&store, 5, &keys, &state_key, &b, call(1, false), false).is_empty()
+        );
+        let after = store.calls();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (0, 1));
+        let (_, mine) = published(&store);
+        assert_eq!((calls_of(&mine).calls, calls_of(&mine).failures), (2, 1));
+
+        // A new closed period starts this worker's window afresh.
+        let all = record_and_collect(&store, 5, &keys, &state_key, &b, call(2, true), true);
+        let own = all.last().unwrap();
+        assert_eq!((own.gen, calls_of(own).calls), (2, 1));
+        // A late call of the previous period counts nowhere and changes nothing.
+        assert!(
+            record_and_collect(&store, 5, &keys, &state_key, &b, call(1, true), true).is_empty()
+        );
+        assert_eq!(published(&store).1, own.clone());
+        // A configuration push with another window shape starts it afresh too.
+        let counted = breaker(r#"{"name": "b", "window": {"type": "count", "size": 5}}"#);
+        let all = record_and_collect(&store, 5, &keys, &state_key, &counted, call(2, true), true);
+        let own = all.last().unwrap();
+        assert!(own.fits(&counted));
+        assert_eq!(
+            crate::window::totals(std::slice::from_ref(own), 2, now, &counted).calls,
+            1
+        );
+    }
+
+    #[test]
     fn a_lost_lease_race_rereads_the_table_and_takes_another_number() {
         let keys = Keys::new("cb");
         let once = Cell::new(true);

@@ -457,6 +457,97 @@ mod tests {
     }
 
     #[test]
+    fn a_stripe_fits_only_the_window_shape_it_was_made_for() {
+        // A configuration change (another window type, bucket count or size) makes every stripe a
+        // worker finds in shared data unfit: it starts afresh rather than misread the old shape.
+        let time10 = cfg(r#"{"window": {"duration": "10s", "buckets": 10}}"#);
+        let time5 = cfg(r#"{"window": {"duration": "10s", "buckets": 5}}"#);
+        let count10 = cfg(r#"{"window": {"type": "count", "size": 10}}"#);
+        let count20 = cfg(r#"{"window": {"type": "count", "size": 20}}"#);
+        let timed = Stripe::new(1, &time10);
+        assert!(timed.fits(&time10));
+        assert!(!timed.fits(&time5));
+        assert!(!timed.fits(&count10), "same length, another type");
+        let counted = Stripe::new(1, &count10);
+        assert!(counted.fits(&count10));
+        assert!(!counted.fits(&count20));
+        assert!(!counted.fits(&time10), "same length, another type");
+        // Only the shape matters, not what was recorded or the duration.
+        let mut used = Stripe::new(1, &time10);
+        used.record(100 * SEC, true, false, &time10);
+        assert!(used.fits(&cfg(r#"{"window": {"duration": "20s", "buckets": 10}}"#)));
+    }
+
+    #[test]
+    fn background_errors_count_from_exactly_minimum_calls() {
+        let c = cfg(r#"{"minimumCalls": 10, "consecutiveFailures": 5}"#);
+        // 10 calls before the current run of 5, half of them failed: at 50 % a run of 5 comes by
+        // chance, 30 does not (0.5^30 < 1e-9).
+        let at_minimum = Totals {
+            calls: 15,
+            failures: 10,
+            slow: 0,
+            consecutive_failures: 5,
+        };
+        assert_eq!(required_run(&at_minimum, &c), 30);
+        // One call fewer: too few to judge the background rate, the configured run holds.
+        let below = Totals {
+            calls: 14,
+            failures: 9,
+            ..at_minimum
+        };
+        assert_eq!(required_run(&below, &c), 5);
+        // No background failure: the configured run holds.
+        let clean = Totals {
+            calls: 100,
+            failures: 5,
+            ..at_minimum
+        };
+        assert_eq!(required_run(&clean, &c), 5);
+    }
+
+    #[test]
+    fn trips_say_why_in_the_log() {
+        assert_eq!(Trip::FailureRate(62.5).to_string(), "failure rate 62.5%");
+        assert_eq!(
+            Trip::SlowCallRate(100.0).to_string(),
+            "slow-call rate 100.0%"
+        );
+        assert_eq!(
+            Trip::ConsecutiveFailures {
+                run: 9,
+                required: 7
+            }
+            .to_string(),
+            "9 consecutive failures (at least 7 needed at the window's error rate)"
+        );
+    }
+
+    #[test]
+    fn the_size_hint_fits_the_encoding_of_a_stripe_with_at_most_one_kept_failure() {
+        // The buffer is sized once: encoding a stripe never grows it.
+        for json in [
+            r#"{"window": {"duration": "10s", "buckets": 10}}"#,
+            r#"{"window": {"type": "count", "size": 100}}"#,
+        ] {
+            let c = cfg(json);
+            let mut s = Stripe::new(1, &c);
+            for failure in [false, true] {
+                s.record(100 * SEC, failure, false, &c);
+                let encoded = s.encode();
+                let hint = s.encoded_len_hint();
+                assert!(encoded.len() <= hint, "{json}: {} > {hint}", encoded.len());
+                assert!(
+                    hint - encoded.len() <= 16,
+                    "{json}: {hint} for {}",
+                    encoded.len()
+                );
+                assert_eq!(encoded.capacity(), hint, "{json}");
+            }
+        }
+    }
+
+    #[test]
     fn trips_exactly_at_the_threshold_after_the_minimum_calls() {
         let c = cfg(r#"{"minimumCalls": 10, "failureRateThreshold": 50}"#);
         let mut s = Stripe::new(1, &c);
@@ -749,6 +840,38 @@ mod tests {
         let v2 = s.encode();
         v1.extend_from_slice(&v2[v2.len() - (1 + 4 + 10 * 20)..]);
         assert_eq!(Stripe::decode(&v1), Some(s));
+    }
+
+    #[test]
+    fn lengths_beyond_the_input_are_refused_before_allocating() {
+        // Shared data may hold anything: a count of 2^32 - 1 must not reserve tens of gigabytes.
+        let header = |kept: u32| {
+            let mut b = vec![VERSION];
+            b.extend_from_slice(&1u32.to_le_bytes()); // gen
+            b.extend_from_slice(&0u64.to_le_bytes()); // last success
+            b.extend_from_slice(&0u32.to_le_bytes()); // run length
+            b.extend_from_slice(&0u64.to_le_bytes()); // run start
+            b.extend_from_slice(&kept.to_le_bytes());
+            b
+        };
+        let mut huge_run = header(u32::MAX);
+        huge_run.extend_from_slice(&[0; 64]);
+        assert_eq!(Stripe::decode(&huge_run), None);
+        for kind in [KIND_TIME, KIND_COUNT] {
+            let mut huge_window = header(0);
+            huge_window.push(kind);
+            huge_window.extend_from_slice(&u32::MAX.to_le_bytes());
+            huge_window.extend_from_slice(&[0; 64]);
+            assert_eq!(Stripe::decode(&huge_window), None, "kind {kind}");
+        }
+        // A long run of kept failures still reads.
+        let c = cfg(r#"{"consecutiveFailures": 40, "window": {"type": "count", "size": 1}}"#);
+        let mut s = Stripe::new(3, &c);
+        for i in 1..=40 {
+            s.record(i * SEC, true, false, &c);
+        }
+        assert_eq!(s.run.len(), 40);
+        assert_eq!(Stripe::decode(&s.encode()), Some(s));
     }
 
     #[test]

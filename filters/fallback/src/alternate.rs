@@ -96,6 +96,74 @@ mod tests {
     }
 
     #[test]
+    fn the_call_carries_the_values_and_one_traceparent() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let h = request_headers(
+            "POST",
+            "/b?q=1",
+            "svc.ns",
+            &[("x-tenant".into(), Some(b"acme".to_vec()))],
+            Some(tp),
+        );
+        let pairs: Vec<(&str, &str)> = h.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                (":method", "POST"),
+                (":path", "/b?q=1"),
+                (":authority", "svc.ns"),
+                ("x-tenant", "acme"),
+                ("traceparent", tp)
+            ]
+        );
+        // A rule keyed on traceparent already carries one: never two.
+        let keyed = request_headers(
+            "GET",
+            "/",
+            "svc",
+            &[("traceparent".into(), Some(tp.as_bytes().to_vec()))],
+            Some(tp),
+        );
+        assert_eq!(keyed.iter().filter(|(n, _)| n == "traceparent").count(), 1);
+        // No trace: no traceparent.
+        let untraced = request_headers("GET", "/", "svc", &[], None);
+        assert!(untraced.iter().all(|(n, _)| n != "traceparent"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "transfer-encoding",
+            "content-length",
+            "upgrade",
+            "proxy-connection",
+            "te",
+        ] {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in ["content-type", "cache-control", "x-kept", "trailer-x"] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
+        let a = answer(
+            vec![
+                (":status".into(), b"499".to_vec()),
+                ("transfer-encoding".into(), b"chunked".to_vec()),
+                ("content-type".into(), b"text/plain".to_vec()),
+            ],
+            0,
+            0,
+        )
+        .unwrap();
+        assert_eq!(a.status, 499);
+        assert_eq!(
+            a.headers,
+            vec![("content-type".to_string(), "text/plain".to_string())]
+        );
+    }
+
+    #[test]
     fn only_bounded_non_5xx_answers_stand_in() {
         let headers = |status: &str| {
             vec![

@@ -230,6 +230,45 @@ mod tests {
     }
 
     #[test]
+    fn only_the_same_variant_stored_within_a_second_is_a_recent_copy() {
+        let old = entry();
+        let later = |ns: u64| Entry {
+            stored_at_ns: old.stored_at_ns + ns,
+            body: b"{\"id\": 2}".to_vec(),
+            ..entry()
+        };
+        assert!(old.is_recent_copy_of(&later(0)));
+        assert!(old.is_recent_copy_of(&later(SEC - 1)));
+        assert!(
+            !old.is_recent_copy_of(&later(SEC)),
+            "a second later it is rewritten"
+        );
+        let other_key = Entry {
+            key: old.key ^ 1,
+            ..later(0)
+        };
+        assert!(!old.is_recent_copy_of(&other_key));
+        let other_variant = Entry {
+            vary_hash: old.vary_hash ^ 1,
+            ..later(0)
+        };
+        assert!(!old.is_recent_copy_of(&other_variant));
+    }
+
+    #[test]
+    fn keys_have_two_independent_64_bit_halves() {
+        // Two FNV-1a streams with different offsets: a 128-bit key, not one 64-bit hash twice.
+        for path in ["/", "/a", "/item?id=1"] {
+            let k = key(b"shop", path.as_bytes(), &[]);
+            let (hi, lo) = ((k >> 64) as u64, k as u64);
+            assert!(hi != 0 && lo != 0 && hi != lo, "{path}: {k:#x}");
+        }
+        let (a, b) = (key(b"h", b"/a", &[]), key(b"h", b"/b", &[]));
+        assert_ne!(a >> 64, b >> 64);
+        assert_ne!(a as u64, b as u64);
+    }
+
+    #[test]
     fn slots_are_keyed_by_the_seed() {
         // A key that shares its slot with another under one seed rarely does under another: the slot a
         // caller's path lands in cannot be computed without the sidecar's seed.

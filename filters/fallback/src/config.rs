@@ -492,6 +492,122 @@ mod tests {
     }
 
     #[test]
+    fn values_at_their_limits() {
+        let doc = |rule_response: &str, cache: &str| {
+            parse::<Config>(Some(
+                format!(
+                    r#"{{"rules": [{{"name": "r", "triggers": {{"circuitBreaker": true}},
+                        "response": {rule_response}}}], "cache": {cache}}}"#
+                )
+                .as_bytes(),
+            ))
+        };
+        let response = |r: &str| doc(r, "{}");
+        let field = |r: Result<Config, ConfigError>| r.unwrap_err().field;
+        for ok in ["200", "599"] {
+            assert!(response(&format!(r#"{{"status": {ok}}}"#)).is_ok(), "{ok}");
+        }
+        for bad in ["199", "600"] {
+            assert_eq!(
+                field(response(&format!(r#"{{"status": {bad}}}"#))),
+                "rules[0].response.status"
+            );
+        }
+        // A stale rule keeps bodies of 1 byte up to the cache's maxBodyBytes.
+        let stale = |max: &str| {
+            doc(
+                &format!(r#"{{"kind": "stale", "maxBodyBytes": {max}}}"#),
+                r#"{"maxBodyBytes": 4096}"#,
+            )
+        };
+        assert!(stale("1").is_ok() && stale("4096").is_ok());
+        for bad in ["0", "4097"] {
+            assert_eq!(field(stale(bad)), "rules[0].response.maxBodyBytes", "{bad}");
+        }
+        // An alternate call needs a cluster and a timeout of 1 ms to 60 s.
+        let alternate = |cluster: &str, timeout: &str| {
+            response(&format!(
+                r#"{{"kind": "alternate", "cluster": "{cluster}", "timeout": "{timeout}"}}"#
+            ))
+        };
+        assert!(alternate("b", "1ms").is_ok() && alternate("b", "60s").is_ok());
+        for bad in ["0ms", "60001ms"] {
+            assert_eq!(field(alternate("b", bad)), "rules[0].response.timeout");
+        }
+        assert_eq!(field(alternate("", "1s")), "rules[0].response.cluster");
+        // `otherwise` is one level of problem or static.
+        assert!(response(r#"{"kind": "stale", "otherwise": {"kind": "static"}}"#).is_ok());
+        for bad in [
+            r#"{"kind": "stale", "otherwise": {"kind": "stale"}}"#,
+            r#"{"kind": "stale", "otherwise": {"kind": "static", "otherwise": {"kind": "problem"}}}"#,
+        ] {
+            assert!(
+                field(response(bad)).starts_with("rules[0].response.otherwise"),
+                "{bad}"
+            );
+        }
+        // The cache: bodies of 1 byte to 16 MiB, a total of one body to 1 GiB, at most 65536 slots.
+        let cache = |c: &str| doc("{}", c);
+        assert!(cache(r#"{"maxBodyBytes": 1, "maxBytes": 1}"#).is_ok());
+        assert!(cache(r#"{"maxBodyBytes": 16777216, "maxBytes": 16777216}"#).is_ok());
+        assert!(cache(r#"{"maxBodyBytes": 16384, "maxBytes": 1073741824}"#).is_ok());
+        assert!(cache(r#"{"maxBodyBytes": 4096, "maxBytes": 268435456}"#).is_ok());
+        assert_eq!(
+            doc("{}", r#"{"maxBodyBytes": 4096, "maxBytes": 268435456}"#)
+                .unwrap()
+                .cache
+                .slots(),
+            MAX_SLOTS
+        );
+        for (bad, name) in [
+            (r#"{"maxBodyBytes": 0}"#, "cache.maxBodyBytes"),
+            (r#"{"maxBodyBytes": 16777217}"#, "cache.maxBodyBytes"),
+            (
+                r#"{"maxBodyBytes": 4096, "maxBytes": 4095}"#,
+                "cache.maxBytes",
+            ),
+            (
+                r#"{"maxBodyBytes": 16384, "maxBytes": 1073741825}"#,
+                "cache.maxBytes",
+            ),
+            (
+                r#"{"maxBodyBytes": 4096, "maxBytes": 268439552}"#,
+                "cache.maxBytes",
+            ),
+        ] {
+            assert_eq!(field(cache(bad)), name, "{bad}");
+        }
+    }
+
+    #[test]
+    fn kinds_are_labelled_as_configured_and_only_stale_rules_need_the_cache() {
+        for kind in ["problem", "static", "stale", "alternate"] {
+            let k: Kind =
+                filter_common::config::from_slice(format!("\"{kind}\"").as_bytes()).unwrap();
+            assert_eq!(k.label(), kind);
+        }
+        let rules = |kinds: &[&str]| {
+            let rules: Vec<String> = kinds
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    format!(
+                        r#"{{"name": "r{i}", "triggers": {{"circuitBreaker": true}},
+                            "response": {{"kind": "{k}", "cluster": "b"}}}}"#
+                    )
+                })
+                .collect();
+            parse::<Config>(Some(
+                format!(r#"{{"rules": [{}]}}"#, rules.join(",")).as_bytes(),
+            ))
+            .unwrap()
+        };
+        assert!(rules(&["problem", "stale"]).serves_stale());
+        assert!(!rules(&["problem", "static", "alternate"]).serves_stale());
+        assert!(!parse::<Config>(None).unwrap().serves_stale());
+    }
+
+    #[test]
     fn bad_values_name_their_field() {
         let cases: &[(&[u8], &str)] = &[
             (br#"{"rules": []}"#, "rules"),

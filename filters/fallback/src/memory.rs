@@ -56,6 +56,48 @@ mod tests {
         assert!(load(Some(unused)).is_ok());
     }
 
+    /// The estimate covers the largest entry the store can write in every slot, under the longest
+    /// root id, and overshoots by at most a byte per slot (Vary's allowance counts a separator more).
+    #[test]
+    fn the_estimate_is_what_the_largest_entries_take() {
+        use crate::cache::Entry;
+        use filter_common::keys::{fallback_cache_prefix, fallback_seed};
+        let c: Config = parse(Some(
+            br#"{"rules": [{"name": "s", "triggers": {"status": "503"},
+                "response": {"kind": "stale", "maxBodyBytes": 4096}}],
+                "cache": {"maxBytes": 524288, "maxBodyBytes": 4096}}"#,
+        ))
+        .unwrap();
+        let slots = c.cache.slots();
+        assert_eq!(slots, 128);
+        let vary =
+            crate::policy::vary_names(["x".repeat(crate::policy::MAX_VARY_BYTES - 1).as_bytes()])
+                .unwrap();
+        let largest = Entry {
+            key: u128::MAX,
+            stored_at_ns: u64::MAX,
+            initial_age_s: u32::MAX,
+            lifetime_s: u32::MAX,
+            serve_for_ns: u64::MAX,
+            vary: vary.join(","),
+            vary_hash: u128::MAX,
+            content_type: "t".repeat(crate::policy::MAX_CONTENT_TYPE_LEN),
+            body: vec![0; c.cache.max_body_bytes],
+        };
+        let root = "r".repeat(ROOT_ID_ALLOWANCE);
+        let last_slot = format!("{}{}", fallback_cache_prefix(&root), slots - 1);
+        let actual = u64::from(slots) * shared_entry_bytes(last_slot.len(), largest.encode().len())
+            + shared_entry_bytes(
+                fallback_seed(&root).len(),
+                filter_common::keyed_hash::SEED_LEN,
+            );
+        let estimate = budget(&c).total();
+        assert!(
+            actual <= estimate && estimate <= actual + u64::from(slots),
+            "{actual} estimated {estimate}"
+        );
+    }
+
     #[test]
     fn only_a_stale_rule_costs_shared_memory() {
         let c: Config = parse(None).unwrap();

@@ -374,6 +374,11 @@ mod tests {
         // The comma inside the quoted no-cache argument did not start a directive named `x-a"`.
         let c = cc(&["no-cache=\"a, must-revalidate\""]);
         assert!(c.no_cache && !c.must_revalidate);
+        // Nor one named `max-age` (RFC 9110 §5.6.4: a quoted-string runs to its closing quote, and a
+        // backslash-escaped quote does not close it).
+        assert_eq!(cc(&["private=\"a, max-age=5\""]).max_age, None);
+        assert_eq!(cc(&["private=\"a\\\", max-age=5\""]).max_age, None);
+        assert_eq!(cc(&["private=\"a\\\\\", max-age=5"]).max_age, Some(5));
         let c = cc(&[
             "max-age=60",
             "max-age=10",
@@ -526,6 +531,19 @@ mod tests {
         ] {
             assert_eq!(h(pairs), Err(NotStored::Unsuitable), "{pairs:?}");
         }
+        // Announced at most `limit` bytes, with a content type of at most MAX_CONTENT_TYPE_LEN: kept.
+        assert!(h(&[("content-length", "1024")]).is_ok());
+        assert_eq!(h(&[("content-length", "1025")]), Err(NotStored::Unsuitable));
+        let content_type = |len: usize| format!("text/plain; x={}", "a".repeat(len - 14));
+        let s = h(&[("content-type", &content_type(MAX_CONTENT_TYPE_LEN))]).unwrap();
+        assert_eq!(s.content_type.len(), MAX_CONTENT_TYPE_LEN);
+        for len in [MAX_CONTENT_TYPE_LEN + 1, 4 * MAX_CONTENT_TYPE_LEN] {
+            assert_eq!(
+                h(&[("content-type", &content_type(len))]),
+                Err(NotStored::Unsuitable),
+                "{len}"
+            );
+        }
         let s = h(&[("cache-control", "max-age=60, s-maxage=30"), ("age", "4")]).unwrap();
         assert_eq!((s.lifetime_s, s.initial_age_s), (30, 4));
         assert_eq!(h(&[]).unwrap().lifetime_s, 0);
@@ -557,6 +575,16 @@ mod tests {
         assert_eq!(v(&["a b"]), None, "not a token");
         let long = "x".repeat(MAX_VARY_BYTES + 1);
         assert_eq!(v(&[&long]), None);
+        // MAX_VARY_BYTES counts each name with one byte of separator: exactly at it is kept.
+        let at_limit = "x".repeat(MAX_VARY_BYTES - 1);
+        assert_eq!(v(&[&at_limit]), Some(vec![at_limit.clone()]));
+        assert_eq!(v(&[&"x".repeat(MAX_VARY_BYTES)]), None);
+        let half = |c: &str| c.repeat(MAX_VARY_BYTES / 2 - 1);
+        assert_eq!(
+            v(&[&format!("{}, {}", half("a"), half("b"))]).map(|n| n.len()),
+            Some(2)
+        );
+        assert_eq!(v(&[&format!("{}, {}, c", half("a"), half("b"))]), None);
     }
 
     #[test]
@@ -576,6 +604,8 @@ mod tests {
         assert_ne!(base, h(&[("accept-language", "de, fr"), ("x-tenant", "a")]));
         assert_ne!(base, h(&[("accept-language", "FR, de"), ("x-tenant", "a")]));
         assert_ne!(base, h(&[("accept-language", "fr, de")]), "absent tenant");
+        // Elements stay apart: `fr, de` is not `frde`.
+        assert_ne!(base, h(&[("accept-language", "frde"), ("x-tenant", "a")]));
         assert_ne!(
             h(&[("x-tenant", "")]),
             h(&[]),

@@ -329,6 +329,48 @@ mod tests {
     }
 
     #[test]
+    fn negotiation_skips_what_it_cannot_produce_and_keeps_the_first_of_equals() {
+        let n = |accept: &str| negotiate(Some(accept.as_bytes()));
+        // RFC 9110 §12.5.1: a range the caller lists that this filter cannot produce does not compete.
+        assert_eq!(n("text/plain;q=0.5, image/png"), Negotiated::Text);
+        assert_eq!(n("text/html;q=0.2, font/woff2, video/*"), Negotiated::Html);
+        assert_eq!(n("application/xhtml+xml;q=0.3, audio/*"), Negotiated::Html);
+        // Ranges that cover JSON.
+        for json in [
+            "application/json",
+            "application/json;charset=utf-8",
+            "application/problem+json",
+            "application/*",
+            "*/*",
+            "Application/JSON",
+        ] {
+            assert_eq!(
+                n(&format!("text/plain;q=0.5, {json}")),
+                Negotiated::Json,
+                "{json}"
+            );
+        }
+        assert_eq!(n("text/*;q=0.5, application/xml"), Negotiated::Text);
+        // q=0 is "not acceptable": alone it leaves the default.
+        assert_eq!(n("text/html;q=0"), Negotiated::Json);
+        assert_eq!(n("text/plain;q=0, text/html;q=0"), Negotiated::Json);
+        // Equal weights: the first listed wins, whichever it is.
+        assert_eq!(n("text/plain, text/html"), Negotiated::Text);
+        assert_eq!(n("text/html, text/plain"), Negotiated::Html);
+        assert_eq!(
+            n("text/html;q=0.5, application/json;q=0.5"),
+            Negotiated::Html
+        );
+        assert_eq!(
+            n("text/plain;q=0.5, text/html;q=0.5, */*;q=0.5"),
+            Negotiated::Text
+        );
+        // A higher weight later wins.
+        assert_eq!(n("text/plain;q=0.4, text/html;q=0.5"), Negotiated::Html);
+        assert_eq!(n("text/html;q=0.5, text/plain;q=0.4"), Negotiated::Html);
+    }
+
+    #[test]
     fn quality_weights_are_read_without_floats() {
         assert_eq!(quality("1"), Some(1000));
         assert_eq!(quality("0.9"), Some(900));
@@ -399,13 +441,55 @@ mod tests {
             template("id={{traceId}} {{", &v, "text/plain"),
             "id=0af7651916cd43dd8448eb211c80319c {{"
         );
+        // Every documented placeholder, each once.
+        assert_eq!(
+            template(
+                "{{reason}} {{status}} {{traceId}} {{Reason}}",
+                &v,
+                "text/plain"
+            ),
+            "connectionFailure 503 0af7651916cd43dd8448eb211c80319c {{Reason}}"
+        );
     }
 
     #[test]
     fn grpc_mapping_follows_grpc() {
-        assert_eq!(grpc_status_for(503), 14);
-        assert_eq!(grpc_status_for(504), 14);
-        assert_eq!(grpc_status_for(404), 12);
-        assert_eq!(grpc_status_for(500), 2);
+        // gRPC's doc/http-grpc-status-mapping.md, every row, and UNKNOWN for the rest.
+        for (http, grpc) in [
+            (400, 13), // INTERNAL
+            (401, 16), // UNAUTHENTICATED
+            (403, 7),  // PERMISSION_DENIED
+            (404, 12), // UNIMPLEMENTED
+            (429, 14), // UNAVAILABLE
+            (502, 14),
+            (503, 14),
+            (504, 14),
+            (500, 2), // UNKNOWN
+            (418, 2),
+            (200, 2),
+        ] {
+            assert_eq!(grpc_status_for(http), grpc, "{http}");
+        }
+    }
+
+    #[test]
+    fn reason_phrases_are_the_standard_ones() {
+        for (status, phrase) in [
+            (200, "OK"),
+            (400, "Bad Request"),
+            (401, "Unauthorized"),
+            (403, "Forbidden"),
+            (404, "Not Found"),
+            (408, "Request Timeout"),
+            (429, "Too Many Requests"),
+            (500, "Internal Server Error"),
+            (501, "Not Implemented"),
+            (502, "Bad Gateway"),
+            (503, "Service Unavailable"),
+            (504, "Gateway Timeout"),
+            (599, "Error"),
+        ] {
+            assert_eq!(reason_phrase(status), phrase, "{status}");
+        }
     }
 }

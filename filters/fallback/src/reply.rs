@@ -223,8 +223,98 @@ mod tests {
         let r = build(parts(&trace, Kind::Static, ok.clone(), true));
         assert_eq!((r.status, r.grpc_status), (200, grpc_status_for(503)));
         assert!(String::from_utf8_lossy(&r.body).contains("fallback rule r, localReply"));
-        let mut p = parts(&trace, Kind::Static, ok, true);
+        let mut p = parts(&trace, Kind::Static, ok.clone(), true);
         p.upstream_grpc_status = Some(4);
         assert_eq!(build(p).grpc_status, 4);
+        // The failure is the replaced response's status when it was one, else the configured reply's,
+        // else 503 (a gRPC status trigger on an HTTP 200 answered by a static 200).
+        let message = |original: u16, configured: u32| {
+            let mut p = parts(
+                &trace,
+                Kind::Static,
+                Rendered {
+                    status: configured,
+                    ..ok.clone()
+                },
+                true,
+            );
+            p.original_status = original;
+            let r = build(p);
+            (String::from_utf8_lossy(&r.body).into_owned(), r.grpc_status)
+        };
+        assert_eq!(
+            message(404, 200),
+            ("Not Found (fallback rule r, localReply)".into(), 12)
+        );
+        assert_eq!(
+            message(400, 502),
+            ("Bad Request (fallback rule r, localReply)".into(), 13)
+        );
+        assert_eq!(
+            message(200, 502),
+            ("Bad Gateway (fallback rule r, localReply)".into(), 14)
+        );
+        assert_eq!(
+            message(200, 400),
+            ("Bad Request (fallback rule r, localReply)".into(), 13)
+        );
+        assert_eq!(
+            message(200, 399),
+            (
+                "Service Unavailable (fallback rule r, localReply)".into(),
+                14
+            )
+        );
+        assert_eq!(
+            message(399, 200),
+            (
+                "Service Unavailable (fallback rule r, localReply)".into(),
+                14
+            )
+        );
+    }
+
+    #[test]
+    fn a_grpc_reply_carries_the_marker_trace_headers_and_retry_after_but_no_body_headers() {
+        let trace = TraceConfig::default();
+        let own = Rendered {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: "{}".into(),
+        };
+        let r = build(parts(&trace, Kind::Static, own, true));
+        assert_eq!(
+            header(&r, MARKER),
+            Some(&b"static; rule=r; reason=localReply"[..])
+        );
+        assert_eq!(header(&r, "traceresponse"), Some(TP.as_bytes()));
+        assert_eq!(header(&r, "retry-after"), Some(&b"7"[..]));
+        assert_eq!(header(&r, "content-type"), None, "gRPC's own framing");
+    }
+
+    #[test]
+    fn trace_headers_replace_an_alternate_answer_s_own_once() {
+        let trace = TraceConfig::default();
+        let answer = Rendered {
+            status: 200,
+            headers: vec![
+                ("x-trace-id".into(), "theirs".into()),
+                ("content-type".into(), "text/plain".into()),
+            ],
+            body: "b".into(),
+        };
+        let r = build(parts(&trace, Kind::Alternate, answer, false));
+        let trace_ids: Vec<&[u8]> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "x-trace-id")
+            .map(|(_, v)| v.as_slice())
+            .collect();
+        assert_eq!(trace_ids, vec![&b"0af7651916cd43dd8448eb211c80319c"[..]]);
+        assert_eq!(header(&r, "content-type"), Some(&b"text/plain"[..]));
+        assert_eq!(
+            header(&r, MARKER),
+            Some(&b"alternate; rule=r; reason=localReply"[..])
+        );
     }
 }

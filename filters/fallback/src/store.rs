@@ -136,6 +136,27 @@ mod tests {
     }
 
     #[test]
+    fn every_key_lands_in_a_slot_created_before_traffic() {
+        let store = MemoryStore::new();
+        let stale: Config = parse(Some(
+            br#"{"rules": [{"name": "s", "triggers": {"status": "503"}, "response": {"kind": "stale", "maxBodyBytes": 1024}}], "cache": {"maxBytes": 8192, "maxBodyBytes": 1024}}"#,
+        ))
+        .unwrap();
+        let prefix = "fallback/fb/cache/";
+        create_slots(&store, prefix, &stale);
+        assert_eq!(store.len(), 8);
+        let seed = Seed([7, 9]);
+        let mut used = std::collections::BTreeSet::new();
+        for i in 0..200u32 {
+            let k = cache::key(b"shop", format!("/p/{i}").as_bytes(), &[]);
+            let slot = slot_key(prefix, &seed, k, &stale);
+            assert_eq!(store.value(&slot), Some(Vec::new()), "{slot} was created");
+            used.insert(slot);
+        }
+        assert_eq!(used.len(), 8, "keys spread over every slot");
+    }
+
+    #[test]
     fn writes_count_bytes_and_evictions_and_skip_a_fresh_copy() {
         let store = MemoryStore::new();
         let first = entry(1, b"abc", 0);

@@ -159,6 +159,43 @@ mod tests {
     }
 
     #[test]
+    fn reasons_are_labelled_as_the_configuration_names_them() {
+        // The label is the metric tag and the `{{reason}}` placeholder: the name a rule's `envoy` list
+        // uses, read back to the same reason.
+        for reason in EnvoyReason::ALL {
+            assert_eq!(
+                EnvoyReason::try_from(reason.label().to_string()),
+                Ok(reason),
+                "{}",
+                reason.label()
+            );
+            assert_eq!(Reason::Envoy(reason).label(), reason.label());
+        }
+        assert_eq!(EnvoyReason::LocalReply.label(), "localReply");
+        assert_eq!(
+            EnvoyReason::Upstream(UpstreamFailure::Timeout).label(),
+            "timeout"
+        );
+        assert_eq!(Reason::CircuitBreaker.label(), "circuitBreaker");
+        assert_eq!(Reason::GrpcStatus.label(), "grpcStatus");
+        assert_eq!(Reason::Status.label(), "status");
+    }
+
+    #[test]
+    fn any_one_trigger_makes_a_rule_fire_on_something() {
+        assert!(t("{}").is_empty());
+        for one in [
+            r#"{"status": "500-599"}"#,
+            r#"{"grpcStatus": [14]}"#,
+            r#"{"envoy": ["timeout"]}"#,
+            r#"{"circuitBreaker": true}"#,
+        ] {
+            assert!(!t(one).is_empty(), "{one}");
+        }
+        assert!(t(r#"{"circuitBreaker": false, "grpcStatus": [], "envoy": []}"#).is_empty());
+    }
+
+    #[test]
     fn status_triggers_fire_only_on_upstream_answers() {
         let tr = t(r#"{"status": "500-599"}"#);
         assert_eq!(fire(&tr, &upstream(503)), Some(Reason::Status));

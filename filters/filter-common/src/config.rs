@@ -385,6 +385,32 @@ mod tests {
     }
 
     #[test]
+    fn whole_numbers_and_objects_as_istio_sends_them() {
+        let mut de = serde_json::Deserializer::from_str("5.0");
+        assert_eq!(whole_some::<_, u32>(&mut de).unwrap(), Some(5));
+        let mut de = serde_json::Deserializer::from_str("[1]");
+        let e = unique_map::<_, u32>(&mut de).unwrap_err().to_string();
+        assert!(e.contains("expected an object"), "{e}");
+    }
+
+    #[test]
+    fn names_are_short_tokens_and_unique() {
+        let names = |list: &[&str]| check_names(list.iter().copied(), "rules");
+        assert!(names(&["a", "payments-v2", "A_b-9", &"x".repeat(64)]).is_ok());
+        assert!(names(&[]).is_ok());
+        for (bad, at) in [
+            (vec!["ok", ""], "rules[1].name"),
+            (vec![&"x".repeat(65)[..]], "rules[0].name"),
+            (vec!["a b"], "rules[0].name"),
+            (vec!["a.b"], "rules[0].name"),
+            (vec!["é"], "rules[0].name"),
+            (vec!["a", "b", "a"], "rules[2].name"),
+        ] {
+            assert_eq!(names(&bad).unwrap_err().field, at, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn quoting_matches_debug_for_ordinary_text() {
         for text in [
             "",
@@ -505,6 +531,12 @@ mod tests {
         let e = err(&huge);
         assert_eq!(e.field, "(root)");
         assert!(e.reason.contains("at most 1.0 MiB"), "{}", e.reason);
+        // Exactly MAX_CONFIG_BYTES is read.
+        let mut at_limit = br#"{"a": 1}"#.to_vec();
+        at_limit.resize(MAX_CONFIG_BYTES, b' ');
+        assert!(from_slice::<serde_json::Value>(&at_limit).is_ok());
+        at_limit.push(b' ');
+        assert!(from_slice::<serde_json::Value>(&at_limit).is_err());
         assert!(!e.to_string().contains('\n'));
         let long = "k".repeat(100_000);
         let e = err(&format!(r#"{{"kind": "{long}"}}"#));

@@ -45,6 +45,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stream_from_another_offset_is_another_hash() {
+        let mut other = Fnv1a::with_offset(0x6c62_272e_07bb_0142);
+        other.write(b"a");
+        assert_ne!(other.finish(), fnv1a(b"a"));
+        let mut same = Fnv1a::with_offset(0xcbf2_9ce4_8422_2325);
+        same.write(b"a");
+        assert_eq!(
+            same.finish(),
+            fnv1a(b"a"),
+            "the offset basis is the default stream"
+        );
+    }
+
+    #[test]
     fn known_vectors() {
         // From the FNV reference test suite.
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);

@@ -74,6 +74,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn thirty_two_digits_are_the_most_an_id_has() {
+        assert_eq!(parse_hex_var(&[b'F'; 32], 40), Some(u128::MAX));
+        assert_eq!(parse_hex_var(&[b'F'; 33], 40), None);
+        assert_eq!(parse_lower_hex_var(&[b'f'; 32], 40), Some(u128::MAX));
+    }
+
+    #[test]
     fn lower_hex_is_what_fmt_writes() {
         for v in [
             0u128,
@@ -93,6 +100,29 @@ mod tests {
         // Digits beyond the width are dropped, as the callers pass values that fit.
         assert_eq!(lower_hex(0x1ff, 2), "ff");
         assert_eq!(lower_hex(7, 40).len(), 32);
+    }
+
+    #[test]
+    fn fixed_length_lower_hex() {
+        assert_eq!(parse_lower_hex_u128(b"0af7", 4), Some(0x0af7));
+        assert_eq!(parse_lower_hex_u128(b"", 0), None, "no digits is no id");
+        assert_eq!(parse_lower_hex_u128(b"0af7", 3), None);
+        assert_eq!(parse_lower_hex_u128(b"0AF7", 4), None);
+        assert_eq!(parse_lower_hex_u128(&[b'0'; 33], 33), None);
+        assert_eq!(parse_lower_hex_u64(&[b'f'; 16], 16), Some(u64::MAX));
+        assert_eq!(parse_lower_hex_u64(&[b'0'; 17], 17), None);
+    }
+
+    #[test]
+    fn variable_length_hex_of_either_case() {
+        assert_eq!(parse_hex_var(b"ABCDEF", 16), Some(0xabcdef));
+        assert_eq!(parse_hex_var(b"aBc09F", 16), Some(0xabc09f));
+        assert_eq!(parse_hex_var(b"1", 16), Some(1));
+        assert_eq!(parse_hex_var(&[b'F'; 16], 16), Some(u128::from(u64::MAX)));
+        assert_eq!(parse_hex_var(&[b'1'; 17], 16), None);
+        assert_eq!(parse_hex_var(&[b'1'; 33], 40), None);
+        assert_eq!(parse_hex_var(b"", 16), None);
+        assert_eq!(parse_hex_var(b"G1", 16), None);
     }
 
     #[test]

@@ -87,6 +87,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn span_ids_are_the_generator_s_draws() {
+        let mut g = IdGenerator::from_seed(0);
+        assert_eq!(g.span_id(), 0x99ec_5f36_cb75_f2b4);
+        assert_eq!(g.trace_id(), 0xbf6e_1f78_4956_452a_1a5f_849d_4933_e6e0);
+    }
+
+    #[test]
+    fn the_generator_is_xoshiro256_star_star_seeded_by_splitmix64() {
+        // Reference values of Vigna's splitmix64.c (seed 0) and xoshiro256starstar.c from that state.
+        let mut g = IdGenerator::from_seed(0);
+        assert_eq!(
+            g.s,
+            [
+                0xe220_a839_7b1d_cdaf,
+                0x6e78_9e6a_a1b9_65f4,
+                0x06c4_5d18_8009_454f,
+                0xf88b_b8a8_724c_81ec
+            ]
+        );
+        assert_eq!(g.next_u64(), 0x99ec_5f36_cb75_f2b4);
+        assert_eq!(g.next_u64(), 0xbf6e_1f78_4956_452a);
+        assert_eq!(g.next_u64(), 0x1a5f_849d_4933_e6e0);
+    }
+
+    #[test]
     fn ids_are_nonzero_and_vary() {
         let mut g = IdGenerator::from_seed(1);
         let a = g.trace_id();
@@ -94,6 +119,16 @@ mod tests {
         assert_ne!(a, 0);
         assert_ne!(a, b);
         assert_ne!(g.span_id(), 0);
+    }
+
+    #[test]
+    fn chance_is_a_draw_below_the_ratio() {
+        // The first draw of seed 0 is 0x99ec5f36cb75f2b4: its top 53 bits over 2^53 is the unit drawn.
+        // [0, ratio) has probability ratio, so a draw equal to the ratio is outside.
+        let unit = (0x99ec_5f36_cb75_f2b4u64 >> 11) as f64 / (1u64 << 53) as f64;
+        assert!(!IdGenerator::from_seed(0).chance(unit));
+        let next = unit + 1.0 / (1u64 << 53) as f64;
+        assert!(IdGenerator::from_seed(0).chance(next));
     }
 
     #[test]

@@ -177,6 +177,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_entry_costs_the_host_s_overhead_and_its_bytes() {
+        assert_eq!(shared_entry_bytes(0, 0), SHARED_ENTRY_OVERHEAD);
+        assert_eq!(shared_entry_bytes(10, 300), SHARED_ENTRY_OVERHEAD + 310);
+        // A table of 100 slots `<prefix><0..99>`: two digits at most.
+        assert_eq!(
+            slot_table_bytes(100, 5, 40),
+            100 * (SHARED_ENTRY_OVERHEAD + 5 + 3 + 40)
+        );
+        for (n, digits) in [
+            (0, 1),
+            (1, 1),
+            (9, 1),
+            (10, 2),
+            (99, 2),
+            (100, 3),
+            (65_536, 5),
+        ] {
+            assert_eq!(decimal_digits(n), digits, "{n}");
+        }
+        assert_eq!(decimal_digits(u32::MAX), 10);
+    }
+
+    #[test]
     fn sizes_parse_in_bytes_and_binary_units() {
         let v = |json: &str| {
             let mut de = serde_json::Deserializer::from_str(json);
@@ -189,6 +212,8 @@ mod tests {
         assert_eq!(v(r#""512Ki""#), Some(512 << 10));
         assert_eq!(v(r#""2Gi""#), Some(2 << 30));
         assert_eq!(v(r#""100""#), Some(100));
+        assert_eq!(v(r#""100B""#), Some(100), "bytes may say so");
+        assert_eq!(v(r#""100BB""#), None);
         for bad in [
             r#""64MB""#,
             r#""Mi""#,

@@ -211,6 +211,100 @@ mod tests {
     }
 
     #[test]
+    fn needs_are_the_union_of_the_matches() {
+        let mut needs = Needs::default();
+        needs.add_match(&Match {
+            cluster: Some("c".into()),
+            route: Some("r".into()),
+            ..Match::default()
+        });
+        needs.add_match(&Match {
+            authority: Some("a".into()),
+            method: Some("GET".into()),
+            header: Some(HeaderMatch {
+                name: "x-tenant".into(),
+                value: None,
+            }),
+            ..Match::default()
+        });
+        needs.add_match(&Match::default());
+        assert_eq!(
+            needs,
+            Needs {
+                cluster: true,
+                route: true,
+                authority: true,
+                path: false,
+                method: true,
+                headers: vec!["x-tenant".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn header_names_are_lower_case_tokens_of_bounded_length() {
+        for ok in [
+            "x-tenant",
+            "a",
+            "x_1",
+            &"h".repeat(crate::limits::MAX_HEADER_NAME_LEN),
+        ] {
+            assert!(is_header_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "X-Tenant",
+            "a b",
+            ":path",
+            &"h".repeat(crate::limits::MAX_HEADER_NAME_LEN + 1),
+        ] {
+            assert!(!is_header_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_the_needed_attributes_are_read() {
+        let mut needs = Needs {
+            cluster: true,
+            path: true,
+            ..Needs::default()
+        };
+        needs.add_header("x-tenant");
+        needs.add_header("x-tenant");
+        needs.add_header("x-absent");
+        assert_eq!(needs.headers, ["x-tenant", "x-absent"], "each once");
+        let asked = std::cell::RefCell::new(Vec::new());
+        let info = needs.load_with(
+            |name| {
+                asked.borrow_mut().push(name.to_string());
+                match name {
+                    ":path" => Some(b"/a".to_vec()),
+                    "x-tenant" => Some(b"acme".to_vec()),
+                    _ => None,
+                }
+            },
+            |path| {
+                asked.borrow_mut().push(path.join("."));
+                (path == ["xds", "cluster_name"]).then(|| b"payments".to_vec())
+            },
+        );
+        assert_eq!(
+            info,
+            RequestInfo {
+                cluster: Some("payments".into()),
+                path: Some("/a".into()),
+                headers: vec![("x-tenant".into(), b"acme".to_vec())],
+                ..RequestInfo::default()
+            }
+        );
+        assert_eq!(
+            asked.into_inner(),
+            ["xds.cluster_name", ":path", "x-tenant", "x-absent"],
+            "one host call per needed attribute, none for the others"
+        );
+    }
+
+    #[test]
     fn every_given_field_must_match() {
         assert!(m("{}").matches(&info()));
         assert!(m(

@@ -109,6 +109,8 @@ mod tests {
             "breaker=.=pay_v1_x;.;outcome=.=ok;.;cb_calls"
         );
         assert_eq!(tagged_name("plain", &[]), "plain");
+        // `_` and `-` are kept, like letters and digits.
+        assert_eq!(tagged_name("m", &[("rule", "a_b-C9")]), "rule=.=a_b-C9;.;m");
     }
 
     #[test]

@@ -24,3 +24,28 @@ pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 1 << 14;
 pub const DOWNSTREAM_REMOTE_RESET: u64 = 1 << 28;
 /// Every flag that says the caller gave up.
 pub const DOWNSTREAM_CANCEL: u64 = DOWNSTREAM_CONNECTION_TERMINATION | DOWNSTREAM_REMOTE_RESET;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bits of Envoy's `CoreResponseFlag` (`envoy/stream_info/stream_info.h`), as `response.flags`
+    /// carries them.
+    #[test]
+    fn flags_are_envoy_s_bits() {
+        assert_eq!(NO_HEALTHY_UPSTREAM, 0x2);
+        assert_eq!(UPSTREAM_REQUEST_TIMEOUT, 0x4);
+        assert_eq!(UPSTREAM_REMOTE_RESET, 0x10);
+        assert_eq!(UPSTREAM_CONNECTION_FAILURE, 0x20);
+        assert_eq!(UPSTREAM_CONNECTION_TERMINATION, 0x40);
+        assert_eq!(UPSTREAM_OVERFLOW, 0x80);
+        assert_eq!(DOWNSTREAM_CONNECTION_TERMINATION, 0x4000);
+        assert_eq!(UPSTREAM_MAX_STREAM_DURATION_REACHED, 0x8_0000);
+        assert_eq!(UPSTREAM_PROTOCOL_ERROR, 0x80_0000);
+        assert_eq!(DOWNSTREAM_REMOTE_RESET, 0x1000_0000);
+        assert_eq!(TIMEOUT, 0x8_0004);
+        assert_eq!(RESET, 0x80_0050);
+        assert_eq!(UPSTREAM_FAILURES, 0x88_00f6);
+        assert_eq!(DOWNSTREAM_CANCEL, 0x1000_4000);
+    }
+}

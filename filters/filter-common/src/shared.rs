@@ -170,6 +170,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_memory_store_counts_its_keys() {
+        let store = MemoryStore::new();
+        assert!(store.is_empty());
+        assert_eq!(store.len(), 0);
+        store.set("a", b"1", 0);
+        store.set("b", b"2", 0);
+        store.set("a", b"3", 0);
+        assert_eq!(store.len(), 2);
+        assert!(!store.is_empty());
+        assert_eq!(store.value("a"), Some(b"3".to_vec()));
+        assert_eq!(store.calls(), (0, 3));
+    }
+
+    #[test]
     fn cas_is_checked_only_on_keys_that_exist() {
         let s = MemoryStore::new();
         assert_eq!(s.get("k").unwrap(), None);

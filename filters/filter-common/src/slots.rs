@@ -74,6 +74,14 @@ mod tests {
     use crate::shared::{Fault, MemoryStore};
 
     #[test]
+    fn a_random_seed_is_the_generator_s_next_two_draws_and_round_trips() {
+        let seed = Seed::random(&mut IdGenerator::from_seed(0));
+        assert_eq!(seed, Seed([0x99ec_5f36_cb75_f2b4, 0xbf6e_1f78_4956_452a]));
+        assert_eq!(Seed::decode(&seed.encode()), Some(seed));
+        assert_eq!(seed.encode()[..8], 0x99ec_5f36_cb75_f2b4u64.to_le_bytes());
+    }
+
+    #[test]
     fn fingerprints_are_keyed_and_never_zero() {
         let s = Seed([1, 2]);
         assert_eq!(fingerprint(&s, b"acme"), fingerprint(&s, b"acme"));
@@ -101,6 +109,8 @@ mod tests {
         assert_eq!(probes(5, 1, 4).collect::<Vec<_>>(), vec![0]);
         assert_eq!(probes(5, 0, 4).collect::<Vec<_>>(), vec![0]);
         assert_eq!(probes(5, 100, 1).collect::<Vec<_>>(), vec![5]);
+        // Any fingerprint, the largest too.
+        assert_eq!(probes(u64::MAX, 100, 2).collect::<Vec<_>>(), vec![15, 16]);
     }
 
     #[test]

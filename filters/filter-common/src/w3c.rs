@@ -123,6 +123,21 @@ mod tests {
     const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
     #[test]
+    fn a_later_version_may_add_fields_only_after_a_dash() {
+        let tp = "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert!(parse_traceparent(format!("01-{tp}").as_bytes()).is_ok());
+        assert!(parse_traceparent(format!("01-{tp}-what-comes-next").as_bytes()).is_ok());
+        assert_eq!(
+            parse_traceparent(format!("01-{tp}x").as_bytes()).map(|_| ()),
+            Err("malformed traceparent")
+        );
+        assert_eq!(
+            parse_traceparent(format!("00-{tp}-x").as_bytes()).map(|_| ()),
+            Err("traceparent version 00 with trailing data")
+        );
+    }
+
+    #[test]
     fn version_00_round_trips_and_later_versions_read_by_their_prefix() {
         let tp = parse_traceparent(TP.as_bytes()).unwrap();
         assert_eq!(tp.render(), TP);

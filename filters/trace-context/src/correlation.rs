@@ -244,6 +244,21 @@ mod tests {
         deferred.sampled = None;
         let e = encode(b"req-1", &deferred, &none(), 1_000).unwrap();
         assert_eq!(decode(&e, b"req-1", 0).unwrap().context.sampled, None);
+        // Every flag round-trips on its own: a decision not to sample, debug, a non-random id.
+        for context in [
+            TraceContext {
+                sampled: Some(false),
+                ..ctx()
+            },
+            TraceContext {
+                debug: true,
+                random: false,
+                ..ctx()
+            },
+        ] {
+            let e = encode(b"req-1", &context, &none(), 1_000).unwrap();
+            assert_eq!(decode(&e, b"req-1", 0).unwrap().context, context);
+        }
     }
 
     #[test]

@@ -835,6 +835,22 @@ mod tests {
     }
 
     #[test]
+    fn only_a_64_bit_only_format_may_carry_the_low_half() {
+        let full: u128 = 0x4bf92f3577b34da6a3ce929d0e0e4736;
+        let low = full & u128::from(u64::MAX);
+        assert!(same_trace(Format::Datadog, low, full));
+        assert!(same_trace(Format::Datadog, full, full));
+        assert!(!same_trace(Format::Datadog, low ^ 1, full));
+        // A 128-bit id whose high half is set is compared whole, whatever the format.
+        assert!(!same_trace(Format::Datadog, full ^ (1 << 100), full));
+        // In a 128-bit format an id of only a low half is another trace.
+        for format in [Format::TraceContext, Format::B3, Format::B3Multi] {
+            assert!(!same_trace(format, low, full), "{format:?}");
+            assert!(same_trace(format, full, full), "{format:?}");
+        }
+    }
+
+    #[test]
     fn datadog_low_half_of_the_same_trace_is_not_a_conflict() {
         // 0xa3ce929d0e0e4736 = 11803532876627986230, the low half of TRACE.
         let d = decide(

@@ -560,6 +560,10 @@ mod tests {
         assert_eq!(prio(&ctx(1, 2, Some(false)), "-1"), Some("-1".into()));
         assert_eq!(prio(&ctx(1, 2, Some(false)), "2"), Some("0".into()));
         assert_eq!(prio(&ctx(1, 2, Some(false)), "junk"), Some("0".into()));
+        // 0 is AUTO_REJECT: it agrees with a drop and is overruled by a keep.
+        assert_eq!(prio(&ctx(1, 2, Some(false)), "0"), Some("0".into()));
+        assert_eq!(prio(&ctx(1, 2, Some(true)), "0"), Some("1".into()));
+        assert_eq!(prio(&debug, "0"), Some("2".into()));
         assert_eq!(prio(&debug, "1"), Some("2".into()));
         assert_eq!(prio(&debug, "2"), Some("2".into()));
         assert_eq!(prio(&ctx(1, 2, None), "2"), None);
@@ -639,6 +643,21 @@ mod tests {
             Some("s:0;o:synthetics;p:f067aa0ba902b7e1;t.dm:-4")
         );
         assert_eq!(w3c_member(&ctx(TRACE + 1, SPAN, Some(true)), &dd), None);
+        // Without `_dd.p.tid` Datadog carries only the low half: still this trace.
+        let low_only = RequestHeaders::from_strs(&[
+            (TRACE_ID, &(TRACE as u64).to_string()),
+            (PARENT_ID, &SPAN.to_string()),
+            (SAMPLING_PRIORITY, "2"),
+        ]);
+        assert_eq!(
+            w3c_member(&ctx(TRACE, 7, Some(true)), &low_only).as_deref(),
+            Some("s:2;p:f067aa0ba902b7e1")
+        );
+        assert_eq!(
+            w3c_member(&ctx(TRACE ^ 1, 7, Some(true)), &low_only),
+            None,
+            "another low half"
+        );
         assert_eq!(
             w3c_member(&ctx(TRACE, SPAN, Some(true)), &RequestHeaders::default()),
             None
