@@ -12,16 +12,54 @@ pub enum Negotiated {
     Text,
 }
 
-/// The media range the caller prefers (highest q, then first listed) among those we can produce; JSON
-/// for `*/*`, no header, or nothing we know.
+/// The kinds a fallback can be written in, in the order that breaks a tie between equal weights from
+/// the same range (`*/*` means JSON, `text/*` plain text).
+const PRODUCIBLE: [Negotiated; 3] = [Negotiated::Json, Negotiated::Text, Negotiated::Html];
+
+/// How specifically `media` names `kind` (RFC 9110 §12.5.1): 3 the type itself, 2 its `type/*`, 1
+/// `*/*`; `None` when it does not cover it.
+fn specificity(media: &str, kind: Negotiated) -> Option<u8> {
+    let is = |name: &str| media.eq_ignore_ascii_case(name);
+    let exact = match kind {
+        Negotiated::Json => {
+            is("application/json")
+                || media.len() > 5
+                    && media
+                        .get(media.len() - 5..)
+                        .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
+        }
+        Negotiated::Html => is("text/html") || is("application/xhtml+xml"),
+        Negotiated::Text => is("text/plain"),
+    };
+    let family = match kind {
+        Negotiated::Json => is("application/*"),
+        Negotiated::Html | Negotiated::Text => is("text/*"),
+    };
+    if exact {
+        Some(3)
+    } else if family {
+        Some(2)
+    } else if is("*/*") {
+        Some(1)
+    } else {
+        None
+    }
+}
+
+/// The kind the caller prefers among those a fallback can be written in: each kind weighs what the most
+/// specific range covering it says (RFC 9110 §12.5.1: `application/json;q=0, */*` refuses JSON and
+/// accepts the rest), the highest weight wins, then the kind whose range is listed first, then
+/// [`PRODUCIBLE`]'s order. JSON with no header, nothing acceptable, or nothing we know: an error answer
+/// is better sent in the default form than refused with a 406.
 pub fn negotiate(accept: Option<&[u8]>) -> Negotiated {
     let Some(accept) = accept.and_then(|a| std::str::from_utf8(a).ok()) else {
         return Negotiated::Json;
     };
-    let mut best: Option<(u64, Negotiated)> = None;
-    for range in accept.split(',') {
+    // Per kind: (specificity, weight, position) of the range that decides it.
+    let mut decided: [Option<(u8, u64, usize)>; 3] = [None; 3];
+    for (position, range) in accept.split(',').enumerate() {
         let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = parts.next().unwrap_or("").trim();
         let q = parts
             .filter_map(|p| {
                 let (k, v) = p.split_once('=')?;
@@ -32,23 +70,29 @@ pub fn negotiate(accept: Option<&[u8]>) -> Negotiated {
             })
             .next()
             .unwrap_or(1000);
-        let format = match media.as_str() {
-            "text/html" | "application/xhtml+xml" => Negotiated::Html,
-            "text/plain" | "text/*" => Negotiated::Text,
-            m if m == "application/json"
-                || m.ends_with("+json")
-                || m == "*/*"
-                || m == "application/*" =>
-            {
-                Negotiated::Json
+        for (kind, slot) in PRODUCIBLE.iter().zip(decided.iter_mut()) {
+            let Some(rank) = specificity(media, *kind) else {
+                continue;
+            };
+            let wins = match *slot {
+                None => true,
+                Some((r, w, _)) => rank > r || rank == r && q > w,
+            };
+            if wins {
+                *slot = Some((rank, q, position));
             }
-            _ => continue,
-        };
-        if q > 0 && best.is_none_or(|(b, _)| q > b) {
-            best = Some((q, format));
         }
     }
-    best.map_or(Negotiated::Json, |(_, f)| f)
+    let mut best: Option<(u64, usize, Negotiated)> = None;
+    for (kind, slot) in PRODUCIBLE.iter().zip(decided.iter()) {
+        if let Some((_, q, position)) = *slot {
+            let better = best.is_none_or(|(bq, bp, _)| q > bq || q == bq && position < bp);
+            if q > 0 && better {
+                best = Some((q, position, *kind));
+            }
+        }
+    }
+    best.map_or(Negotiated::Json, |(_, _, kind)| kind)
 }
 
 /// A `q` weight in thousandths: digits with an optional fraction (RFC 9110's qvalue, leniently: beyond
@@ -368,6 +412,29 @@ mod tests {
         // A higher weight later wins.
         assert_eq!(n("text/plain;q=0.4, text/html;q=0.5"), Negotiated::Html);
         assert_eq!(n("text/html;q=0.5, text/plain;q=0.4"), Negotiated::Html);
+    }
+
+    #[test]
+    fn the_most_specific_range_decides_a_kind() {
+        let n = |accept: &str| negotiate(Some(accept.as_bytes()));
+        // RFC 9110 §12.5.1: a type's own range overrides `*/*` and `type/*`, either way.
+        assert_eq!(n("application/json;q=0, */*"), Negotiated::Text);
+        assert_eq!(n("*/*, application/json;q=0"), Negotiated::Text);
+        assert_eq!(
+            n("application/problem+json;q=0, text/html"),
+            Negotiated::Html
+        );
+        assert_eq!(n("text/plain;q=0, text/*"), Negotiated::Html);
+        assert_eq!(n("text/html;q=0, */*"), Negotiated::Json);
+        assert_eq!(n("*/*;q=0.1, text/html"), Negotiated::Html);
+        assert_eq!(
+            n("text/*;q=0.9, text/html;q=0.2, */*;q=0.1"),
+            Negotiated::Text
+        );
+        // `*/*;q=0` refuses only what no more specific range accepts.
+        assert_eq!(n("*/*;q=0, text/plain;q=0.3"), Negotiated::Text);
+        // Everything refused: the default form rather than a 406.
+        assert_eq!(n("*/*;q=0"), Negotiated::Json);
     }
 
     #[test]
