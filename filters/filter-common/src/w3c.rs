@@ -31,14 +31,27 @@ pub struct TraceParent {
 impl TraceParent {
     /// Version 00: the only version this side writes.
     pub fn render(&self) -> String {
-        use crate::hex::push_lower_hex;
-        let mut out = String::with_capacity(V00_LEN);
-        out.push_str("00-");
-        push_lower_hex(&mut out, self.trace_id, 32);
-        out.push('-');
-        push_lower_hex(&mut out, u128::from(self.span_id), 16);
-        out.push('-');
-        push_lower_hex(&mut out, u128::from(self.flags), 2);
+        // Always ASCII: one validated copy into a string of the exact size.
+        std::str::from_utf8(&self.render_bytes())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// `render` into a fixed buffer, for callers that compare before they allocate.
+    pub fn render_bytes(&self) -> [u8; V00_LEN] {
+        use crate::hex::{fill_hex_u64, hex_u128};
+        let mut out = [b'-'; V00_LEN];
+        let (version, rest) = out.split_at_mut(2);
+        version.copy_from_slice(b"00");
+        if let Some(trace) = rest.get_mut(1..33) {
+            trace.copy_from_slice(&hex_u128(self.trace_id));
+        }
+        if let Some(span) = rest.get_mut(34..50) {
+            fill_hex_u64(span, self.span_id);
+        }
+        if let Some(flags) = rest.get_mut(51..53) {
+            fill_hex_u64(flags, u64::from(self.flags));
+        }
         out
     }
 }
@@ -126,6 +139,7 @@ mod tests {
     fn version_00_round_trips_and_later_versions_read_by_their_prefix() {
         let tp = parse_traceparent(TP.as_bytes()).unwrap();
         assert_eq!(tp.render(), TP);
+        assert_eq!(&tp.render_bytes()[..], TP.as_bytes());
         assert_eq!(parse_traceparent(format!(" {TP}\t").as_bytes()), Ok(tp));
         let later = format!("01{}-extra", &TP[2..]);
         assert_eq!(parse_traceparent(later.as_bytes()), Ok(tp));
