@@ -65,15 +65,15 @@ pub fn parse_traceparent(value: &[u8]) -> Result<TraceParent, &'static str> {
         return Err("traceparent too short");
     };
 
-    // With the total fixed at 55, four dash-separated fields of 2, 32, 16 and 2 hex digits are the only
-    // way to pass the exact-length parses below.
-    let mut fields = head.split(|&b| b == b'-');
-    let (Some(version), Some(trace_id), Some(parent_id), Some(flags), None) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
+    // Version 00's fixed layout `vv-<32>-<16>-ff`: with the total fixed at 55, dashes at 2, 35 and 52
+    // and hex digits between them are the only valid form, so the fields are read in place.
+    let dashes = [head.get(2), head.get(35), head.get(52)];
+    let (Some(version), Some(trace_id), Some(parent_id), Some(flags), true) = (
+        head.get(..2),
+        head.get(3..35),
+        head.get(36..52),
+        head.get(53..),
+        dashes.iter().all(|d| *d == Some(&b'-')),
     ) else {
         return Err("malformed traceparent");
     };
@@ -150,6 +150,11 @@ mod tests {
             "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
             "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+            "00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331_01",
+            "00-0af7651916cd43dd8448eb211c8031-9cb7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333--01",
         ] {
             assert!(parse_traceparent(bad.as_bytes()).is_err(), "{bad}");
         }
