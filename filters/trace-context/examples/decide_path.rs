@@ -83,14 +83,14 @@ fn main() {
         black_box(request_id);
         // filter state, then on the response `x-trace-id` and `traceresponse`.
         if !config.filter_state_name.is_empty() {
-            black_box(decision.context.trace_id_hex());
+            black_box(decision.context.trace_id_hex_bytes());
         }
         let context = decision.context.clone();
         if !config.response_header.is_empty() {
-            black_box(context.trace_id_hex());
+            black_box(context.trace_id_hex_bytes());
         }
         if config.trace_response {
-            black_box(w3c::format_traceparent(&context));
+            black_box(w3c::traceparent_bytes(&context));
         }
     }
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;

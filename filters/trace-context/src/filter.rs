@@ -117,14 +117,14 @@ impl HttpContext for TraceStream {
             host::set_header(
                 MapType::HttpResponseHeaders,
                 &config.response_header,
-                context.trace_id_hex().as_bytes(),
+                &context.trace_id_hex_bytes(),
             );
         }
         if config.trace_response {
             host::set_header(
                 MapType::HttpResponseHeaders,
                 TRACERESPONSE,
-                w3c::format_traceparent(&context).as_bytes(),
+                &w3c::traceparent_bytes(&context),
             );
         }
         Action::Continue
@@ -215,7 +215,7 @@ fn set_filter_state(config: &Config, context: &TraceContext) {
     if !config.filter_state_name.is_empty() {
         host::set_property(
             &[config.filter_state_name.as_str()],
-            context.trace_id_hex().as_bytes(),
+            &context.trace_id_hex_bytes(),
         );
     }
 }

@@ -49,6 +49,11 @@ pub fn format_traceparent(ctx: &TraceContext) -> String {
     traceparent(ctx).render()
 }
 
+/// [`format_traceparent`] in a fixed buffer, for host calls (`traceresponse`) that need no string.
+pub fn traceparent_bytes(ctx: &TraceContext) -> [u8; 55] {
+    traceparent(ctx).render_bytes()
+}
+
 fn traceparent(ctx: &TraceContext) -> filter_common::w3c::TraceParent {
     let mut flags = 0u8;
     if ctx.sampled == Some(true) || ctx.debug {
@@ -111,6 +116,11 @@ mod tests {
         };
         assert_eq!(edits(&[("traceparent", tp)]), None);
         let set = Some(Some(tp.to_string()));
+        assert_eq!(
+            &traceparent_bytes(&c)[..],
+            format_traceparent(&c).as_bytes()
+        );
+        assert_eq!(&c.trace_id_hex_bytes()[..], c.trace_id_hex().as_bytes());
         assert_eq!(edits(&[]), set);
         // Same context, other bytes (OWS, a duplicate): rewritten.
         assert_eq!(edits(&[("traceparent", &format!(" {tp}"))]), set);
