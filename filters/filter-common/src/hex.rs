@@ -25,16 +25,30 @@ pub fn lower_hex(value: u128, digits: usize) -> String {
 pub fn hex_u128(value: u128) -> [u8; 32] {
     let mut out = [b'0'; 32];
     let (high, low) = out.split_at_mut(16);
-    fill_hex_u64(high, (value >> 64) as u64);
-    fill_hex_u64(low, value as u64);
+    high.copy_from_slice(&hex_u64((value >> 64) as u64));
+    low.copy_from_slice(&hex_u64(value as u64));
     out
 }
 
-/// The 16 lower-case hex digits of `value`, in a fixed buffer.
+/// The 16 lower-case hex digits of `value`, in a fixed buffer: eight digits at a time in one
+/// `u64` (each nibble spread to a byte, then turned into its ASCII digit), no loop per digit.
 pub fn hex_u64(value: u64) -> [u8; 16] {
     let mut out = [b'0'; 16];
-    fill_hex_u64(&mut out, value);
+    let (high, low) = out.split_at_mut(8);
+    high.copy_from_slice(&hex_u32(value >> 32));
+    low.copy_from_slice(&hex_u32(value & 0xffff_ffff));
     out
+}
+
+/// The 8 digits of the low 32 bits of `value`.
+fn hex_u32(value: u64) -> [u8; 8] {
+    // Spread the 8 nibbles to the 8 bytes, nibble i in byte i (from the least significant).
+    let x = ((value & 0xffff_0000) << 16) | (value & 0xffff);
+    let x = ((x & 0x0000_ff00_0000_ff00) << 8) | (x & 0x0000_00ff_0000_00ff);
+    let x = ((x & 0x00f0_00f0_00f0_00f0) << 4) | (x & 0x000f_000f_000f_000f);
+    // Bytes 10..=15 carry into bit 4 when 6 is added: those become 'a'..='f' ('a' - '9' - 1 = 0x27).
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x + 0x3030_3030_3030_3030 + letters * 0x27).to_be_bytes()
 }
 
 /// Writes the lowest `out.len()` (at most 16) hex digits of `value` into `out`, last digit last.
@@ -130,6 +144,20 @@ mod tests {
         assert_eq!(&hex_u128(v)[..], format!("{v:032x}").as_bytes());
         assert_eq!(&hex_u64(0xb7ad6b7169203331)[..], b"b7ad6b7169203331");
         assert_eq!(&hex_u64(7)[..], b"0000000000000007");
+        for v in [
+            0u64,
+            u64::MAX,
+            0x0123_4567_89ab_cdef,
+            0xfedc_ba98_7654_3210,
+            0x9a9a_0f0f_a9a9_f0f0,
+        ] {
+            assert_eq!(&hex_u64(v)[..], format!("{v:016x}").as_bytes());
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..1000 {
+            x = x.rotate_left(7).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            assert_eq!(&hex_u64(x)[..], format!("{x:016x}").as_bytes());
+        }
         assert_eq!(lower_hex(7, 40).len(), 32);
     }
 

@@ -39,7 +39,7 @@ impl TraceParent {
 
     /// `render` into a fixed buffer, for callers that compare before they allocate.
     pub fn render_bytes(&self) -> [u8; V00_LEN] {
-        use crate::hex::{fill_hex_u64, hex_u128};
+        use crate::hex::{fill_hex_u64, hex_u128, hex_u64};
         let mut out = [b'-'; V00_LEN];
         let (version, rest) = out.split_at_mut(2);
         version.copy_from_slice(b"00");
@@ -47,7 +47,7 @@ impl TraceParent {
             trace.copy_from_slice(&hex_u128(self.trace_id));
         }
         if let Some(span) = rest.get_mut(34..50) {
-            fill_hex_u64(span, self.span_id);
+            span.copy_from_slice(&hex_u64(self.span_id));
         }
         if let Some(flags) = rest.get_mut(51..53) {
             fill_hex_u64(flags, u64::from(self.flags));
