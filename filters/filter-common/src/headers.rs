@@ -72,8 +72,9 @@ impl HeaderMap {
             .map(|(_, v)| v)
     }
 
-    /// Pairs with the name as bytes: lookups compare bytes and skip UTF-8 validation.
-    fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    /// Pairs with the name as bytes: lookups compare bytes and skip UTF-8 validation (what a pass
+    /// that only classifies names wants; `iter` validates every name).
+    pub fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.spans.iter().map(|(n, v)| {
             (
                 self.buf.get(n.clone()).unwrap_or_default(),

@@ -31,14 +31,27 @@ pub struct TraceParent {
 impl TraceParent {
     /// Version 00: the only version this side writes.
     pub fn render(&self) -> String {
-        use crate::hex::push_lower_hex;
-        let mut out = String::with_capacity(V00_LEN);
-        out.push_str("00-");
-        push_lower_hex(&mut out, self.trace_id, 32);
-        out.push('-');
-        push_lower_hex(&mut out, u128::from(self.span_id), 16);
-        out.push('-');
-        push_lower_hex(&mut out, u128::from(self.flags), 2);
+        // Always ASCII: one validated copy into a string of the exact size.
+        std::str::from_utf8(&self.render_bytes())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// `render` into a fixed buffer, for callers that compare before they allocate.
+    pub fn render_bytes(&self) -> [u8; V00_LEN] {
+        use crate::hex::{fill_hex_u64, hex_u128, hex_u64};
+        let mut out = [b'-'; V00_LEN];
+        let (version, rest) = out.split_at_mut(2);
+        version.copy_from_slice(b"00");
+        if let Some(trace) = rest.get_mut(1..33) {
+            trace.copy_from_slice(&hex_u128(self.trace_id));
+        }
+        if let Some(span) = rest.get_mut(34..50) {
+            span.copy_from_slice(&hex_u64(self.span_id));
+        }
+        if let Some(flags) = rest.get_mut(51..53) {
+            fill_hex_u64(flags, u64::from(self.flags));
+        }
         out
     }
 }
@@ -52,15 +65,15 @@ pub fn parse_traceparent(value: &[u8]) -> Result<TraceParent, &'static str> {
         return Err("traceparent too short");
     };
 
-    // With the total fixed at 55, four dash-separated fields of 2, 32, 16 and 2 hex digits are the only
-    // way to pass the exact-length parses below.
-    let mut fields = head.split(|&b| b == b'-');
-    let (Some(version), Some(trace_id), Some(parent_id), Some(flags), None) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
+    // Version 00's fixed layout `vv-<32>-<16>-ff`: with the total fixed at 55, dashes at 2, 35 and 52
+    // and hex digits between them are the only valid form, so the fields are read in place.
+    let dashes = [head.get(2), head.get(35), head.get(52)];
+    let (Some(version), Some(trace_id), Some(parent_id), Some(flags), true) = (
+        head.get(..2),
+        head.get(3..35),
+        head.get(36..52),
+        head.get(53..),
+        dashes.iter().all(|d| *d == Some(&b'-')),
     ) else {
         return Err("malformed traceparent");
     };
@@ -141,6 +154,7 @@ mod tests {
     fn version_00_round_trips_and_later_versions_read_by_their_prefix() {
         let tp = parse_traceparent(TP.as_bytes()).unwrap();
         assert_eq!(tp.render(), TP);
+        assert_eq!(&tp.render_bytes()[..], TP.as_bytes());
         assert_eq!(parse_traceparent(format!(" {TP}\t").as_bytes()), Ok(tp));
         let later = format!("01{}-extra", &TP[2..]);
         assert_eq!(parse_traceparent(later.as_bytes()), Ok(tp));
@@ -151,6 +165,11 @@ mod tests {
             "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
             "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+            "00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331_01",
+            "00-0af7651916cd43dd8448eb211c8031-9cb7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333--01",
         ] {
             assert!(parse_traceparent(bad.as_bytes()).is_err(), "{bad}");
         }

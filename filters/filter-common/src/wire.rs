@@ -8,25 +8,21 @@ use std::ops::Range;
 /// buffer is malformed. Lets a reader borrow from the one buffer the host returned instead of copying
 /// every header.
 pub fn decode_spans(buf: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
-    let (count, mut rest) = read_u32(buf)?;
+    let (count, mut sizes) = read_u32(buf)?;
     let count = usize::try_from(count).ok()?;
-    // Each pair needs at least 10 bytes; cap the allocation by what the buffer can hold.
-    let mut sizes = Vec::with_capacity(count.min(buf.len() / 10 + 1));
-    for _ in 0..count {
-        let (name_len, r) = read_u32(rest)?;
-        let (value_len, r) = read_u32(r)?;
-        rest = r;
-        sizes.push((
-            usize::try_from(name_len).ok()?,
-            usize::try_from(value_len).ok()?,
-        ));
+    // The sizes table ends where the names and values begin; one pass reads both, one allocation.
+    let mut at = count.checked_mul(8)?.checked_add(4)?;
+    if at > buf.len() {
+        return None;
     }
-    let mut at = buf.len() - rest.len();
-    let mut spans = Vec::with_capacity(sizes.len());
-    for (name_len, value_len) in sizes {
-        let name = at..at.checked_add(name_len)?;
+    let mut spans = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (name_len, r) = read_u32(sizes)?;
+        let (value_len, r) = read_u32(r)?;
+        sizes = r;
+        let name = at..at.checked_add(usize::try_from(name_len).ok()?)?;
         let value_start = name.end.checked_add(1)?;
-        let value = value_start..value_start.checked_add(value_len)?;
+        let value = value_start..value_start.checked_add(usize::try_from(value_len).ok()?)?;
         let next = value.end.checked_add(1)?;
         // Both terminators must be NUL and inside the buffer.
         if buf.get(name.end) != Some(&0) || buf.get(value.end) != Some(&0) {

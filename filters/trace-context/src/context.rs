@@ -38,6 +38,12 @@ impl TraceContext {
         filter_common::hex::lower_hex(self.trace_id, 32)
     }
 
+    /// The trace id's 32 lower-case hex digits in a fixed buffer: what a host call needs, without
+    /// allocating a string per response header.
+    pub fn trace_id_hex_bytes(&self) -> [u8; 32] {
+        filter_common::hex::hex_u128(self.trace_id)
+    }
+
     /// The span id as 16 lower-case hex characters.
     pub fn span_id_hex(&self) -> String {
         filter_common::hex::lower_hex(u128::from(self.span_id), 16)

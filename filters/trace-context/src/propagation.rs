@@ -82,7 +82,8 @@ impl Propagator {
         now_secs: u64,
         restore: impl FnOnce() -> Option<Restored>,
     ) -> Decision {
-        let found = self.extract_all(headers);
+        let seen = Seen::scan(headers);
+        let found = self.extract_all(headers, &seen);
         let winner = self
             .config
             .extract
@@ -144,7 +145,8 @@ impl Propagator {
 
         let mut invalid = Vec::new();
         let mut conflicting = Vec::new();
-        for (format, result) in &found {
+        for (format, result) in Format::ALL.iter().zip(&found) {
+            let Some(result) = result else { continue };
             let other_trace = match result {
                 Extracted::Invalid(_) => {
                     invalid.push(*format);
@@ -193,7 +195,7 @@ impl Propagator {
         }
 
         let baggage_dropped = if self.config.baggage.enabled {
-            self.write_baggage(headers, egress, &mut edits)
+            self.write_baggage(headers, egress, &seen, &mut edits)
         } else {
             0
         };
@@ -228,30 +230,19 @@ impl Propagator {
         .unwrap_or_default()
     }
 
-    /// Reads every format whose headers are present (absent ones are left out). One pass over the header
-    /// names finds them, so a request pays for the formats it carries, not for all nine.
-    fn extract_all(&self, headers: &RequestHeaders) -> Vec<(Format, Extracted)> {
-        let mut present = [false; Format::ALL.len()];
-        for (name, _) in headers.iter() {
-            if let Some(format) = Format::owning(name) {
-                if let Some(slot) = Format::ALL
-                    .iter()
-                    .position(|f| *f == format)
-                    .and_then(|i| present.get_mut(i))
-                {
-                    *slot = true;
-                }
+    /// Reads every format whose headers are present (absent ones are left `None`), so a request pays
+    /// for the formats it carries, not for all nine.
+    fn extract_all(&self, headers: &RequestHeaders, seen: &Seen) -> Found {
+        let mut found = Found::default();
+        for ((format, slot), present) in Format::ALL.iter().zip(&mut found).zip(seen.formats) {
+            if present {
+                *slot = match format.extract(headers) {
+                    Extracted::Absent => None,
+                    other => Some(other),
+                };
             }
         }
-        Format::ALL
-            .iter()
-            .zip(present)
-            .filter(|(_, is_present)| *is_present)
-            .filter_map(|(f, _)| match f.extract(headers) {
-                Extracted::Absent => None,
-                other => Some((*f, other)),
-            })
-            .collect()
+        found
     }
 
     /// A fresh context for a response whose request this filter never saw (a local reply sent before
@@ -339,6 +330,7 @@ impl Propagator {
         &self,
         headers: &RequestHeaders,
         egress: bool,
+        seen: &Seen,
         edits: &mut HeaderEdits,
     ) -> usize {
         let cfg = &self.config.baggage;
@@ -353,18 +345,22 @@ impl Propagator {
             }
             return 0;
         }
-        let has_w3c = headers.contains(BAGGAGE);
+        let has_w3c = seen.baggage;
         let (mut baggage, mut dropped) = if has_w3c {
             Baggage::parse(headers.get_all(BAGGAGE))
         } else {
             (Baggage::default(), 0)
         };
         let mut translated = false;
-        for (enabled, prefix) in [
-            (cfg.from_jaeger, JAEGER_BAGGAGE_PREFIX),
-            (cfg.from_ot_trace, OT_BAGGAGE_PREFIX),
+        for (enabled, prefix, present) in [
+            (cfg.from_jaeger, JAEGER_BAGGAGE_PREFIX, seen.jaeger_baggage),
+            (cfg.from_ot_trace, OT_BAGGAGE_PREFIX, seen.ot_baggage),
         ] {
-            if enabled && headers.iter().any(|(n, _)| n.starts_with(prefix)) {
+            // Most requests carry neither prefix: no pass over the headers for them.
+            if !present {
+                continue;
+            }
+            if enabled {
                 baggage.merge(Baggage::from_prefixed(headers, prefix));
                 translated = true;
             }
@@ -405,8 +401,43 @@ fn same_trace(format: Format, found: u128, winner: u128) -> bool {
         || (format.is_64_bit_only() && found >> 64 == 0 && found == winner & u128::from(u64::MAX))
 }
 
-fn found_for(found: &[(Format, Extracted)], format: Format) -> Option<&Extracted> {
-    found.iter().find(|(f, _)| *f == format).map(|(_, e)| e)
+/// What each format read, by its position in `Format::ALL`; `None` when absent.
+type Found = [Option<Extracted>; Format::ALL.len()];
+
+fn found_for(found: &Found, format: Format) -> Option<&Extracted> {
+    found.get(format.index()).and_then(Option::as_ref)
+}
+
+/// What one pass over the request's header names saw, so later steps look only for what is there.
+#[derive(Default)]
+struct Seen {
+    /// By position in `Format::ALL`: one of the format's headers is present.
+    formats: [bool; Format::ALL.len()],
+    baggage: bool,
+    jaeger_baggage: bool,
+    ot_baggage: bool,
+}
+
+impl Seen {
+    fn scan(headers: &RequestHeaders) -> Seen {
+        let mut seen = Seen::default();
+        // Names compared as bytes: no UTF-8 validation of every name.
+        for (name, _) in headers.raw() {
+            if let Some(format) = Format::owning_name(name) {
+                if let Some(slot) = seen.formats.get_mut(format.index()) {
+                    *slot = true;
+                }
+            } else if name == BAGGAGE.as_bytes() {
+                seen.baggage = true;
+            } else if name.starts_with(JAEGER_BAGGAGE_PREFIX.as_bytes()) {
+                // `RequestHeaders::iter`, which the baggage steps use, skips a name that is not UTF-8.
+                seen.jaeger_baggage |= std::str::from_utf8(name).is_ok();
+            } else if name.starts_with(OT_BAGGAGE_PREFIX.as_bytes()) {
+                seen.ot_baggage |= std::str::from_utf8(name).is_ok();
+            }
+        }
+        seen
+    }
 }
 
 /// Drops edits that would not change the request, so a request already in step costs no host calls.
@@ -770,6 +801,25 @@ mod tests {
     fn jaeger_baggage_is_translated() {
         let d = decide(&propagator("{}"), &[("uberctx-tenant", "acme")]);
         assert_eq!(set_value(&d, "baggage"), Some("tenant=acme"));
+    }
+
+    #[test]
+    fn a_prefixed_name_that_is_not_utf8_is_left_alone() {
+        // Envoy never sends such a name; the one pass over names must not see what later steps skip.
+        let mut raw = filter_common::wire::encode_map(&[
+            ("traceparent", TP.as_bytes()),
+            ("ot-baggage-a", b"1"),
+            ("uberctx-b", b"2"),
+        ]);
+        for name in [&b"ot-baggage-a"[..], b"uberctx-b"] {
+            let at = raw.windows(name.len()).position(|w| w == name).unwrap();
+            raw[at + name.len() - 1] = 0xff;
+        }
+        let headers = RequestHeaders::from_encoded(raw);
+        let d =
+            propagator("{}").decide(&headers, &mut IdGenerator::from_seed(1), false, 0, || None);
+        assert!(d.edits.is_empty(), "{:?}", d.edits);
+        assert_eq!(d.source, Source::Extracted(Format::TraceContext));
     }
 
     #[test]

@@ -94,12 +94,10 @@ impl Stream {
             }
         };
         if !config.response_header.is_empty() {
-            let id = context.trace_id_hex();
-            set_response_header(host, &config.response_header, id.as_bytes());
+            set_response_header(host, &config.response_header, &context.trace_id_hex_bytes());
         }
         if config.trace_response {
-            let traceparent = w3c::format_traceparent(&context);
-            set_response_header(host, TRACERESPONSE, traceparent.as_bytes());
+            set_response_header(host, TRACERESPONSE, &w3c::traceparent_bytes(&context));
         }
         Action::Continue
     }
@@ -199,7 +197,7 @@ fn set_response_header(host: &impl Host, name: &str, value: &[u8]) {
 fn set_filter_state(host: &impl Host, config: &Config, context: &TraceContext) {
     if !config.filter_state_name.is_empty() {
         let name = config.filter_state_name.as_str();
-        let _ = host.set_property(&[name], context.trace_id_hex().as_bytes());
+        let _ = host.set_property(&[name], &context.trace_id_hex_bytes());
     }
 }
 

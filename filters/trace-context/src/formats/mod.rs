@@ -178,18 +178,28 @@ impl Format {
 
     /// The format a header name belongs to, so one pass over the request finds which formats are present.
     pub fn owning(header: &str) -> Option<Format> {
+        Format::owning_name(header.as_bytes())
+    }
+
+    /// [`Format::owning`] over the name's bytes, so the pass needs no UTF-8 validation.
+    pub fn owning_name(header: &[u8]) -> Option<Format> {
         Some(match header {
-            "traceparent" | "tracestate" => Format::TraceContext,
-            "b3" => Format::B3,
-            "uber-trace-id" => Format::Jaeger,
-            "x-amzn-trace-id" => Format::XRay,
-            "x-cloud-trace-context" => Format::CloudTrace,
-            "grpc-trace-bin" => Format::GrpcTraceBin,
-            h if h.starts_with("x-b3-") => Format::B3Multi,
-            h if h.starts_with("ot-tracer-") => Format::OtTrace,
-            h if h.starts_with("x-datadog-") => Format::Datadog,
+            b"traceparent" | b"tracestate" => Format::TraceContext,
+            b"b3" => Format::B3,
+            b"uber-trace-id" => Format::Jaeger,
+            b"x-amzn-trace-id" => Format::XRay,
+            b"x-cloud-trace-context" => Format::CloudTrace,
+            b"grpc-trace-bin" => Format::GrpcTraceBin,
+            h if h.starts_with(b"x-b3-") => Format::B3Multi,
+            h if h.starts_with(b"ot-tracer-") => Format::OtTrace,
+            h if h.starts_with(b"x-datadog-") => Format::Datadog,
             _ => return None,
         })
+    }
+
+    /// The format's position in [`Format::ALL`] (its declaration order).
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// False when the format cannot express `ctx` (Datadog needs a non-zero low half): its stale headers
@@ -321,6 +331,9 @@ mod conversion_tests {
         }
         assert_eq!(Format::owning("x-request-id"), None);
         assert_eq!(Format::owning("baggage"), None);
+        for (i, format) in Format::ALL.iter().enumerate() {
+            assert_eq!(format.index(), i);
+        }
     }
 
     fn read_back(format: Format, ctx: &TraceContext) -> TraceContext {

@@ -30,15 +30,31 @@ pub fn extract(h: &RequestHeaders) -> Extracted {
     }
 }
 
-/// Writes `traceparent` as version 00. `tracestate` is left alone (see the module docs).
-pub fn inject(ctx: &TraceContext, _incoming: &RequestHeaders, edits: &mut HeaderEdits) {
-    edits.set(TRACEPARENT, format_traceparent(ctx));
+/// Writes `traceparent` as version 00. `tracestate` is left alone (see the module docs). A request
+/// that already carries exactly this value gets no edit (the caller drops no-op edits anyway): the
+/// value is compared in a fixed buffer, so the usual request in step allocates nothing here.
+pub fn inject(ctx: &TraceContext, incoming: &RequestHeaders, edits: &mut HeaderEdits) {
+    let value = traceparent(ctx).render_bytes();
+    if incoming.get_single(TRACEPARENT) == Ok(Some(&value[..])) {
+        return;
+    }
+    let value = std::str::from_utf8(&value).unwrap_or_default();
+    edits.set(TRACEPARENT, value.to_string());
 }
 
 /// Renders `00-<trace>-<parent>-<flags>`. Only the sampled and random bits are defined for version 00,
 /// so every other bit is sent as 0. "Defer" (`sampled: None`) has no W3C encoding and becomes 0; a debug
 /// context is always sampled (B3 and Jaeger define debug as implying sampled).
 pub fn format_traceparent(ctx: &TraceContext) -> String {
+    traceparent(ctx).render()
+}
+
+/// [`format_traceparent`] in a fixed buffer, for host calls (`traceresponse`) that need no string.
+pub fn traceparent_bytes(ctx: &TraceContext) -> [u8; 55] {
+    traceparent(ctx).render_bytes()
+}
+
+fn traceparent(ctx: &TraceContext) -> filter_common::w3c::TraceParent {
     let mut flags = 0u8;
     if ctx.sampled == Some(true) || ctx.debug {
         flags |= FLAG_SAMPLED;
@@ -51,7 +67,6 @@ pub fn format_traceparent(ctx: &TraceContext) -> String {
         span_id: ctx.span_id,
         flags,
     }
-    .render()
 }
 
 /// Parses one `traceparent` value strictly (see [`filter_common::w3c::parse_traceparent`]).
@@ -88,6 +103,28 @@ mod tests {
             "{:?} accepted",
             String::from_utf8_lossy(v)
         );
+    }
+
+    #[test]
+    fn inject_leaves_a_traceparent_in_step_alone() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let c = ok(tp);
+        let edits = |incoming: &[(&str, &str)]| {
+            let mut e = HeaderEdits::default();
+            inject(&c, &RequestHeaders::from_strs(incoming), &mut e);
+            e.get(TRACEPARENT).map(|v| v.map(str::to_string))
+        };
+        assert_eq!(edits(&[("traceparent", tp)]), None);
+        let set = Some(Some(tp.to_string()));
+        assert_eq!(
+            &traceparent_bytes(&c)[..],
+            format_traceparent(&c).as_bytes()
+        );
+        assert_eq!(&c.trace_id_hex_bytes()[..], c.trace_id_hex().as_bytes());
+        assert_eq!(edits(&[]), set);
+        // Same context, other bytes (OWS, a duplicate): rewritten.
+        assert_eq!(edits(&[("traceparent", &format!(" {tp}"))]), set);
+        assert_eq!(edits(&[("traceparent", tp), ("traceparent", tp)]), set);
     }
 
     #[test]
