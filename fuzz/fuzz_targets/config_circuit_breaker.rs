@@ -17,8 +17,8 @@ fn derived(config: Config) {
     for b in &config.breakers {
         let _ = circuit_breaker::memory::breaker_bytes(b);
         let _ = circuit_breaker::window::Stripe::new(1, b).encode();
-        let _ = circuit_breaker::slots::touch_interval_ns(b);
-        let _ = circuit_breaker::slots::idle_after_ns(b);
+        let _ = circuit_breaker::state::touch_interval_ns(b);
+        let _ = circuit_breaker::state::idle_after_ns(b);
         for trips in [0, 1, 64, u32::MAX] {
             let _ = circuit_breaker::state::open_duration_ns(b, trips, 0.999);
         }
