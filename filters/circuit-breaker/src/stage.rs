@@ -25,6 +25,7 @@ mod tests;
 use crate::config::Mode;
 use crate::matching::select;
 use crate::overload::{self, Permit};
+use crate::slots::Admission;
 use crate::state::Decision;
 use filter_common::host::{Action, Host, MapType};
 use filter_common::matching::is_grpc_content_type;
@@ -69,8 +70,8 @@ impl Stream {
             return Action::Pause;
         }
         let (slot, decision) = match admission::admit(host, plugin, b, selected, now, metrics) {
-            crate::slots::Admission::Slot(slot, decision) => (slot, decision),
-            crate::slots::Admission::Overflow => {
+            Admission::Slot(slot, decision) => (slot, decision),
+            Admission::Overflow => {
                 admission::overflowed(host, b, metrics);
                 return Action::Continue;
             }

@@ -138,12 +138,14 @@ fn retry_after_from_the_upstream_closes_the_key_for_the_time_asked() {
         r#""maxPushback": "10s", "consecutiveFailures": 0"#,
     ));
     let (mut stream, _) = request(&host, &plugin, &[]);
+    host.clear_calls();
     respond(
         &host,
         &plugin,
         &mut stream,
         &[(":status", "503"), ("retry-after", "4")],
     );
+    assert_eq!(host.count(Op::Now), 1, "the clock once per callback");
     end(&host, &plugin, stream);
 
     host.advance_clock(Duration::from_millis(1_500));
