@@ -84,9 +84,10 @@ fn permits_come_back_on_every_way_a_stream_ends() {
     let mut s = admitted(&host);
     s.on_drop(&host, &plugin);
     assert_eq!(in_flight(&host), 0);
-    // on_log alone, then a second end: given back once.
+    // on_log gives it back at once (the context may live on), then later ends: given back once.
     let mut s = admitted(&host);
     s.on_log(&host, &plugin);
+    assert_eq!(in_flight(&host), 0, "given back at the access log");
     s.on_log(&host, &plugin);
     s.on_drop(&host, &plugin);
     assert_eq!(in_flight(&host), 0, "given back once");
