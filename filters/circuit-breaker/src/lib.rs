@@ -9,9 +9,11 @@
 //! `maxConcurrentCalls`) and `pushback` (the dependency's own `Retry-After` or gRPC pushback,
 //! `maxPushback`).
 //!
-//! Modules that touch the host: `filter` (the proxy-wasm adapter), `store` (the records, stripes,
+//! Modules that touch the host, all through `filter_common::host::Host`: `stage` (the request path,
+//! callback by callback: admission, rejection, outcome, recording), `store` (the records, stripes,
 //! leases and seed in shared data, with their compare-and-swap loops), `overload` (the permit and
-//! pushback checks of an admitted call) and `metrics`.
+//! pushback checks of an admitted call) and `metrics`. `filter` is the proxy-wasm shell that forwards
+//! each callback to `stage`.
 
 pub mod classify;
 pub mod config;
@@ -23,6 +25,7 @@ pub mod permits;
 pub mod pushback;
 pub mod reject;
 pub mod slots;
+pub mod stage;
 pub mod state;
 pub mod store;
 pub mod window;

@@ -1,5 +1,7 @@
-//! Per-breaker metrics with Istio-style tags (bounded: breaker names come from configuration).
+//! Per-breaker metrics with Istio-style tags (bounded: breaker names come from configuration), defined
+//! on and counted through the host the caller passes.
 
+use filter_common::host::Host;
 use filter_common::metrics::{tagged_name, Counter, Gauge};
 use std::cell::Cell;
 
@@ -28,19 +30,23 @@ pub struct BreakerMetrics {
 }
 
 impl BreakerMetrics {
-    pub fn define(breaker: &str) -> Self {
+    pub fn define(host: &impl Host, breaker: &str) -> Self {
+        let counter =
+            |base: &str, tags: &[(&str, &str)]| Counter::define_on(host, &tagged_name(base, tags));
         let calls = |outcome: &str| {
-            Counter::define(&tagged_name(
+            counter(
                 "circuit_breaker_calls",
                 &[("breaker", breaker), ("outcome", outcome)],
-            ))
+            )
         };
         let transitions = |state: &str| {
-            Counter::define(&tagged_name(
+            counter(
                 "circuit_breaker_transitions",
                 &[("breaker", breaker), ("state", state)],
-            ))
+            )
         };
+        let gauge =
+            |base: &str| Gauge::define_on(host, &tagged_name(base, &[("breaker", breaker)]));
         BreakerMetrics {
             success: calls("success"),
             failure: calls("failure"),
@@ -52,22 +58,13 @@ impl BreakerMetrics {
             ignored: calls("ignored"),
             cancelled: calls("cancelled"),
             probe: calls("probe"),
-            keys_overflow: Counter::define(&tagged_name(
-                "circuit_breaker_keys_overflow",
-                &[("breaker", breaker)],
-            )),
+            keys_overflow: counter("circuit_breaker_keys_overflow", &[("breaker", breaker)]),
             warned_overflow: Cell::new(false),
             to_open: transitions("open"),
             to_half_open: transitions("half_open"),
             to_closed: transitions("closed"),
-            open_keys: Gauge::define(&tagged_name(
-                "circuit_breaker_open",
-                &[("breaker", breaker)],
-            )),
-            in_flight: Gauge::define(&tagged_name(
-                "circuit_breaker_in_flight",
-                &[("breaker", breaker)],
-            )),
+            open_keys: gauge("circuit_breaker_open"),
+            in_flight: gauge("circuit_breaker_in_flight"),
         }
     }
 }

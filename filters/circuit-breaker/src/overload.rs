@@ -1,19 +1,15 @@
 //! The overload checks of a call the breaker admitted, over shared data: the dependency's pushback
 //! (`maxPushback`, see `pushback`) and the key's concurrency limit (`maxConcurrentCalls`, see
-//! `permits`). A breaker with neither (the default) makes no host call here.
+//! `permits`). A breaker with neither (the default) makes no host call here. The permits this VM holds
+//! are in a `Ledger` the caller keeps for the VM and passes in.
 
 use crate::config::BreakerConfig;
 use crate::metrics::BreakerMetrics;
 use crate::permits::{self, Acquire, Ledger};
 use crate::reject;
+use filter_common::host::Host;
 use filter_common::shared::SharedData;
-use std::cell::RefCell;
 use std::time::Duration;
-
-thread_local! {
-    /// The permits this VM holds, per key (see `permits::Ledger`).
-    static LEDGER: RefCell<Ledger> = RefCell::new(Ledger::default());
-}
 
 /// A permit a call holds until its stream ends; given back exactly once (`release` takes it).
 #[derive(Debug)]
@@ -40,8 +36,10 @@ pub fn enabled(b: &BreakerConfig) -> bool {
 
 /// Checks a call admitted by the breaker: the key's pushback first (a read), then takes a permit (a
 /// read and a compare-and-swap write). `Ok(None)`: no limit to count against.
+#[allow(clippy::too_many_arguments)]
 pub fn admit(
-    store: &impl SharedData,
+    host: &impl Host,
+    ledger: &mut Ledger,
     b: &BreakerConfig,
     breaker: usize,
     state_key: &str,
@@ -50,7 +48,7 @@ pub fn admit(
     metrics: &BreakerMetrics,
 ) -> Result<Option<Permit>, Refusal> {
     if !b.max_pushback.0.is_zero() {
-        let until = crate::pushback::read(store, &crate::pushback::key(state_key));
+        let until = crate::pushback::read(host, &crate::pushback::key(state_key));
         if let Some(until) = crate::pushback::active_until(until, b.max_pushback.0, now_ns) {
             return Err(Refusal {
                 label: reject::PUSHBACK,
@@ -62,19 +60,10 @@ pub fn admit(
         return Ok(None);
     };
     let key = permits::key(state_key);
-    let taken = LEDGER.with(|l| {
-        permits::acquire(
-            store,
-            &mut l.borrow_mut(),
-            &key,
-            owner,
-            limit,
-            now_ns / 1_000_000_000,
-        )
-    });
+    let taken = permits::acquire(host, ledger, &key, owner, limit, now_ns / 1_000_000_000);
     match taken {
         Acquire::Granted { expired } => {
-            metrics.in_flight.add(1 - expired_delta(expired));
+            metrics.in_flight.add_on(host, 1 - expired_delta(expired));
             Ok(Some(Permit { key, breaker }))
         }
         Acquire::Full => Err(Refusal {
@@ -90,23 +79,16 @@ fn expired_delta(expired: u64) -> i64 {
 
 /// Gives a permit back (called from whichever of `on_log` and the stream's drop runs first).
 pub fn release(
-    store: &impl SharedData,
+    host: &impl Host,
+    ledger: &mut Ledger,
     permit: Permit,
     owner: u64,
     now_ns: u64,
     metrics: &[BreakerMetrics],
 ) {
-    let expired = LEDGER.with(|l| {
-        permits::release(
-            store,
-            &mut l.borrow_mut(),
-            &permit.key,
-            owner,
-            now_ns / 1_000_000_000,
-        )
-    });
+    let expired = permits::release(host, ledger, &permit.key, owner, now_ns / 1_000_000_000);
     if let Some(m) = metrics.get(permit.breaker) {
-        m.in_flight.add(-1 - expired_delta(expired));
+        m.in_flight.add_on(host, -1 - expired_delta(expired));
     }
 }
 
@@ -115,25 +97,22 @@ pub fn release(
 /// stopped VMs from `key`.
 pub fn renew(
     store: &impl SharedData,
+    ledger: &mut Ledger,
     owner: u64,
     now_ns: u64,
     mut on_expired: impl FnMut(&str, u64),
 ) {
-    LEDGER.with(|l| {
-        let Ok(mut ledger) = l.try_borrow_mut() else {
-            return;
-        };
-        for key in ledger.keys() {
-            let expired = permits::publish(store, &mut ledger, &key, owner, now_ns / 1_000_000_000);
-            if expired > 0 {
-                on_expired(&key, expired);
-            }
+    for key in ledger.keys() {
+        let expired = permits::publish(store, ledger, &key, owner, now_ns / 1_000_000_000);
+        if expired > 0 {
+            on_expired(&key, expired);
         }
-    });
+    }
 }
 
 /// Takes permits of stopped VMs off the gauge of the breaker whose permit key `key` is.
 pub fn forget_expired(
+    host: &impl Host,
     keys: &crate::store::Keys,
     breakers: &[BreakerConfig],
     metrics: &[BreakerMetrics],
@@ -146,13 +125,8 @@ pub fn forget_expired(
         key.starts_with(slot0.trim_end_matches('0'))
     });
     if let Some((_, m)) = found {
-        m.in_flight.add(-expired_delta(expired));
+        m.in_flight.add_on(host, -expired_delta(expired));
     }
-}
-
-/// Whether this VM holds permits (its timer must run to keep them counted).
-pub fn holding() -> bool {
-    LEDGER.with(|l| l.try_borrow().is_ok_and(|l| !l.is_empty()))
 }
 
 /// A response asked for backoff (`asked`): the key closes for `min(asked, maxPushback)`, for every

@@ -8,42 +8,43 @@ use crate::leases::Table;
 use crate::permits;
 use crate::state::{Cas, Record};
 use crate::window::Stripe;
-use filter_common::host::{self, SharedWrite};
+use filter_common::host::SharedWrite;
 use filter_common::ids::IdGenerator;
 use filter_common::shared::{create_key, SharedData};
 use filter_common::slots::Seed;
 use filter_common::HashMap;
-use std::cell::{Cell, RefCell};
 
 /// CAS retries on the request path; past them the request is answered from the last record read.
 pub const ADMIT_ATTEMPTS: u32 = 8;
 /// CAS retries for results (off the request path): a lost probe result would strand a half-open breaker.
 pub const RESULT_ATTEMPTS: u32 = 64;
 
-thread_local! {
+/// This VM's side of the windows, kept for as long as the VM runs (across configurations), passed in
+/// by the caller.
+#[derive(Debug, Default)]
+pub struct Stripes {
     /// This VM's stripe number in each lease table (one per plugin root id sharing the VM), leased on
     /// its first recorded call: Envoy's canary and main-thread VMs, which configure but never serve,
     /// never lease one, and configuration pushes keep it. With it, when this VM last wrote its lease
     /// (seconds): until the lease is due for renewal nobody else can hold the number, so a call that
     /// only publishes its stripe need not read the table.
-    static STRIPES: RefCell<HashMap<String, (usize, u64)>> = RefCell::new(HashMap::new());
-    /// This VM's lease owner id (random, never 0); 0 until first needed.
-    static OWNER: Cell<u64> = const { Cell::new(0) };
+    leases: HashMap<String, (usize, u64)>,
     /// Whether this VM has logged that no stripe number was free.
-    static WARNED_FULL: Cell<bool> = const { Cell::new(false) };
-    /// This VM's stripes by breaker state key (root id included): the authoritative copy (shared data holds the mirror the
-    /// other workers read). Per VM, not per configuration, so a configuration push keeps the window,
-    /// and so does a change of stripe number.
-    static LOCAL: RefCell<HashMap<String, Stripe>> = RefCell::new(HashMap::new());
+    warned_full: bool,
+    /// This VM's stripes by breaker state key (root id included): the authoritative copy (shared data
+    /// holds the mirror the other workers read). Per VM, not per configuration, so a configuration
+    /// push keeps the window, and so does a change of stripe number.
+    local: HashMap<String, Stripe>,
 }
 
 pub use filter_common::keys::BreakerKeys as Keys;
 
 /// The sidecar's fingerprint seed: the one in shared data, or a new random one stored there by the
 /// first VM to configure (Envoy's canary, before any worker serves), so every worker fingerprints keys
-/// alike, across configuration pushes too. `None` when shared data fails.
-pub fn key_seed(store: &impl SharedData, keys: &Keys) -> Option<Seed> {
-    let fresh = Seed::random(&mut IdGenerator::from_entropy(host::now_nanos()));
+/// alike, across configuration pushes too. `None` when shared data fails. `now` seeds the new one when
+/// the host has no entropy.
+pub fn key_seed(store: &impl SharedData, keys: &Keys, now: u64) -> Option<Seed> {
+    let fresh = Seed::random(&mut IdGenerator::from_entropy(now));
     filter_common::slots::shared_seed(store, &keys.seed(), fresh)
 }
 
@@ -163,9 +164,11 @@ pub struct Finished {
 /// Records a finished call of generation `gen` in this worker's stripe and publishes it. With
 /// `collect`, returns every live worker's stripe of the key (this worker's last) for a decision;
 /// without, nothing, and a call made while this VM's lease is fresh costs one write.
-/// `state_key` is `keys.state(b, slot)`.
+/// `state_key` is `keys.state(b, slot)`; `mine` is this VM's side of the windows, `owner` its id.
+#[allow(clippy::too_many_arguments)]
 pub fn record_and_collect(
     store: &impl SharedData,
+    mine: &mut Stripes,
     owner: u64,
     keys: &Keys,
     state_key: &str,
@@ -183,45 +186,42 @@ pub fn record_and_collect(
     let fresh = if collect {
         None
     } else {
-        fresh_lease(keys, now_s)
+        fresh_lease(mine, keys, now_s)
     };
-    let (table, mine) = match fresh {
+    let (table, number) = match fresh {
         Some(i) => (None, Some(i)),
         None => {
             let mut table = read_leases(store, keys);
-            let mine = lease(store, keys, owner, now_s, &mut table, true);
-            (table, mine)
+            let number = lease(store, mine, keys, owner, now_s, &mut table, true);
+            (table, number)
         }
     };
-    // The value this worker publishes, encoded in place; the stripe itself is copied out only for a
-    // decision.
-    let Some((value, own)) = LOCAL.with(|local| {
-        let mut local = local.borrow_mut();
-        // Looked up before inserting: the key is only copied for a breaker key's first call.
-        if !local.contains_key(state_key) {
-            local.insert(state_key.to_string(), Stripe::new(gen, b));
-        }
-        let stripe = local.get_mut(state_key)?;
-        if !stripe.fits(b) || newer(gen, stripe.gen) {
-            // A new closed period (or a new window shape after a configuration push) starts empty.
-            *stripe = Stripe::new(gen, b);
-        } else if newer(stripe.gen, gen) {
-            // A late call from an older closed period: counted in the metrics only.
-            return None;
-        }
-        stripe.record(now, failure, slow, b);
-        // The owner id in front tells readers whether the value is the current lease holder's.
-        let value = mine.map(|_| {
-            let mut value = Vec::with_capacity(8 + stripe.encoded_len_hint());
-            value.extend_from_slice(&owner.to_le_bytes());
-            stripe.encode_into(&mut value);
-            value
-        });
-        Some((value, collect.then(|| stripe.clone())))
-    }) else {
+    let local = &mut mine.local;
+    // Looked up before inserting: the key is only copied for a breaker key's first call.
+    if !local.contains_key(state_key) {
+        local.insert(state_key.to_string(), Stripe::new(gen, b));
+    }
+    let Some(stripe) = local.get_mut(state_key) else {
         return Vec::new();
     };
-    if let (Some(i), Some(value)) = (mine, value) {
+    if !stripe.fits(b) || newer(gen, stripe.gen) {
+        // A new closed period (or a new window shape after a configuration push) starts empty.
+        *stripe = Stripe::new(gen, b);
+    } else if newer(stripe.gen, gen) {
+        // A late call from an older closed period: counted in the metrics only.
+        return Vec::new();
+    }
+    stripe.record(now, failure, slow, b);
+    // The value this worker publishes, encoded in place; the stripe itself is copied out only for a
+    // decision. The owner id in front tells readers whether the value is the current lease holder's.
+    let value = number.map(|_| {
+        let mut value = Vec::with_capacity(8 + stripe.encoded_len_hint());
+        value.extend_from_slice(&owner.to_le_bytes());
+        stripe.encode_into(&mut value);
+        value
+    });
+    let own = collect.then(|| stripe.clone());
+    if let (Some(i), Some(value)) = (number, value) {
         // Only this worker writes its stripe: no CAS needed, no contention with other workers.
         let _ = store.set(&Keys::stripe(state_key, i), &value, 0);
     }
@@ -230,7 +230,7 @@ pub fn record_and_collect(
     };
     let mut all = Vec::new();
     if let Some((table, _)) = &table {
-        for (i, holder) in table.live(now_s).filter(|(i, _)| Some(*i) != mine) {
+        for (i, holder) in table.live(now_s).filter(|(i, _)| Some(*i) != number) {
             if let Ok(Some((bytes, _))) = store.get(&Keys::stripe(state_key, i)) {
                 if let Some((written_by, stripe)) = bytes.split_first_chunk::<8>() {
                     if u64::from_le_bytes(*written_by) == holder {
@@ -246,8 +246,8 @@ pub fn record_and_collect(
 
 /// This VM's stripe number in `keys`' table while the lease it last wrote is not due for renewal (the
 /// table's own rule, `leases::renewal_due`): until then no other VM can hold the number.
-fn fresh_lease(keys: &Keys, now_s: u64) -> Option<usize> {
-    let (stripe, written_s) = STRIPES.with(|s| s.borrow().get(keys.leases()).copied())?;
+fn fresh_lease(mine: &Stripes, keys: &Keys, now_s: u64) -> Option<usize> {
+    let (stripe, written_s) = mine.leases.get(keys.leases()).copied()?;
     (!crate::leases::renewal_due(written_s, now_s)).then_some(stripe)
 }
 
@@ -267,18 +267,11 @@ fn read_leases(store: &impl SharedData, keys: &Keys) -> Option<(Table, u32)> {
 
 /// Renews this VM's lease in `keys`' table when due, from the root context's timer: a VM that records
 /// no calls for a while keeps its lease (and its calls stay counted); only a stopped VM's lease ends.
-pub fn renew_lease(store: &impl SharedData, keys: &Keys) {
-    let held = STRIPES.with(|s| s.borrow().contains_key(keys.leases()));
-    if held {
-        let now_s = host::now_nanos() / 1_000_000_000;
-        lease(
-            store,
-            keys,
-            owner_id(),
-            now_s,
-            &mut read_leases(store, keys),
-            false,
-        );
+pub fn renew_lease(store: &impl SharedData, mine: &mut Stripes, owner: u64, keys: &Keys, now: u64) {
+    if mine.leases.contains_key(keys.leases()) {
+        let now_s = now / 1_000_000_000;
+        let mut table = read_leases(store, keys);
+        lease(store, mine, keys, owner, now_s, &mut table, false);
     }
 }
 
@@ -287,6 +280,7 @@ pub fn renew_lease(store: &impl SharedData, keys: &Keys) {
 /// call then counts only in this worker's own decisions.
 fn lease(
     store: &impl SharedData,
+    mine: &mut Stripes,
     keys: &Keys,
     owner: u64,
     now_s: u64,
@@ -294,7 +288,7 @@ fn lease(
     claim: bool,
 ) -> Option<usize> {
     let table_key = keys.leases();
-    let held = STRIPES.with(|s| s.borrow().get(table_key).map(|(i, _)| *i));
+    let held = mine.leases.get(table_key).map(|(i, _)| *i);
     for _ in 0..RESULT_ATTEMPTS {
         let (current, cas) = table.as_ref()?;
         if let Some(i) = held.filter(|i| !current.due(*i, owner, now_s)) {
@@ -309,7 +303,7 @@ fn lease(
             _ => match next_table.claim(owner, now_s) {
                 Some(i) => i,
                 None => {
-                    if !WARNED_FULL.with(|w| w.replace(true)) {
+                    if !std::mem::replace(&mut mine.warned_full, true) {
                         log::warn!(
                             "all {} window stripes are leased by live workers; this worker's calls count only in its own decisions",
                             crate::leases::MAX_STRIPES
@@ -322,7 +316,7 @@ fn lease(
         match store.set(table_key, &next_table.encode(), cas) {
             SharedWrite::Written => {
                 *table = Some((next_table, cas));
-                STRIPES.with(|s| s.borrow_mut().insert(table_key.to_string(), (next, now_s)));
+                mine.leases.insert(table_key.to_string(), (next, now_s));
                 return Some(next);
             }
             SharedWrite::CasMismatch => *table = read_leases(store, keys),
@@ -334,16 +328,6 @@ fn lease(
         table
             .as_ref()
             .is_some_and(|(t, _)| t.holds(*i, owner, now_s))
-    })
-}
-
-/// This VM's random lease owner id.
-pub fn owner_id() -> u64 {
-    OWNER.with(|o| {
-        if o.get() == 0 {
-            o.set(IdGenerator::from_entropy(host::now_nanos()).next_u64() | 1);
-        }
-        o.get()
     })
 }
 
@@ -743,7 +727,15 @@ mod tests {
             }
         });
         let mut table = read_leases(&store, &keys);
-        let mine = lease(&store, &keys, 5, 100, &mut table, true);
+        let mine = lease(
+            &store,
+            &mut Stripes::default(),
+            &keys,
+            5,
+            100,
+            &mut table,
+            true,
+        );
         assert_eq!(mine, Some(1), "number 0 went to the other worker first");
         let (t, _) = read_leases(&store, &keys).unwrap();
         assert!(t.holds(0, 77, 100) && t.holds(1, 5, 100));
