@@ -584,9 +584,10 @@ mod tests {
         let keys = Keys::new("lease-held");
         let store = MemoryStore::new();
         create_tables(&store, &keys, &[]);
-        let lease_at = |now_s: u64, claim: bool| {
+        let mut mine = Stripes::default();
+        let mut lease_at = |now_s: u64, claim: bool| {
             let mut table = read_leases(&store, &keys);
-            lease(&store, &keys, 5, now_s, &mut table, claim)
+            lease(&store, &mut mine, &keys, 5, now_s, &mut table, claim)
         };
         assert_eq!(lease_at(1_000, true), Some(0));
         // Held and not due: kept without a write.
@@ -633,6 +634,7 @@ mod tests {
         let state_key = keys.state("b", 0);
         let store = MemoryStore::new();
         create_tables(&store, &keys, std::slice::from_ref(&b));
+        let mut this_vm = Stripes::default();
         let now = 1_000 * SEC;
         let mut table = Table::default().encode();
         for (owner, renewed_s) in [(11u64, 1_000u64), (33, 1_000), (22, 700), (66, 600)] {
@@ -669,7 +671,16 @@ mod tests {
 
         // The first call leases the lowest number whose lease ended, and sees 11's stripe only: not
         // 44's (no longer the holder) nor 66's (its lease ended).
-        let all = record_and_collect(&store, 5, &keys, &state_key, &b, call(1, true), true);
+        let all = record_and_collect(
+            &store,
+            &mut this_vm,
+            5,
+            &keys,
+            &state_key,
+            &b,
+            call(1, true),
+            true,
+        );
         assert_eq!(all.len(), 2, "{all:?}");
         assert_eq!(all[0], theirs);
         assert_eq!(
@@ -682,26 +693,60 @@ mod tests {
 
         // While the lease is fresh, a call that decides nothing costs one write and no read.
         let before = store.calls();
-        assert!(
-            record_and_collect(&store, 5, &keys, &state_key, &b, call(1, false), false).is_empty()
-        );
+        assert!(record_and_collect(
+            &store,
+            &mut this_vm,
+            5,
+            &keys,
+            &state_key,
+            &b,
+            call(1, false),
+            false
+        )
+        .is_empty());
         let after = store.calls();
         assert_eq!((after.0 - before.0, after.1 - before.1), (0, 1));
         let (_, mine) = published(&store);
         assert_eq!((calls_of(&mine).calls, calls_of(&mine).failures), (2, 1));
 
         // A new closed period starts this worker's window afresh.
-        let all = record_and_collect(&store, 5, &keys, &state_key, &b, call(2, true), true);
+        let all = record_and_collect(
+            &store,
+            &mut this_vm,
+            5,
+            &keys,
+            &state_key,
+            &b,
+            call(2, true),
+            true,
+        );
         let own = all.last().unwrap();
         assert_eq!((own.gen, calls_of(own).calls), (2, 1));
         // A late call of the previous period counts nowhere and changes nothing.
-        assert!(
-            record_and_collect(&store, 5, &keys, &state_key, &b, call(1, true), true).is_empty()
-        );
+        assert!(record_and_collect(
+            &store,
+            &mut this_vm,
+            5,
+            &keys,
+            &state_key,
+            &b,
+            call(1, true),
+            true
+        )
+        .is_empty());
         assert_eq!(published(&store).1, own.clone());
         // A configuration push with another window shape starts it afresh too.
         let counted = breaker(r#"{"name": "b", "window": {"type": "count", "size": 5}}"#);
-        let all = record_and_collect(&store, 5, &keys, &state_key, &counted, call(2, true), true);
+        let all = record_and_collect(
+            &store,
+            &mut this_vm,
+            5,
+            &keys,
+            &state_key,
+            &counted,
+            call(2, true),
+            true,
+        );
         let own = all.last().unwrap();
         assert!(own.fits(&counted));
         assert_eq!(
