@@ -16,10 +16,10 @@ found=0
 for crate in "$@"; do
   [ -f "filters/$crate/examples/request_path.rs" ] || continue
   found=1
-  cargo build --quiet --release --target-dir "$out/build" -p "$crate" --example request_path
-  # Every crate's example has the same name: keep each binary apart before the next build.
+  example="${crate//-/_}_request_path"   # each crate names its example apart (Cargo.toml [[example]])
+  cargo build --quiet --release --target-dir "$out/build" -p "$crate" --example "$example"
   bin="$out/$crate-request_path"
-  cp "$out/build/release/examples/request_path" "$bin"
+  cp "$out/build/release/examples/$example" "$bin"
   profile="$out/$crate.callgrind"
   REQUESTS=$requests WARMUP=$warmup valgrind --tool=callgrind --callgrind-out-file="$profile" \
     --toggle-collect='*measured_requests*' --compress-strings=no "$bin" 2>"$out/$crate.valgrind.log"

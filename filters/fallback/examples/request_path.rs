@@ -2,9 +2,9 @@
 //! configuration, serving REQUESTS (default 100000) healthy requests (a W3C `traceparent` in, a 200 with
 //! a body from the upstream) after WARMUP (default 1000) first.
 //!
-//!     cargo run --release -p fallback --example request_path
+//!     cargo run --release -p fallback --example fallback_request_path
 //!     valgrind --tool=callgrind --toggle-collect='*measured_requests*' \
-//!         target/release/examples/request_path
+//!         target/release/examples/fallback_request_path
 //!
 //! Only `measured_requests` is meant to be counted (the toggle leaves the set-up and the warm-up out);
 //! the fake host's own work (scripting the headers, recording the calls) is in it too, under

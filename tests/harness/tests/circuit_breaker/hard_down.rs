@@ -114,7 +114,7 @@ async fn item7_hard_down_is_cut_off_after_five_failures_on_two_workers() {
         // opened and still on their way: at most one per other caller (3). 5 or 6 in all is the rule on
         // an idle machine (`make bench`, docs/benchmarks.md: three rounds 5, 5, 6 against outlier
         // detection's 5, 5, 7); a test must not fail on how the CPU is shared, so it asserts the bound.
-        let run_length: u64 = if trip.contains(": 5 consecutive") {
+        let run_length: usize = if trip.contains(": 5 consecutive") {
             5
         } else {
             6
