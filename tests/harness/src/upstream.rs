@@ -40,10 +40,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// A local port nothing listens on, for a cluster whose connections are refused.
+/// A local port nothing listens on, for a cluster whose connections are refused. The port stays bound
+/// (never listening) for the rest of the test process: a port merely released could be taken by an
+/// Envoy admin or upstream of a test running in parallel, which then answers the "dead" cluster.
 pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    std::mem::forget(socket);
+    port
 }
 
 /// Chunk size for `x-upstream-body-size` bodies.
