@@ -944,6 +944,13 @@ mod tests {
         assert_eq!(d.edits.get("ot-baggage-secret"), Some(None));
         assert_eq!(d.edits.get("uberctx-user"), None);
         assert_eq!(set_value(&d, "baggage"), Some("user=1"));
+
+        // Untranslated, a denied prefixed header is still removed, and counted once.
+        let p = propagator(r#"{"baggage": {"denyKeys": ["secret"], "fromJaeger": false}}"#);
+        let d = decide(&p, &[("uberctx-secret", "hunter2"), ("uberctx-user", "1")]);
+        assert_eq!(d.edits.get("uberctx-secret"), Some(None));
+        assert_eq!(d.edits.get("baggage"), None);
+        assert_eq!(d.baggage_dropped, 1);
     }
 
     #[test]

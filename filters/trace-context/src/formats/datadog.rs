@@ -535,6 +535,15 @@ mod tests {
         let e = injected(&ctx(7, 2, Some(true)), &incoming);
         assert_eq!(e.get(TAGS), Some(Some("_dd.p.dm=-0")));
 
+        // Datadog's tag grammar is printable ASCII: an entry with a control or non-ASCII byte in its
+        // key or value is dropped, the rest kept.
+        let incoming = RequestHeaders::from_strs(&[(
+            TAGS,
+            "k\tx=1,_dd.p.dm=-0,k=v\u{7f},_dd.p.usr=caf\u{e9},k2=ok ok",
+        )]);
+        let e = injected(&ctx(7, 2, Some(true)), &incoming);
+        assert_eq!(e.get(TAGS), Some(Some("_dd.p.dm=-0,k2=ok ok")));
+
         // A repeated tags header is not merged: only the tid is written.
         let incoming = RequestHeaders::from_strs(&[(TAGS, "a=1"), (TAGS, "b=2")]);
         let e = injected(&ctx(1 << 64 | 7, 2, Some(true)), &incoming);
