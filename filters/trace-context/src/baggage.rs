@@ -613,6 +613,7 @@ mod tests {
         let mut b = numbered(70);
         assert_eq!(b.apply(&BaggageLimits::default()), 6);
         assert_eq!(b.len(), 64);
+        assert!(!b.is_empty());
         assert_eq!(b.members()[0].key, "k000");
         assert_eq!(b.members()[63].key, "k063");
     }
