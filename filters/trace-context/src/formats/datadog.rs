@@ -609,6 +609,13 @@ mod tests {
             e.get(TAGS),
             Some(Some("_dd.p.dm=-0,_dd.p.tid=6a0b1c2d00000000"))
         );
+        // A debug context (B3's `d`) is a user keep: priority 2 even when the member said 1, and 2
+        // stays 2.
+        for member in ["dd=s:1", "dd=s:2"] {
+            let debug = crate::formats::test_support::debug_ctx(TRACE, SPAN, Some(true), true);
+            let e = injected(&debug, &w3c(TP, member));
+            assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("2")), "{member}");
+        }
         // Another trace's tracestate, an invalid list, or Datadog headers present: not read.
         let other = "00-11111111111111111111111111111111-f067aa0ba902b7e1-01";
         for incoming in [
