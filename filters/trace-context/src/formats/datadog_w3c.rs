@@ -289,6 +289,8 @@ mod tests {
         assert_eq!(DdMember::parse("p:0000000000000000").last_parent, None);
         assert_eq!(DdMember::parse("p:F067AA0BA902B7E1").last_parent, None);
         assert_eq!(DdMember::parse(""), DdMember::default());
+        // An empty origin is no origin (Datadog never sends `x-datadog-origin` empty).
+        assert_eq!(DdMember::parse("s:1;o:").origin, None);
         // A tag name with a space (allowed in a tracestate value) is not a Datadog tag key.
         assert_eq!(
             DdMember::parse("s:1;t.a b:1;t.dm:-4").tags,
