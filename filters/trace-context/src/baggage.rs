@@ -613,6 +613,7 @@ mod tests {
         let mut b = numbered(70);
         assert_eq!(b.apply(&BaggageLimits::default()), 6);
         assert_eq!(b.len(), 64);
+        assert!(!b.is_empty());
         assert_eq!(b.members()[0].key, "k000");
         assert_eq!(b.members()[63].key, "k063");
     }
@@ -646,6 +647,17 @@ mod tests {
         };
         assert_eq!(b.apply(&limits), 1);
         assert_eq!(b.to_header().unwrap(), "a=1;p");
+
+        // Every comma counts: "a=1,b=2,c=3" is 11 bytes, so a limit of 10 keeps two members.
+        for (max_bytes, kept) in [(10, "a=1,b=2"), (11, "a=1,b=2,c=3")] {
+            let (mut b, _) = parse_strs(&["a=1,b=2,c=3"]);
+            let limits = BaggageLimits {
+                max_bytes,
+                ..BaggageLimits::default()
+            };
+            b.apply(&limits);
+            assert_eq!(b.to_header().unwrap(), kept, "{max_bytes}");
+        }
     }
 
     #[test]

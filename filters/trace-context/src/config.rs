@@ -356,6 +356,24 @@ mod tests {
     }
 
     #[test]
+    fn documented_bounds_are_inclusive() {
+        for (json, field, last_good) in [
+            ("tracestateMaxLength", "tracestateMaxLength", 8192),
+            (r#"baggage": {"maxMembers"#, "baggage.maxMembers", 1024),
+            (r#"baggage": {"maxBytes"#, "baggage.maxBytes", 65_536),
+            (r#"correlation": {"slots"#, "correlation.slots", 1 << 20),
+        ] {
+            let close = if json.contains('{') { "}}" } else { "}" };
+            let config = |n: u64| format!(r#"{{"{json}": {n}{close}"#);
+            let good = config(last_good);
+            assert!(parse::<Config>(Some(good.as_bytes())).is_ok(), "{good}");
+            let bad = config(last_good + 1);
+            let e = parse::<Config>(Some(bad.as_bytes())).unwrap_err();
+            assert_eq!(e.field, field, "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_field() {
         let cases: &[(&[u8], &str)] = &[
             (br#"{"extract": ["zipkin"]}"#, "extract[0]"),

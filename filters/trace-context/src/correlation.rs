@@ -297,6 +297,14 @@ mod tests {
             .collect();
         let e = encode(&rid, &widest, &ts(&fits.join(",")), u64::MAX).unwrap();
         assert!(e.len() <= MAX_ENTRY_LEN, "{} > {MAX_ENTRY_LEN}", e.len());
+        // And the bound is tight: every field at its widest (flags 15, a 512-character tracestate)
+        // fills it exactly, so shared memory is reserved for no more than an entry can take.
+        widest.sampled = Some(true);
+        widest.random = true;
+        let full = format!("a={},b={}", "x".repeat(253), "y".repeat(254));
+        assert_eq!(full.len(), MAX_TRACESTATE_LEN);
+        let e = encode(&rid, &widest, &ts(&full), u64::MAX).unwrap();
+        assert_eq!(e.len(), MAX_ENTRY_LEN);
     }
 
     #[test]
@@ -328,6 +336,13 @@ mod tests {
         assert_eq!(decode(&e, b"req-1", 1_000), None);
         assert_eq!(decode(b"garbage", b"garbage", 0), None);
         assert_eq!(decode(b"", b"", 0), None);
+        // An all-zero trace or span id is invalid (W3C), whatever else the entry says.
+        for zero in [
+            &b"req-1\n00000000000000000000000000000000\n00f067aa0ba902b7\n13\n1000"[..],
+            b"req-1\n4bf92f3577b34da6a3ce929d0e0e4736\n0000000000000000\n13\n1000",
+        ] {
+            assert_eq!(decode(zero, b"req-1", 0), None);
+        }
     }
 
     #[test]

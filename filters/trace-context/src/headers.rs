@@ -108,3 +108,31 @@ impl HeaderEdits {
         self.edits.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_edit_of_a_header_supersedes_the_earlier_one() {
+        let mut edits = HeaderEdits::default();
+        assert!(edits.is_empty());
+        edits.set("b3", "1".into());
+        edits.set("x-b3-sampled", "1".into());
+        edits.remove("b3");
+        edits.set("x-b3-sampled", "0".into());
+        assert!(!edits.is_empty());
+        assert_eq!(edits.len(), 2);
+        assert_eq!(edits.get("b3"), Some(None));
+        assert_eq!(edits.get("x-b3-sampled"), Some(Some("0")));
+        assert_eq!(edits.get("traceparent"), None);
+        // One edit per header, so the host is never asked to set what it then removes.
+        assert_eq!(
+            edits.iter().cloned().collect::<Vec<_>>(),
+            [
+                HeaderEdit::Remove("b3".into()),
+                HeaderEdit::Set("x-b3-sampled".into(), "0".into()),
+            ]
+        );
+    }
+}

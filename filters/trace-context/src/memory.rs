@@ -56,6 +56,11 @@ mod tests {
         let total = budget(&default).total();
         println!("4096 slots: {}", human(total));
         assert!(total > 4096 * MAX_ENTRY_LEN as u64 && total < DEFAULT_MAX_SHARED_MEMORY / 8);
+        // Every slot at its widest entry, and the seed's entry on top.
+        let slots = slot_table_bytes(4096, KEY_PREFIX.len(), MAX_ENTRY_LEN);
+        let seed = shared_entry_bytes(CORRELATION_SEED.len(), Seed::default().encode().len());
+        assert!(seed > 0);
+        assert_eq!(total, slots + seed);
         let fitting = 65_536;
         let c: Config = parse(Some(
             format!(r#"{{"correlation": {{"enabled": true, "slots": {fitting}}}}}"#).as_bytes(),

@@ -779,6 +779,10 @@ mod tests {
         );
         assert!(d.context.is_64_bit());
         assert_eq!(set_value(&d, "x-b3-traceid").unwrap().len(), 16);
+        // The random draw's low half, not some other id (`decide` seeds its generator with 42).
+        let drawn = IdGenerator::from_seed(42).trace_id() & u128::from(u64::MAX);
+        assert_ne!(drawn, 0);
+        assert_eq!(d.context.trace_id, drawn);
     }
 
     #[test]
@@ -845,6 +849,13 @@ mod tests {
         assert!(b3.ends_with("-0"), "{b3}");
         let d = decide(&propagator("{}"), &[("x-datadog-sampling-priority", "-1")]);
         assert_eq!(d.context.sampled, Some(false));
+        // B3's debug flag alone (`b3: d`) is a decision too: sampled, and debug for the new trace.
+        let d = decide(&propagator(r#"{"inject": ["b3"]}"#), &[("b3", "d")]);
+        assert_eq!(d.source, Source::Started);
+        assert_eq!(d.context.sampled, Some(true));
+        assert!(d.context.debug);
+        let b3 = set_value(&d, "b3").unwrap();
+        assert!(b3.ends_with("-d"), "{b3}");
     }
 
     #[test]
@@ -933,6 +944,13 @@ mod tests {
         assert_eq!(d.edits.get("ot-baggage-secret"), Some(None));
         assert_eq!(d.edits.get("uberctx-user"), None);
         assert_eq!(set_value(&d, "baggage"), Some("user=1"));
+
+        // Untranslated, a denied prefixed header is still removed, and counted once.
+        let p = propagator(r#"{"baggage": {"denyKeys": ["secret"], "fromJaeger": false}}"#);
+        let d = decide(&p, &[("uberctx-secret", "hunter2"), ("uberctx-user", "1")]);
+        assert_eq!(d.edits.get("uberctx-secret"), Some(None));
+        assert_eq!(d.edits.get("baggage"), None);
+        assert_eq!(d.baggage_dropped, 1);
     }
 
     #[test]
@@ -947,8 +965,72 @@ mod tests {
             || None,
         );
         assert_eq!(d.context.trace_id >> 96, 0x5759_e988);
+        // The other 96 bits stay the random draw's.
+        let low_96 = (1u128 << 96) - 1;
+        assert_eq!(
+            d.context.trace_id & low_96,
+            IdGenerator::from_seed(3).trace_id() & low_96
+        );
         assert!(set_value(&d, "x-amzn-trace-id")
             .unwrap()
             .starts_with("Root=1-5759e988-"));
+    }
+
+    #[test]
+    fn without_xray_a_new_trace_id_is_all_random() {
+        // Only X-Ray needs the epoch in the trace id; W3C asks for random bits in a new one
+        // (Level 2 `random` flag), so the clock must not leak into it otherwise.
+        let now = 0x5759_e988;
+        for inject in [r#"["tracecontext"]"#, r#"["tracecontext", "b3"]"#] {
+            let p = propagator(&format!(r#"{{"inject": {inject}}}"#));
+            let d = p.decide(
+                &RequestHeaders::default(),
+                &mut IdGenerator::from_seed(3),
+                false,
+                now,
+                || None,
+            );
+            assert_eq!(d.source, Source::Started);
+            assert!(d.context.random);
+            assert_ne!(d.context.trace_id >> 96, u128::from(now), "{inject}");
+        }
+    }
+
+    #[test]
+    fn datadog_headers_reach_tracestate_only_when_datadog_is_extracted() {
+        // B3 carries the trace; Datadog headers describe the same trace's low half.
+        let headers = [
+            ("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"),
+            ("x-datadog-trace-id", "11803532876627986230"),
+            ("x-datadog-parent-id", "42"),
+            ("x-datadog-sampling-priority", "2"),
+        ];
+        let d = decide(&propagator("{}"), &headers);
+        assert_eq!(d.source, Source::Extracted(Format::B3));
+        assert_eq!(d.context.trace_id, TRACE);
+        let state = set_value(&d, "tracestate").unwrap();
+        assert!(state.starts_with("dd="), "{state}");
+
+        // Not extracting Datadog means not reading its headers at all, into tracestate neither.
+        let d = decide(
+            &propagator(r#"{"extract": ["b3"], "inject": ["tracecontext"]}"#),
+            &headers,
+        );
+        assert_eq!(d.source, Source::Extracted(Format::B3));
+        assert_eq!(d.context.trace_id, TRACE);
+        assert_eq!(d.edits.get("tracestate"), None, "{:?}", d.edits);
+        assert!(set_value(&d, "traceparent").is_some());
+    }
+
+    #[test]
+    fn baggage_is_rewritten_only_when_something_was_dropped() {
+        // An invalid member is dropped whole (W3C Baggage), so the header is rewritten without it.
+        let d = decide(&propagator("{}"), &[("baggage", "a=1,b c=2")]);
+        assert_eq!(d.baggage_dropped, 1);
+        assert_eq!(set_value(&d, "baggage"), Some("a=1"));
+        // A valid header with optional whitespace goes on byte for byte.
+        let d = decide(&propagator("{}"), &[("baggage", "a=1 , b=2")]);
+        assert_eq!(d.baggage_dropped, 0);
+        assert_eq!(d.edits.get("baggage"), None, "{:?}", d.edits);
     }
 }

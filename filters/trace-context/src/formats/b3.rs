@@ -205,6 +205,9 @@ mod tests {
         ] {
             assert!(matches!(ex(value), Extracted::Invalid(_)), "{value:?}");
         }
+        // The reason tells an empty header from a malformed one.
+        assert_eq!(ex(""), Extracted::Invalid("b3: empty"));
+        assert_eq!(ex("2"), Extracted::Invalid("b3: malformed"));
     }
 
     #[test]

@@ -535,6 +535,15 @@ mod tests {
         let e = injected(&ctx(7, 2, Some(true)), &incoming);
         assert_eq!(e.get(TAGS), Some(Some("_dd.p.dm=-0")));
 
+        // Datadog's tag grammar is printable ASCII: an entry with a control or non-ASCII byte in its
+        // key or value is dropped, the rest kept.
+        let incoming = RequestHeaders::from_strs(&[(
+            TAGS,
+            "k\tx=1,_dd.p.dm=-0,k=v\u{7f},_dd.p.usr=caf\u{e9},k2=ok ok",
+        )]);
+        let e = injected(&ctx(7, 2, Some(true)), &incoming);
+        assert_eq!(e.get(TAGS), Some(Some("_dd.p.dm=-0,k2=ok ok")));
+
         // A repeated tags header is not merged: only the tid is written.
         let incoming = RequestHeaders::from_strs(&[(TAGS, "a=1"), (TAGS, "b=2")]);
         let e = injected(&ctx(1 << 64 | 7, 2, Some(true)), &incoming);
@@ -600,6 +609,13 @@ mod tests {
             e.get(TAGS),
             Some(Some("_dd.p.dm=-0,_dd.p.tid=6a0b1c2d00000000"))
         );
+        // A debug context (B3's `d`) is a user keep: priority 2 even when the member said 1, and 2
+        // stays 2.
+        for member in ["dd=s:1", "dd=s:2"] {
+            let debug = crate::formats::test_support::debug_ctx(TRACE, SPAN, Some(true), true);
+            let e = injected(&debug, &w3c(TP, member));
+            assert_eq!(e.get(SAMPLING_PRIORITY), Some(Some("2")), "{member}");
+        }
         // Another trace's tracestate, an invalid list, or Datadog headers present: not read.
         let other = "00-11111111111111111111111111111111-f067aa0ba902b7e1-01";
         for incoming in [

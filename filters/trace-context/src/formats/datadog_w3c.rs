@@ -289,6 +289,13 @@ mod tests {
         assert_eq!(DdMember::parse("p:0000000000000000").last_parent, None);
         assert_eq!(DdMember::parse("p:F067AA0BA902B7E1").last_parent, None);
         assert_eq!(DdMember::parse(""), DdMember::default());
+        // An empty origin is no origin (Datadog never sends `x-datadog-origin` empty).
+        assert_eq!(DdMember::parse("s:1;o:").origin, None);
+        // A tag name with a space (allowed in a tracestate value) is not a Datadog tag key.
+        assert_eq!(
+            DdMember::parse("s:1;t.a b:1;t.dm:-4").tags,
+            tags(&[("_dd.p.dm", "-4")])
+        );
     }
 
     #[test]
@@ -334,6 +341,20 @@ mod tests {
         assert!(v.len() <= MAX_VALUE_LEN, "{}", v.len());
         assert!(v.split(';').all(|item| item == "s:1" || item.len() == 16));
         assert!(crate::tracestate::is_valid_value(&v));
+        // The separators count: 256 exactly is kept, one more leaves the last tag out.
+        for (b_len, expected_len) in [(121, 256), (122, 130)] {
+            let two = DdMember {
+                priority: Some(1),
+                tags: tags(&[
+                    ("_dd.p.a", &"v".repeat(122)),
+                    ("_dd.p.b", &"w".repeat(b_len)),
+                ]),
+                ..DdMember::default()
+            };
+            let v = two.render().unwrap();
+            assert_eq!(v.len(), expected_len, "{v}");
+            assert!(v.starts_with("s:1;t.a:vvv"), "{v}");
+        }
     }
 
     #[test]

@@ -372,6 +372,26 @@ fn a_local_reply_before_the_request_callback_gets_a_new_trace() {
     assert_eq!(host.count(Op::Now), 1, "the clock is read once");
 }
 
+#[test]
+fn with_xray_injected_new_trace_ids_begin_with_the_epoch_seconds() {
+    // X-Ray refuses a trace id whose first 32 bits are not the Unix time in seconds.
+    let host = FakeHost::new();
+    let vm = new_vm(&host, r#"{"inject": ["tracecontext", "xray"]}"#);
+    host.set_clock(1_700_000_000 * NANOS_PER_SEC + 999_999_999);
+    let mut stream = Stream::default();
+    host.script_headers(RESP, &[(":status", "403")]);
+    stream.on_response_headers(&host, &vm);
+    let id = response_header(&host, "x-trace-id").unwrap();
+    assert_eq!(&id[..8], format!("{:08x}", 1_700_000_000u32), "{id}");
+
+    // So does a request's new trace.
+    request(&host, &vm, &[]);
+    let root = forwarded(&host, "x-amzn-trace-id").unwrap();
+    assert!(root.starts_with("Root=1-6553f100-"), "{root}");
+    let traceparent = forwarded(&host, "traceparent").unwrap();
+    assert!(traceparent.starts_with("00-6553f100"), "{traceparent}");
+}
+
 // ---- Correlation by x-request-id ----
 
 #[test]
