@@ -49,7 +49,7 @@ pub use envoy::{
 pub use istio_stats::{SidecarStats, FILTER_STAT_TAGS};
 pub use prom::{assert_series, prom_lines, prom_sum, wait_series, Absent, Series};
 pub use prometheus::{percent_encode, prometheus_bin, Prometheus};
-pub use upstream::{closed_port, grpc_frame, Recorded, Upstream};
+pub use upstream::{closed_port, free_port, grpc_frame, Recorded, Upstream};
 
 pub use bytes::Bytes;
 pub use serde_json;

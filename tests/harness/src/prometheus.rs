@@ -70,7 +70,7 @@ impl Prometheus {
         fs::write(dir.join("prometheus.yml"), config).unwrap();
         // A port picked by binding :0 can be taken again before Prometheus binds it: retry then.
         for _ in 0..3 {
-            let port = crate::upstream::closed_port();
+            let port = crate::upstream::free_port();
             let log = fs::File::create(dir.join("prometheus.log")).unwrap();
             let child = Command::new(&bin)
                 .arg(format!(

@@ -40,6 +40,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// A free local port for a child process to bind (Prometheus, the registry): released at once, so the
+/// caller retries if another process takes it first.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// A local port nothing listens on, for a cluster whose connections are refused. The port stays bound
 /// (never listening) for the rest of the test process: a port merely released could be taken by an
 /// Envoy admin or upstream of a test running in parallel, which then answers the "dead" cluster.

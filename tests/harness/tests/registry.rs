@@ -123,7 +123,7 @@ impl Registry {
         let dir = temp_dir(tag);
         let hash = bcrypt::hash(PASSWORD, 4).unwrap();
         std::fs::write(dir.join("htpasswd"), format!("{USER}:{hash}\n")).unwrap();
-        let port = closed_port();
+        let port = free_port();
         let config = format!(
             "version: 0.1\n\
              log:\n  level: warn\n  accesslog:\n    disabled: true\n\
