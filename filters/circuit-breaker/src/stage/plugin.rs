@@ -169,3 +169,27 @@ impl<'h, H: Host> Clock<'h, H> {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use filter_common::fake_host::FakeHost;
+
+    /// `openJitter` spreads open durations by `jitter_unit`: uniform in [-1, 1), both signs, so breakers
+    /// opened together do not all probe at the same instant.
+    #[test]
+    fn jitter_units_spread_over_minus_one_to_one() {
+        let host = FakeHost::new();
+        let config = crate::memory::load(None).unwrap();
+        let plugin = Plugin::configure(&host, config, Rc::new(RefCell::new(Worker::new(0))));
+        let draws: Vec<f64> = (0..2_000).map(|_| plugin.jitter_unit()).collect();
+        assert!(draws.iter().all(|u| (-1.0..1.0).contains(u)), "{draws:?}");
+        let (min, max) = draws
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), u| (lo.min(*u), hi.max(*u)));
+        assert!(min < -0.9 && max > 0.9, "min {min}, max {max}");
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!(mean.abs() < 0.1, "mean {mean}");
+    }
+}
