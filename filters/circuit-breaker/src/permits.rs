@@ -467,17 +467,6 @@ mod tests {
         );
     }
 
-    /// xorshift64*: a deterministic schedule per seed.
-    fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut x = seed.max(1);
-        move || {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
-
     /// Two VMs take and return permits in random interleavings, the other VM's whole step landing
     /// between any read and write: the table never says more than the limit, every permit a VM
     /// believes it holds is in the table, and everything returns to 0.
@@ -489,7 +478,8 @@ mod tests {
                 RefCell::new(Ledger::default()),
                 RefCell::new(Ledger::default()),
             ];
-            let next = RefCell::new(rng(seed));
+            // A deterministic schedule per seed, from the filters' own generator.
+            let next = RefCell::new(filter_common::ids::IdGenerator::from_seed(seed));
             let racing = Cell::new(true);
             // One step of VM `vm`: take a permit or give one back, at random.
             let step = |s: &MemoryStore, vm: usize| {
@@ -497,7 +487,7 @@ mod tests {
                     return;
                 };
                 let owner = vm as u64 + 1;
-                let take = next.borrow_mut()().is_multiple_of(2);
+                let take = next.borrow_mut().next_u64().is_multiple_of(2);
                 if take || ledger.count(KEY) == 0 {
                     acquire(s, &mut ledger, KEY, owner, LIMIT, T);
                 } else {
@@ -508,7 +498,7 @@ mod tests {
             // Created before traffic, as at configuration.
             create_key(&store, KEY, &Table::default().encode()).unwrap();
             store.before_write(|_, s| {
-                if racing.get() && next.borrow_mut()().is_multiple_of(3) {
+                if racing.get() && next.borrow_mut().next_u64().is_multiple_of(3) {
                     step(s, 1);
                 }
             });
