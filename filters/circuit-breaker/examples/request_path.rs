@@ -8,14 +8,13 @@
 
 use circuit_breaker::memory;
 use circuit_breaker::stage::{Plugin, Stream, Worker};
+use filter_common::fake_host::profile::{self, env_count};
 use filter_common::fake_host::FakeHost;
 use filter_common::host::MapType;
 use std::cell::RefCell;
 use std::hint::black_box;
 use std::rc::Rc;
 use std::time::Duration;
-
-const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 fn main() {
     let requests = env_count("REQUESTS", 100_000);
@@ -57,19 +56,7 @@ fn serve(host: &FakeHost, plugin: &Plugin, n: u64) -> usize {
     let mut calls = 0;
     for _ in 0..n {
         host.clear_calls();
-        host.script_headers(
-            MapType::HttpRequestHeaders,
-            &[
-                (":method", "GET"),
-                (":path", "/orders/42"),
-                (":authority", "orders.shop.svc.cluster.local"),
-                (":scheme", "http"),
-                ("user-agent", "curl/8.5.0"),
-                ("accept", "*/*"),
-                ("x-request-id", "3d5c2b4e-7f1a-4c2b-9d3e-2a1b0c9d8e7f"),
-                ("traceparent", TRACEPARENT),
-            ],
-        );
+        host.script_headers(MapType::HttpRequestHeaders, &profile::REQUEST_HEADERS);
         let mut stream = Stream::default();
         black_box(stream.on_request_headers(host, plugin));
         host.advance_clock(Duration::from_millis(1));
@@ -87,11 +74,4 @@ fn serve(host: &FakeHost, plugin: &Plugin, n: u64) -> usize {
         calls += host.call_count();
     }
     calls
-}
-
-fn env_count(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

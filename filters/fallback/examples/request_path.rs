@@ -12,11 +12,11 @@
 
 use fallback::memory;
 use fallback::stage::{Stream, Vm};
+use filter_common::fake_host::profile::{self, env_count};
 use filter_common::fake_host::FakeHost;
 use filter_common::host::{Buffer, MapType};
 use std::hint::black_box;
 
-const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 const BODY: &[u8] = br#"{"order": 42, "items": [1, 2, 3]}"#;
 
 fn main() {
@@ -56,19 +56,7 @@ fn serve(host: &FakeHost, vm: &Vm, n: u64) -> usize {
     let mut calls = 0;
     for _ in 0..n {
         host.clear_calls();
-        host.script_headers(
-            MapType::HttpRequestHeaders,
-            &[
-                (":method", "GET"),
-                (":path", "/orders/42"),
-                (":authority", "orders.shop.svc.cluster.local"),
-                (":scheme", "http"),
-                ("user-agent", "curl/8.5.0"),
-                ("accept", "*/*"),
-                ("x-request-id", "3d5c2b4e-7f1a-4c2b-9d3e-2a1b0c9d8e7f"),
-                ("traceparent", TRACEPARENT),
-            ],
-        );
+        host.script_headers(MapType::HttpRequestHeaders, &profile::REQUEST_HEADERS);
         let mut stream = Stream::default();
         black_box(stream.on_request_headers(host, vm));
         host.script_headers(
@@ -84,11 +72,4 @@ fn serve(host: &FakeHost, vm: &Vm, n: u64) -> usize {
         calls += host.call_count();
     }
     calls
-}
-
-fn env_count(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
 }

@@ -632,6 +632,33 @@ impl Host for FakeHost<'_> {
     }
 }
 
+/// What every filter's `examples/request_path.rs` (`make perf-native`) serves: one healthy request,
+/// the same for the three filters so their native profiles compare.
+pub mod profile {
+    /// The request's W3C `traceparent`.
+    pub const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    /// The request headers as Envoy hands them to the first filter.
+    pub const REQUEST_HEADERS: [(&str, &str); 8] = [
+        (":method", "GET"),
+        (":path", "/orders/42"),
+        (":authority", "orders.shop.svc.cluster.local"),
+        (":scheme", "http"),
+        ("user-agent", "curl/8.5.0"),
+        ("accept", "*/*"),
+        ("x-request-id", "3d5c2b4e-7f1a-4c2b-9d3e-2a1b0c9d8e7f"),
+        ("traceparent", TRACEPARENT),
+    ];
+
+    /// A count from the environment (`REQUESTS`, `WARMUP`), `default` when unset or not a number.
+    pub fn env_count(name: &str, default: u64) -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {

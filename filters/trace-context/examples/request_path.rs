@@ -5,13 +5,12 @@
 //! (`--toggle-collect=*measured_requests*`, which leaves the set-up and the warm-up out); the fake host's own work (scripting the headers, recording
 //! the calls) is in it too, under `filter_common::fake_host`.
 
+use filter_common::fake_host::profile::{self, env_count};
 use filter_common::fake_host::FakeHost;
 use filter_common::host::MapType;
 use std::hint::black_box;
 use trace_context::memory;
 use trace_context::stage::{Stream, Vm};
-
-const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 fn main() {
     let requests = env_count("REQUESTS", 100_000);
@@ -48,19 +47,7 @@ fn serve(host: &FakeHost, vm: &Vm, n: u64) -> usize {
     let mut calls = 0;
     for _ in 0..n {
         host.clear_calls();
-        host.script_headers(
-            MapType::HttpRequestHeaders,
-            &[
-                (":method", "GET"),
-                (":path", "/orders/42"),
-                (":authority", "orders.shop.svc.cluster.local"),
-                (":scheme", "http"),
-                ("user-agent", "curl/8.5.0"),
-                ("accept", "*/*"),
-                ("x-request-id", "3d5c2b4e-7f1a-4c2b-9d3e-2a1b0c9d8e7f"),
-                ("traceparent", TRACEPARENT),
-            ],
-        );
+        host.script_headers(MapType::HttpRequestHeaders, &profile::REQUEST_HEADERS);
         let mut stream = Stream::default();
         black_box(stream.on_request_headers(host, vm));
         host.script_headers(
@@ -75,11 +62,4 @@ fn serve(host: &FakeHost, vm: &Vm, n: u64) -> usize {
         calls += host.call_count();
     }
     calls
-}
-
-fn env_count(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
