@@ -10,8 +10,10 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item4_vary_keys_stale_entries_by_the_listed_request_headers() {
-    let (_upstream, envoy) =
-        setup(Some(json!({"rules": [stale_rule("vary", "/", json!({}))]}))).await;
+    let (_upstream, envoy) = setup(Some(roomy_cache(
+        json!({"rules": [stale_rule("vary", "/", json!({}))]}),
+    )))
+    .await;
     let vary = |v: &'static str| ("x-upstream-set-header", v);
     // A French caller's response, varying on the language.
     let fr = get(
@@ -192,11 +194,11 @@ async fn item5_revalidation_directives_forbid_serving_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item6_private_headers_are_neither_stored_nor_served() {
-    let (_upstream, envoy) = setup(Some(json!({"rules": [
+    let (_upstream, envoy) = setup(Some(roomy_cache(json!({"rules": [
         stale_rule("keyed", "/keyed", json!({"keyHeaders": ["x-api-key"]})),
         stale_rule("custom", "/custom", json!({"privateHeaders": ["X-Session"]})),
         stale_rule("default", "/", json!({}))
-    ]})))
+    ]}))))
     .await;
     // A response to a caller with credentials is not stored...
     let credentials = [
