@@ -89,7 +89,7 @@ impl Stream {
         // key's older entry. A caller's `no-store` keeps it out of the cache.
         let cache_candidate = rule.response.kind == Kind::Stale
             && status == 200
-            && facts.method == "GET"
+            && facts.method() == b"GET"
             && !facts.private;
         let capture_candidate = cache_candidate && !end_of_stream && !facts.directives.no_store;
         // Envoy's own replies and the breaker's rejections are 4xx/5xx, or a gRPC status to a gRPC
@@ -282,7 +282,7 @@ impl Stream {
     /// The trace id: from the forwarded `traceparent`, else from trace-context's filter state.
     fn trace_id(&self, host: &impl Host, vm: &Vm) -> &str {
         self.trace_id.get_or_init(|| {
-            let forwarded = self.request.as_ref().and_then(|f| f.traceparent.as_deref());
+            let forwarded = self.request.as_ref().and_then(RequestFacts::traceparent);
             if let Some(id) = forwarded.and_then(trace::trace_id) {
                 return id.to_string();
             }
@@ -318,7 +318,7 @@ impl Stream {
             raw_body: answer.raw_body,
             grpc: facts.is_some_and(|f| f.grpc),
             trace: &vm.config.trace,
-            traceparent: facts.and_then(|f| f.traceparent.as_deref()),
+            traceparent: facts.and_then(RequestFacts::traceparent),
             trace_id: self.trace_id(host, vm),
             replaced_retry_after: self.replaced.retry_after.as_deref(),
             original_status: self.replaced.status,

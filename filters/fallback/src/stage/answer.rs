@@ -40,7 +40,7 @@ pub fn simple(
 ) -> Answer {
     let vars = Vars {
         trace_id: trace_id.to_string(),
-        request_id: facts.request_id.clone(),
+        request_id: facts.request_id(),
         status,
         reason: reason.label().to_string(),
     };
@@ -49,7 +49,7 @@ pub fn simple(
         // `otherwise` is never stale or alternate (config): anything else is a problem.
         _ => (
             Kind::Problem,
-            render::problem(response, &vars, negotiate(facts.accept.as_deref())),
+            render::problem(response, &vars, negotiate(facts.accept())),
         ),
     };
     Answer {
@@ -63,7 +63,7 @@ pub fn simple(
 /// credentials (another caller's response is never served to it), from a caller that takes stored
 /// answers.
 pub fn may_serve_stale(facts: &RequestFacts) -> bool {
-    is_get_or_head(&facts.method) && !facts.private && !facts.directives.refuses_stored()
+    is_get_or_head(facts.method()) && !facts.private && !facts.directives.refuses_stored()
 }
 
 /// The cached good response for a request that [`may_serve_stale`], when one may be served at `now`:
@@ -76,7 +76,7 @@ pub fn stale(
     facts: &RequestFacts,
     now: u64,
 ) -> Option<Answer> {
-    let key = facts.cache_key();
+    let key = facts.cache_key(&rule.response.key_headers);
     let hit = store::read(host, &vm.slot_key(key))
         .and_then(|e| {
             e.servable_age(key, now, rule.response.ttl.as_nanos_u64())
@@ -91,7 +91,7 @@ pub fn stale(
         return None;
     };
     vm.metrics.cache_hits.add_on(host, 1);
-    let body = if facts.method == "HEAD" {
+    let body = if facts.method() == b"HEAD" {
         Vec::new()
     } else {
         entry.body
@@ -108,11 +108,11 @@ pub fn stale(
 pub fn dispatch(host: &impl Host, facts: &RequestFacts, response: &ResponseConfig) -> Option<u32> {
     let cluster = response.cluster.as_deref()?;
     let headers = alternate::request_headers(
-        &facts.method,
-        &facts.path,
-        &facts.authority,
-        &facts.key_headers,
-        facts.traceparent.as_deref(),
+        &String::from_utf8_lossy(facts.method()),
+        &facts.path(),
+        &facts.authority(),
+        &facts.key_headers(&response.key_headers),
+        facts.traceparent(),
     );
     let headers: Vec<(&str, &str)> = headers
         .iter()

@@ -46,7 +46,7 @@ impl Capture {
             Ok(s) if may_store => s,
             Ok(_) | Err(NotStored::Unsuitable) => return None,
             Err(NotStored::ForbidsReuse) => {
-                let key = facts.cache_key();
+                let key = cache_key(vm, facts);
                 if let Some(freed) = store::remove(host, &vm.slot_key(key), key) {
                     let freed = i64::try_from(freed).unwrap_or(i64::MAX);
                     vm.metrics.cache_bytes.add_on(host, -freed);
@@ -88,7 +88,7 @@ impl Capture {
     /// Stores the completed capture (stored at `now`), counting stores, evictions and the bytes held
     /// across workers.
     pub fn store(self, host: &impl Host, vm: &Vm, facts: &RequestFacts, now: u64) {
-        let key = facts.cache_key();
+        let key = cache_key(vm, facts);
         let entry = Entry {
             key,
             stored_at_ns: now,
@@ -109,4 +109,15 @@ impl Capture {
             metrics.cache_bytes.add_on(host, written.bytes_delta);
         }
     }
+}
+
+/// The request's cache key under its rule's key headers.
+fn cache_key(vm: &Vm, facts: &RequestFacts) -> u128 {
+    let names = vm
+        .config
+        .rules
+        .get(facts.rule)
+        .map(|r| r.response.key_headers.as_slice())
+        .unwrap_or_default();
+    facts.cache_key(names)
 }
