@@ -69,7 +69,8 @@ impl Stream {
             self.rejected = admission::reject(host, plugin, b, grpc, "forced-open", None, now);
             return Action::Pause;
         }
-        let (slot, decision) = match admission::admit(host, plugin, b, selected, now, metrics) {
+        let (admission, state_key) = admission::admit(host, plugin, b, selected, now, metrics);
+        let (slot, decision) = match admission {
             Admission::Slot(slot, decision) => (slot, decision),
             Admission::Overflow => {
                 admission::overflowed(host, b, metrics);
@@ -96,19 +97,20 @@ impl Stream {
                 return Action::Pause;
             }
         };
-        self.call = Some(AdmittedCall::new(breaker, slot, gen, probe, grpc, now));
+        let call = AdmittedCall::new(breaker, slot, state_key, gen, probe, grpc, now);
+        let call = self.call.insert(call);
         if !overload::enabled(b) {
             return Action::Continue;
         }
-        let state_key = plugin.keys.state(&b.name, slot);
-        let refusal =
-            match admission::check_overload(host, plugin, b, breaker, &state_key, now, metrics) {
-                Ok(permit) => {
-                    self.permit = permit;
-                    return Action::Continue;
-                }
-                Err(refusal) => refusal,
-            };
+        let checked =
+            admission::check_overload(host, plugin, b, breaker, &call.state_key, now, metrics);
+        let refusal = match checked {
+            Ok(permit) => {
+                self.permit = permit;
+                return Action::Continue;
+            }
+            Err(refusal) => refusal,
+        };
         if b.mode == Mode::DryRun {
             metrics.would_reject.add_on(host, 1);
             self.dry_run_mark = Some(admission::dry_run_mark(b, refusal.label));

@@ -35,6 +35,10 @@ pub struct Stripes {
     /// holds the mirror the other workers read). Per VM, not per configuration, so a configuration
     /// push keeps the window, and so does a change of stripe number.
     local: HashMap<String, Stripe>,
+    /// The published stripe's key and value, built in buffers kept between calls: a healthy call
+    /// allocates nothing for them once the buffers have grown.
+    key_buf: String,
+    value_buf: Vec<u8>,
 }
 
 pub use filter_common::keys::BreakerKeys as Keys;
@@ -88,10 +92,26 @@ pub fn update_slot<T>(
     slot: u32,
     attempts: u32,
     create: bool,
-    mut change: impl FnMut(&Record) -> (T, Option<Record>),
+    change: impl FnMut(&Record) -> (T, Option<Record>),
 ) -> Cas<T> {
     let key = keys.state(&b.name, slot);
-    match update(store, &key, attempts, &mut change) {
+    update_slot_keyed(store, keys, &key, b, slot, attempts, create, change)
+}
+
+/// [`update_slot`] with the slot's record key (`keys.state(b, slot)`) built by the caller, who keeps it
+/// for the rest of the call.
+#[allow(clippy::too_many_arguments)]
+pub fn update_slot_keyed<T>(
+    store: &impl SharedData,
+    keys: &Keys,
+    key: &str,
+    b: &BreakerConfig,
+    slot: u32,
+    attempts: u32,
+    create: bool,
+    mut change: impl FnMut(&Record) -> (T, Option<Record>),
+) -> Cas<T> {
+    match update(store, key, attempts, &mut change) {
         Cas::Missing if create => {}
         done => return done,
     }
@@ -100,20 +120,20 @@ pub fn update_slot<T>(
     // a real compare-and-swap (see `permits::read`).
     let companions: Vec<(String, Vec<u8>)> = b
         .max_concurrent_calls
-        .map(|_| (permits::key(&key), permits::Table::default().encode()))
+        .map(|_| (permits::key(key), permits::Table::default().encode()))
         .into_iter()
         .collect();
     match created::create(
         store,
         &keys.created(&b.name),
-        (&key, &initial),
+        (key, &initial),
         &companions,
         slot,
         attempts,
     ) {
         Creation::Failed => Cas::Failed,
         // Written by this worker, or by another since the record was found missing: read it again.
-        Creation::Created | Creation::ClaimedElsewhere => update(store, &key, attempts, change),
+        Creation::Created | Creation::ClaimedElsewhere => update(store, key, attempts, change),
     }
 }
 
@@ -214,16 +234,16 @@ pub fn record_and_collect(
     stripe.record(now, failure, slow, b);
     // The value this worker publishes, encoded in place; the stripe itself is copied out only for a
     // decision. The owner id in front tells readers whether the value is the current lease holder's.
-    let value = number.map(|_| {
-        let mut value = Vec::with_capacity(8 + stripe.encoded_len_hint());
-        value.extend_from_slice(&owner.to_le_bytes());
-        stripe.encode_into(&mut value);
-        value
-    });
     let own = collect.then(|| stripe.clone());
-    if let (Some(i), Some(value)) = (number, value) {
+    if let Some(i) = number {
+        let value = &mut mine.value_buf;
+        value.clear();
+        value.reserve(8 + stripe.encoded_len_hint());
+        value.extend_from_slice(&owner.to_le_bytes());
+        stripe.encode_into(value);
+        Keys::stripe_into(&mut mine.key_buf, state_key, i);
         // Only this worker writes its stripe: no CAS needed, no contention with other workers.
-        let _ = store.set(&Keys::stripe(state_key, i), &value, 0);
+        let _ = store.set(&mine.key_buf, value, 0);
     }
     let Some(own) = own else {
         return Vec::new();

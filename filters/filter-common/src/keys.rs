@@ -42,10 +42,16 @@ impl BreakerKeys {
     /// without it, so the two never read each other's during an upgrade).
     pub fn stripe(state_key: &str, stripe: usize) -> String {
         let mut key = String::with_capacity(state_key.len() + 6);
+        Self::stripe_into(&mut key, state_key, stripe);
+        key
+    }
+
+    /// [`BreakerKeys::stripe`] written into `key` (cleared first), reusing its allocation.
+    pub fn stripe_into(key: &mut String, state_key: &str, stripe: usize) {
+        key.clear();
         key.push_str(state_key);
         key.push_str("/s/");
-        crate::text::push_decimal(&mut key, stripe as u64);
-        key
+        crate::text::push_decimal(key, stripe as u64);
     }
 
     /// Which of a breaker's key slots have a record (the circuit breaker's `created.rs`):

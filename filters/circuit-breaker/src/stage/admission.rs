@@ -16,6 +16,7 @@ use filter_common::host::Host;
 
 /// Finds the key's slot (claiming one if it has none) and applies `on_request` to its record,
 /// writing any change with CAS. A key in its home slot reads one record, as before slots had owners.
+/// Also gives the record key of the slot it ended in, built once for the whole call.
 pub fn admit(
     host: &impl Host,
     plugin: &Plugin,
@@ -23,16 +24,36 @@ pub fn admit(
     selected: Selected,
     now: u64,
     metrics: &BreakerMetrics,
-) -> Admission {
+) -> (Admission, String) {
     let jitter = plugin.jitter_unit();
-    slots::admit(selected.key, now, b, jitter, |slot, create, change| {
-        let result =
-            store::update_slot(host, &plugin.keys, b, slot, ADMIT_ATTEMPTS, create, change);
+    let mut last: Option<(u32, String)> = None;
+    let admission = slots::admit(selected.key, now, b, jitter, |slot, create, change| {
+        let key = match last.take() {
+            Some((s, key)) if s == slot => key,
+            _ => plugin.keys.state(&b.name, slot),
+        };
+        let result = store::update_slot_keyed(
+            host,
+            &plugin.keys,
+            &key,
+            b,
+            slot,
+            ADMIT_ATTEMPTS,
+            create,
+            change,
+        );
         if let Cas::Written(_, before, Some(after)) = &result {
             transitioned(host, b, slot, before, after, metrics, None);
         }
+        last = Some((slot, key));
         result
-    })
+    });
+    let key = match (&admission, last) {
+        (Admission::Slot(slot, _), Some((s, key))) if *slot == s => key,
+        (Admission::Slot(slot, _), _) => plugin.keys.state(&b.name, *slot),
+        (Admission::Overflow, _) => String::new(),
+    };
+    (admission, key)
 }
 
 /// No slot for this key: it passes unprotected rather than share another key's state.

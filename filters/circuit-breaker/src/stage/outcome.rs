@@ -18,6 +18,8 @@ pub struct AdmittedCall {
     pub breaker: usize,
     /// The slot of the call's key, found at admission.
     pub slot: u32,
+    /// The slot's record key, built at admission (`keys.state(breaker, slot)`).
+    pub state_key: String,
     pub gen: u32,
     pub probe: bool,
     pub grpc: bool,
@@ -34,10 +36,19 @@ pub struct AdmittedCall {
 }
 
 impl AdmittedCall {
-    pub fn new(breaker: usize, slot: u32, gen: u32, probe: bool, grpc: bool, now: u64) -> Self {
+    pub fn new(
+        breaker: usize,
+        slot: u32,
+        state_key: String,
+        gen: u32,
+        probe: bool,
+        grpc: bool,
+        now: u64,
+    ) -> Self {
         AdmittedCall {
             breaker,
             slot,
+            state_key,
             gen,
             probe,
             grpc,
@@ -114,8 +125,7 @@ pub fn note_pushback(
     ) else {
         return;
     };
-    let state_key = plugin.keys.state(&b.name, call.slot);
-    if overload::note_pushback(host, b, &state_key, asked, now) {
+    if overload::note_pushback(host, b, &call.state_key, asked, now) {
         log::debug!(
             "breaker {}: the upstream asked callers to wait {} ms",
             b.name,
@@ -159,10 +169,10 @@ pub fn record_call(host: &impl Host, plugin: &Plugin, call: &AdmittedCall, now: 
     if verdict.slow {
         metrics.slow.add_on(host, 1);
     }
-    let key = plugin.keys.state(&b.name, slot);
+    let key = call.state_key.as_str();
     if call.probe {
         let probe = verdict.probe();
-        update_state(host, plugin, b, slot, &key, metrics, None, |rec, jitter| {
+        update_state(host, plugin, b, slot, key, metrics, None, |rec, jitter| {
             state::on_probe_result(rec, call.gen, probe, now, b, jitter)
         });
         return;
@@ -185,7 +195,7 @@ pub fn record_call(host: &impl Host, plugin: &Plugin, call: &AdmittedCall, now: 
             &mut worker.stripes,
             owner,
             &plugin.keys,
-            &key,
+            key,
             b,
             store::Finished {
                 gen: call.gen,
@@ -208,7 +218,7 @@ pub fn record_call(host: &impl Host, plugin: &Plugin, call: &AdmittedCall, now: 
         plugin,
         b,
         slot,
-        &key,
+        key,
         metrics,
         Some(trip),
         |rec, jitter| state::on_trip(rec, call.gen, now, b, jitter),
