@@ -22,7 +22,7 @@ use filter_common::host::{Action, Host, MapType};
 use filter_common::ids::IdGenerator;
 use filter_common::slots::Seed;
 use filter_common::w3c::TRACERESPONSE;
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 
 const REQUEST_ID: &str = "x-request-id";
 /// Envoy's `listener_direction` attribute: 1 inbound, 2 outbound.
@@ -38,12 +38,6 @@ pub struct Vm {
     ids: RefCell<IdGenerator>,
     /// Places request ids in the correlation slots (`store::seed`).
     seed: Seed,
-    /// The listener's direction, read on the root context's first request: one host call per root
-    /// context instead of per request. It cannot change between streams, because Envoy keys root contexts
-    /// by it: a plugin's key is its name, the listener's traffic direction and the listener metadata's
-    /// hash (`Plugin::createPluginKey`, source/extensions/common/wasm/plugin.h), so inbound and outbound
-    /// listeners with the same WasmPlugin get root contexts of their own.
-    direction: OnceCell<Option<u64>>,
 }
 
 impl Vm {
@@ -62,7 +56,6 @@ impl Vm {
             metrics: Metrics::define(host),
             ids: RefCell::new(ids),
             seed,
-            direction: OnceCell::new(),
             propagator: Propagator::new(config),
         }
     }
@@ -118,9 +111,8 @@ impl Stream {
 fn handle_request(host: &impl Host, vm: &Vm) -> TraceContext {
     let config = vm.config();
     let headers = RequestHeaders::from(host.header_map(MapType::HttpRequestHeaders));
-    let direction = *vm
-        .direction
-        .get_or_init(|| listener_direction(host, config.direction));
+    // Read per request: one root context may serve listeners of both directions.
+    let direction = listener_direction(host, config.direction);
     let outbound = direction == Some(LISTENER_OUTBOUND);
     let request_id = headers.get_first(REQUEST_ID);
     // The clock only when something needs it: one host call less on every other request.

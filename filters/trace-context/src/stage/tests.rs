@@ -25,17 +25,6 @@ fn new_vm(host: &FakeHost, json: &str) -> Vm {
     Vm::with_ids(host, config, IdGenerator::from_seed(7))
 }
 
-/// The root contexts of an inbound and an outbound listener with one configuration, over one host (the
-/// sidecar's shared data): Envoy gives each listener direction a root context of its own, and each reads
-/// its direction on its first request, so a test scripts the direction before each side's requests.
-fn sides(host: &FakeHost, json: &str) -> (Vm, Vm) {
-    let outbound = memory::load(Some(json.as_bytes())).unwrap();
-    (
-        new_vm(host, json),
-        Vm::with_ids(host, outbound, IdGenerator::from_seed(8)),
-    )
-}
-
 /// A fresh stream whose request carries `headers`, after its request callback.
 fn request(host: &FakeHost, vm: &Vm, headers: &[(&str, &str)]) -> Stream {
     host.script_headers(REQ, headers);
@@ -408,12 +397,12 @@ fn with_xray_injected_new_trace_ids_begin_with_the_epoch_seconds() {
 #[test]
 fn an_inbound_context_is_restored_on_the_outbound_call_with_its_request_id() {
     let host = FakeHost::new();
-    let (inbound, outbound) = sides(&host, CORRELATION);
+    let vm = new_vm(&host, CORRELATION);
     host.set_clock(1_000 * NANOS_PER_SEC);
     listener(&host, 1);
     request(
         &host,
-        &inbound,
+        &vm,
         &[
             ("traceparent", TRACEPARENT),
             ("tracestate", "vendor=opaque"),
@@ -424,7 +413,7 @@ fn an_inbound_context_is_restored_on_the_outbound_call_with_its_request_id() {
 
     listener(&host, 2);
     host.advance_clock(Duration::from_secs(1));
-    let stream = request(&host, &outbound, &[("x-request-id", "req-1")]);
+    let stream = request(&host, &vm, &[("x-request-id", "req-1")]);
     assert_eq!(
         forwarded(&host, "traceparent").as_deref(),
         Some(TRACEPARENT)
@@ -442,7 +431,7 @@ fn an_inbound_context_is_restored_on_the_outbound_call_with_its_request_id() {
 
     // Another request id, and an outbound call without one, start their own traces.
     for headers in [&[("x-request-id", "req-2")][..], &[]] {
-        request(&host, &outbound, headers);
+        request(&host, &vm, headers);
         let tp = forwarded(&host, "traceparent").unwrap();
         assert!(!tp.contains(TRACE), "{headers:?}");
     }
@@ -454,15 +443,15 @@ fn an_inbound_context_is_restored_on_the_outbound_call_with_its_request_id() {
 fn the_listener_direction_comes_from_either_attribute_or_the_configuration() {
     // Older Envoys name the attribute `listener_direction`.
     let host = FakeHost::new();
-    let (inbound, outbound) = sides(&host, CORRELATION);
+    let vm1 = new_vm(&host, CORRELATION);
     host.script_property_u64(&["listener_direction"], 1);
     request(
         &host,
-        &inbound,
+        &vm1,
         &[("traceparent", TRACEPARENT), ("x-request-id", "r")],
     );
     host.script_property_u64(&["listener_direction"], 2);
-    request(&host, &outbound, &[("x-request-id", "r")]);
+    request(&host, &vm1, &[("x-request-id", "r")]);
     assert_eq!(
         forwarded(&host, "traceparent").as_deref(),
         Some(TRACEPARENT)
@@ -512,26 +501,25 @@ fn an_inbound_request_is_never_given_a_stored_context() {
 #[test]
 fn only_an_inbound_listener_stores_a_context() {
     let host = FakeHost::new();
-    let (inbound, outbound) = sides(&host, CORRELATION);
-    let gateway = new_vm(&host, CORRELATION);
+    let vm = new_vm(&host, CORRELATION);
     host.clear_calls();
     // A gateway (no direction attribute) and an outbound listener: neither stores.
     request(
         &host,
-        &gateway,
+        &vm,
         &[("traceparent", TRACEPARENT), ("x-request-id", "r")],
     );
     listener(&host, 2);
     request(
         &host,
-        &outbound,
+        &vm,
         &[("traceparent", TRACEPARENT), ("x-request-id", "r")],
     );
     assert_eq!(host.count(Op::SetSharedData), 0);
     listener(&host, 1);
     request(
         &host,
-        &inbound,
+        &vm,
         &[("traceparent", TRACEPARENT), ("x-request-id", "r")],
     );
     assert_eq!(host.count(Op::SetSharedData), 1);
@@ -540,28 +528,28 @@ fn only_an_inbound_listener_stores_a_context() {
 #[test]
 fn a_live_entry_is_not_taken_over_by_another_trace() {
     let host = FakeHost::new();
-    let (inbound, outbound) = sides(&host, CORRELATION);
+    let vm = new_vm(&host, CORRELATION);
     let retry = "00-0af7651916cd43dd8448eb211c80319c-00000000000000bb-01";
-    let store = |tp: &str| {
+    let inbound = |tp: &str| {
         listener(&host, 1);
         request(
             &host,
-            &inbound,
+            &vm,
             &[("traceparent", tp), ("x-request-id", "victim")],
         );
     };
     let restored = || {
         listener(&host, 2);
-        request(&host, &outbound, &[("x-request-id", "victim")]);
+        request(&host, &vm, &[("x-request-id", "victim")]);
         forwarded(&host, "traceparent")
     };
-    store(TRACEPARENT);
-    store(OTHER_TRACEPARENT);
+    inbound(TRACEPARENT);
+    inbound(OTHER_TRACEPARENT);
     assert_eq!(restored().as_deref(), Some(TRACEPARENT), "hijacked");
     // A retry of the same trace refreshes the entry.
-    store(retry);
+    inbound(retry);
     assert_eq!(restored().as_deref(), Some(retry));
-    store(OTHER_TRACEPARENT);
+    inbound(OTHER_TRACEPARENT);
     assert_eq!(restored().as_deref(), Some(retry), "hijacked");
     assert_eq!(host.metric("trace_context_correlation_refused"), Some(2));
     assert_eq!(host.metric("trace_context_restored"), Some(3));
@@ -570,24 +558,24 @@ fn a_live_entry_is_not_taken_over_by_another_trace() {
 #[test]
 fn another_request_id_in_a_live_slot_evicts_it_and_is_counted() {
     let host = FakeHost::new();
-    let (inbound, outbound) = sides(&host, r#"{"correlation": {"enabled": true, "slots": 1}}"#);
+    let vm = new_vm(&host, r#"{"correlation": {"enabled": true, "slots": 1}}"#);
     listener(&host, 1);
     request(
         &host,
-        &inbound,
+        &vm,
         &[("traceparent", TRACEPARENT), ("x-request-id", "a")],
     );
     request(
         &host,
-        &inbound,
+        &vm,
         &[("traceparent", OTHER_TRACEPARENT), ("x-request-id", "b")],
     );
     assert_eq!(host.metric("trace_context_correlation_evicted"), Some(1));
     listener(&host, 2);
-    request(&host, &outbound, &[("x-request-id", "a")]);
+    request(&host, &vm, &[("x-request-id", "a")]);
     let tp = forwarded(&host, "traceparent").unwrap();
     assert!(!tp.contains(TRACE) && !tp.contains("1111111111"), "{tp}");
-    request(&host, &outbound, &[("x-request-id", "b")]);
+    request(&host, &vm, &[("x-request-id", "b")]);
     assert_eq!(
         forwarded(&host, "traceparent").as_deref(),
         Some(OTHER_TRACEPARENT)
@@ -597,23 +585,23 @@ fn another_request_id_in_a_live_slot_evicts_it_and_is_counted() {
 #[test]
 fn a_stored_context_expires_after_its_ttl_on_the_hosts_clock() {
     let host = FakeHost::new();
-    let (inbound, outbound) = sides(&host, CORRELATION);
+    let vm = new_vm(&host, CORRELATION);
     host.set_clock(1_000 * NANOS_PER_SEC);
     listener(&host, 1);
     request(
         &host,
-        &inbound,
+        &vm,
         &[("traceparent", TRACEPARENT), ("x-request-id", "r")],
     );
     listener(&host, 2);
     host.advance_clock(Duration::from_secs(29));
-    request(&host, &outbound, &[("x-request-id", "r")]);
+    request(&host, &vm, &[("x-request-id", "r")]);
     assert_eq!(
         forwarded(&host, "traceparent").as_deref(),
         Some(TRACEPARENT)
     );
     host.advance_clock(Duration::from_secs(2));
-    request(&host, &outbound, &[("x-request-id", "r")]);
+    request(&host, &vm, &[("x-request-id", "r")]);
     let tp = forwarded(&host, "traceparent").unwrap();
     assert!(!tp.contains(TRACE), "expired entry restored: {tp}");
 }
@@ -640,10 +628,6 @@ fn a_healthy_request_reads_its_headers_once_and_the_clock_only_when_needed() {
     listener(&host, 1);
     let mut stream = request(&host, &vm, &[("traceparent", TRACEPARENT)]);
     respond(&host, &vm, &mut stream);
-    assert_eq!(host.count(Op::Property), 1, "the listener direction");
-    host.clear_calls();
-    let mut stream = request(&host, &vm, &[("traceparent", TRACEPARENT)]);
-    respond(&host, &vm, &mut stream);
     assert_eq!(host.count(Op::HeaderMap), 1);
     assert_eq!(host.count(Op::Header), 0);
     assert_eq!(
@@ -651,11 +635,7 @@ fn a_healthy_request_reads_its_headers_once_and_the_clock_only_when_needed() {
         0,
         "no clock without correlation or X-Ray"
     );
-    assert_eq!(
-        host.count(Op::Property),
-        0,
-        "the direction is read once per root context"
-    );
+    assert_eq!(host.count(Op::Property), 1, "the listener direction");
     assert_eq!(host.count(Op::SetHeader), 2, "x-trace-id and traceresponse");
     assert_eq!(host.count(Op::SetProperty), 1, "filter state");
     assert_eq!(host.count(Op::GetSharedData), 0);
@@ -716,13 +696,13 @@ fn unreadable_headers_direction_and_clock_start_a_trace_without_correlation() {
 #[test]
 fn shared_data_failures_cost_only_correlation() {
     let host = FakeHost::new();
-    let (inbound, outbound) = sides(&host, CORRELATION);
+    let vm = new_vm(&host, CORRELATION);
     host.fail_always(Op::GetSharedData);
     host.fail_always(Op::SetSharedData);
     listener(&host, 1);
     request(
         &host,
-        &inbound,
+        &vm,
         &[("traceparent", TRACEPARENT), ("x-request-id", "r")],
     );
     assert_eq!(
@@ -731,7 +711,7 @@ fn shared_data_failures_cost_only_correlation() {
     );
     assert_eq!(host.metric("trace_context_correlation_refused"), Some(0));
     listener(&host, 2);
-    let stream = request(&host, &outbound, &[("x-request-id", "r")]);
+    let stream = request(&host, &vm, &[("x-request-id", "r")]);
     assert_ne!(stream.context().unwrap().trace_id_hex(), TRACE);
     assert_eq!(host.metric("trace_context_started"), Some(1));
 
@@ -741,11 +721,11 @@ fn shared_data_failures_cost_only_correlation() {
     listener(&host, 1);
     request(
         &host,
-        &inbound,
+        &vm,
         &[("traceparent", TRACEPARENT), ("x-request-id", "r")],
     );
     listener(&host, 2);
-    request(&host, &outbound, &[("x-request-id", "r")]);
+    request(&host, &vm, &[("x-request-id", "r")]);
     assert_eq!(
         forwarded(&host, "traceparent").as_deref(),
         Some(TRACEPARENT)
