@@ -111,7 +111,10 @@ impl Stream {
 fn handle_request(host: &impl Host, vm: &Vm) -> TraceContext {
     let config = vm.config();
     let headers = RequestHeaders::from(host.header_map(MapType::HttpRequestHeaders));
-    // Read per request: one root context may serve listeners of both directions.
+    // Read per request: one root context may serve listeners of both directions. Caching it per root
+    // context (issue 19) broke the end-to-end test `request_id_correlation_restores_context_across_listeners`
+    // on Envoy 1.40: its inbound and outbound listeners, with one plugin configuration, shared a root
+    // context.
     let direction = listener_direction(host, config.direction);
     let outbound = direction == Some(LISTENER_OUTBOUND);
     let request_id = headers.get_first(REQUEST_ID);
