@@ -34,9 +34,11 @@ fn worker() -> Rc<RefCell<Worker>> {
 }
 
 /// One configuration: the host its callbacks use and the plugin's state, shared with every stream.
+/// Dropped with the root context and its last stream (Envoy deletes both when it retires the plugin),
+/// when the host sends the counts it still holds: it is the last field, so it drops last.
 struct Configured {
-    host: MetricBatch<ProxyHost>,
     plugin: Plugin,
+    host: MetricBatch<ProxyHost>,
 }
 
 #[derive(Default)]
@@ -44,16 +46,7 @@ struct BreakerRoot {
     configured: Option<Rc<Configured>>,
 }
 
-impl Context for BreakerRoot {
-    /// Envoy retires the plugin: counts still held go to Envoy, and streams draining after this count
-    /// at once (no timer would flush them).
-    fn on_done(&mut self) -> bool {
-        if let Some(c) = &self.configured {
-            c.host.finish();
-        }
-        true
-    }
-}
+impl Context for BreakerRoot {}
 
 impl RootContext for BreakerRoot {
     /// The plugin's timer (at the smaller of its renewal period and `metricsFlushInterval`): the
@@ -69,13 +62,15 @@ impl RootContext for BreakerRoot {
         let Some(config) = load_config_from(&ProxyHost, crate::memory::load) else {
             return false;
         };
+        // A configuration this root context replaces: its streams still running count at once, as
+        // the timer now flushes only the new one.
         if let Some(old) = self.configured.take() {
             old.host.finish();
         }
         let host = MetricBatch::new(ProxyHost, config.metrics_flush_interval.0);
         // Sets the timer (through `host`: a refused timer ends batching).
         let plugin = Plugin::configure(&host, config, worker());
-        self.configured = Some(Rc::new(Configured { host, plugin }));
+        self.configured = Some(Rc::new(Configured { plugin, host }));
         true
     }
 

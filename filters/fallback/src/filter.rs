@@ -19,9 +19,11 @@ proxy_wasm::main! {{
 }}
 
 /// One configuration: the host its callbacks use and the VM's state, shared with every stream.
+/// Dropped with the root context and its last stream (Envoy deletes both when it retires the plugin),
+/// when the host sends the counts it still holds: it is the last field, so it drops last.
 struct Configured {
-    host: MetricBatch<ProxyHost>,
     vm: Vm,
+    host: MetricBatch<ProxyHost>,
 }
 
 #[derive(Default)]
@@ -29,16 +31,7 @@ struct FallbackRoot {
     configured: Option<Rc<Configured>>,
 }
 
-impl Context for FallbackRoot {
-    /// Envoy retires the plugin: counts still held go to Envoy, and streams draining after this count
-    /// at once (no timer would flush them).
-    fn on_done(&mut self) -> bool {
-        if let Some(c) = &self.configured {
-            c.host.finish();
-        }
-        true
-    }
-}
+impl Context for FallbackRoot {}
 
 impl RootContext for FallbackRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -46,13 +39,15 @@ impl RootContext for FallbackRoot {
         let Some(config) = load_config_from(&ProxyHost, crate::memory::load) else {
             return false;
         };
+        // A configuration this root context replaces: its streams still running count at once, as
+        // the timer now flushes only the new one.
         if let Some(old) = self.configured.take() {
             old.host.finish();
         }
         let host = MetricBatch::new(ProxyHost, config.metrics_flush_interval.0);
         let vm = Vm::new(&host, config);
         host.start_timer();
-        self.configured = Some(Rc::new(Configured { host, vm }));
+        self.configured = Some(Rc::new(Configured { vm, host }));
         true
     }
 
