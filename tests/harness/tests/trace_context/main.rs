@@ -10,6 +10,7 @@
 
 mod config;
 mod correlation;
+mod metrics_flush;
 mod observability;
 mod propagation;
 mod support;
