@@ -10,7 +10,6 @@ use filter_common::failure::{reason_from_label, UpstreamFailure, MAX_GRPC_CODE};
 use filter_common::limits::{byte_size, DEFAULT_MAX_SHARED_MEMORY};
 use filter_common::matching::is_header_name;
 pub use filter_common::matching::Match;
-use filter_common::metric_batch::check_flush_interval;
 pub use filter_common::status::{StatusRange, StatusSet};
 use filter_common::{from_name_only, from_object_only};
 use serde::Deserialize;
@@ -36,9 +35,6 @@ pub struct Config {
     #[default(DEFAULT_MAX_SHARED_MEMORY)]
     #[serde(deserialize_with = "byte_size")]
     pub max_shared_memory: u64,
-    /// How often counters summed in the VM are sent to Envoy; `0s` (the default) sends each increment at
-    /// once. On, counters lag by up to this much (see `filter_common::metric_batch`).
-    pub metrics_flush_interval: ConfigDuration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
@@ -335,7 +331,6 @@ impl Validate for Config {
             "statusHeader",
             filter_common::matching::HEADER_NAME_RULE,
         )?;
-        check_flush_interval(self.metrics_flush_interval)?;
         check_names(self.breakers.iter().map(|x| x.name.as_str()), "breakers")?;
         for (i, b) in self.breakers.iter().enumerate() {
             let f = |name: &str| format!("breakers[{i}].{name}");
@@ -447,21 +442,6 @@ fn validate_overload(b: &BreakerConfig, f: &dyn Fn(&str) -> String) -> Result<()
 mod tests {
     use super::*;
     use filter_common::config::parse;
-
-    #[test]
-    fn metrics_flush_interval_is_off_by_default_and_at_most_a_minute() {
-        let c: Config = parse(None).unwrap();
-        assert!(c.metrics_flush_interval.0.is_zero());
-        let c: Config = parse(Some(br#"{"metricsFlushInterval": "250ms"}"#)).unwrap();
-        assert_eq!(c.metrics_flush_interval, ConfigDuration::from_millis(250));
-        for bad in [
-            &br#"{"metricsFlushInterval": "61s"}"#[..],
-            br#"{"metricsFlushInterval": 1}"#,
-        ] {
-            let e = parse::<Config>(Some(bad)).unwrap_err();
-            assert_eq!(e.field, "metricsFlushInterval", "{e}");
-        }
-    }
 
     #[test]
     fn no_configuration_gives_one_breaker_per_cluster() {

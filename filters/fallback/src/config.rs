@@ -15,7 +15,6 @@ use filter_common::limits::{
     MAX_STRING_LEN,
 };
 use filter_common::matching::{is_header_name, Match, HEADER_NAME_RULE};
-use filter_common::metric_batch::check_flush_interval;
 use filter_common::w3c::{
     check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
     DEFAULT_RESPONSE_HEADER, TRACERESPONSE,
@@ -42,9 +41,6 @@ pub struct Config {
     #[default(DEFAULT_MAX_SHARED_MEMORY)]
     #[serde(deserialize_with = "byte_size")]
     pub max_shared_memory: u64,
-    /// How often counters summed in the VM are sent to Envoy; `0s` (the default) sends each increment at
-    /// once. On, counters lag by up to this much (see `filter_common::metric_batch`).
-    pub metrics_flush_interval: ConfigDuration,
 }
 
 /// The trace headers a fallback carries. A fallback sent in place of a response skips the encoder
@@ -313,7 +309,6 @@ impl Validate for Config {
             "rules",
             "must list at least one rule",
         )?;
-        check_flush_interval(self.metrics_flush_interval)?;
         check(
             self.cache.max_body_bytes >= 1 && self.cache.max_body_bytes <= 16 << 20,
             "cache.maxBodyBytes",
@@ -357,21 +352,6 @@ impl Validate for Config {
 mod tests {
     use super::*;
     use filter_common::config::parse;
-
-    #[test]
-    fn metrics_flush_interval_is_off_by_default_and_at_most_a_minute() {
-        let c: Config = parse(None).unwrap();
-        assert!(c.metrics_flush_interval.0.is_zero());
-        let c: Config = parse(Some(br#"{"metricsFlushInterval": "250ms"}"#)).unwrap();
-        assert_eq!(c.metrics_flush_interval, ConfigDuration::from_millis(250));
-        for bad in [
-            &br#"{"metricsFlushInterval": "61s"}"#[..],
-            br#"{"metricsFlushInterval": 1}"#,
-        ] {
-            let e = parse::<Config>(Some(bad)).unwrap_err();
-            assert_eq!(e.field, "metricsFlushInterval", "{e}");
-        }
-    }
 
     #[test]
     fn no_configuration_gives_the_default_rule() {

@@ -1,11 +1,8 @@
-//! The proxy-wasm shell: it forwards each callback to the stage (`stage::Stream`) with the
-//! configuration's host (`ProxyHost`, its counters batched when `metricsFlushInterval` is set) and the
-//! VM's state, and decides nothing itself.
+//! The proxy-wasm shell: it forwards each callback to the stage (`stage::Stream`) with the one real
+//! host (`ProxyHost`) and the VM's state, and decides nothing itself.
 
 use crate::stage::{Stream, Vm};
 use filter_common::host::{self, ProxyHost};
-use filter_common::metric_batch::MetricBatch;
-use filter_common::plugin::load_config_from;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::rc::Rc;
@@ -18,17 +15,9 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FallbackRoot::default()) });
 }}
 
-/// One configuration: the host its callbacks use and the VM's state, shared with every stream.
-/// Dropped with the root context and its last stream (Envoy deletes both when it retires the plugin),
-/// when the host sends the counts it still holds: it is the last field, so it drops last.
-struct Configured {
-    vm: Vm,
-    host: MetricBatch<ProxyHost>,
-}
-
 #[derive(Default)]
 struct FallbackRoot {
-    configured: Option<Rc<Configured>>,
+    vm: Option<Rc<Vm>>,
 }
 
 impl Context for FallbackRoot {}
@@ -36,25 +25,11 @@ impl Context for FallbackRoot {}
 impl RootContext for FallbackRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         // An invalid configuration is refused (one log line naming the field): Envoy keeps the old one.
-        let Some(config) = load_config_from(&ProxyHost, crate::memory::load) else {
+        let Some(vm) = Vm::load(&ProxyHost) else {
             return false;
         };
-        // A configuration this root context replaces: its streams still running count at once, as
-        // the timer now flushes only the new one.
-        if let Some(old) = self.configured.take() {
-            old.host.finish();
-        }
-        let host = MetricBatch::new(ProxyHost, config.metrics_flush_interval.0);
-        let vm = Vm::new(&host, config);
-        host.start_timer();
-        self.configured = Some(Rc::new(Configured { vm, host }));
+        self.vm = Some(Rc::new(vm));
         true
-    }
-
-    fn on_tick(&mut self) {
-        if let Some(c) = &self.configured {
-            c.host.flush();
-        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -63,7 +38,7 @@ impl RootContext for FallbackRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(FallbackStream {
-            configured: self.configured.clone(),
+            vm: self.vm.clone(),
             stage: Stream::default(),
         }))
     }
@@ -71,7 +46,7 @@ impl RootContext for FallbackRoot {
 
 struct FallbackStream {
     /// `None` only before a configuration loaded: every callback then lets the stream pass.
-    configured: Option<Rc<Configured>>,
+    vm: Option<Rc<Vm>>,
     stage: Stream,
 }
 
@@ -84,42 +59,42 @@ impl Context for FallbackStream {
         _num_trailers: usize,
     ) {
         // No configuration, no call made: nothing waits for an answer.
-        if let Some(c) = &self.configured {
+        if let Some(vm) = &self.vm {
             self.stage
-                .on_http_call_response(&c.host, &c.vm, token, num_headers, body_size);
+                .on_http_call_response(&ProxyHost, vm, token, num_headers, body_size);
         }
     }
 }
 
 impl HttpContext for FallbackStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match &self.configured {
-            Some(c) => self.stage.on_request_headers(&c.host, &c.vm),
+        match &self.vm {
+            Some(vm) => self.stage.on_request_headers(&ProxyHost, vm),
             None => Action::Continue,
         }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        match &self.configured {
-            Some(c) => self
+        match &self.vm {
+            Some(vm) => self
                 .stage
-                .on_response_headers(&c.host, &c.vm, end_of_stream),
+                .on_response_headers(&ProxyHost, vm, end_of_stream),
             None => Action::Continue,
         }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        match &self.configured {
-            Some(c) => self
+        match &self.vm {
+            Some(vm) => self
                 .stage
-                .on_response_body(&c.host, &c.vm, body_size, end_of_stream),
+                .on_response_body(&ProxyHost, vm, body_size, end_of_stream),
             None => Action::Continue,
         }
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        match &self.configured {
-            Some(c) => self.stage.on_response_trailers(&c.host, &c.vm),
+        match &self.vm {
+            Some(vm) => self.stage.on_response_trailers(&ProxyHost, vm),
             None => Action::Continue,
         }
     }

@@ -5,8 +5,7 @@
 //! The host seam: `host` holds the `Host` trait (every host call a filter makes) and `ProxyHost`, the
 //! only code calling the proxy-wasm ABI; `fake_host` (cargo feature `test-support`) is a `Host` in
 //! memory for unit tests. Over the trait: `plugin` (configuration loading), `request` (request
-//! attributes), `metrics` (`Counter`, `Gauge`), `metric_batch` (a `Host` that sums counters in the VM
-//! for a timer to flush: `metricsFlushInterval`) and `shared` (shared data as the stores see it, with an
+//! attributes), `metrics` (`Counter`, `Gauge`) and `shared` (shared data as the stores see it, with an
 //! in-memory store for tests). `perf` counts host calls and allocations per request (cargo feature
 //! `count-host-calls`). Every other module is plain Rust, unit-tested natively.
 
@@ -25,7 +24,6 @@ pub mod keyed_hash;
 pub mod keys;
 pub mod limits;
 pub mod matching;
-pub mod metric_batch;
 pub mod metrics;
 pub mod perf;
 pub mod plugin;

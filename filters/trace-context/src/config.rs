@@ -11,7 +11,6 @@ use filter_common::duration::ConfigDuration;
 use filter_common::limits::{
     byte_size, check_len, DEFAULT_MAX_SHARED_MEMORY, MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN,
 };
-use filter_common::metric_batch::check_flush_interval;
 use filter_common::w3c::{
     check_filter_state_name, check_response_header, DEFAULT_FILTER_STATE_NAME,
     DEFAULT_RESPONSE_HEADER,
@@ -70,9 +69,6 @@ pub struct Config {
     #[default(DEFAULT_MAX_SHARED_MEMORY)]
     #[serde(deserialize_with = "byte_size")]
     pub max_shared_memory: u64,
-    /// How often counters summed in the VM are sent to Envoy; `0s` (the default) sends each increment at
-    /// once. On, counters lag by up to this much (see `filter_common::metric_batch`).
-    pub metrics_flush_interval: ConfigDuration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, SmartDefault)]
@@ -220,7 +216,6 @@ impl Validate for Config {
         if self.correlation.ttl.0.is_zero() {
             return Err(ConfigError::new("correlation.ttl", "must be positive"));
         }
-        check_flush_interval(self.metrics_flush_interval)?;
         check_filter_state_name(&self.filter_state_name, "filterStateName")?;
         let lists = [
             (
@@ -259,21 +254,6 @@ fn check_formats(formats: &[Format], field: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
     use filter_common::config::parse;
-
-    #[test]
-    fn metrics_flush_interval_is_off_by_default_and_at_most_a_minute() {
-        let c: Config = parse(None).unwrap();
-        assert!(c.metrics_flush_interval.0.is_zero());
-        let c: Config = parse(Some(br#"{"metricsFlushInterval": "250ms"}"#)).unwrap();
-        assert_eq!(c.metrics_flush_interval, ConfigDuration::from_millis(250));
-        for bad in [
-            &br#"{"metricsFlushInterval": "61s"}"#[..],
-            br#"{"metricsFlushInterval": 1}"#,
-        ] {
-            let e = parse::<Config>(Some(bad)).unwrap_err();
-            assert_eq!(e.field, "metricsFlushInterval", "{e}");
-        }
-    }
 
     #[test]
     fn no_configuration_gives_the_documented_defaults() {

@@ -63,22 +63,6 @@ pub struct Plugin {
     ids: RefCell<IdGenerator>,
     /// Borrowed for one step at a time; callbacks never nest.
     pub(super) worker: Rc<RefCell<Worker>>,
-    /// The timer ticks this often per run of the breaker's own work (1, unless `metricsFlushInterval`
-    /// made the timer faster than that work needs).
-    ticks_per_renewal: u32,
-    /// Ticks left until the next run of the breaker's own work.
-    ticks_left: Cell<u32>,
-}
-
-/// The root context's timer: the breaker's own period (lease and permit renewal) and, with
-/// `metricsFlushInterval` on, the counters' flush, whichever is shorter. Returns the period and how many
-/// ticks make one renewal period: a whole number, rounded down, so renewals never come later than
-/// without batching, and come exactly as often when the flush interval divides the breaker's period.
-fn timer(renewal_ms: u32, flush_ms: u32) -> (u32, u32) {
-    if flush_ms == 0 || flush_ms >= renewal_ms {
-        return (renewal_ms, 1);
-    }
-    (flush_ms, (renewal_ms / flush_ms).max(1))
 }
 
 impl Plugin {
@@ -97,14 +81,11 @@ impl Plugin {
             .breakers
             .iter()
             .any(|b| b.max_concurrent_calls.is_some());
-        let renewal = if limited {
+        let tick = if limited {
             permits::RENEW_EVERY_MS
         } else {
             LEASE_TICK_MS
         };
-        let flush_ms =
-            u32::try_from(config.metrics_flush_interval.0.as_millis()).unwrap_or(u32::MAX);
-        let (tick, ticks_per_renewal) = timer(renewal, flush_ms);
         if host.set_tick_period(tick).is_err() {
             log::warn!("no timer: an idle worker's calls stop counting after 5 minutes");
         }
@@ -120,8 +101,6 @@ impl Plugin {
             seed,
             config,
             worker,
-            ticks_per_renewal,
-            ticks_left: Cell::new(ticks_per_renewal),
         }
     }
 
@@ -130,15 +109,8 @@ impl Plugin {
     }
 
     /// The root context's timer: renews this VM's stripe lease when due, and its entry in every key
-    /// it holds permits in (so they keep counting), repairing any lost write. A timer quickened for
-    /// `metricsFlushInterval` does this only every `ticks_per_renewal` ticks (the shell flushes on each).
+    /// it holds permits in (so they keep counting), repairing any lost write.
     pub fn on_tick(&self, host: &impl Host) {
-        let left = self.ticks_left.get().saturating_sub(1);
-        if left > 0 {
-            self.ticks_left.set(left);
-            return;
-        }
-        self.ticks_left.set(self.ticks_per_renewal);
         let Ok(mut worker) = self.worker.try_borrow_mut() else {
             return;
         };
@@ -203,27 +175,6 @@ impl<'h, H: Host> Clock<'h, H> {
 mod tests {
     use super::*;
     use filter_common::fake_host::FakeHost;
-
-    #[test]
-    fn a_flush_interval_quickens_the_timer_not_the_renewals() {
-        assert_eq!(
-            timer(10_000, 0),
-            (10_000, 1),
-            "off: the breaker's own period"
-        );
-        assert_eq!(timer(10_000, 1_000), (1_000, 10));
-        assert_eq!(
-            timer(30_000, 7_000),
-            (7_000, 4),
-            "every 28 s: never later than 30 s"
-        );
-        assert_eq!(
-            timer(10_000, 60_000),
-            (10_000, 1),
-            "a longer interval flushes every 10 s"
-        );
-        assert_eq!(timer(10_000, 10_000), (10_000, 1));
-    }
 
     /// `openJitter` spreads open durations by `jitter_unit`: uniform in [-1, 1), both signs, so breakers
     /// opened together do not all probe at the same instant.

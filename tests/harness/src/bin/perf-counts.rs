@@ -49,10 +49,6 @@ fn env_num(name: &str, default: u64) -> u64 {
 /// `x-trace-id`, `traceresponse`): what they cost.
 const TRACE_LEAN: &str = r#"{"filterStateName": "", "responseHeader": "", "traceResponse": false}"#;
 
-/// A filter's defaults with counters summed in the VM and flushed every second (`metricsFlushInterval`):
-/// the flush's host calls land on the requests that follow it, so they are counted too.
-const BATCHED: &str = r#"{"metricsFlushInterval": "1s"}"#;
-
 /// (listener, filters as (root id, module file under dist/)).
 fn variants() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
     vec![
@@ -71,16 +67,8 @@ fn variants() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             vec![("trace_context_lean", "perf/trace_context.wasm")],
         ),
         (
-            "trace_context_batched",
-            vec![("trace_context_batched", "perf/trace_context.wasm")],
-        ),
-        (
             "circuit_breaker",
             vec![("circuit_breaker", "perf/circuit_breaker.wasm")],
-        ),
-        (
-            "circuit_breaker_batched",
-            vec![("circuit_breaker_batched", "perf/circuit_breaker.wasm")],
         ),
         ("fallback", vec![("fallback", "perf/fallback.wasm")]),
         (
@@ -203,8 +191,6 @@ async fn main() {
             let mut f = WasmFilter::new(*root, path).vm_id(*root);
             if root.ends_with("_lean") {
                 f = f.configuration(TRACE_LEAN);
-            } else if root.ends_with("_batched") {
-                f = f.configuration(BATCHED);
             }
             l = l.filter(f);
         }

@@ -1,11 +1,9 @@
 //! Changing a WasmPlugin while traffic flows: a new pluginConfig (so a new resource version) and a
 //! new module, delivered by ECDS to the running Envoy.
 
-use std::time::{Duration, Instant};
-
+use e2e_harness::envoy_version;
 use e2e_harness::istio::{sha256_hex, WasmPlugin};
 use e2e_harness::serde_json::json;
-use e2e_harness::{envoy_version, prom_sum};
 
 use crate::support::*;
 
@@ -108,60 +106,4 @@ async fn a_new_module_version_builds_new_vms_and_keeps_breaker_state() {
         .unwrap()
         .to_string();
     assert!(file.contains(&sha256_hex(&module)), "{file}");
-}
-
-/// `metricsFlushInterval`: the counts a configuration's VMs hold go to Envoy when a push retires it
-/// (Envoy deletes its root contexts), not only on the timer: with a 60 s interval none arrive while it
-/// serves, all of them right after a new pluginConfig replaces it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counts_held_for_metrics_flush_interval_are_sent_when_a_push_retires_the_configuration() {
-    const N: u64 = 6;
-    // The plugin with a 60 s interval and `sampling` (a change that makes a new configuration).
-    let with_interval = |p: &WasmPlugin, sampling: f64| {
-        let mut p = p.clone();
-        let mut config = p.plugin_config.clone().unwrap_or_else(|| json!({}));
-        config["metricsFlushInterval"] = json!("60s");
-        config["samplingRatio"] = json!(sampling);
-        p.plugin_config = Some(config);
-        p
-    };
-    let mut plugins = WasmPlugin::base(NAMESPACE);
-    for p in plugins.iter_mut().filter(|p| p.name == "trace-context") {
-        *p = with_interval(p, 1.0);
-    }
-    let mut s = Sidecar::start_with(plugins).await;
-    let configured = Instant::now();
-    for _ in 0..N {
-        let r = call(s.port("inbound"), "/", &[("traceparent", TRACEPARENT)]).await;
-        assert_eq!(r.status, 200, "{}", r.describe());
-    }
-    let extracted = |text: &str| {
-        prom_sum(
-            text,
-            "trace_context_extracted",
-            &[("format", "tracecontext")],
-        )
-        .unwrap_or(0)
-    };
-    let held = extracted(&s.envoy.prometheus().await);
-    assert!(
-        configured.elapsed() < Duration::from_secs(50),
-        "too slow to tell"
-    );
-    assert_eq!(held, 0, "held in the VMs: the first flush is a minute away");
-
-    // Same resource version, another pluginConfig: a new root context in the same VMs.
-    let next = with_interval(s.plugin("trace-context"), 0.5);
-    let module = module_bytes(&next);
-    assert_eq!(s.publish(next, &module).await, Update::Accepted);
-    let deadline = Instant::now() + UPDATE_WAIT;
-    let mut sent = extracted(&s.envoy.prometheus().await);
-    while sent != N && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        sent = extracted(&s.envoy.prometheus().await);
-    }
-    assert_eq!(
-        sent, N,
-        "the retired configuration's counts, sent as Envoy deleted it"
-    );
 }

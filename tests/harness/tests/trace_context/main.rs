@@ -10,7 +10,6 @@
 
 mod config;
 mod correlation;
-mod metrics_flush;
 mod observability;
 mod propagation;
 mod support;

@@ -279,37 +279,3 @@ fn the_timer_keeps_this_worker_s_lease_and_permits_counted() {
     plugin.on_tick(&host);
     assert_eq!(host.count(Op::SetSharedData), 0, "no lease yet, no permit");
 }
-
-#[test]
-fn a_flush_interval_quickens_the_timer_but_renewals_keep_their_period() {
-    let (host, plugin) = configure(
-        r#"{"metricsFlushInterval": "1s",
-            "breakers": [{"name": "pay", "openJitter": 0, "maxConcurrentCalls": 5}]}"#,
-    );
-    assert_eq!(
-        host.tick_period(),
-        Some(1000),
-        "the flush interval, under 10 s"
-    );
-    let (held, _) = request(&host, &plugin, &[]);
-    assert_eq!(call(&host, &plugin, "200"), Action::Continue);
-    for round in 0..2 {
-        host.advance_clock(Duration::from_secs(120));
-        host.clear_calls();
-        for _ in 0..9 {
-            plugin.on_tick(&host);
-        }
-        assert_eq!(
-            host.call_count(),
-            0,
-            "round {round}: flush-only ticks touch nothing"
-        );
-        plugin.on_tick(&host);
-        assert!(
-            host.count(Op::SetSharedData) >= 2,
-            "round {round}: the tenth tick (10 s) renews the lease and the permit: {:?}",
-            host.calls()
-        );
-    }
-    end(&host, &plugin, held);
-}
