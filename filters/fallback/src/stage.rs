@@ -175,11 +175,15 @@ impl Stream {
         if !facts.grpc {
             return Action::Continue;
         }
+        // Every field stated: trailers follow the upstream's own gRPC response headers (HTTP 200, on
+        // which the status triggers and Envoy's failure flags were judged already); a breaker's
+        // rejection or a reply Envoy made has none.
         let observed = Observed {
             status: 200,
             grpc_status: host.header_number(MapType::HttpResponseTrailers, "grpc-status"),
+            response_flags: 0,
             from_upstream: true,
-            ..Observed::default()
+            circuit_breaker: false,
         };
         if let Some(reason) = fire(&rule.triggers, &observed) {
             let marker = reply::marker(&rule.name, reason, rule.response.kind);

@@ -490,7 +490,13 @@ impl Host for FakeHost<'_> {
         let buffers = self.buffers.borrow();
         let bytes = buffers.get(&which)?;
         let end = start.saturating_add(max_size).min(bytes.len());
-        bytes.get(start..end).map(<[u8]>::to_vec)
+        // As Envoy: a read of no bytes (none asked, or none left from `start`) hands back no buffer
+        // (proxy-wasm-cpp-host's get_buffer_bytes returns a null pointer), which `ProxyHost` reads as
+        // `None`.
+        bytes
+            .get(start..end)
+            .filter(|b| !b.is_empty())
+            .map(<[u8]>::to_vec)
     }
 
     fn now_nanos(&self) -> u64 {
@@ -864,6 +870,9 @@ mod tests {
             Some(b"hello".to_vec())
         );
         assert_eq!(host.buffer(Buffer::HttpRequestBody, 0, 1), None);
+        // No bytes read is no buffer, as from Envoy.
+        assert_eq!(host.buffer(Buffer::HttpResponseBody, 0, 0), None);
+        assert_eq!(host.buffer(Buffer::HttpResponseBody, 5, 3), None);
 
         host.set_clock(1_000);
         host.advance_clock(Duration::from_nanos(500));

@@ -82,7 +82,8 @@ pub trait Host {
     /// Writes a property: an unknown top-level name is filter state, readable as
     /// `%FILTER_STATE(wasm.NAME)%` in access logs.
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError>;
-    /// Up to `max_size` bytes of a buffer from `start`; `None` when absent or unavailable.
+    /// Up to `max_size` bytes of a buffer from `start`; `None` when absent or unavailable, and for a read
+    /// of no bytes (Envoy hands back no buffer then).
     fn buffer(&self, which: Buffer, start: usize, max_size: usize) -> Option<Vec<u8>>;
     /// Wall-clock time in nanoseconds since the Unix epoch (0 if the host refuses).
     fn now_nanos(&self) -> u64;

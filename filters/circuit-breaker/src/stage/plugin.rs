@@ -39,6 +39,7 @@ impl Worker {
     }
 
     /// A VM with a given owner id (tests: two workers over one shared data).
+    #[cfg(test)]
     pub fn with_owner(owner: u64) -> Self {
         Worker {
             owner: owner | 1,
@@ -102,10 +103,6 @@ impl Plugin {
             config,
             worker,
         }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// The root context's timer: renews this VM's stripe lease when due, and its entry in every key

@@ -116,6 +116,11 @@ fn half_open_admits_its_probes_only_and_closes_when_they_succeed() {
     assert!(first.call().unwrap().probe && second.call().unwrap().probe);
     assert_eq!(calls(&host, "pay", "probe"), 2);
     assert_eq!(transitions(&host, "pay", "half_open"), 1);
+    assert_eq!(
+        gauge(&host, "circuit_breaker_open", "pay"),
+        1,
+        "a half-open key is not closed"
+    );
 
     // Beyond the probes: rejected as half-open while they run.
     host.clear_calls();
@@ -149,6 +154,7 @@ fn a_failed_probe_opens_the_breaker_again_for_longer() {
     respond(&host, &plugin, &mut probe, &[(":status", "500")]);
     end(&host, &plugin, probe);
     assert_eq!(transitions(&host, "pay", "open"), 2);
+    assert_eq!(gauge(&host, "circuit_breaker_open", "pay"), 1, "one key");
     host.clear_calls();
     let (stream, action) = request(&host, &plugin, &[]);
     assert_eq!(action, Action::Pause);

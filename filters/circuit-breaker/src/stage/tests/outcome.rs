@@ -85,15 +85,31 @@ fn no_response_after_an_upstream_failure_is_a_failure() {
     assert_eq!(transitions(&host, "pay", "open"), 1);
 }
 
+/// Whatever its status, 400 included (only a plain answer below 400 is taken as the upstream's without
+/// asking who made it), and also when its headers never reached this filter (the stream's end reads
+/// the status Envoy answered with).
 #[test]
 fn envoy_s_own_reply_without_an_upstream_failure_is_ignored() {
     let (host, plugin) = configure(&breaker(r#""consecutiveFailures": 1"#));
+    for (status, details) in [
+        ("503", "rate_limited"),
+        ("400", "request_headers_failed_strict_check"),
+    ] {
+        host.script_property(&["response", "code_details"], details.as_bytes());
+        let (mut stream, _) = request(&host, &plugin, &[]);
+        respond(&host, &plugin, &mut stream, &[(":status", status)]);
+        assert_eq!(stream.call().unwrap().local_reply, Some(true), "{status}");
+        end(&host, &plugin, stream);
+    }
     host.script_property(&["response", "code_details"], b"rate_limited");
-    let (mut stream, _) = request(&host, &plugin, &[]);
-    respond(&host, &plugin, &mut stream, &[(":status", "503")]);
-    assert_eq!(stream.call().unwrap().local_reply, Some(true));
+    host.script_property_u64(&["response", "code"], 429);
+    let (stream, _) = request(&host, &plugin, &[]);
     end(&host, &plugin, stream);
-    assert_eq!(calls(&host, "pay", "ignored"), 1);
+    assert_eq!(calls(&host, "pay", "ignored"), 3);
+    assert_eq!(
+        calls(&host, "pay", "success") + calls(&host, "pay", "failure"),
+        0
+    );
     assert_eq!(transitions(&host, "pay", "open"), 0);
 }
 

@@ -2,7 +2,7 @@
 //! and the dependency's pushback (`maxPushback`).
 
 use super::*;
-use filter_common::fake_host::Op;
+use filter_common::fake_host::{Call, Op};
 use std::time::Duration;
 
 fn in_flight(host: &FakeHost) -> i64 {
@@ -63,6 +63,7 @@ fn permits_come_back_on_every_way_a_stream_ends() {
         let (stream, action) = request(host, &plugin, &[]);
         assert_eq!(action, Action::Continue, "the last permit came back");
         assert_eq!(in_flight(host), 1);
+        assert!(plugin.worker.borrow().holds_permits());
         stream
     };
     // A response, then on_log and the drop.
@@ -234,6 +235,34 @@ fn only_the_upstream_s_own_answer_asks_for_pushback() {
     end(&host, &plugin, stream);
     assert_eq!(call(&host, &plugin, "200"), Action::Continue);
     assert_eq!(calls(&host, "pay", "pushback"), 0);
+}
+
+/// With `maxPushback` on, only a 503 or 429 has its `Retry-After` read: a good answer costs what it
+/// costs without pushback (its status, and the clock), and so do a gRPC call's trailers without it.
+#[test]
+fn pushback_reads_retry_after_only_on_a_503_or_429() {
+    let (host, plugin) = configure(&breaker(r#""maxPushback": "10s""#));
+    let (mut stream, _) = request(&host, &plugin, &[]);
+    host.clear_calls();
+    respond(&host, &plugin, &mut stream, &[(":status", "200")]);
+    assert_eq!(
+        host.calls(),
+        [Call::Now, Call::Header(RESP, ":status".to_string())]
+    );
+    end(&host, &plugin, stream);
+    let (mut stream, _) = grpc_request(&host, &plugin);
+    respond(&host, &plugin, &mut stream, &[(":status", "503")]);
+    host.script_headers(TRAILERS, &[("grpc-status", "14")]);
+    host.clear_calls();
+    stream.on_response_trailers(&host, &plugin);
+    assert_eq!(
+        host.calls(),
+        [
+            Call::Header(TRAILERS, "grpc-status".to_string()),
+            Call::Header(TRAILERS, "grpc-retry-pushback-ms".to_string())
+        ]
+    );
+    end(&host, &plugin, stream);
 }
 
 #[test]

@@ -103,6 +103,46 @@ fn a_good_answer_is_copied_as_it_streams_and_served_with_its_age_when_the_upstre
     // HEAD gets the headers only.
     let r = fail(&host, &vm, &[(":method", "HEAD")]);
     assert_stale(&r, "", "HEAD");
+    // A POST to the same resource is never answered with the GET's copy (RFC 9111 §4).
+    let r = fail(&host, &vm, &[(":method", "POST")]);
+    assert_nothing_cached(&r, "POST");
+}
+
+/// Envoy's HTTP/1 codec ends a chunked body with an empty chunk marked end of stream (as HTTP/2 may,
+/// with an empty DATA frame): the capture completes on it, reading no body for it.
+#[test]
+fn an_empty_last_body_chunk_completes_the_capture() {
+    let host = FakeHost::new();
+    let vm = vm(&host, Some(STALE));
+    let mut s = request(&host, &vm, &[]);
+    upstream(&host, "200", &[("content-type", "text/plain")]);
+    assert_eq!(s.on_response_headers(&host, &vm, false), Action::Continue);
+    host.script_buffer(Buffer::HttpResponseBody, b"hello world");
+    s.on_response_body(&host, &vm, 11, false);
+    host.script_buffer(Buffer::HttpResponseBody, b"");
+    host.clear_calls();
+    s.on_response_body(&host, &vm, 0, true);
+    assert_eq!(host.count(Op::Buffer), 0, "{:?}", host.calls());
+    assert_eq!(stores(&host), 1);
+    assert_stale(&fail(&host, &vm, &[]), "hello world", "stored");
+}
+
+#[test]
+fn a_body_of_exactly_max_body_bytes_is_stored() {
+    let host = FakeHost::new();
+    let vm = vm(&host, Some(STALE));
+    let full = [b'x'; 1024];
+    good(
+        &host,
+        &vm,
+        &[(":path", "/full")],
+        &[("content-type", "text/plain")],
+        &full,
+    );
+    assert_eq!(stores(&host), 1);
+    let r = fail(&host, &vm, &[(":path", "/full")]);
+    assert_eq!(header(&r, "x-fallback"), Some(STALE_MARK));
+    assert_eq!(r.body, full);
 }
 
 #[test]

@@ -177,3 +177,18 @@ fn trailers_are_left_alone_when_nothing_fires_or_the_caller_is_not_grpc() {
     s.on_response_trailers(&host, &vm);
     assert_eq!(host.count(Op::SetHeader), 0, "{:?}", host.calls());
 }
+
+/// The upstream's own failure in the trailers is not one of Envoy's: the default rule (Envoy's failures
+/// only) leaves it alone, as it leaves an upstream's 503.
+#[test]
+fn an_upstream_s_grpc_failure_in_the_trailers_is_not_envoy_s_own() {
+    let host = FakeHost::new();
+    let vm = vm(&host, None);
+    let mut s = grpc_call(&host, &vm, "/pkg.Svc/Call");
+    upstream(&host, "200", &[GRPC]);
+    assert_eq!(s.on_response_headers(&host, &vm, false), Action::Continue);
+    host.script_headers(TRAILERS, &[("grpc-status", "14")]);
+    assert_eq!(s.on_response_trailers(&host, &vm), Action::Continue);
+    assert_eq!(host.count(Op::SetHeader), 0, "{:?}", host.calls());
+    assert_eq!(served(&host, "default", "localReply", "trailers"), None);
+}

@@ -133,22 +133,32 @@ fn only_requests_the_rule_matches_are_covered() {
     assert!(host.local_replies().is_empty());
 }
 
+/// Whatever status the breaker rejects with (its `rejectStatus`, 400 to 599; 400 is the lowest).
 #[test]
 fn a_breaker_rejection_fires_the_circuit_breaker_trigger_and_keeps_its_retry_after() {
-    let host = FakeHost::new();
-    let vm = vm(&host, Some(STATIC));
-    let mut s = request(&host, &vm, &[]);
-    host.script_headers(RESP, &[(":status", "503"), ("retry-after", "30")]);
-    host.script_property(&["response", "code_details"], b"circuit_breaker_open");
-    host.script_property_u64(&["response", "flags"], 0);
-    assert_eq!(s.on_response_headers(&host, &vm, false), Action::Pause);
-    let r = the_reply(&host);
-    assert_eq!(
-        header(&r, "x-fallback"),
-        Some("static; rule=st; reason=circuitBreaker")
-    );
-    assert_eq!(header(&r, "retry-after"), Some("30"));
-    assert!(body(&r).contains(r#""why": "circuitBreaker""#));
+    for status in ["503", "429", "400"] {
+        let host = FakeHost::new();
+        let vm = vm(&host, Some(STATIC));
+        let mut s = request(&host, &vm, &[]);
+        host.script_headers(RESP, &[(":status", status), ("retry-after", "30")]);
+        host.script_property(&["response", "code_details"], b"circuit_breaker_open");
+        host.script_property_u64(&["response", "flags"], 0);
+        assert_eq!(
+            s.on_response_headers(&host, &vm, false),
+            Action::Pause,
+            "{status}"
+        );
+        let r = the_reply(&host);
+        assert_eq!(
+            header(&r, "x-fallback"),
+            Some("static; rule=st; reason=circuitBreaker")
+        );
+        assert_eq!(header(&r, "retry-after"), Some("30"));
+        assert_eq!(
+            body(&r),
+            format!(r#"{{"trace": "", "was": {status}, "why": "circuitBreaker", "id": ""}}"#)
+        );
+    }
 }
 
 #[test]
