@@ -67,6 +67,10 @@ fn variants() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             vec![("trace_context_lean", "perf/trace_context.wasm")],
         ),
         (
+            "trace_context_directed",
+            vec![("trace_context_directed", "perf/trace_context.wasm")],
+        ),
+        (
             "circuit_breaker",
             vec![("circuit_breaker", "perf/circuit_breaker.wasm")],
         ),
@@ -191,6 +195,11 @@ async fn main() {
             let mut f = WasmFilter::new(*root, path).vm_id(*root);
             if root.ends_with("_lean") {
                 f = f.configuration(TRACE_LEAN);
+            }
+            if root.ends_with("_directed") {
+                // The listener's side configured, as with one WasmPlugin per traffic mode: no
+                // `xds.listener_direction` read per request.
+                f = f.configuration(r#"{"direction": "inbound"}"#);
             }
             l = l.filter(f);
         }
