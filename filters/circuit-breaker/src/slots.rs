@@ -83,7 +83,9 @@ pub enum Admission {
 /// ([`crate::store::update_slot`]). The key's own slot is searched for in every probe before any is
 /// claimed, so a key never takes a second slot while it owns one; a key at home costs one read. A
 /// slot without a record is free, and only the slot a key claims is created: shared data holds
-/// records for the slots keys have owned, not for every slot they looked at.
+/// records for the slots keys have owned, not for every slot they looked at. The slot of an
+/// `Admission::Slot` is always the one `update` was called for last (the stage keeps the record key
+/// it built for that call).
 pub fn admit(
     fp: u64,
     now_ns: u64,
@@ -202,7 +204,9 @@ mod tests {
                 name: "b".into(),
                 ..c.clone()
             };
-            admit(fp, now, c, 0.0, |slot, create, change| {
+            let last = Cell::new(None);
+            let admission = admit(fp, now, c, 0.0, |slot, create, change| {
+                last.set(Some(slot));
                 crate::store::update_slot(
                     &self.mem,
                     &Keys::new("cb"),
@@ -212,7 +216,11 @@ mod tests {
                     create,
                     change,
                 )
-            })
+            });
+            if let Admission::Slot(slot, _) = &admission {
+                assert_eq!(Some(*slot), last.get(), "not the slot updated last");
+            }
+            admission
         }
     }
 

@@ -181,6 +181,16 @@ pub struct Finished {
     pub slow: bool,
 }
 
+/// Logs, once per VM, that no stripe number was free.
+fn warn_all_stripes_leased(warned: &mut bool) {
+    if !std::mem::replace(warned, true) {
+        log::warn!(
+            "all {} window stripes are leased by live workers; this worker's calls count only in its own decisions",
+            crate::leases::MAX_STRIPES
+        );
+    }
+}
+
 /// Records a finished call of generation `gen` in this worker's stripe and publishes it. With
 /// `collect`, returns every live worker's stripe of the key (this worker's last) for a decision;
 /// without, nothing, and a call made while this VM's lease is fresh costs one write.
@@ -238,7 +248,6 @@ pub fn record_and_collect(
     if let Some(i) = number {
         let value = &mut mine.value_buf;
         value.clear();
-        value.reserve(8 + stripe.encoded_len_hint());
         value.extend_from_slice(&owner.to_le_bytes());
         stripe.encode_into(value);
         Keys::stripe_into(&mut mine.key_buf, state_key, i);
@@ -323,12 +332,7 @@ fn lease(
             _ => match next_table.claim(owner, now_s) {
                 Some(i) => i,
                 None => {
-                    if !std::mem::replace(&mut mine.warned_full, true) {
-                        log::warn!(
-                            "all {} window stripes are leased by live workers; this worker's calls count only in its own decisions",
-                            crate::leases::MAX_STRIPES
-                        );
-                    }
+                    warn_all_stripes_leased(&mut mine.warned_full);
                     return None;
                 }
             },

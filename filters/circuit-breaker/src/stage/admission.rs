@@ -26,12 +26,9 @@ pub fn admit(
     metrics: &BreakerMetrics,
 ) -> (Admission, String) {
     let jitter = plugin.jitter_unit();
-    let mut last: Option<(u32, String)> = None;
+    let mut last_key = String::new();
     let admission = slots::admit(selected.key, now, b, jitter, |slot, create, change| {
-        let key = match last.take() {
-            Some((s, key)) if s == slot => key,
-            _ => plugin.keys.state(&b.name, slot),
-        };
+        let key = plugin.keys.state(&b.name, slot);
         let result = store::update_slot_keyed(
             host,
             &plugin.keys,
@@ -45,15 +42,11 @@ pub fn admit(
         if let Cas::Written(_, before, Some(after)) = &result {
             transitioned(host, b, slot, before, after, metrics, None);
         }
-        last = Some((slot, key));
+        last_key = key;
         result
     });
-    let key = match (&admission, last) {
-        (Admission::Slot(slot, _), Some((s, key))) if *slot == s => key,
-        (Admission::Slot(slot, _), _) => plugin.keys.state(&b.name, *slot),
-        (Admission::Overflow, _) => String::new(),
-    };
-    (admission, key)
+    // `slots::admit` answers with the slot it updated last: `last_key` is that slot's key.
+    (admission, last_key)
 }
 
 /// No slot for this key: it passes unprotected rather than share another key's state.
