@@ -166,6 +166,16 @@ mod tests {
             assert_eq!(&hex_u64(x)[..], format!("{x:016x}").as_bytes());
         }
         assert_eq!(lower_hex(7, 40).len(), 32);
+        // A field of any width (traceparent's two flag digits) holds the value's lowest digits.
+        for (width, v, digits) in [
+            (2, 0x9e_u64, "9e"),
+            (2, 0x1ff, "ff"),
+            (16, 0x0123_4567_89ab_cdef, "0123456789abcdef"),
+        ] {
+            let mut out = vec![0; width];
+            fill_hex_u64(&mut out, v);
+            assert_eq!(out, digits.as_bytes(), "{v:x}");
+        }
     }
 
     #[test]
