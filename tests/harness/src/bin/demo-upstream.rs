@@ -36,6 +36,16 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // The handlers go in before the upstream says it is listening: a SIGTERM sent as soon as the line
+    // appears (a supervisor, `compose down`, the newcomer test) must find them, since PID 1 has no
+    // default action for it.
+    let signals = match ShutdownSignals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("demo-upstream: cannot wait for SIGTERM: {e}");
+            std::process::exit(1);
+        }
+    };
     let upstream = match Upstream::start_on(port).await {
         Ok(u) => u,
         Err(e) => {
@@ -47,22 +57,30 @@ async fn main() {
         "demo-upstream listening on 127.0.0.1:{} (HTTP/1.1 and h2c)",
         upstream.port()
     );
-    match shutdown_signal().await {
-        Ok(name) => eprintln!("demo-upstream: {name}, stopping"),
-        Err(e) => {
-            eprintln!("demo-upstream: cannot wait for SIGTERM: {e}");
-            std::process::exit(1);
-        }
-    }
+    let name = signals.first().await;
+    eprintln!("demo-upstream: {name}, stopping");
 }
 
-/// Waits for SIGTERM or SIGINT and names the one that came.
-async fn shutdown_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, handled from the moment they are installed.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for either and names the one that came.
+    async fn first(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
