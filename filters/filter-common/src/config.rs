@@ -388,6 +388,11 @@ mod tests {
     fn whole_numbers_and_objects_as_istio_sends_them() {
         let mut de = serde_json::Deserializer::from_str("5.0");
         assert_eq!(whole_some::<_, u32>(&mut de).unwrap(), Some(5));
+        let mut de = serde_json::Deserializer::from_str("[1, 2.0]");
+        assert_eq!(
+            whole_list_some::<_, u32>(&mut de).unwrap(),
+            Some(vec![1, 2])
+        );
         let mut de = serde_json::Deserializer::from_str("[1]");
         let e = unique_map::<_, u32>(&mut de).unwrap_err().to_string();
         assert!(e.contains("expected an object"), "{e}");

@@ -107,6 +107,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nanoseconds_are_a_unit_and_nanos_saturate() {
+        assert_eq!(parse_duration("250ns").unwrap(), Duration::from_nanos(250));
+        assert_eq!(
+            ConfigDuration::from_millis(1_500).as_nanos_u64(),
+            1_500_000_000
+        );
+        assert_eq!(
+            ConfigDuration(Duration::from_secs(u64::MAX)).as_nanos_u64(),
+            u64::MAX
+        );
+    }
+
+    #[test]
     fn parses_common_forms() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));

@@ -177,6 +177,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_default_shared_memory_is_64_mib() {
+        assert_eq!(DEFAULT_MAX_SHARED_MEMORY, 67_108_864);
+    }
+
+    #[test]
+    fn a_size_of_the_wrong_type_says_what_is_expected() {
+        let mut de = serde_json::Deserializer::from_str("true");
+        let e = byte_size(&mut de).unwrap_err().to_string();
+        assert!(e.contains(SIZE_SYNTAX), "{e}");
+    }
+
+    #[test]
     fn an_entry_costs_the_host_s_overhead_and_its_bytes() {
         assert_eq!(shared_entry_bytes(0, 0), SHARED_ENTRY_OVERHEAD);
         assert_eq!(shared_entry_bytes(10, 300), SHARED_ENTRY_OVERHEAD + 310);

@@ -76,6 +76,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_status_of_the_wrong_type_says_what_is_expected() {
+        let e = serde_json::from_str::<StatusSet>("true")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a status such as \"503\""), "{e}");
+    }
+
+    #[test]
     fn codes_ranges_and_lists() {
         use crate::config::from_slice;
         let s: StatusSet = from_slice(br#"["502", "504-599"]"#).unwrap();
