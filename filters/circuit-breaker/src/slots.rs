@@ -207,9 +207,11 @@ mod tests {
             let last = Cell::new(None);
             let admission = admit(fp, now, c, 0.0, |slot, create, change| {
                 last.set(Some(slot));
+                let keys = Keys::new("cb");
                 crate::store::update_slot(
                     &self.mem,
-                    &Keys::new("cb"),
+                    &keys,
+                    &keys.state("b", slot),
                     &named,
                     slot,
                     8,

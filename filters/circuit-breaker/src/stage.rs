@@ -117,8 +117,8 @@ impl Stream {
             return Action::Continue;
         }
         // The call does not go: not recorded, and a probe permit it took is given back.
-        if self.call.take().is_some_and(|c| c.probe) {
-            admission::return_probe(host, plugin, b, slot, gen, now, metrics);
+        if let Some(probe) = self.call.take().filter(|c| c.probe) {
+            admission::return_probe(host, plugin, b, &probe, now, metrics);
         }
         admission::count_refusal(host, &refusal, metrics);
         self.rejected = admission::reject(

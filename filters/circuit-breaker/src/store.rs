@@ -85,23 +85,10 @@ fn read_record(store: &impl SharedData, key: &str) -> Result<Option<(Record, u32
 /// [`update`] on the record of `breaker`'s key slot `slot`. With `create`, a record no key has needed
 /// yet is created first (see `created`), and `Cas::Missing` then says another worker is creating it
 /// (or its creator stopped before writing it): the slot is not usable now.
-pub fn update_slot<T>(
-    store: &impl SharedData,
-    keys: &Keys,
-    b: &BreakerConfig,
-    slot: u32,
-    attempts: u32,
-    create: bool,
-    change: impl FnMut(&Record) -> (T, Option<Record>),
-) -> Cas<T> {
-    let key = keys.state(&b.name, slot);
-    update_slot_keyed(store, keys, &key, b, slot, attempts, create, change)
-}
-
-/// [`update_slot`] with the slot's record key (`keys.state(b, slot)`) built by the caller, who keeps it
-/// for the rest of the call.
+/// `key` is the slot's record key (`keys.state(b, slot)`), built by the caller, who keeps it for the
+/// rest of the call.
 #[allow(clippy::too_many_arguments)]
-pub fn update_slot_keyed<T>(
+pub fn update_slot<T>(
     store: &impl SharedData,
     keys: &Keys,
     key: &str,
@@ -402,15 +389,31 @@ mod tests {
         );
         // The first key to need slot 0 creates its record.
         assert!(matches!(
-            update_slot(&store, &keys, &b, 0, ADMIT_ATTEMPTS, true, |rec| {
-                ((), state::on_trip(rec, rec.gen, 0, &b, 0.0))
-            }),
+            update_slot(
+                &store,
+                &keys,
+                &keys.state("b", 0),
+                &b,
+                0,
+                ADMIT_ATTEMPTS,
+                true,
+                |rec| { ((), state::on_trip(rec, rec.gen, 0, &b, 0.0)) }
+            ),
             Cas::Written((), _, Some(_))
         ));
         let open = record(&store);
         assert_eq!(open.state, State::Open);
         create_tables(&store, &keys, std::slice::from_ref(&b));
-        update_slot(&store, &keys, &b, 0, ADMIT_ATTEMPTS, true, |_| ((), None));
+        update_slot(
+            &store,
+            &keys,
+            &keys.state("b", 0),
+            &b,
+            0,
+            ADMIT_ATTEMPTS,
+            true,
+            |_| ((), None),
+        );
         assert_eq!(
             record(&store),
             open,
@@ -428,7 +431,16 @@ mod tests {
         let b = breaker(r#"{"name": "b", "maxKeys": 1000, "maxConcurrentCalls": 2}"#);
         create_tables(&store, &keys, std::slice::from_ref(&b));
         assert_eq!(store.len(), 2, "nothing per slot at load");
-        update_slot(&store, &keys, &b, 7, ADMIT_ATTEMPTS, true, |_| ((), None));
+        update_slot(
+            &store,
+            &keys,
+            &keys.state("b", 7),
+            &b,
+            7,
+            ADMIT_ATTEMPTS,
+            true,
+            |_| ((), None),
+        );
         let table = crate::permits::key(&keys.state("b", 7));
         assert_eq!(
             store.value(&table),
@@ -436,9 +448,16 @@ mod tests {
         );
         assert_eq!(store.len(), 4, "the record and its permit table");
         let unlimited = breaker(r#"{"name": "b"}"#);
-        update_slot(&store, &keys, &unlimited, 8, ADMIT_ATTEMPTS, true, |_| {
-            ((), None)
-        });
+        update_slot(
+            &store,
+            &keys,
+            &keys.state("b", 8),
+            &unlimited,
+            8,
+            ADMIT_ATTEMPTS,
+            true,
+            |_| ((), None),
+        );
         assert_eq!(store.len(), 5, "no permit table without a limit");
     }
 

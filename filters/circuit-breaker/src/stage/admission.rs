@@ -2,6 +2,7 @@
 //! checks of a call the breaker admitted (the dependency's pushback, the key's permits), and the
 //! rejection sent when the call may not go.
 
+use super::outcome::AdmittedCall;
 use super::plugin::Plugin;
 use super::transitions::{transitioned, update_state};
 use crate::config::BreakerConfig;
@@ -29,7 +30,7 @@ pub fn admit(
     let mut last_key = String::new();
     let admission = slots::admit(selected.key, now, b, jitter, |slot, create, change| {
         let key = plugin.keys.state(&b.name, slot);
-        let result = store::update_slot_keyed(
+        let result = store::update_slot(
             host,
             &plugin.keys,
             &key,
@@ -93,14 +94,13 @@ pub fn return_probe(
     host: &impl Host,
     plugin: &Plugin,
     b: &BreakerConfig,
-    slot: u32,
-    gen: u32,
+    probe: &AdmittedCall,
     now: u64,
     metrics: &BreakerMetrics,
 ) {
-    let key = plugin.keys.state(&b.name, slot);
-    update_state(host, plugin, b, slot, &key, metrics, None, |rec, jitter| {
-        state::on_probe_result(rec, gen, ProbeOutcome::Ignored, now, b, jitter)
+    let (slot, key) = (probe.slot, probe.state_key.as_str());
+    update_state(host, plugin, b, slot, key, metrics, None, |rec, jitter| {
+        state::on_probe_result(rec, probe.gen, ProbeOutcome::Ignored, now, b, jitter)
     });
 }
 
